@@ -1,0 +1,116 @@
+//! What the CLI's registry holds: one [`Model`] per system, with its invariants.
+
+use crate::ids::NodeId;
+use crate::node::Node;
+use crate::rng::SimRng;
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+
+/// A node's name and role, as shown in traces and used in scenario files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: String,
+}
+
+impl NodeSpec {
+    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+        NodeSpec {
+            name: name.into(),
+            role: role.into(),
+        }
+    }
+}
+
+/// A scenario's model options are invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionError {
+    /// The option's key under `[model_options]`.
+    pub field: String,
+    pub message: String,
+}
+
+/// A system retrace can simulate: its node type, how to build the cluster from options, the
+/// invariants to check, and the workload of external requests.
+pub trait Model: 'static {
+    /// The name scenario files use in `model = "..."`.
+    const NAME: &'static str;
+    /// One line for `retrace models`.
+    const ABOUT: &'static str;
+    type Node: Node;
+    /// The scenario's `[model_options]` table. Use `#[serde(deny_unknown_fields, default)]`.
+    type Options: Serialize + DeserializeOwned + Default + Clone + Debug + 'static;
+
+    /// Checks option values serde cannot (ranges, combinations).
+    fn validate(options: &Self::Options) -> Result<(), OptionError> {
+        let _ = options;
+        Ok(())
+    }
+
+    /// The cluster's nodes, indexed by `NodeId`.
+    fn nodes(options: &Self::Options) -> Vec<NodeSpec>;
+
+    /// Builds node `id` in its initial state: at first start, and again at every restart.
+    fn build(options: &Self::Options, id: NodeId) -> Self::Node;
+
+    /// The invariants checked after every event.
+    fn invariants(options: &Self::Options) -> Vec<Box<dyn Invariant<Self::Node>>>;
+
+    /// The next external request of the workload: which node receives it and what it is.
+    /// `None` means the model has no external workload.
+    fn request(
+        options: &Self::Options,
+        rng: &mut SimRng,
+    ) -> Option<(NodeId, <Self::Node as Node>::Msg)> {
+        let _ = (options, rng);
+        None
+    }
+}
+
+/// The cluster as an invariant sees it after one step.
+pub struct View<'a, N> {
+    /// Virtual time of the step.
+    pub time_ns: u64,
+    /// Trace index of the step's input record.
+    pub step_index: u64,
+    /// The node that just took a step (invariants can be incremental on it).
+    pub node: NodeId,
+    /// Every node's state; `None` while a node is down.
+    pub nodes: &'a [Option<N>],
+}
+
+/// A property that must hold after every event. It may keep its own state (for example,
+/// what has been acknowledged so far), which evolves deterministically with the run.
+pub trait Invariant<N>: 'static {
+    fn name(&self) -> &str;
+    /// `Err` with a human-readable explanation when the property is broken.
+    fn check(&mut self, view: &View<'_, N>) -> Result<(), String>;
+}
+
+struct FnInvariant<F> {
+    name: String,
+    check: F,
+}
+
+impl<N, F> Invariant<N> for FnInvariant<F>
+where
+    F: FnMut(&View<'_, N>) -> Result<(), String> + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn check(&mut self, view: &View<'_, N>) -> Result<(), String> {
+        (self.check)(view)
+    }
+}
+
+/// An invariant from a closure.
+pub fn invariant<N: 'static>(
+    name: &str,
+    check: impl FnMut(&View<'_, N>) -> Result<(), String> + 'static,
+) -> Box<dyn Invariant<N>> {
+    Box::new(FnInvariant {
+        name: name.to_string(),
+        check,
+    })
+}

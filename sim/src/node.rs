@@ -1,0 +1,177 @@
+//! The node API: what a user writes, and the context through which a node meets the world.
+
+use crate::ids::{NodeId, RequestId, Time, TimerId};
+use crate::rng::SimRng;
+use crate::storage::Storage;
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+use std::time::Duration;
+
+/// What a message (and a node's state) must be: cloneable for snapshots and duplicates,
+/// printable for the trace viewer, serializable for the trace.
+pub trait Message: Clone + Debug + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Debug + Serialize + DeserializeOwned + 'static> Message for T {}
+
+/// A node: a deterministic state machine.
+///
+/// Given the same inputs (start, messages, timer firings, external requests, and what it
+/// reads through its [`Ctx`]: clock, randomness, storage) a node must make the same outputs
+/// and reach the same state. It talks to the world only through the `Ctx`, so the same code
+/// runs in the simulator, in the real runtime and in the replayer.
+///
+/// # Roles
+/// A cluster usually has nodes of different kinds (clients, servers, caches). Make them one
+/// node type, an enum with a variant per role, and one message enum shared by all roles:
+///
+/// ```
+/// use retrace_sim::{Ctx, Node, NodeId, TimerId};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// enum Msg { Get(String), Value(Option<String>) }
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// enum Role {
+///     Client { server: NodeId, answers: u32 },
+///     Server { data: std::collections::BTreeMap<String, String> },
+/// }
+///
+/// impl Node for Role {
+///     type Msg = Msg;
+///     fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+///         if let Role::Client { server, .. } = self {
+///             ctx.send(*server, Msg::Get("x".into()));
+///         }
+///     }
+///     fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+///         match (self, msg) {
+///             (Role::Server { data }, Msg::Get(key)) => {
+///                 ctx.send(from, Msg::Value(data.get(&key).cloned()))
+///             }
+///             (Role::Client { answers, .. }, Msg::Value(_)) => *answers += 1,
+///             (_, other) => ctx.annotate(format!("unexpected {other:?}")),
+///         }
+///     }
+///     fn on_timer(&mut self, _ctx: &mut Ctx<'_, Msg>, _timer: TimerId, _tag: u64) {}
+/// }
+/// ```
+pub trait Node: Clone + Debug + Serialize + DeserializeOwned + 'static {
+    /// The messages nodes of this system exchange (one enum for all roles).
+    type Msg: Message;
+
+    /// The node boots: first start, or restart after a crash (the node was rebuilt by its
+    /// model's constructor; its synced storage is what survived).
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg>);
+
+    /// A message from another node arrives.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::Msg>, from: NodeId, msg: Self::Msg);
+
+    /// A timer set with [`Ctx::set_timer`] fires.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Msg>, timer: TimerId, tag: u64);
+
+    /// A request from outside the cluster arrives (a client of the system). It starts a new
+    /// request id; answer it with [`Ctx::respond`]. The default ignores it.
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Self::Msg>, request: Self::Msg) {
+        let _ = request;
+        ctx.annotate("external request ignored: on_request is not implemented");
+    }
+}
+
+/// The world as one node sees it while handling one event. Implemented by retrace's
+/// runtimes (the simulator, the real networked runtime, the replayer), not by users.
+pub trait Env<M> {
+    fn id(&self) -> NodeId;
+    fn peers(&self) -> &[NodeId];
+    fn node_count(&self) -> usize;
+    fn now(&mut self) -> Time;
+    fn send(&mut self, to: NodeId, msg: M);
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
+    fn cancel_timer(&mut self, timer: TimerId) -> bool;
+    fn rng(&mut self) -> &mut SimRng;
+    fn storage(&mut self) -> &mut Storage;
+    fn annotate(&mut self, text: String);
+    fn respond(&mut self, msg: M);
+    fn request_ids(&self) -> &[RequestId];
+    fn detach(&mut self);
+}
+
+/// A node's only door to the world while it handles an event.
+pub struct Ctx<'a, M> {
+    env: &'a mut dyn Env<M>,
+}
+
+impl<'a, M> Ctx<'a, M> {
+    /// Wraps a runtime's environment (for runtimes, not for node code).
+    pub fn new(env: &'a mut dyn Env<M>) -> Self {
+        Ctx { env }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.env.id()
+    }
+
+    /// Every other node of the cluster, in id order.
+    pub fn peers(&self) -> &[NodeId] {
+        self.env.peers()
+    }
+
+    /// How many nodes the cluster has.
+    pub fn node_count(&self) -> usize {
+        self.env.node_count()
+    }
+
+    /// This node's clock: virtual time as skewed and drifted by the node's clock model.
+    /// Each reading is recorded as an input.
+    pub fn now(&mut self) -> Time {
+        self.env.now()
+    }
+
+    /// Sends a message; the network may delay, drop, duplicate or reorder it.
+    pub fn send(&mut self, to: NodeId, msg: M) {
+        self.env.send(to, msg)
+    }
+
+    /// Sets a timer that fires `after` from now with `tag`, unless cancelled or the node
+    /// crashes first.
+    pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        self.env.set_timer(after, tag)
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.env.cancel_timer(timer)
+    }
+
+    /// This node's seeded random generator (reseeded, and recorded, at every boot).
+    pub fn rng(&mut self) -> &mut SimRng {
+        self.env.rng()
+    }
+
+    /// This node's durable storage.
+    pub fn storage(&mut self) -> &mut Storage {
+        self.env.storage()
+    }
+
+    /// Free text that shows up in the trace at this event.
+    pub fn annotate(&mut self, text: impl Into<String>) {
+        self.env.annotate(text.into())
+    }
+
+    /// Answers the external client whose request this event belongs to (the first of
+    /// [`Ctx::request_ids`]); ignored when the event belongs to no request.
+    pub fn respond(&mut self, msg: M) {
+        self.env.respond(msg)
+    }
+
+    /// The requests the current event belongs to, propagated by the runtime.
+    pub fn request_ids(&self) -> &[RequestId] {
+        self.env.request_ids()
+    }
+
+    /// Background work: what this handler does from here on (sends, timers) belongs to no
+    /// request. Use it for watchdogs and periodic work re-armed inside a request.
+    pub fn detach(&mut self) {
+        self.env.detach()
+    }
+}

@@ -1,0 +1,523 @@
+//! Scenario files: which model to run with which options, the network, clocks, workload,
+//! faults, time limit and seed. The format is documented in `scenarios/README.md`.
+
+mod error;
+mod units;
+
+pub use error::ScenarioError;
+pub use units::{parse_duration_ns, Dur, DurRange, Prob, Rate, SignedDur, SignedDurRange};
+
+use crate::ids::NodeId;
+use crate::model::{Model, NodeSpec};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The first pass reads only the model's name, to know which options type to expect.
+#[derive(Deserialize)]
+struct ModelName {
+    model: Option<Spanned<String>>,
+}
+
+/// Reads the `model = "..."` key of a scenario.
+pub fn model_name(file: &str, source: &str) -> Result<String, ScenarioError> {
+    let parsed: ModelName = toml::from_str(source).map_err(|e| toml_error(file, source, &e))?;
+    parsed.model.map(Spanned::into_inner).ok_or_else(|| {
+        ScenarioError::whole_file(
+            file,
+            "missing top-level key `model` (for example `model = \"kv\"`)",
+        )
+    })
+}
+
+pub(crate) fn toml_error(file: &str, source: &str, e: &toml::de::Error) -> ScenarioError {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => ScenarioError::at_offset(file, source, span.start, message),
+        None => ScenarioError::whole_file(file, message),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File<O> {
+    #[allow(dead_code)]
+    model: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    seed: u64,
+    time_limit: Option<Dur>,
+    max_events: Option<u64>,
+    #[serde(default)]
+    swarm: bool,
+    #[serde(default)]
+    model_options: O,
+    #[serde(default)]
+    network: NetworkFile,
+    #[serde(default)]
+    clocks: ClocksFile,
+    #[serde(default)]
+    workload: WorkloadFile,
+    #[serde(default)]
+    faults: Vec<FaultFile>,
+    #[serde(default)]
+    random_faults: RandomFaultsFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    latency: Option<DurRange>,
+    #[serde(default)]
+    drop: Prob,
+    #[serde(default)]
+    duplicate: Prob,
+    #[serde(default)]
+    link: Vec<LinkFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkFile {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    latency: Option<DurRange>,
+    drop: Option<Prob>,
+    duplicate: Option<Prob>,
+    /// Also apply to the reverse direction (default true).
+    #[serde(default = "yes")]
+    both_ways: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClocksFile {
+    #[serde(default)]
+    skew: SignedDurRange,
+    #[serde(default)]
+    drift_ppm: f64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkloadFile {
+    rate: Option<Rate>,
+    requests: Option<u64>,
+    #[serde(default)]
+    start: Dur,
+    stop: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockFile {
+    from: Spanned<String>,
+    to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultFile {
+    at: Spanned<Dur>,
+    crash: Option<Spanned<String>>,
+    restart_after: Option<Dur>,
+    restart: Option<Spanned<String>>,
+    partition: Option<Vec<Vec<Spanned<String>>>>,
+    isolate: Option<Spanned<String>>,
+    block: Option<BlockFile>,
+    heal_after: Option<Dur>,
+    clock_jump: Option<Spanned<String>>,
+    by: Option<SignedDur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RandomFaultsFile {
+    #[serde(default)]
+    crash_rate: Rate,
+    restart_after: Option<DurRange>,
+    #[serde(default)]
+    partition_rate: Rate,
+    partition_duration: Option<DurRange>,
+    #[serde(default)]
+    clock_jump_rate: Rate,
+    clock_jump: Option<SignedDurRange>,
+}
+
+/// Network behaviour of one directed link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkParams {
+    pub latency: DurRange,
+    pub drop: f64,
+    pub duplicate: f64,
+}
+
+/// Each node's clock: offset drawn from `skew`, rate error from `±drift_ppm`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockParams {
+    pub skew: SignedDurRange,
+    pub drift_ppm: f64,
+}
+
+/// External requests arriving as a Poisson process.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Workload {
+    pub rate: Rate,
+    pub requests: Option<u64>,
+    pub start_ns: u64,
+    pub stop_ns: Option<u64>,
+}
+
+/// One planned fault, with node names resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultAction {
+    Crash {
+        node: NodeId,
+        restart_after_ns: Option<u64>,
+    },
+    Restart {
+        node: NodeId,
+    },
+    /// Cut every listed directed link, and restore them after `heal_after_ns` if given.
+    Cut {
+        links: Vec<(NodeId, NodeId)>,
+        heal_after_ns: Option<u64>,
+    },
+    ClockJump {
+        node: NodeId,
+        by_ns: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedFault {
+    pub at_ns: u64,
+    pub action: FaultAction,
+}
+
+/// Rates of faults drawn at random from the seed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RandomFaults {
+    /// Per node.
+    pub crash_rate: Rate,
+    pub restart_after: DurRange,
+    pub partition_rate: Rate,
+    pub partition_duration: DurRange,
+    /// Per node.
+    pub clock_jump_rate: Rate,
+    pub clock_jump: SignedDurRange,
+}
+
+/// A parsed and validated scenario for model options `O`.
+#[derive(Clone, Debug)]
+pub struct Scenario<O> {
+    /// How the scenario was named (its path), for messages.
+    pub name: String,
+    /// The file's text, stored in trace headers.
+    pub source: String,
+    pub model: String,
+    pub description: String,
+    pub seed: u64,
+    pub time_limit_ns: u64,
+    pub max_events: u64,
+    pub swarm: bool,
+    pub options: O,
+    pub nodes: Vec<NodeSpec>,
+    pub network: LinkParams,
+    /// Per-link overrides: (from, to, params).
+    pub links: Vec<(NodeId, NodeId, LinkParams)>,
+    pub clocks: ClockParams,
+    pub workload: Option<Workload>,
+    pub faults: Vec<PlannedFault>,
+    pub random_faults: RandomFaults,
+}
+
+/// The default time limit when a scenario gives none.
+pub const DEFAULT_TIME_LIMIT_NS: u64 = 10_000_000_000;
+/// The default bound on the number of steps, so that no run loops forever.
+pub const DEFAULT_MAX_EVENTS: u64 = 50_000_000;
+
+impl<O> Scenario<O> {
+    /// The id of the node named `name`.
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| NodeId(i as u32))
+    }
+
+    /// The parameters of the directed link `from -> to`.
+    pub fn link(&self, from: NodeId, to: NodeId) -> LinkParams {
+        self.links
+            .iter()
+            .rev()
+            .find(|(f, t, _)| *f == from && *t == to)
+            .map_or(self.network, |(_, _, p)| *p)
+    }
+}
+
+/// Parses and validates a scenario for model `M`. `file` names the source in errors.
+pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>, ScenarioError> {
+    let name = model_name(file, source)?;
+    if name != M::NAME {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "",
+            "model",
+            format!("scenario is for model `{name}`, not `{}`", M::NAME),
+        ));
+    }
+    let f: File<M::Options> = toml::from_str(source).map_err(|e| toml_error(file, source, &e))?;
+    M::validate(&f.model_options)
+        .map_err(|e| ScenarioError::at_key(file, source, "model_options", &e.field, e.message))?;
+    let nodes = M::nodes(&f.model_options);
+    let resolve = |s: &Spanned<String>| -> Result<NodeId, ScenarioError> {
+        nodes
+            .iter()
+            .position(|n| &n.name == s.get_ref())
+            .map(|i| NodeId(i as u32))
+            .ok_or_else(|| {
+                let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+                ScenarioError::at_offset(
+                    file,
+                    source,
+                    s.span().start,
+                    format!(
+                        "unknown node `{}`; this cluster has {}",
+                        s.get_ref(),
+                        names.join(", ")
+                    ),
+                )
+            })
+    };
+
+    let latency = f.network.latency.unwrap_or(DurRange {
+        lo_ns: 1_000_000,
+        hi_ns: 1_000_000,
+    });
+    let network = LinkParams {
+        latency,
+        drop: f.network.drop.0,
+        duplicate: f.network.duplicate.0,
+    };
+    let mut links = Vec::new();
+    for l in &f.network.link {
+        let (from, to) = (resolve(&l.from)?, resolve(&l.to)?);
+        let params = LinkParams {
+            latency: l.latency.unwrap_or(network.latency),
+            drop: l.drop.map_or(network.drop, |p| p.0),
+            duplicate: l.duplicate.map_or(network.duplicate, |p| p.0),
+        };
+        links.push((from, to, params));
+        if l.both_ways {
+            links.push((to, from, params));
+        }
+    }
+
+    if !(f.clocks.drift_ppm.is_finite() && (0.0..=1e5).contains(&f.clocks.drift_ppm)) {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "clocks",
+            "drift_ppm",
+            "must be between 0 and 100000",
+        ));
+    }
+
+    let time_limit_ns = f.time_limit.map_or(DEFAULT_TIME_LIMIT_NS, |d| d.0);
+    if time_limit_ns == 0 {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "",
+            "time_limit",
+            "must be longer than 0s",
+        ));
+    }
+    let max_events = f.max_events.unwrap_or(DEFAULT_MAX_EVENTS);
+    if max_events == 0 {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "",
+            "max_events",
+            "must be at least 1",
+        ));
+    }
+
+    let workload = f.workload.rate.map(|rate| Workload {
+        rate,
+        requests: f.workload.requests,
+        start_ns: f.workload.start.0,
+        stop_ns: f.workload.stop.map(|d| d.0),
+    });
+    if f.workload.rate.is_none() && f.workload.requests.is_some() {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "workload",
+            "requests",
+            "needs a `rate` beside it",
+        ));
+    }
+
+    let mut faults = Vec::new();
+    for fault in &f.faults {
+        faults.push(resolve_fault(file, source, fault, &nodes, &resolve)?);
+    }
+    faults.sort_by_key(|p| p.at_ns);
+
+    let r = &f.random_faults;
+    let random_faults = RandomFaults {
+        crash_rate: r.crash_rate,
+        restart_after: r.restart_after.unwrap_or(DurRange {
+            lo_ns: 100_000_000,
+            hi_ns: 1_000_000_000,
+        }),
+        partition_rate: r.partition_rate,
+        partition_duration: r.partition_duration.unwrap_or(DurRange {
+            lo_ns: 100_000_000,
+            hi_ns: 1_000_000_000,
+        }),
+        clock_jump_rate: r.clock_jump_rate,
+        clock_jump: r.clock_jump.unwrap_or(SignedDurRange {
+            lo_ns: -100_000_000,
+            hi_ns: 100_000_000,
+        }),
+    };
+
+    Ok(Scenario {
+        name: file.to_string(),
+        source: source.to_string(),
+        model: name,
+        description: f.description,
+        seed: f.seed,
+        time_limit_ns,
+        max_events,
+        swarm: f.swarm,
+        options: f.model_options,
+        nodes,
+        network,
+        links,
+        clocks: ClockParams {
+            skew: f.clocks.skew,
+            drift_ppm: f.clocks.drift_ppm,
+        },
+        workload,
+        faults,
+        random_faults,
+    })
+}
+
+fn resolve_fault(
+    file: &str,
+    source: &str,
+    f: &FaultFile,
+    nodes: &[NodeSpec],
+    resolve: &dyn Fn(&Spanned<String>) -> Result<NodeId, ScenarioError>,
+) -> Result<PlannedFault, ScenarioError> {
+    let at = |message: String| ScenarioError::at_offset(file, source, f.at.span().start, message);
+    let actions = [
+        f.crash.is_some(),
+        f.restart.is_some(),
+        f.partition.is_some(),
+        f.isolate.is_some(),
+        f.block.is_some(),
+        f.clock_jump.is_some(),
+    ];
+    let count = actions.iter().filter(|&&a| a).count();
+    if count != 1 {
+        return Err(at(format!(
+            "a fault needs exactly one of `crash`, `restart`, `partition`, `isolate`, `block`, `clock_jump`; this one has {count}"
+        )));
+    }
+    if f.restart_after.is_some() && f.crash.is_none() {
+        return Err(at("`restart_after` goes only with `crash`".into()));
+    }
+    let cuts = f.partition.is_some() || f.isolate.is_some() || f.block.is_some();
+    if f.heal_after.is_some() && !cuts {
+        return Err(at(
+            "`heal_after` goes only with `partition`, `isolate` or `block`".into(),
+        ));
+    }
+    if f.by.is_some() != f.clock_jump.is_some() {
+        return Err(at(
+            "`clock_jump = NODE` and `by = DURATION` go together".into()
+        ));
+    }
+    let heal_after_ns = f.heal_after.map(|d| d.0);
+    let action = if let Some(node) = &f.crash {
+        FaultAction::Crash {
+            node: resolve(node)?,
+            restart_after_ns: f.restart_after.map(|d| d.0),
+        }
+    } else if let Some(node) = &f.restart {
+        FaultAction::Restart {
+            node: resolve(node)?,
+        }
+    } else if let Some(groups) = &f.partition {
+        // Nodes not named in any group form one more group together.
+        let mut group_of = vec![usize::MAX; nodes.len()];
+        for (g, members) in groups.iter().enumerate() {
+            for m in members {
+                let id = resolve(m)?;
+                if group_of[id.index()] != usize::MAX {
+                    return Err(ScenarioError::at_offset(
+                        file,
+                        source,
+                        m.span().start,
+                        format!("node `{}` is in two partition groups", m.get_ref()),
+                    ));
+                }
+                group_of[id.index()] = g;
+            }
+        }
+        FaultAction::Cut {
+            links: links_between_groups(&group_of),
+            heal_after_ns,
+        }
+    } else if let Some(node) = &f.isolate {
+        let id = resolve(node)?;
+        let group_of: Vec<usize> = (0..nodes.len())
+            .map(|i| usize::from(i == id.index()))
+            .collect();
+        FaultAction::Cut {
+            links: links_between_groups(&group_of),
+            heal_after_ns,
+        }
+    } else if let Some(block) = &f.block {
+        FaultAction::Cut {
+            links: vec![(resolve(&block.from)?, resolve(&block.to)?)],
+            heal_after_ns,
+        }
+    } else if let (Some(node), Some(by)) = (&f.clock_jump, f.by) {
+        FaultAction::ClockJump {
+            node: resolve(node)?,
+            by_ns: by.0,
+        }
+    } else {
+        unreachable!("exactly one action was checked above")
+    };
+    Ok(PlannedFault {
+        at_ns: f.at.get_ref().0,
+        action,
+    })
+}
+
+/// Every directed link between nodes of different groups.
+pub fn links_between_groups(group_of: &[usize]) -> Vec<(NodeId, NodeId)> {
+    let mut links = Vec::new();
+    for (a, ga) in group_of.iter().enumerate() {
+        for (b, gb) in group_of.iter().enumerate() {
+            if ga != gb {
+                links.push((NodeId(a as u32), NodeId(b as u32)));
+            }
+        }
+    }
+    links
+}

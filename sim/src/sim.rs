@@ -1,0 +1,917 @@
+//! The simulator: one event queue in virtual time, the nodes, the world, the trace.
+
+use crate::codec;
+use crate::ids::{format_ns, NodeId, RequestId, Time, TimerId};
+use crate::model::{Invariant, Model, View};
+use crate::node::{Ctx, Env, Message, Node};
+use crate::queue::{EventQueue, Handle};
+use crate::rng::{derive_seed, SimRng};
+use crate::scenario::{links_between_groups, FaultAction, Scenario};
+use crate::storage::Storage;
+use crate::trace::{
+    DropReason, FaultRecord, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter,
+};
+use crate::world::{Clock, Network, SwarmKinds};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+/// At most this many request ids ride on one event; more would mean ids are spreading
+/// along paths that are not one request's causality.
+pub const MAX_REQUEST_IDS: usize = 4;
+
+/// A bound on random faults drawn for one run.
+const MAX_RANDOM_FAULTS: usize = 100_000;
+
+/// The request ids an event carries: a small inline set, so that carrying them costs no
+/// allocation per message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReqIds {
+    len: u8,
+    ids: [RequestId; MAX_REQUEST_IDS],
+}
+
+impl ReqIds {
+    fn one(id: RequestId) -> Self {
+        let mut r = ReqIds::default();
+        r.ids[0] = id;
+        r.len = 1;
+        r
+    }
+
+    pub fn as_slice(&self) -> &[RequestId] {
+        &self.ids[..self.len as usize]
+    }
+}
+
+/// Where the trace of a run goes.
+pub enum TraceSink {
+    /// No trace at all (the fastest; for benchmarks and fuzzing).
+    Discard,
+    /// Keep the trace in memory: [`RunReport::trace`].
+    Memory,
+    /// Stream the trace to a writer (a file).
+    Stream(Box<dyn Write>),
+}
+
+/// Counts of what happened in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Inputs handled by nodes (boots, deliveries, timer firings, external requests) plus crashes.
+    pub steps: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub timers_fired: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub requests: u64,
+    /// External requests that found their node down.
+    pub requests_refused: u64,
+    pub responses: u64,
+    pub clock_reads: u64,
+    pub annotations: u64,
+    pub network_faults: u64,
+}
+
+/// The first broken invariant of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Trace index of the input record whose step broke the invariant.
+    pub step_index: u64,
+    pub node: NodeId,
+    pub node_name: String,
+    pub time_ns: u64,
+    pub invariant: String,
+    pub message: String,
+}
+
+/// What a run did.
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub violation: Option<Violation>,
+    /// Virtual time when the run ended.
+    pub end_time_ns: u64,
+    pub stats: Stats,
+    pub seed: u64,
+    /// The fault kinds a swarm run enabled (`None` without swarm).
+    pub swarm: Option<SwarmKinds>,
+    /// Records in the trace (counted even when it is discarded).
+    pub trace_records: u64,
+    /// Bytes of trace written (0 when discarded).
+    pub trace_bytes: u64,
+    /// The trace, with [`TraceSink::Memory`].
+    pub trace: Option<Vec<u8>>,
+    /// The first error met writing a streamed trace.
+    pub trace_error: Option<std::io::Error>,
+}
+
+enum Pending<M> {
+    Boot {
+        node: NodeId,
+    },
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        msg: M,
+        send: u64,
+        ids: ReqIds,
+    },
+    Timer {
+        node: NodeId,
+        timer: TimerId,
+        tag: u64,
+        set: u64,
+        ids: ReqIds,
+    },
+    WorkloadTick,
+    Crash {
+        node: NodeId,
+        restart_after_ns: Option<u64>,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Cut {
+        links: Vec<(NodeId, NodeId)>,
+        heal_after_ns: Option<u64>,
+    },
+    Heal {
+        id: u32,
+    },
+    ClockJump {
+        node: NodeId,
+        by_ns: i64,
+    },
+}
+
+/// Everything but the nodes and invariants: what a node's [`Ctx`] reaches into.
+struct Core<M> {
+    now_ns: u64,
+    queue: EventQueue<Pending<M>>,
+    trace: TraceOut,
+    scratch: Vec<u8>,
+    net: Network,
+    net_rng: SimRng,
+    clocks: Vec<Clock>,
+    rngs: Vec<SimRng>,
+    storages: Vec<Storage>,
+    peers: Vec<Vec<NodeId>>,
+    up: Vec<bool>,
+    incarnation: Vec<u64>,
+    last_input: Vec<Option<u64>>,
+    timers: BTreeMap<TimerId, (NodeId, Handle)>,
+    next_timer: u64,
+    next_request: u64,
+    step_node: NodeId,
+    step_ids: ReqIds,
+    stats: Stats,
+}
+
+impl<M: Message> Core<M> {
+    fn encode_scratch(&mut self, msg: &M) {
+        self.scratch.clear();
+        if let Err(e) = codec::encode_into(msg, &mut self.scratch) {
+            // Serialize impls of plain data do not fail; one that does is a bug in node code.
+            panic!("message {msg:?} failed to encode: {e}");
+        }
+    }
+
+    fn drop_msg(&mut self, send: u64, reason: DropReason) {
+        let now = self.now_ns;
+        self.trace.push(|e, out| e.drop_msg(out, now, send, reason));
+        self.stats.dropped += 1;
+    }
+
+    fn transmit(&mut self, from: NodeId, to: NodeId, msg: M, send: u64) {
+        let link = *self.net.link(from, to);
+        if self.net.is_blocked(from, to) {
+            return self.drop_msg(send, DropReason::Partition);
+        }
+        if self.net_rng.chance(link.drop) {
+            return self.drop_msg(send, DropReason::Loss);
+        }
+        let ids = self.step_ids;
+        if self.net_rng.chance(link.duplicate) {
+            self.trace.push(|e, out| e.duplicate(out, send));
+            self.stats.duplicated += 1;
+            let at = self.now_ns + self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns);
+            self.queue.push(
+                at,
+                Pending::Deliver {
+                    to,
+                    from,
+                    msg: msg.clone(),
+                    send,
+                    ids,
+                },
+            );
+        }
+        // Reordering falls out of jitter: a later send may draw a shorter latency.
+        let at = self.now_ns + self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns);
+        self.queue.push(
+            at,
+            Pending::Deliver {
+                to,
+                from,
+                msg,
+                send,
+                ids,
+            },
+        );
+    }
+
+    fn cancel_timers_of(&mut self, node: NodeId) {
+        let mine: Vec<TimerId> = self
+            .timers
+            .iter()
+            .filter(|(_, (n, _))| *n == node)
+            .map(|(t, _)| *t)
+            .collect();
+        for timer in mine {
+            if let Some((_, handle)) = self.timers.remove(&timer) {
+                self.queue.cancel(handle);
+            }
+        }
+    }
+}
+
+impl<M: Message> Env<M> for Core<M> {
+    fn id(&self) -> NodeId {
+        self.step_node
+    }
+
+    fn peers(&self) -> &[NodeId] {
+        &self.peers[self.step_node.index()]
+    }
+
+    fn node_count(&self) -> usize {
+        self.net.node_count()
+    }
+
+    fn now(&mut self) -> Time {
+        let value_ns = self.clocks[self.step_node.index()].read(self.now_ns);
+        self.trace.push(|e, out| e.clock_read(out, value_ns));
+        self.stats.clock_reads += 1;
+        Time(value_ns)
+    }
+
+    fn send(&mut self, to: NodeId, msg: M) {
+        let from = self.step_node;
+        let digest = if self.trace.enabled() {
+            self.encode_scratch(&msg);
+            codec::digest(&self.scratch)
+        } else {
+            0
+        };
+        let send = self.trace.push(|e, out| e.send(out, to, digest));
+        self.stats.sent += 1;
+        if to.index() >= self.net.node_count() {
+            return self.drop_msg(send, DropReason::NoSuchNode);
+        }
+        self.transmit(from, to, msg, send);
+    }
+
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        let timer = TimerId(self.next_timer);
+        self.next_timer += 1;
+        let after_ns = crate::ids::duration_ns(after);
+        let set = self
+            .trace
+            .push(|e, out| e.timer_set(out, timer, tag, after_ns));
+        let node = self.step_node;
+        let at = self.now_ns.saturating_add(after_ns);
+        let handle = self.queue.push(
+            at,
+            Pending::Timer {
+                node,
+                timer,
+                tag,
+                set,
+                ids: self.step_ids,
+            },
+        );
+        self.timers.insert(timer, (node, handle));
+        timer
+    }
+
+    fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        match self.timers.get(&timer) {
+            Some((owner, handle)) if *owner == self.step_node => {
+                let handle = *handle;
+                self.timers.remove(&timer);
+                self.queue.cancel(handle);
+                self.trace.push(|e, out| e.timer_cancel(out, timer));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn rng(&mut self) -> &mut SimRng {
+        &mut self.rngs[self.step_node.index()]
+    }
+
+    fn storage(&mut self) -> &mut Storage {
+        &mut self.storages[self.step_node.index()]
+    }
+
+    fn annotate(&mut self, text: String) {
+        self.trace.push(|e, out| e.annotate(out, &text));
+        self.stats.annotations += 1;
+    }
+
+    fn respond(&mut self, msg: M) {
+        let Some(&request) = self.step_ids.as_slice().first() else {
+            self.annotate(format!("respond outside of any request ignored: {msg:?}"));
+            return;
+        };
+        let digest = if self.trace.enabled() {
+            self.encode_scratch(&msg);
+            codec::digest(&self.scratch)
+        } else {
+            0
+        };
+        self.trace.push(|e, out| e.respond(out, request, digest));
+        self.stats.responses += 1;
+    }
+
+    fn request_ids(&self) -> &[RequestId] {
+        self.step_ids.as_slice()
+    }
+
+    fn detach(&mut self) {
+        self.step_ids = ReqIds::default();
+    }
+}
+
+/// A simulation of model `M` on one scenario. Build it with [`Simulation::new`], then
+/// [`Simulation::run`] it, or drive it one step at a time with [`Simulation::step`].
+pub struct Simulation<M: Model> {
+    options: M::Options,
+    node_names: Vec<String>,
+    nodes: Vec<Option<M::Node>>,
+    invariants: Vec<Box<dyn Invariant<M::Node>>>,
+    core: Core<<M::Node as Node>::Msg>,
+    workload_rng: SimRng,
+    workload: Option<crate::scenario::Workload>,
+    seed: u64,
+    swarm: Option<SwarmKinds>,
+    time_limit_ns: u64,
+    max_events: u64,
+    outcome: Option<Outcome>,
+    violation: Option<Violation>,
+    memory_trace: bool,
+}
+
+/// The header a simulated run writes.
+pub fn sim_header<O>(scenario: &Scenario<O>, seed: u64) -> Header {
+    let name = std::path::Path::new(&scenario.name)
+        .file_name()
+        .map_or_else(
+            || scenario.name.clone(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+    Header {
+        origin: Origin::Simulated { seed },
+        model: scenario.model.clone(),
+        scenario_name: name,
+        scenario_toml: scenario.source.clone(),
+        nodes: scenario
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                role: n.role.clone(),
+            })
+            .collect(),
+        writer: concat!("retrace-sim ", env!("CARGO_PKG_VERSION")).to_string(),
+    }
+}
+
+impl<M: Model> Simulation<M> {
+    /// Prepares a run of `scenario` with `seed` (usually `scenario.seed`).
+    pub fn new(scenario: &Scenario<M::Options>, seed: u64, sink: TraceSink) -> Self {
+        let n = scenario.nodes.len();
+        assert!(
+            n > 0 && n <= u32::MAX as usize,
+            "a cluster needs between 1 and 2^32 nodes"
+        );
+        let swarm = scenario
+            .swarm
+            .then(|| SwarmKinds::draw(&mut SimRng::new(derive_seed(seed, "swarm", 0, 0))));
+        let kinds = swarm.unwrap_or(SwarmKinds::ALL);
+
+        let header = sim_header(scenario, seed);
+        let memory_trace = matches!(sink, TraceSink::Memory);
+        let writer = match sink {
+            TraceSink::Discard => None,
+            TraceSink::Memory => Some(TraceWriter::in_memory(&header)),
+            TraceSink::Stream(w) => Some(TraceWriter::to_sink(&header, w)),
+        };
+
+        let mut clock_rng = SimRng::new(derive_seed(seed, "clocks", 0, 0));
+        let clocks = (0..n)
+            .map(|_| {
+                if !kinds.clock {
+                    return Clock {
+                        offset_ns: 0,
+                        drift_ppm: 0.0,
+                    };
+                }
+                let skew = scenario.clocks.skew;
+                let span = skew.hi_ns.abs_diff(skew.lo_ns);
+                let offset_ns = skew.lo_ns.saturating_add(clock_rng.between(0, span) as i64);
+                let ppm = scenario.clocks.drift_ppm;
+                let drift_ppm = if ppm > 0.0 {
+                    (clock_rng.unit() * 2.0 - 1.0) * ppm
+                } else {
+                    0.0
+                };
+                Clock {
+                    offset_ns,
+                    drift_ppm,
+                }
+            })
+            .collect();
+
+        let ids: Vec<NodeId> = (0..n as u32).map(NodeId).collect();
+        let core = Core {
+            now_ns: 0,
+            queue: EventQueue::default(),
+            trace: TraceOut::new(writer),
+            scratch: Vec::with_capacity(256),
+            net: Network::new(scenario, &kinds),
+            net_rng: SimRng::new(derive_seed(seed, "network", 0, 0)),
+            clocks,
+            rngs: (0..n).map(|_| SimRng::new(0)).collect(),
+            storages: vec![Storage::default(); n],
+            peers: ids
+                .iter()
+                .map(|me| ids.iter().copied().filter(|p| p != me).collect())
+                .collect(),
+            up: vec![false; n],
+            incarnation: vec![0; n],
+            last_input: vec![None; n],
+            timers: BTreeMap::new(),
+            next_timer: 0,
+            next_request: 0,
+            step_node: NodeId(0),
+            step_ids: ReqIds::default(),
+            stats: Stats::default(),
+        };
+        let mut sim = Simulation {
+            options: scenario.options.clone(),
+            node_names: scenario.nodes.iter().map(|s| s.name.clone()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            invariants: M::invariants(&scenario.options),
+            core,
+            workload_rng: SimRng::new(derive_seed(seed, "workload", 0, 0)),
+            workload: scenario.workload,
+            seed,
+            swarm,
+            time_limit_ns: scenario.time_limit_ns,
+            max_events: scenario.max_events,
+            outcome: None,
+            violation: None,
+            memory_trace,
+        };
+        for id in &ids {
+            sim.core.queue.push(0, Pending::Boot { node: *id });
+        }
+        if let Some(w) = &sim.workload {
+            if w.rate.per_second > 0.0 && w.requests != Some(0) {
+                sim.core.queue.push(w.start_ns, Pending::WorkloadTick);
+            }
+        }
+        for fault in &scenario.faults {
+            sim.schedule_fault(fault.at_ns, fault.action.clone());
+        }
+        let mut random = scenario.random_faults;
+        kinds.apply(&mut random);
+        sim.schedule_random_faults(&random, n, seed);
+        sim
+    }
+
+    fn schedule_fault(&mut self, at_ns: u64, action: FaultAction) {
+        let pending = match action {
+            FaultAction::Crash {
+                node,
+                restart_after_ns,
+            } => Pending::Crash {
+                node,
+                restart_after_ns,
+            },
+            FaultAction::Restart { node } => Pending::Restart { node },
+            FaultAction::Cut {
+                links,
+                heal_after_ns,
+            } => Pending::Cut {
+                links,
+                heal_after_ns,
+            },
+            FaultAction::ClockJump { node, by_ns } => Pending::ClockJump { node, by_ns },
+        };
+        self.core.queue.push(at_ns, pending);
+    }
+
+    /// Draws the random faults of the whole run up front, from their own stream, so that
+    /// they do not depend on what the nodes do.
+    fn schedule_random_faults(&mut self, r: &crate::scenario::RandomFaults, n: usize, seed: u64) {
+        let limit = self.time_limit_ns;
+        let mut rng = SimRng::new(derive_seed(seed, "faults", 0, 0));
+        let mut planned: Vec<(u64, FaultAction)> = Vec::new();
+        for node in 0..n {
+            let node = NodeId(node as u32);
+            let restart = r.restart_after;
+            planned.extend(poisson_arrivals(
+                &mut rng,
+                limit,
+                r.crash_rate.mean_interval_ns(),
+                move |rng| FaultAction::Crash {
+                    node,
+                    restart_after_ns: Some(rng.between(restart.lo_ns, restart.hi_ns)),
+                },
+            ));
+            let jump = r.clock_jump;
+            planned.extend(poisson_arrivals(
+                &mut rng,
+                limit,
+                r.clock_jump_rate.mean_interval_ns(),
+                move |rng| {
+                    let span = jump.hi_ns.abs_diff(jump.lo_ns);
+                    FaultAction::ClockJump {
+                        node,
+                        by_ns: jump.lo_ns.saturating_add(rng.between(0, span) as i64),
+                    }
+                },
+            ));
+        }
+        if n > 1 {
+            let duration = r.partition_duration;
+            planned.extend(poisson_arrivals(
+                &mut rng,
+                limit,
+                r.partition_rate.mean_interval_ns(),
+                move |rng| {
+                    // A random split into two non-empty sides.
+                    let mut group_of: Vec<usize> = (0..n).map(|_| rng.below(2) as usize).collect();
+                    let first = group_of[0];
+                    if group_of.iter().all(|&g| g == first) {
+                        let flip = 1 + rng.below(n as u64 - 1) as usize;
+                        group_of[flip] = 1 - first;
+                    }
+                    FaultAction::Cut {
+                        links: links_between_groups(&group_of),
+                        heal_after_ns: Some(rng.between(duration.lo_ns, duration.hi_ns)),
+                    }
+                },
+            ));
+        }
+        planned.truncate(MAX_RANDOM_FAULTS);
+        planned.sort_by_key(|(t, _)| *t);
+        for (at, action) in planned {
+            self.schedule_fault(at, action);
+        }
+    }
+
+    /// Current virtual time.
+    pub fn now_ns(&self) -> u64 {
+        self.core.now_ns
+    }
+
+    /// Virtual time of the next pending event, if any.
+    pub fn next_event_ns(&mut self) -> Option<u64> {
+        self.core.queue.peek_time()
+    }
+
+    /// Each node's state; `None` while down.
+    pub fn nodes(&self) -> &[Option<M::Node>] {
+        &self.nodes
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    /// Runs one step. Returns `false` once the run is over.
+    pub fn step(&mut self) -> bool {
+        if self.outcome.is_some() {
+            return false;
+        }
+        let Some(next_ns) = self.core.queue.peek_time() else {
+            return self.finish(Outcome::Quiescent);
+        };
+        if next_ns > self.time_limit_ns {
+            self.core.now_ns = self.time_limit_ns;
+            return self.finish(Outcome::TimeLimit);
+        }
+        if self.core.stats.steps >= self.max_events {
+            return self.finish(Outcome::EventLimit);
+        }
+        let Some((time_ns, pending)) = self.core.queue.pop() else {
+            return self.finish(Outcome::Quiescent);
+        };
+        assert!(
+            time_ns >= self.core.now_ns,
+            "time went backwards: {time_ns} < {}",
+            self.core.now_ns
+        );
+        self.core.now_ns = time_ns;
+        self.handle(pending);
+        true
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> RunReport {
+        while self.step() {}
+        self.report()
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> bool {
+        let now = self.core.now_ns;
+        self.core.trace.push(|e, out| e.end(out, now, outcome));
+        self.outcome = Some(outcome);
+        false
+    }
+
+    fn report(mut self) -> RunReport {
+        let outcome = self.outcome.unwrap_or(Outcome::EventLimit);
+        let trace_records = self.core.trace.next_index();
+        let (trace_bytes, trace, trace_error) = match self.core.trace.writer.take() {
+            None => (0, None, None),
+            Some(w) if self.memory_trace => {
+                let bytes = w.into_bytes();
+                (bytes.len() as u64, Some(bytes), None)
+            }
+            Some(w) => {
+                let len = w.len_bytes();
+                match w.finish() {
+                    Ok(n) => (n, None, None),
+                    Err(e) => (len, None, Some(e)),
+                }
+            }
+        };
+        RunReport {
+            outcome,
+            violation: self.violation,
+            end_time_ns: self.core.now_ns,
+            stats: self.core.stats,
+            seed: self.seed,
+            swarm: self.swarm,
+            trace_records,
+            trace_bytes,
+            trace,
+            trace_error,
+        }
+    }
+
+    /// Records an input that starts a step on `node` and makes it the current step.
+    fn begin_step(&mut self, node: NodeId, ids: ReqIds, index: u64) {
+        self.core.step_node = node;
+        self.core.step_ids = ids;
+        self.core.last_input[node.index()] = Some(index);
+        self.core.stats.steps += 1;
+    }
+
+    fn handle(&mut self, pending: Pending<<M::Node as Node>::Msg>) {
+        let now = self.core.now_ns;
+        match pending {
+            Pending::Boot { node } => self.boot(node, false),
+            Pending::Restart { node } => {
+                if !self.core.up[node.index()] {
+                    self.boot(node, true);
+                }
+            }
+            Pending::Deliver {
+                to,
+                from,
+                msg,
+                send,
+                ids,
+            } => {
+                if !self.core.up[to.index()] {
+                    return self.core.drop_msg(send, DropReason::NodeDown);
+                }
+                let prev = self.core.last_input[to.index()];
+                let core = &mut self.core;
+                if core.trace.enabled() {
+                    core.encode_scratch(&msg);
+                }
+                let payload = &core.scratch;
+                let index = core.trace.push(|e, out| {
+                    e.deliver(out, to, now, prev, from, send, ids.as_slice(), payload)
+                });
+                core.stats.delivered += 1;
+                self.begin_step(to, ids, index);
+                if let Some(state) = self.nodes[to.index()].as_mut() {
+                    state.on_message(&mut Ctx::new(&mut self.core), from, msg);
+                }
+                self.check_invariants(to, index);
+            }
+            Pending::Timer {
+                node,
+                timer,
+                tag,
+                set,
+                ids,
+            } => {
+                if self.core.timers.remove(&timer).is_none() {
+                    return; // cancelled in the same instant it was due
+                }
+                let prev = self.core.last_input[node.index()];
+                let index = self
+                    .core
+                    .trace
+                    .push(|e, out| e.timer(out, node, now, prev, timer, tag, set, ids.as_slice()));
+                self.core.stats.timers_fired += 1;
+                self.begin_step(node, ids, index);
+                if let Some(state) = self.nodes[node.index()].as_mut() {
+                    state.on_timer(&mut Ctx::new(&mut self.core), timer, tag);
+                }
+                self.check_invariants(node, index);
+            }
+            Pending::WorkloadTick => self.workload_tick(),
+            Pending::Crash {
+                node,
+                restart_after_ns,
+            } => {
+                if !self.core.up[node.index()] {
+                    return;
+                }
+                let prev = self.core.last_input[node.index()];
+                let index = self.core.trace.push(|e, out| e.crash(out, node, now, prev));
+                self.begin_step(node, ReqIds::default(), index);
+                self.core.stats.crashes += 1;
+                self.core.up[node.index()] = false;
+                self.nodes[node.index()] = None;
+                self.core.storages[node.index()].crash();
+                self.core.cancel_timers_of(node);
+                if let Some(after) = restart_after_ns {
+                    self.core
+                        .queue
+                        .push(now.saturating_add(after), Pending::Restart { node });
+                }
+                self.check_invariants(node, index);
+            }
+            Pending::Cut {
+                links,
+                heal_after_ns,
+            } => {
+                let id = self.core.net.cut(links.clone());
+                let fault = FaultRecord::Cut { id, links };
+                self.core.trace.push(|e, out| e.fault(out, now, &fault));
+                self.core.stats.network_faults += 1;
+                if let Some(after) = heal_after_ns {
+                    self.core
+                        .queue
+                        .push(now.saturating_add(after), Pending::Heal { id });
+                }
+            }
+            Pending::Heal { id } => {
+                if self.core.net.heal(id) {
+                    self.core
+                        .trace
+                        .push(|e, out| e.fault(out, now, &FaultRecord::Heal { id }));
+                }
+            }
+            Pending::ClockJump { node, by_ns } => {
+                let clock = &mut self.core.clocks[node.index()];
+                clock.offset_ns = clock.offset_ns.saturating_add(by_ns);
+                let fault = FaultRecord::ClockJump { node, by_ns };
+                self.core.trace.push(|e, out| e.fault(out, now, &fault));
+                self.core.stats.network_faults += 1;
+            }
+        }
+    }
+
+    fn boot(&mut self, node: NodeId, restart: bool) {
+        let now = self.core.now_ns;
+        let i = node.index();
+        let incarnation = self.core.incarnation[i];
+        self.core.incarnation[i] += 1;
+        let seed = derive_seed(self.seed, "node", i as u64, incarnation);
+        self.core.rngs[i] = SimRng::new(seed);
+        self.nodes[i] = Some(M::build(&self.options, node));
+        self.core.up[i] = true;
+        let prev = self.core.last_input[i];
+        let index = if restart {
+            self.core.stats.restarts += 1;
+            let storage_digest = self.core.storages[i].synced_digest();
+            self.core
+                .trace
+                .push(|e, out| e.restart(out, node, now, prev, seed, storage_digest))
+        } else {
+            self.core
+                .trace
+                .push(|e, out| e.start(out, node, now, prev, seed))
+        };
+        self.begin_step(node, ReqIds::default(), index);
+        if let Some(state) = self.nodes[i].as_mut() {
+            state.on_start(&mut Ctx::new(&mut self.core));
+        }
+        self.check_invariants(node, index);
+    }
+
+    fn workload_tick(&mut self) {
+        let Some(w) = self.workload else { return };
+        let now = self.core.now_ns;
+        if w.stop_ns.is_some_and(|stop| now >= stop) {
+            return;
+        }
+        let issued = self.core.stats.requests + self.core.stats.requests_refused;
+        if w.requests.is_some_and(|max| issued >= max) {
+            return;
+        }
+        if let Some((node, msg)) = M::request(&self.options, &mut self.workload_rng) {
+            if node.index() < self.nodes.len() && self.core.up[node.index()] {
+                let request = RequestId(self.core.next_request);
+                self.core.next_request += 1;
+                let prev = self.core.last_input[node.index()];
+                let core = &mut self.core;
+                if core.trace.enabled() {
+                    core.encode_scratch(&msg);
+                }
+                let payload = &core.scratch;
+                let index = core
+                    .trace
+                    .push(|e, out| e.external(out, node, now, prev, request, payload));
+                core.stats.requests += 1;
+                self.begin_step(node, ReqIds::one(request), index);
+                if let Some(state) = self.nodes[node.index()].as_mut() {
+                    state.on_request(&mut Ctx::new(&mut self.core), msg);
+                }
+                self.check_invariants(node, index);
+            } else {
+                self.core.stats.requests_refused += 1;
+            }
+        }
+        if let Some(mean) = w.rate.mean_interval_ns() {
+            let next = now.saturating_add(self.workload_rng.exponential_ns(mean).max(1));
+            self.core.queue.push(next, Pending::WorkloadTick);
+        }
+    }
+
+    fn check_invariants(&mut self, node: NodeId, step_index: u64) {
+        let view = View {
+            time_ns: self.core.now_ns,
+            step_index,
+            node,
+            nodes: &self.nodes,
+        };
+        for inv in &mut self.invariants {
+            if let Err(message) = inv.check(&view) {
+                let invariant = inv.name().to_string();
+                let now = self.core.now_ns;
+                self.core
+                    .trace
+                    .push(|e, out| e.violation(out, step_index, &invariant, &message));
+                self.violation = Some(Violation {
+                    step_index,
+                    node,
+                    node_name: self.node_names[node.index()].clone(),
+                    time_ns: now,
+                    invariant,
+                    message,
+                });
+                self.finish(Outcome::Violation);
+                return;
+            }
+        }
+    }
+}
+
+/// Event times of a Poisson process with the given mean interval, up to `limit_ns`.
+fn poisson_arrivals(
+    rng: &mut SimRng,
+    limit_ns: u64,
+    mean_ns: Option<f64>,
+    mut each: impl FnMut(&mut SimRng) -> FaultAction,
+) -> Vec<(u64, FaultAction)> {
+    let Some(mean_ns) = mean_ns else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut t = rng.exponential_ns(mean_ns);
+    while t < limit_ns && out.len() < MAX_RANDOM_FAULTS {
+        out.push((t, each(rng)));
+        t = t.saturating_add(rng.exponential_ns(mean_ns).max(1));
+    }
+    out
+}
+
+impl Violation {
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        format!(
+            "invariant `{}` violated at event {} ({} at {}): {}",
+            self.invariant,
+            self.step_index,
+            self.node_name,
+            format_ns(self.time_ns),
+            self.message
+        )
+    }
+}

@@ -1,0 +1,26 @@
+//! The trace file: one versioned binary format for every source of runs.
+//!
+//! Layout: the 8-byte magic `RETRACE\0`, the format version (u16, little endian), then
+//! *frames*. A frame is `uvarint body length`, `CRC32 of the body` (u32, little endian),
+//! `body`. The first frame holds the [`Header`] (bincode, through [`crate::codec`]); every
+//! later frame holds one [`Record`]. A crash while writing leaves at worst a torn last frame,
+//! which the reader reports while keeping every complete record before it.
+
+mod header;
+mod reader;
+mod record;
+mod writer;
+
+pub use header::{Header, NodeInfo, Origin};
+pub use reader::{TailError, TailErrorKind, Trace, TraceError, TraceReader};
+pub use record::{
+    BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, Outcome, Record,
+};
+pub use writer::{TraceOut, TraceWriter};
+
+/// The first bytes of every trace file.
+pub const MAGIC: [u8; 8] = *b"RETRACE\0";
+/// The version of the format this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// No frame may claim more than this; a larger length is corruption, not a reason to allocate.
+pub const MAX_FRAME_BYTES: u64 = 16 << 20;

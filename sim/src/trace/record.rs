@@ -1,0 +1,802 @@
+//! The trace's records and their compact wire encoding.
+//!
+//! A trace is a flat sequence of records; a record's *index* is its position. Records are of
+//! three sorts:
+//! - **inputs** that start a *step* on one node (start, restart, delivery, timer firing,
+//!   external request) or end its incarnation (crash); each carries its time and a causal link
+//!   to the previous input on the same node;
+//! - **outputs and in-step inputs** of the step that precedes them (sends, timer settings,
+//!   annotations, clock readings, replies): they inherit that step's node and time, so they
+//!   carry neither;
+//! - **world records**: network faults, drops, duplicates, an invariant violation, the end.
+//!
+//! On the wire, times are deltas from the previous timed record and links are distances
+//! back from the current index, all varints, so a delivery with its send costs ~30 bytes plus
+//! the payload.
+
+use crate::codec::{put_bytes, put_ivarint, put_uvarint, Cursor, ReadError};
+use crate::ids::{NodeId, RequestId, TimerId};
+
+/// Why a sent message never arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Random message loss from the network model.
+    Loss,
+    /// The link was cut by a partition.
+    Partition,
+    /// The receiver was down when the message arrived.
+    NodeDown,
+    /// The destination is not a node of this cluster.
+    NoSuchNode,
+}
+
+impl DropReason {
+    fn code(self) -> u8 {
+        match self {
+            DropReason::Loss => 0,
+            DropReason::Partition => 1,
+            DropReason::NodeDown => 2,
+            DropReason::NoSuchNode => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => DropReason::Loss,
+            1 => DropReason::Partition,
+            2 => DropReason::NodeDown,
+            3 => DropReason::NoSuchNode,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Loss => "loss",
+            DropReason::Partition => "partition",
+            DropReason::NodeDown => "node down",
+            DropReason::NoSuchNode => "no such node",
+        }
+    }
+}
+
+/// A change to the network or a node's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultRecord {
+    /// Cut the listed directed links until the matching `Heal`.
+    Cut {
+        id: u32,
+        links: Vec<(NodeId, NodeId)>,
+    },
+    /// Restore the links cut by the `Cut` with the same id.
+    Heal { id: u32 },
+    /// A node's clock jumps by `by_ns` (negative: backwards).
+    ClockJump { node: NodeId, by_ns: i64 },
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The scenario's time limit was reached with every invariant holding.
+    TimeLimit,
+    /// Nothing was left to happen.
+    Quiescent,
+    /// The scenario's event bound was reached.
+    EventLimit,
+    /// An invariant broke; a `Violation` record precedes the end.
+    Violation,
+}
+
+impl Outcome {
+    fn code(self) -> u8 {
+        match self {
+            Outcome::TimeLimit => 0,
+            Outcome::Quiescent => 1,
+            Outcome::EventLimit => 2,
+            Outcome::Violation => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Outcome::TimeLimit,
+            1 => Outcome::Quiescent,
+            2 => Outcome::EventLimit,
+            3 => Outcome::Violation,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::TimeLimit => "time limit reached",
+            Outcome::Quiescent => "quiescent",
+            Outcome::EventLimit => "event limit reached",
+            Outcome::Violation => "invariant violated",
+        }
+    }
+}
+
+/// One trace record with absolute times and indices (the wire form uses deltas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// First boot of a node; `seed` seeds its random generator.
+    Start {
+        node: NodeId,
+        prev: Option<u64>,
+        seed: u64,
+    },
+    /// Boot after a crash: volatile state rebuilt, synced storage kept (`storage_digest`).
+    Restart {
+        node: NodeId,
+        prev: Option<u64>,
+        seed: u64,
+        storage_digest: u64,
+    },
+    /// A message arrives; `send` is the index of the `Send` that produced it.
+    Deliver {
+        node: NodeId,
+        prev: Option<u64>,
+        from: NodeId,
+        send: u64,
+        request_ids: Vec<RequestId>,
+        payload: Vec<u8>,
+    },
+    /// A timer fires; `set` is the index of its `TimerSet`.
+    Timer {
+        node: NodeId,
+        prev: Option<u64>,
+        timer: TimerId,
+        tag: u64,
+        set: u64,
+        request_ids: Vec<RequestId>,
+    },
+    /// A request from outside the cluster; it starts a new request id.
+    External {
+        node: NodeId,
+        prev: Option<u64>,
+        request: RequestId,
+        payload: Vec<u8>,
+    },
+    /// The node stops: volatile state and unsynced storage are gone, timers are cancelled.
+    Crash { node: NodeId, prev: Option<u64> },
+    /// A network or clock fault.
+    Fault(FaultRecord),
+    /// The message of the `Send` at `send` is lost.
+    Drop { send: u64, reason: DropReason },
+    /// The network delivers the message of the `Send` at `send` twice.
+    Duplicate { send: u64 },
+    /// Output: a message to `to`; `digest` is the digest of its payload.
+    Send { to: NodeId, digest: u64 },
+    /// Output: a timer set to fire `after_ns` from now.
+    TimerSet {
+        timer: TimerId,
+        tag: u64,
+        after_ns: u64,
+    },
+    /// Output: a timer cancelled before it fired.
+    TimerCancel { timer: TimerId },
+    /// Output: free text from node code.
+    Annotate { text: String },
+    /// In-step input: the node read its local clock.
+    ClockRead { value_ns: u64 },
+    /// Output: the reply to the external client of `request`.
+    Respond { request: RequestId, digest: u64 },
+    /// An invariant broke after the step at index `step`.
+    Violation {
+        step: u64,
+        invariant: String,
+        message: String,
+    },
+    /// The run ended.
+    End { outcome: Outcome },
+}
+
+impl Record {
+    /// The node whose step this record starts, if it is an input.
+    pub fn input_node(&self) -> Option<NodeId> {
+        match self {
+            Record::Start { node, .. }
+            | Record::Restart { node, .. }
+            | Record::Deliver { node, .. }
+            | Record::Timer { node, .. }
+            | Record::External { node, .. }
+            | Record::Crash { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+
+    /// Whether the record carries its own time on the wire.
+    pub fn is_timed(&self) -> bool {
+        self.input_node().is_some()
+            || matches!(
+                self,
+                Record::Fault(_) | Record::Drop { .. } | Record::End { .. }
+            )
+    }
+
+    /// A short name of the record's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Start { .. } => "start",
+            Record::Restart { .. } => "restart",
+            Record::Deliver { .. } => "deliver",
+            Record::Timer { .. } => "timer",
+            Record::External { .. } => "external",
+            Record::Crash { .. } => "crash",
+            Record::Fault(_) => "fault",
+            Record::Drop { .. } => "drop",
+            Record::Duplicate { .. } => "duplicate",
+            Record::Send { .. } => "send",
+            Record::TimerSet { .. } => "timer-set",
+            Record::TimerCancel { .. } => "timer-cancel",
+            Record::Annotate { .. } => "annotate",
+            Record::ClockRead { .. } => "clock-read",
+            Record::Respond { .. } => "respond",
+            Record::Violation { .. } => "violation",
+            Record::End { .. } => "end",
+        }
+    }
+}
+
+/// A record as read back, with its position, absolute time and node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub index: u64,
+    pub time_ns: u64,
+    /// The input's node, or for outputs the node of the step they belong to.
+    pub node: Option<NodeId>,
+    pub record: Record,
+}
+
+mod tag {
+    pub const START: u8 = 1;
+    pub const RESTART: u8 = 2;
+    pub const DELIVER: u8 = 3;
+    pub const TIMER: u8 = 4;
+    pub const EXTERNAL: u8 = 5;
+    pub const CRASH: u8 = 6;
+    pub const CUT: u8 = 7;
+    pub const HEAL: u8 = 8;
+    pub const CLOCK_JUMP: u8 = 9;
+    pub const DROP: u8 = 10;
+    pub const DUPLICATE: u8 = 11;
+    pub const SEND: u8 = 12;
+    pub const TIMER_SET: u8 = 13;
+    pub const TIMER_CANCEL: u8 = 14;
+    pub const ANNOTATE: u8 = 15;
+    pub const CLOCK_READ: u8 = 16;
+    pub const RESPOND: u8 = 17;
+    pub const VIOLATION: u8 = 18;
+    pub const END: u8 = 19;
+}
+
+/// Encodes record bodies (without framing) with delta state. The simulator's hot paths call
+/// the per-kind methods directly; [`BodyEncoder::record`] encodes any owned record through
+/// the same methods, so there is one encoding per kind.
+#[derive(Debug, Default, Clone)]
+pub struct BodyEncoder {
+    /// Index the next record will get.
+    pub index: u64,
+    last_time_ns: u64,
+}
+
+impl BodyEncoder {
+    fn time(&mut self, out: &mut Vec<u8>, time_ns: u64) {
+        put_ivarint(out, time_ns.wrapping_sub(self.last_time_ns) as i64);
+        self.last_time_ns = time_ns;
+    }
+
+    fn back(&self, out: &mut Vec<u8>, earlier: u64) {
+        debug_assert!(earlier < self.index, "links point backwards");
+        put_uvarint(out, self.index - earlier);
+    }
+
+    fn prev(&self, out: &mut Vec<u8>, prev: Option<u64>) {
+        match prev {
+            Some(p) => self.back(out, p),
+            None => out.push(0),
+        }
+    }
+
+    fn input_head(
+        &mut self,
+        out: &mut Vec<u8>,
+        tag: u8,
+        node: NodeId,
+        time_ns: u64,
+        prev: Option<u64>,
+    ) {
+        out.push(tag);
+        put_uvarint(out, u64::from(node.0));
+        self.time(out, time_ns);
+        self.prev(out, prev);
+    }
+
+    fn request_ids(out: &mut Vec<u8>, ids: &[RequestId]) {
+        put_uvarint(out, ids.len() as u64);
+        for id in ids {
+            put_uvarint(out, id.0);
+        }
+    }
+
+    pub fn start(
+        &mut self,
+        out: &mut Vec<u8>,
+        node: NodeId,
+        time_ns: u64,
+        prev: Option<u64>,
+        seed: u64,
+    ) {
+        self.input_head(out, tag::START, node, time_ns, prev);
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+
+    pub fn restart(
+        &mut self,
+        out: &mut Vec<u8>,
+        node: NodeId,
+        time_ns: u64,
+        prev: Option<u64>,
+        seed: u64,
+        storage_digest: u64,
+    ) {
+        self.input_head(out, tag::RESTART, node, time_ns, prev);
+        out.extend_from_slice(&seed.to_le_bytes());
+        out.extend_from_slice(&storage_digest.to_le_bytes());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver(
+        &mut self,
+        out: &mut Vec<u8>,
+        node: NodeId,
+        time_ns: u64,
+        prev: Option<u64>,
+        from: NodeId,
+        send: u64,
+        request_ids: &[RequestId],
+        payload: &[u8],
+    ) {
+        self.input_head(out, tag::DELIVER, node, time_ns, prev);
+        put_uvarint(out, u64::from(from.0));
+        self.back(out, send);
+        Self::request_ids(out, request_ids);
+        put_bytes(out, payload);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn timer(
+        &mut self,
+        out: &mut Vec<u8>,
+        node: NodeId,
+        time_ns: u64,
+        prev: Option<u64>,
+        timer: TimerId,
+        tag: u64,
+        set: u64,
+        request_ids: &[RequestId],
+    ) {
+        self.input_head(out, tag::TIMER, node, time_ns, prev);
+        put_uvarint(out, timer.0);
+        put_uvarint(out, tag);
+        self.back(out, set);
+        Self::request_ids(out, request_ids);
+    }
+
+    pub fn external(
+        &mut self,
+        out: &mut Vec<u8>,
+        node: NodeId,
+        time_ns: u64,
+        prev: Option<u64>,
+        request: RequestId,
+        payload: &[u8],
+    ) {
+        self.input_head(out, tag::EXTERNAL, node, time_ns, prev);
+        put_uvarint(out, request.0);
+        put_bytes(out, payload);
+    }
+
+    pub fn crash(&mut self, out: &mut Vec<u8>, node: NodeId, time_ns: u64, prev: Option<u64>) {
+        self.input_head(out, tag::CRASH, node, time_ns, prev);
+    }
+
+    pub fn fault(&mut self, out: &mut Vec<u8>, time_ns: u64, fault: &FaultRecord) {
+        match fault {
+            FaultRecord::Cut { id, links } => {
+                out.push(tag::CUT);
+                self.time(out, time_ns);
+                put_uvarint(out, u64::from(*id));
+                put_uvarint(out, links.len() as u64);
+                for (from, to) in links {
+                    put_uvarint(out, u64::from(from.0));
+                    put_uvarint(out, u64::from(to.0));
+                }
+            }
+            FaultRecord::Heal { id } => {
+                out.push(tag::HEAL);
+                self.time(out, time_ns);
+                put_uvarint(out, u64::from(*id));
+            }
+            FaultRecord::ClockJump { node, by_ns } => {
+                out.push(tag::CLOCK_JUMP);
+                self.time(out, time_ns);
+                put_uvarint(out, u64::from(node.0));
+                put_ivarint(out, *by_ns);
+            }
+        }
+    }
+
+    pub fn drop_msg(&mut self, out: &mut Vec<u8>, time_ns: u64, send: u64, reason: DropReason) {
+        out.push(tag::DROP);
+        self.time(out, time_ns);
+        self.back(out, send);
+        out.push(reason.code());
+    }
+
+    pub fn duplicate(&mut self, out: &mut Vec<u8>, send: u64) {
+        out.push(tag::DUPLICATE);
+        self.back(out, send);
+    }
+
+    pub fn send(&mut self, out: &mut Vec<u8>, to: NodeId, digest: u64) {
+        out.push(tag::SEND);
+        put_uvarint(out, u64::from(to.0));
+        out.extend_from_slice(&digest.to_le_bytes());
+    }
+
+    pub fn timer_set(&mut self, out: &mut Vec<u8>, timer: TimerId, tag: u64, after_ns: u64) {
+        out.push(tag::TIMER_SET);
+        put_uvarint(out, timer.0);
+        put_uvarint(out, tag);
+        put_uvarint(out, after_ns);
+    }
+
+    pub fn timer_cancel(&mut self, out: &mut Vec<u8>, timer: TimerId) {
+        out.push(tag::TIMER_CANCEL);
+        put_uvarint(out, timer.0);
+    }
+
+    pub fn annotate(&mut self, out: &mut Vec<u8>, text: &str) {
+        out.push(tag::ANNOTATE);
+        put_bytes(out, text.as_bytes());
+    }
+
+    pub fn clock_read(&mut self, out: &mut Vec<u8>, value_ns: u64) {
+        out.push(tag::CLOCK_READ);
+        put_uvarint(out, value_ns);
+    }
+
+    pub fn respond(&mut self, out: &mut Vec<u8>, request: RequestId, digest: u64) {
+        out.push(tag::RESPOND);
+        put_uvarint(out, request.0);
+        out.extend_from_slice(&digest.to_le_bytes());
+    }
+
+    pub fn violation(&mut self, out: &mut Vec<u8>, step: u64, invariant: &str, message: &str) {
+        out.push(tag::VIOLATION);
+        self.back(out, step);
+        put_bytes(out, invariant.as_bytes());
+        put_bytes(out, message.as_bytes());
+    }
+
+    pub fn end(&mut self, out: &mut Vec<u8>, time_ns: u64, outcome: Outcome) {
+        out.push(tag::END);
+        self.time(out, time_ns);
+        out.push(outcome.code());
+    }
+
+    /// Encodes an owned record. `time_ns` is used only by timed records.
+    pub fn record(&mut self, out: &mut Vec<u8>, time_ns: u64, record: &Record) {
+        match record {
+            Record::Start { node, prev, seed } => self.start(out, *node, time_ns, *prev, *seed),
+            Record::Restart {
+                node,
+                prev,
+                seed,
+                storage_digest,
+            } => self.restart(out, *node, time_ns, *prev, *seed, *storage_digest),
+            Record::Deliver {
+                node,
+                prev,
+                from,
+                send,
+                request_ids,
+                payload,
+            } => self.deliver(
+                out,
+                *node,
+                time_ns,
+                *prev,
+                *from,
+                *send,
+                request_ids,
+                payload,
+            ),
+            Record::Timer {
+                node,
+                prev,
+                timer,
+                tag,
+                set,
+                request_ids,
+            } => self.timer(out, *node, time_ns, *prev, *timer, *tag, *set, request_ids),
+            Record::External {
+                node,
+                prev,
+                request,
+                payload,
+            } => self.external(out, *node, time_ns, *prev, *request, payload),
+            Record::Crash { node, prev } => self.crash(out, *node, time_ns, *prev),
+            Record::Fault(fault) => self.fault(out, time_ns, fault),
+            Record::Drop { send, reason } => self.drop_msg(out, time_ns, *send, *reason),
+            Record::Duplicate { send } => self.duplicate(out, *send),
+            Record::Send { to, digest } => self.send(out, *to, *digest),
+            Record::TimerSet {
+                timer,
+                tag,
+                after_ns,
+            } => self.timer_set(out, *timer, *tag, *after_ns),
+            Record::TimerCancel { timer } => self.timer_cancel(out, *timer),
+            Record::Annotate { text } => self.annotate(out, text),
+            Record::ClockRead { value_ns } => self.clock_read(out, *value_ns),
+            Record::Respond { request, digest } => self.respond(out, *request, *digest),
+            Record::Violation {
+                step,
+                invariant,
+                message,
+            } => self.violation(out, *step, invariant, message),
+            Record::End { outcome } => self.end(out, time_ns, *outcome),
+        }
+    }
+}
+
+/// Why a record body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Truncated,
+    Malformed(&'static str),
+    UnknownTag(u8),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Truncated => f.write_str("record body ends early"),
+            BodyError::Malformed(what) => write!(f, "malformed {what}"),
+            BodyError::UnknownTag(t) => write!(f, "unknown record tag {t}"),
+        }
+    }
+}
+
+impl From<ReadError> for BodyError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::End => BodyError::Truncated,
+            ReadError::Malformed => BodyError::Malformed("field"),
+        }
+    }
+}
+
+/// Decodes record bodies, undoing the delta encoding of [`BodyEncoder`].
+#[derive(Debug, Default, Clone)]
+pub struct BodyDecoder {
+    index: u64,
+    time_ns: u64,
+    step_node: Option<NodeId>,
+}
+
+impl BodyDecoder {
+    fn time(&mut self, c: &mut Cursor<'_>) -> Result<u64, BodyError> {
+        let dt = c.ivarint()?;
+        self.time_ns = self.time_ns.wrapping_add(dt as u64);
+        Ok(self.time_ns)
+    }
+
+    fn back(&self, c: &mut Cursor<'_>) -> Result<u64, BodyError> {
+        let d = c.uvarint()?;
+        if d == 0 || d > self.index {
+            return Err(BodyError::Malformed("causal link"));
+        }
+        Ok(self.index - d)
+    }
+
+    fn prev(&self, c: &mut Cursor<'_>) -> Result<Option<u64>, BodyError> {
+        let d = c.uvarint()?;
+        if d == 0 {
+            return Ok(None);
+        }
+        if d > self.index {
+            return Err(BodyError::Malformed("causal link"));
+        }
+        Ok(Some(self.index - d))
+    }
+
+    fn input(&mut self, c: &mut Cursor<'_>) -> Result<(NodeId, Option<u64>), BodyError> {
+        let node = Self::node(c)?;
+        self.time(c)?;
+        let prev = self.prev(c)?;
+        Ok((node, prev))
+    }
+
+    fn node(c: &mut Cursor<'_>) -> Result<NodeId, BodyError> {
+        Ok(NodeId(c.u32varint()?))
+    }
+
+    fn request_ids(c: &mut Cursor<'_>) -> Result<Vec<RequestId>, BodyError> {
+        let n = c.count()?;
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(RequestId(c.uvarint()?));
+        }
+        Ok(ids)
+    }
+
+    fn text(c: &mut Cursor<'_>) -> Result<String, BodyError> {
+        String::from_utf8(c.bytes()?.to_vec()).map_err(|_| BodyError::Malformed("text"))
+    }
+
+    /// Decodes one body; on error the decoder's state is unchanged in the ways that matter
+    /// (the caller stops at the first bad record).
+    pub fn decode(&mut self, body: &[u8]) -> Result<Event, BodyError> {
+        let mut c = Cursor::new(body);
+        let t = c.u8()?;
+        let time_before = self.time_ns;
+        let record = match t {
+            tag::START => {
+                let (node, prev) = self.input(&mut c)?;
+                Record::Start {
+                    node,
+                    prev,
+                    seed: c.u64_le()?,
+                }
+            }
+            tag::RESTART => {
+                let (node, prev) = self.input(&mut c)?;
+                Record::Restart {
+                    node,
+                    prev,
+                    seed: c.u64_le()?,
+                    storage_digest: c.u64_le()?,
+                }
+            }
+            tag::DELIVER => {
+                let (node, prev) = self.input(&mut c)?;
+                let from = Self::node(&mut c)?;
+                let send = self.back(&mut c)?;
+                let request_ids = Self::request_ids(&mut c)?;
+                let payload = c.bytes()?.to_vec();
+                Record::Deliver {
+                    node,
+                    prev,
+                    from,
+                    send,
+                    request_ids,
+                    payload,
+                }
+            }
+            tag::TIMER => {
+                let (node, prev) = self.input(&mut c)?;
+                let timer = TimerId(c.uvarint()?);
+                let tag = c.uvarint()?;
+                let set = self.back(&mut c)?;
+                let request_ids = Self::request_ids(&mut c)?;
+                Record::Timer {
+                    node,
+                    prev,
+                    timer,
+                    tag,
+                    set,
+                    request_ids,
+                }
+            }
+            tag::EXTERNAL => {
+                let (node, prev) = self.input(&mut c)?;
+                let request = RequestId(c.uvarint()?);
+                let payload = c.bytes()?.to_vec();
+                Record::External {
+                    node,
+                    prev,
+                    request,
+                    payload,
+                }
+            }
+            tag::CRASH => {
+                let (node, prev) = self.input(&mut c)?;
+                Record::Crash { node, prev }
+            }
+            tag::CUT => {
+                self.time(&mut c)?;
+                let id = c.u32varint()?;
+                let n = c.count()?;
+                let mut links = Vec::with_capacity(n);
+                for _ in 0..n {
+                    links.push((Self::node(&mut c)?, Self::node(&mut c)?));
+                }
+                Record::Fault(FaultRecord::Cut { id, links })
+            }
+            tag::HEAL => {
+                self.time(&mut c)?;
+                Record::Fault(FaultRecord::Heal { id: c.u32varint()? })
+            }
+            tag::CLOCK_JUMP => {
+                self.time(&mut c)?;
+                let node = Self::node(&mut c)?;
+                Record::Fault(FaultRecord::ClockJump {
+                    node,
+                    by_ns: c.ivarint()?,
+                })
+            }
+            tag::DROP => {
+                self.time(&mut c)?;
+                let send = self.back(&mut c)?;
+                let reason =
+                    DropReason::from_code(c.u8()?).ok_or(BodyError::Malformed("drop reason"))?;
+                Record::Drop { send, reason }
+            }
+            tag::DUPLICATE => Record::Duplicate {
+                send: self.back(&mut c)?,
+            },
+            tag::SEND => Record::Send {
+                to: Self::node(&mut c)?,
+                digest: c.u64_le()?,
+            },
+            tag::TIMER_SET => Record::TimerSet {
+                timer: TimerId(c.uvarint()?),
+                tag: c.uvarint()?,
+                after_ns: c.uvarint()?,
+            },
+            tag::TIMER_CANCEL => Record::TimerCancel {
+                timer: TimerId(c.uvarint()?),
+            },
+            tag::ANNOTATE => Record::Annotate {
+                text: Self::text(&mut c)?,
+            },
+            tag::CLOCK_READ => Record::ClockRead {
+                value_ns: c.uvarint()?,
+            },
+            tag::RESPOND => Record::Respond {
+                request: RequestId(c.uvarint()?),
+                digest: c.u64_le()?,
+            },
+            tag::VIOLATION => Record::Violation {
+                step: self.back(&mut c)?,
+                invariant: Self::text(&mut c)?,
+                message: Self::text(&mut c)?,
+            },
+            tag::END => {
+                self.time(&mut c)?;
+                let outcome = Outcome::from_code(c.u8()?).ok_or(BodyError::Malformed("outcome"))?;
+                Record::End { outcome }
+            }
+            other => return Err(BodyError::UnknownTag(other)),
+        };
+        if c.remaining() != 0 {
+            self.time_ns = time_before;
+            return Err(BodyError::Malformed("record length (trailing bytes)"));
+        }
+        let is_output = !record.is_timed()
+            && !matches!(
+                record,
+                Record::Drop { .. } | Record::Duplicate { .. } | Record::Violation { .. }
+            );
+        if let Some(node) = record.input_node() {
+            self.step_node = Some(node);
+        } else if is_output && self.step_node.is_none() {
+            self.time_ns = time_before;
+            return Err(BodyError::Malformed("output outside of any step"));
+        }
+        let node = record
+            .input_node()
+            .or(if is_output { self.step_node } else { None });
+        let event = Event {
+            index: self.index,
+            time_ns: self.time_ns,
+            node,
+            record,
+        };
+        self.index += 1;
+        Ok(event)
+    }
+}

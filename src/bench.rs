@@ -1,0 +1,163 @@
+//! `retrace bench`: simulator throughput and trace size, measured, never assumed.
+
+use crate::summary::{bytes, group, rate};
+use clap::Args;
+use retrace_models::{KvModel, PingPongModel};
+use retrace_sim::trace::{Record, TraceReader};
+use retrace_sim::{scenario, Model, RunReport, Simulation, TraceSink};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Ping-pong deliveries to simulate per measurement
+    #[arg(long, default_value_t = 5_000_000)]
+    deliveries: u64,
+    /// Virtual seconds of the kv run
+    #[arg(long, default_value_t = 20)]
+    kv_seconds: u64,
+    /// Repetitions of each measurement; the best is reported
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
+    /// Where the traces go
+    #[arg(long, default_value = "target/retrace/bench")]
+    dir: PathBuf,
+}
+
+/// Ping-pong with one message in flight over a fixed 1 ms link: each delivery takes 1 ms of
+/// virtual time, so the time limit sets the number of deliveries.
+fn pingpong_scenario(deliveries: u64) -> String {
+    format!(
+        "model = \"pingpong\"\nseed = 1\ntime_limit = \"{}ms\"\nmax_events = {}\n[network]\nlatency = \"1ms\"\n",
+        deliveries,
+        deliveries * 2 + 100
+    )
+}
+
+fn kv_scenario(seconds: u64) -> String {
+    format!(
+        "model = \"kv\"\nseed = 1\ntime_limit = \"{seconds}s\"\n[model_options]\nreplicas = 5\nclients = 10\n\
+         [network]\nlatency = \"1ms..5ms\"\n[workload]\nrate = \"5000/s\"\n"
+    )
+}
+
+struct Measured {
+    report: RunReport,
+    wall: Duration,
+}
+
+fn measure<M: Model>(source: &str, repeat: u32, trace: Option<&Path>) -> Result<Measured, String> {
+    let s = scenario::parse::<M>("bench", source).map_err(|e| e.to_string())?;
+    let mut best: Option<Measured> = None;
+    for _ in 0..repeat.max(1) {
+        let sink = match trace {
+            Some(path) => {
+                let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                TraceSink::Stream(Box::new(BufWriter::with_capacity(1 << 20, file)))
+            }
+            None => TraceSink::Discard,
+        };
+        let started = Instant::now();
+        let report = Simulation::<M>::new(&s, s.seed, sink).run();
+        let wall = started.elapsed();
+        if let Some(e) = &report.trace_error {
+            return Err(format!("writing the bench trace failed: {e}"));
+        }
+        if best.as_ref().is_none_or(|b| wall < b.wall) {
+            best = Some(Measured { report, wall });
+        }
+    }
+    best.ok_or_else(|| "no measurement".to_string())
+}
+
+/// Payload bytes carried by the trace's deliveries and external inputs, read back from it.
+fn payload_bytes(path: &Path) -> Result<(u64, u64), String> {
+    let (_, reader) = TraceReader::open(path).map_err(|e| e.to_string())?;
+    let mut payload = 0u64;
+    let mut deliveries = 0u64;
+    for event in reader {
+        match &event.record {
+            Record::Deliver { payload: p, .. } => {
+                payload += p.len() as u64;
+                deliveries += 1;
+            }
+            Record::External { payload: p, .. } => payload += p.len() as u64,
+            _ => {}
+        }
+    }
+    Ok((payload, deliveries))
+}
+
+fn report_pair(
+    name: &str,
+    with_trace: &Measured,
+    without: &Measured,
+    trace: &Path,
+) -> Result<(), String> {
+    let d = with_trace.report.stats.delivered;
+    let (payload, traced_deliveries) = payload_bytes(trace)?;
+    if traced_deliveries != d {
+        return Err(format!(
+            "{name}: trace holds {traced_deliveries} deliveries, the run made {d}"
+        ));
+    }
+    let total = with_trace.report.trace_bytes;
+    println!("{name}");
+    println!(
+        "  deliveries        {} in {} virtual ({} steps)",
+        group(d),
+        retrace_sim::format_ns(with_trace.report.end_time_ns),
+        group(with_trace.report.stats.steps)
+    );
+    println!(
+        "  trace written     {:>9.3}s  {:>12} deliveries",
+        with_trace.wall.as_secs_f64(),
+        rate(d, with_trace.wall)
+    );
+    println!(
+        "  trace discarded   {:>9.3}s  {:>12} deliveries",
+        without.wall.as_secs_f64(),
+        rate(d, without.wall)
+    );
+    println!(
+        "  trace size        {} = {:.1} B/delivery: {:.1} B payload + {:.1} B framing and metadata",
+        bytes(total),
+        total as f64 / d.max(1) as f64,
+        payload as f64 / d.max(1) as f64,
+        total.saturating_sub(payload) as f64 / d.max(1) as f64
+    );
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> Result<u8, String> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    println!(
+        "retrace bench (best of {}; release build expected)",
+        args.repeat
+    );
+
+    let pp = pingpong_scenario(args.deliveries);
+    let pp_trace = args.dir.join("pingpong.trace");
+    let with_trace = measure::<PingPongModel>(&pp, args.repeat, Some(&pp_trace))?;
+    let without = measure::<PingPongModel>(&pp, args.repeat, None)?;
+    report_pair(
+        "pingpong: 2 nodes, one message in flight, fixed 1ms latency",
+        &with_trace,
+        &without,
+        &pp_trace,
+    )?;
+
+    let kv = kv_scenario(args.kv_seconds);
+    let kv_trace = args.dir.join("kv.trace");
+    let with_trace = measure::<KvModel>(&kv, args.repeat, Some(&kv_trace))?;
+    let without = measure::<KvModel>(&kv, args.repeat, None)?;
+    report_pair(
+        "kv: 5 replicas, 10 clients, 5000 requests/s, 1-5ms latency",
+        &with_trace,
+        &without,
+        &kv_trace,
+    )?;
+    Ok(crate::cli::exit::OK)
+}

@@ -1,0 +1,252 @@
+//! The command line: argument definitions (one clap definition gives parsing and help) and
+//! thin glue over the library crates.
+
+use crate::registry::{ModelEntry, Registry};
+use crate::summary;
+use clap::{Args, Parser, Subcommand};
+use retrace_sim::trace::TraceReader;
+use retrace_sim::{format_ns, Outcome, TraceSink};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// Every invariant held (or the command succeeded).
+    pub const OK: u8 = 0;
+    /// An invariant was violated.
+    pub const VIOLATION: u8 = 1;
+    /// Bad input: unreadable or invalid scenario, corrupt trace, unwritable output.
+    pub const BAD_INPUT: u8 = 2;
+    /// `--check-determinism` found two runs that differ.
+    pub const NONDETERMINISM: u8 = 3;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "retrace",
+    version,
+    about = "Deterministic distributed-system simulator for record-and-replay debugging",
+    long_about = "Deterministic distributed-system simulator for record-and-replay debugging.\n\n\
+        retrace runs a whole cluster of nodes in one process, in virtual time, under a network \
+        and fault model chosen from a seed; checks the system's invariants after every event; \
+        and writes a trace of every input and output at every node boundary.\n\n\
+        Exit codes: 0 ok, 1 invariant violated, 2 bad input, 3 nondeterminism found.",
+    after_help = "Examples:\n  retrace run scenarios/kv-ack-before-replicate.toml\n  \
+        retrace run scenarios/kv.toml --seed 42 --check-determinism\n  \
+        retrace show target/retrace/kv-seed7.trace --limit 40"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Simulate a scenario, check invariants after every event, write the trace
+    Run(RunArgs),
+    /// Print a trace's records, one dense line each, and report any corruption
+    Show(ShowArgs),
+    /// List the models this binary knows
+    Models,
+    /// Measure simulator throughput and trace size (pingpong and kv)
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The scenario file (TOML; see scenarios/README.md)
+    scenario: PathBuf,
+    /// Seed for every random choice of the run (overrides the scenario's `seed`)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to write the trace [default: target/retrace/<scenario>-seed<N>.trace]
+    #[arg(long, short = 'o', value_name = "TRACE")]
+    out: Option<PathBuf>,
+    /// Do not write a trace
+    #[arg(long, conflicts_with = "out")]
+    no_trace: bool,
+    /// Run twice and compare the traces byte for byte; on a difference, name the first
+    /// differing event and exit 3
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    /// The trace file
+    trace: PathBuf,
+    /// First event to print
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Print at most this many events
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+/// Runs the CLI with the models of `registry`. Use this from your own binary to get
+/// retrace's commands for your own systems.
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(args) => run(&registry, &args),
+        Command::Show(args) => show(&registry, &args),
+        Command::Models => {
+            for entry in registry.entries() {
+                println!("{:<12} {}", entry.name(), entry.about());
+            }
+            Ok(exit::OK)
+        }
+        Command::Bench(args) => crate::bench::run(&args),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(exit::BAD_INPUT)
+        }
+    }
+}
+
+fn read_scenario(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read scenario: {e}", path.display()))
+}
+
+fn default_trace_path(scenario: &Path, seed: u64) -> PathBuf {
+    let stem = scenario
+        .file_stem()
+        .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("target")
+        .join("retrace")
+        .join(format!("{stem}-seed{seed}.trace"))
+}
+
+fn create_trace_file(path: &Path) -> Result<File, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create directory: {e}", dir.display()))?;
+    }
+    File::create(path).map_err(|e| format!("{}: cannot create trace: {e}", path.display()))
+}
+
+fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
+    let file = args.scenario.display().to_string();
+    let source = read_scenario(&args.scenario)?;
+    let entry: &dyn ModelEntry = registry
+        .for_scenario(&file, &source)
+        .map_err(|e| e.to_string())?;
+    let info = entry
+        .check(&file, &source, args.seed)
+        .map_err(|e| e.to_string())?;
+    let trace_path = (!args.no_trace).then(|| {
+        args.out
+            .clone()
+            .unwrap_or_else(|| default_trace_path(&args.scenario, info.seed))
+    });
+
+    let started = Instant::now();
+    let report = if args.check_determinism {
+        let (report, diff) = entry
+            .check_determinism(&file, &source, args.seed)
+            .map_err(|e| e.to_string())?;
+        if let Some(diff) = diff {
+            eprintln!(
+                "nondeterminism: two runs of {file} with seed {} differ",
+                info.seed
+            );
+            eprintln!("{diff}");
+            return Ok(exit::NONDETERMINISM);
+        }
+        if let (Some(path), Some(bytes)) = (&trace_path, &report.trace) {
+            let mut f = create_trace_file(path)?;
+            f.write_all(bytes)
+                .map_err(|e| format!("{}: cannot write trace: {e}", path.display()))?;
+        }
+        report
+    } else {
+        let sink = match &trace_path {
+            Some(path) => TraceSink::Stream(Box::new(BufWriter::with_capacity(
+                1 << 20,
+                create_trace_file(path)?,
+            ))),
+            None => TraceSink::Discard,
+        };
+        entry
+            .run(&file, &source, args.seed, sink)
+            .map_err(|e| e.to_string())?
+    };
+    let wall = started.elapsed();
+    print!(
+        "{}",
+        summary::run_summary(&info, &report, trace_path.as_deref(), Some(wall))
+    );
+    if args.check_determinism {
+        println!("determinism: two runs gave byte-identical traces");
+    }
+    if let Some(e) = &report.trace_error {
+        let path = trace_path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return Err(format!("{path}: writing the trace failed: {e}"));
+    }
+    Ok(if report.outcome == Outcome::Violation {
+        exit::VIOLATION
+    } else {
+        exit::OK
+    })
+}
+
+fn show(registry: &Registry, args: &ShowArgs) -> Result<u8, String> {
+    let (header, mut reader) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
+    let entry = registry.get(&header.model);
+    let describe = |payload: &[u8]| match entry {
+        Some(e) => e.describe_message(payload),
+        None => format!("<{} bytes>", payload.len()),
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let origin = match &header.origin {
+        retrace_sim::trace::Origin::Simulated { seed } => format!("simulated, seed {seed}"),
+        retrace_sim::trace::Origin::Recorded { description } => format!("recorded: {description}"),
+    };
+    let names: Vec<&str> = header.nodes.iter().map(|n| n.name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "trace of {} (model {}, {origin})",
+        header.scenario_name, header.model
+    );
+    let _ = writeln!(out, "nodes: {}", names.join(", "));
+    let mut shown = 0u64;
+    let mut last = None;
+    let mut last_record_was_end = false;
+    for event in reader.by_ref() {
+        if event.index >= args.from && args.limit.is_none_or(|l| shown < l) {
+            let _ = writeln!(out, "{}", summary::event_line(&header, &event, &describe));
+            shown += 1;
+        }
+        last = Some((event.index, event.time_ns));
+        last_record_was_end = matches!(event.record, retrace_sim::Record::End { .. });
+    }
+    let _ = out.flush();
+    drop(out);
+    if let Some(tail) = reader.tail_error() {
+        let kept = last.map_or("no records".to_string(), |(i, t)| {
+            format!("records 0..={i} (up to {})", format_ns(t))
+        });
+        return Err(format!(
+            "{}: {tail}; the valid prefix, {kept}, is shown above",
+            args.trace.display()
+        ));
+    }
+    if !last_record_was_end {
+        eprintln!(
+            "note: {}: the trace has no end record; the run that wrote it was cut short",
+            args.trace.display()
+        );
+    }
+    Ok(exit::OK)
+}

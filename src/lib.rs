@@ -1,0 +1,22 @@
+//! retrace: a deterministic distributed-system simulator for record-and-replay debugging.
+//!
+//! This crate is the command-line tool and a facade over the library crates:
+//! [`sim`] (the node API, simulator, scenarios and trace format) and [`models`] (example
+//! systems). To run your own system with retrace's commands, implement
+//! [`sim::Model`] for it and call [`cli::main_with`] from your own binary:
+//!
+//! ```no_run
+//! # use retrace::registry::Registry;
+//! fn main() -> std::process::ExitCode {
+//!     let registry = Registry::builtin(); // .with::<my_crate::MyModel>()
+//!     retrace::cli::main_with(registry)
+//! }
+//! ```
+
+pub mod bench;
+pub mod cli;
+pub mod registry;
+pub mod summary;
+
+pub use retrace_models as models;
+pub use retrace_sim as sim;

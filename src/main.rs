@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    retrace::cli::main_with(retrace::registry::Registry::builtin())
+}

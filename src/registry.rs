@@ -1,0 +1,166 @@
+//! The model registry: how the CLI stays generic over systems. A user's own binary builds a
+//! registry with its models and hands it to [`crate::cli::main_with`].
+
+use retrace_sim::{
+    check_determinism, codec, scenario, Model, Node, NodeSpec, RunReport, ScenarioError,
+    Simulation, TraceDifference, TraceSink,
+};
+use std::marker::PhantomData;
+
+/// What the CLI needs to know about a scenario it ran.
+#[derive(Clone, Debug)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub model: String,
+    pub description: String,
+    pub seed: u64,
+    pub time_limit_ns: u64,
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// A model with its types erased, as the registry holds it.
+pub trait ModelEntry: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn about(&self) -> &'static str;
+    /// Parses and validates a scenario for this model.
+    fn check(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+    ) -> Result<ScenarioInfo, ScenarioError>;
+    /// Runs a scenario (with `seed` overriding the file's).
+    fn run(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+        sink: TraceSink,
+    ) -> Result<RunReport, ScenarioError>;
+    /// Renders an encoded message of this model for display (its `Debug` form).
+    fn describe_message(&self, payload: &[u8]) -> String;
+    /// Runs twice in memory and compares the traces.
+    fn check_determinism(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+    ) -> Result<(RunReport, Option<TraceDifference>), ScenarioError>;
+}
+
+struct Entry<M>(PhantomData<fn() -> M>);
+
+impl<M: Model> ModelEntry for Entry<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+
+    fn about(&self) -> &'static str {
+        M::ABOUT
+    }
+
+    fn check(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+    ) -> Result<ScenarioInfo, ScenarioError> {
+        let s = scenario::parse::<M>(file, source)?;
+        Ok(ScenarioInfo {
+            name: s.name.clone(),
+            model: s.model.clone(),
+            description: s.description.clone(),
+            seed: seed.unwrap_or(s.seed),
+            time_limit_ns: s.time_limit_ns,
+            nodes: s.nodes.clone(),
+        })
+    }
+
+    fn run(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+        sink: TraceSink,
+    ) -> Result<RunReport, ScenarioError> {
+        let s = scenario::parse::<M>(file, source)?;
+        Ok(Simulation::<M>::new(&s, seed.unwrap_or(s.seed), sink).run())
+    }
+
+    fn describe_message(&self, payload: &[u8]) -> String {
+        match codec::decode::<<M::Node as Node>::Msg>(payload) {
+            Ok(msg) => format!("{msg:?}"),
+            Err(e) => format!(
+                "<{} bytes that do not decode as a {} message: {e}>",
+                payload.len(),
+                M::NAME
+            ),
+        }
+    }
+
+    fn check_determinism(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+    ) -> Result<(RunReport, Option<TraceDifference>), ScenarioError> {
+        let s = scenario::parse::<M>(file, source)?;
+        Ok(check_determinism::<M>(&s, seed.unwrap_or(s.seed)))
+    }
+}
+
+/// The models a CLI knows, by name.
+#[derive(Default)]
+pub struct Registry {
+    entries: Vec<Box<dyn ModelEntry>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// The models that ship with retrace: `pingpong` and `kv`.
+    pub fn builtin() -> Self {
+        Registry::new()
+            .with::<retrace_models::PingPongModel>()
+            .with::<retrace_models::KvModel>()
+    }
+
+    /// Adds a model; a later model with the same name replaces the earlier one.
+    pub fn with<M: Model>(mut self) -> Self {
+        self.entries.retain(|e| e.name() != M::NAME);
+        self.entries.push(Box::new(Entry::<M>(PhantomData)));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&dyn ModelEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.name() == name)
+            .map(|e| e.as_ref())
+    }
+
+    /// The registered models, sorted by name.
+    pub fn entries(&self) -> Vec<&dyn ModelEntry> {
+        let mut all: Vec<&dyn ModelEntry> = self.entries.iter().map(|e| e.as_ref()).collect();
+        all.sort_by_key(|e| e.name());
+        all
+    }
+
+    /// The model a scenario names, or an error that points at its `model` key.
+    pub fn for_scenario(&self, file: &str, source: &str) -> Result<&dyn ModelEntry, ScenarioError> {
+        let name = scenario::model_name(file, source)?;
+        self.get(&name).ok_or_else(|| {
+            let known: Vec<&str> = self.entries().iter().map(|e| e.name()).collect();
+            ScenarioError::at_key(
+                file,
+                source,
+                "",
+                "model",
+                format!("unknown model `{name}`; known models: {}", known.join(", ")),
+            )
+        })
+    }
+}
