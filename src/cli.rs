@@ -28,6 +28,7 @@ pub mod exit {
 #[command(
     name = "retrace",
     version,
+    max_term_width = 80,
     about = "Deterministic distributed-system simulator for record-and-replay debugging",
     long_about = "Deterministic distributed-system simulator for record-and-replay debugging.\n\n\
         retrace runs a whole cluster of nodes in one process, in virtual time, under a network \
@@ -59,17 +60,18 @@ enum Command {
 struct RunArgs {
     /// The scenario file (TOML; see scenarios/README.md)
     scenario: PathBuf,
-    /// Seed for every random choice of the run (overrides the scenario's `seed`)
+    /// Seed of every random choice (overrides the scenario's `seed`)
     #[arg(long)]
     seed: Option<u64>,
-    /// Where to write the trace [default: target/retrace/<scenario>-seed<N>.trace]
+    /// Where to write the trace
+    /// [default: target/retrace/<scenario>-seed<N>.trace]
     #[arg(long, short = 'o', value_name = "TRACE")]
     out: Option<PathBuf>,
     /// Do not write a trace
     #[arg(long, conflicts_with = "out")]
     no_trace: bool,
-    /// Run twice and compare the traces byte for byte; on a difference, name the first
-    /// differing event and exit 3
+    /// Run twice and compare the traces byte for byte
+    /// (on a difference: name the first differing event, exit 3)
     #[arg(long)]
     check_determinism: bool,
 }
@@ -185,6 +187,10 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
     );
     if args.check_determinism {
         println!("determinism: two runs gave byte-identical traces");
+    }
+    if let (Some(v), Some(path)) = (&report.violation, &trace_path) {
+        let from = v.step_index.saturating_sub(30);
+        println!("next      retrace show {} --from {from}", path.display());
     }
     if let Some(e) = &report.trace_error {
         let path = trace_path

@@ -148,13 +148,10 @@ pub fn run_summary(
                 "verdict   VIOLATED at event {}: {}",
                 v.step_index, v.invariant
             );
-            let _ = writeln!(
-                out,
-                "          {} at {}: {}",
-                v.node_name,
-                format_ns(v.time_ns),
-                v.message
-            );
+            let text = format!("{} at {}: {}", v.node_name, format_ns(v.time_ns), v.message);
+            for line in wrap(&text, 68) {
+                let _ = writeln!(out, "          {line}");
+            }
         }
         (None, outcome) => {
             let _ = writeln!(
@@ -165,6 +162,26 @@ pub fn run_summary(
         }
     }
     out
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces (a longer word stays
+/// whole on its own line).
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// One dense line describing a trace event. `describe` renders a message payload.

@@ -117,3 +117,79 @@ fn check_determinism_flag_reports_identical_runs() {
     assert!(stdout(&o).contains("determinism: two runs gave byte-identical traces"));
     assert!(out.exists());
 }
+
+mod leaky {
+    //! A model that breaks the contract on purpose: it reads a process-global counter.
+    use retrace_sim::{Ctx, Invariant, Model, Node, NodeId, NodeSpec, TimerId};
+    use serde::{Deserialize, Serialize};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub static RUNS: AtomicU64 = AtomicU64::new(0);
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Leaky;
+
+    impl Node for Leaky {
+        type Msg = u64;
+        fn on_start(&mut self, ctx: &mut Ctx<'_, u64>) {
+            ctx.set_timer(std::time::Duration::from_millis(5), 0);
+        }
+        fn on_message(&mut self, _: &mut Ctx<'_, u64>, _: NodeId, _: u64) {}
+        fn on_timer(&mut self, ctx: &mut Ctx<'_, u64>, _: TimerId, _: u64) {
+            // Each run reads a counter the previous run advanced: the sends differ.
+            if ctx.id() == NodeId(1) {
+                let n = RUNS.fetch_add(1, Ordering::SeqCst);
+                ctx.send(NodeId(0), n / 3);
+            }
+            ctx.set_timer(std::time::Duration::from_millis(5), 0);
+        }
+    }
+
+    pub struct LeakyModel;
+    impl Model for LeakyModel {
+        const NAME: &'static str = "leaky";
+        const ABOUT: &'static str = "nondeterministic on purpose";
+        type Node = Leaky;
+        type Options = ();
+        fn nodes(_: &()) -> Vec<NodeSpec> {
+            vec![NodeSpec::new("a", "x"), NodeSpec::new("b", "x")]
+        }
+        fn build(_: &(), _: NodeId) -> Leaky {
+            Leaky
+        }
+        fn invariants(_: &()) -> Vec<Box<dyn Invariant<Leaky>>> {
+            Vec::new()
+        }
+    }
+}
+
+#[test]
+fn check_determinism_names_the_first_differing_event() {
+    let s = retrace_sim::scenario::parse::<leaky::LeakyModel>(
+        "leaky.toml",
+        "model = \"leaky\"\ntime_limit = \"100ms\"",
+    )
+    .unwrap();
+    let (_, diff) = retrace_sim::check_determinism::<leaky::LeakyModel>(&s, 1);
+    let diff = diff.expect("a leaky model is caught");
+    match &diff {
+        retrace_sim::TraceDifference::Event {
+            index,
+            first,
+            second,
+        } => {
+            let (a, b) = (first.as_ref().unwrap(), second.as_ref().unwrap());
+            assert_eq!(a.index, *index);
+            assert!(
+                matches!(a.record, retrace_sim::Record::Send { .. }),
+                "{a:?}"
+            );
+            assert_ne!(a.record, b.record);
+        }
+        other => panic!("expected an event difference, got {other}"),
+    }
+    assert!(
+        diff.to_string().starts_with("first difference at event"),
+        "{diff}"
+    );
+}

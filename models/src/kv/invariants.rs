@@ -10,10 +10,15 @@ use std::collections::BTreeMap;
 ///
 /// It watches clients' issue and completion counters to learn, in event order, which writes
 /// were acknowledged and when each read was issued. A read must return a version at least
-/// as new as the newest write acknowledged before the read was issued; the primary of the
-/// newest epoch must hold every acknowledged write.
+/// as new as the newest write acknowledged before the read was issued. The primary of the
+/// newest *established* view must hold every acknowledged write: that is checked the moment
+/// a view is established (its store is the merge future views build on) and after every
+/// event while that primary leads. A deposed primary that has not heard of its successor is
+/// not checked: it can no longer gather a majority, so it can acknowledge nothing.
 #[derive(Default)]
 pub struct AckedWritesDurable {
+    /// The highest epoch any replica has been seen leading.
+    established: u64,
     /// The newest acknowledged version of each key, with its value.
     acked: BTreeMap<String, (Version, String)>,
     /// Reads in flight: (client, op id) -> key and the version they must at least see.
@@ -86,16 +91,14 @@ impl Invariant<KvNode> for AckedWritesDurable {
             }
             _ => {}
         }
-        let primary = view
-            .nodes
-            .iter()
-            .flatten()
-            .filter_map(|n| match n {
+        let leaders = || {
+            view.nodes.iter().flatten().filter_map(|n| match n {
                 KvNode::Replica(r) if r.is_primary() => Some(r),
                 _ => None,
             })
-            .max_by_key(|r| r.epoch);
-        let Some(primary) = primary else {
+        };
+        self.established = leaders().map(|r| r.epoch).fold(self.established, u64::max);
+        let Some(primary) = leaders().find(|r| r.epoch == self.established) else {
             return Ok(());
         };
         for (key, (version, value)) in &self.acked {

@@ -59,6 +59,8 @@ pub struct Replica {
     /// Bug mode only: acknowledged writes not yet shipped to the backups.
     pub unshipped: Vec<(String, Entry)>,
     pub failover_timer: Option<TimerId>,
+    /// Whether the current view showed signs of life since the watchdog last looked.
+    pub heard: bool,
     pub heartbeat_timer: Option<TimerId>,
 }
 
@@ -90,6 +92,7 @@ impl Replica {
             pending: BTreeMap::new(),
             unshipped: Vec::new(),
             failover_timer: None,
+            heard: false,
             heartbeat_timer: None,
         }
     }
@@ -152,12 +155,21 @@ impl Replica {
         }
     }
 
+    /// Notes a sign of life from the current view and makes sure the watchdog runs.
+    ///
+    /// The watchdog is a periodic check ("heard anything since the last check?") rather than
+    /// a timer re-armed on every message: the same failure detection within one to two
+    /// periods, without a cancel and a set per message in the trace.
     fn reset_failover(&mut self, ctx: &mut Ctx<'_, Msg>) {
-        // A watchdog is background work: it must not belong to the request that reset it.
-        ctx.detach();
-        if let Some(t) = self.failover_timer.take() {
-            ctx.cancel_timer(t);
+        self.heard = true;
+        if self.failover_timer.is_none() {
+            self.arm_watchdog(ctx);
         }
+    }
+
+    fn arm_watchdog(&mut self, ctx: &mut Ctx<'_, Msg>) {
+        // A watchdog is background work: it must not belong to the request that armed it.
+        ctx.detach();
         // Jitter keeps two backups from standing for election at the same instant forever.
         let jitter = ctx.rng().below(self.failover_ms / 2 + 1);
         self.failover_timer = Some(ctx.set_timer(
@@ -211,7 +223,12 @@ impl Replica {
             }
             TAG_FAILOVER if self.failover_timer == Some(timer) => {
                 self.failover_timer = None;
-                if !self.is_primary() {
+                if self.is_primary() {
+                    return;
+                }
+                if std::mem::take(&mut self.heard) {
+                    self.arm_watchdog(ctx);
+                } else {
                     self.stand_for_election(ctx);
                 }
             }
@@ -240,7 +257,11 @@ impl Replica {
         }
         self.maybe_lead(ctx);
         if !self.is_primary() {
-            self.reset_failover(ctx);
+            // A candidate that hears nothing by the next check stands again, higher.
+            self.heard = false;
+            if self.failover_timer.is_none() {
+                self.arm_watchdog(ctx);
+            }
         }
     }
 
