@@ -6,7 +6,6 @@ use retrace_models::{KvModel, PingPongModel};
 use retrace_sim::trace::{Record, TraceReader};
 use retrace_sim::{scenario, Model, RunReport, Simulation, TraceSink};
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,7 +54,7 @@ fn measure<M: Model>(source: &str, repeat: u32, trace: Option<&Path>) -> Result<
         let sink = match trace {
             Some(path) => {
                 let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                TraceSink::Stream(Box::new(BufWriter::with_capacity(1 << 20, file)))
+                TraceSink::Stream(Box::new(file))
             }
             None => TraceSink::Discard,
         };

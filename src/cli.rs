@@ -170,10 +170,8 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
         report
     } else {
         let sink = match &trace_path {
-            Some(path) => TraceSink::Stream(Box::new(BufWriter::with_capacity(
-                1 << 20,
-                create_trace_file(path)?,
-            ))),
+            // The trace writer buffers its frames itself: no BufWriter in between.
+            Some(path) => TraceSink::Stream(Box::new(create_trace_file(path)?)),
             None => TraceSink::Discard,
         };
         entry

@@ -69,6 +69,63 @@ pub fn digest(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// CRC-32 (IEEE, the same as `crc32fast`) tables for slicing-by-8, built at compile time.
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+            k += 1;
+        }
+        tables[0][i] = crc;
+        i += 1;
+    }
+    let mut t = 1;
+    while t < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[t - 1][i];
+            tables[t][i] = (prev >> 8) ^ tables[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        t += 1;
+    }
+    tables
+};
+
+/// CRC-32 of one trace frame body. Most bodies are a few dozen bytes, where an inlined
+/// table walk beats `crc32fast`'s dispatch to its SIMD kernel; long bodies go to that kernel.
+#[inline]
+pub fn crc32(bytes: &[u8]) -> u32 {
+    if bytes.len() >= 128 {
+        return crc32fast::hash(bytes);
+    }
+    let mut crc = !0u32;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
+        crc = CRC_TABLES[7][(lo & 0xff) as usize]
+            ^ CRC_TABLES[6][((lo >> 8) & 0xff) as usize]
+            ^ CRC_TABLES[5][((lo >> 16) & 0xff) as usize]
+            ^ CRC_TABLES[4][(lo >> 24) as usize]
+            ^ CRC_TABLES[3][c[4] as usize]
+            ^ CRC_TABLES[2][c[5] as usize]
+            ^ CRC_TABLES[1][c[6] as usize]
+            ^ CRC_TABLES[0][c[7] as usize];
+    }
+    for &b in chunks.remainder() {
+        crc = (crc >> 8) ^ CRC_TABLES[0][((crc ^ u32::from(b)) & 0xff) as usize];
+    }
+    !crc
+}
+
 /// Appends `v` as LEB128.
 #[inline]
 pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
@@ -201,6 +258,20 @@ mod tests {
             let mut out = Vec::new();
             put_ivarint(&mut out, v);
             assert_eq!(Cursor::new(&out).ivarint(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn crc32_matches_crc32fast_at_every_length() {
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in 0..data.len() {
+            assert_eq!(
+                crc32(&data[..len]),
+                crc32fast::hash(&data[..len]),
+                "length {len}"
+            );
         }
     }
 

@@ -44,6 +44,40 @@ impl ReqIds {
     }
 }
 
+/// Messages encoded at most this long ride in the queue with their encoding, so that the
+/// delivery record reuses the bytes the send's digest was computed from.
+const INLINE_PAYLOAD_BYTES: usize = 47;
+
+/// A message's encoding carried alongside it in flight (`len == u8::MAX`: not kept).
+#[derive(Clone, Copy)]
+struct InlinePayload {
+    len: u8,
+    bytes: [u8; INLINE_PAYLOAD_BYTES],
+}
+
+impl InlinePayload {
+    const NONE: InlinePayload = InlinePayload {
+        len: u8::MAX,
+        bytes: [0; INLINE_PAYLOAD_BYTES],
+    };
+
+    fn keep(encoded: &[u8]) -> Self {
+        if encoded.len() > INLINE_PAYLOAD_BYTES {
+            return Self::NONE;
+        }
+        let mut p = InlinePayload {
+            len: encoded.len() as u8,
+            bytes: [0; INLINE_PAYLOAD_BYTES],
+        };
+        p.bytes[..encoded.len()].copy_from_slice(encoded);
+        p
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        (self.len != u8::MAX).then(|| &self.bytes[..self.len as usize])
+    }
+}
+
 /// Where the trace of a run goes.
 pub enum TraceSink {
     /// No trace at all (the fastest; for benchmarks and fuzzing).
@@ -117,6 +151,7 @@ enum Pending<M> {
         msg: M,
         send: u64,
         ids: ReqIds,
+        payload: InlinePayload,
     },
     Timer {
         node: NodeId,
@@ -184,7 +219,7 @@ impl<M: Message> Core<M> {
         self.stats.dropped += 1;
     }
 
-    fn transmit(&mut self, from: NodeId, to: NodeId, msg: M, send: u64) {
+    fn transmit(&mut self, from: NodeId, to: NodeId, msg: M, send: u64, payload: InlinePayload) {
         let link = *self.net.link(from, to);
         if self.net.is_blocked(from, to) {
             return self.drop_msg(send, DropReason::Partition);
@@ -205,6 +240,7 @@ impl<M: Message> Core<M> {
                     msg: msg.clone(),
                     send,
                     ids,
+                    payload,
                 },
             );
         }
@@ -218,6 +254,7 @@ impl<M: Message> Core<M> {
                 msg,
                 send,
                 ids,
+                payload,
             },
         );
     }
@@ -259,18 +296,21 @@ impl<M: Message> Env<M> for Core<M> {
 
     fn send(&mut self, to: NodeId, msg: M) {
         let from = self.step_node;
-        let digest = if self.trace.enabled() {
+        let (digest, payload) = if self.trace.enabled() {
             self.encode_scratch(&msg);
-            codec::digest(&self.scratch)
+            (
+                codec::digest(&self.scratch),
+                InlinePayload::keep(&self.scratch),
+            )
         } else {
-            0
+            (0, InlinePayload::NONE)
         };
         let send = self.trace.push(|e, out| e.send(out, to, digest));
         self.stats.sent += 1;
         if to.index() >= self.net.node_count() {
             return self.drop_msg(send, DropReason::NoSuchNode);
         }
-        self.transmit(from, to, msg, send);
+        self.transmit(from, to, msg, send, payload);
     }
 
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
@@ -691,16 +731,22 @@ impl<M: Model> Simulation<M> {
                 msg,
                 send,
                 ids,
+                payload,
             } => {
                 if !self.core.up[to.index()] {
                     return self.core.drop_msg(send, DropReason::NodeDown);
                 }
                 let prev = self.core.last_input[to.index()];
                 let core = &mut self.core;
-                if core.trace.enabled() {
-                    core.encode_scratch(&msg);
-                }
-                let payload = &core.scratch;
+                let payload = match payload.get() {
+                    Some(bytes) => bytes,
+                    None => {
+                        if core.trace.enabled() {
+                            core.encode_scratch(&msg);
+                        }
+                        &core.scratch
+                    }
+                };
                 let index = core.trace.push(|e, out| {
                     e.deliver(out, to, now, prev, from, send, ids.as_slice(), payload)
                 });

@@ -132,7 +132,7 @@ fn read_frame(
         });
     }
     let expected = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-    let actual = crc32fast::hash(&body[4..]);
+    let actual = crate::codec::crc32(&body[4..]);
     if expected != actual {
         return Err(TailErrorKind::BadChecksum { expected, actual });
     }

@@ -14,7 +14,7 @@ pub(crate) fn frame_into(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     buf.extend_from_slice(&[0u8; 5]);
     body(buf);
     let len = buf.len() - start - 5;
-    let crc = crc32fast::hash(&buf[start + 5..]);
+    let crc = crate::codec::crc32(&buf[start + 5..]);
     if len < 0x80 {
         buf[start] = len as u8;
         buf[start + 1..start + 5].copy_from_slice(&crc.to_le_bytes());
