@@ -6,7 +6,7 @@ use crate::model::{Invariant, Model, View};
 use crate::node::{Ctx, Env, Message, Node};
 use crate::queue::{EventQueue, Handle};
 use crate::rng::{derive_seed, SimRng};
-use crate::scenario::{links_between_groups, FaultAction, Scenario};
+use crate::scenario::{links_between_groups, FaultAction, LinkParams, Scenario};
 use crate::storage::Storage;
 use crate::trace::{
     DropReason, FaultRecord, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter,
@@ -161,23 +161,9 @@ enum Pending<M> {
         ids: ReqIds,
     },
     WorkloadTick,
-    Crash {
-        node: NodeId,
-        restart_after_ns: Option<u64>,
-    },
-    Restart {
-        node: NodeId,
-    },
-    Cut {
-        links: Vec<(NodeId, NodeId)>,
-        heal_after_ns: Option<u64>,
-    },
+    Fault(FaultAction),
     Heal {
         id: u32,
-    },
-    ClockJump {
-        node: NodeId,
-        by_ns: i64,
     },
 }
 
@@ -227,25 +213,27 @@ impl<M: Message> Core<M> {
         if self.net_rng.chance(link.drop) {
             return self.drop_msg(send, DropReason::Loss);
         }
-        let ids = self.step_ids;
         if self.net_rng.chance(link.duplicate) {
             self.trace.push(|e, out| e.duplicate(out, send));
             self.stats.duplicated += 1;
-            let at = self.now_ns + self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns);
-            self.queue.push(
-                at,
-                Pending::Deliver {
-                    to,
-                    from,
-                    msg: msg.clone(),
-                    send,
-                    ids,
-                    payload,
-                },
-            );
+            self.deliver_later(&link, from, to, msg.clone(), send, payload);
         }
-        // Reordering falls out of jitter: a later send may draw a shorter latency.
+        self.deliver_later(&link, from, to, msg, send, payload);
+    }
+
+    /// Queues one copy of a message. Each copy draws its own latency: reordering falls out
+    /// of this jitter, as a later send may draw a shorter one.
+    fn deliver_later(
+        &mut self,
+        link: &LinkParams,
+        from: NodeId,
+        to: NodeId,
+        msg: M,
+        send: u64,
+        payload: InlinePayload,
+    ) {
         let at = self.now_ns + self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns);
+        let ids = self.step_ids;
         self.queue.push(
             at,
             Pending::Deliver {
@@ -535,25 +523,7 @@ impl<M: Model> Simulation<M> {
     }
 
     fn schedule_fault(&mut self, at_ns: u64, action: FaultAction) {
-        let pending = match action {
-            FaultAction::Crash {
-                node,
-                restart_after_ns,
-            } => Pending::Crash {
-                node,
-                restart_after_ns,
-            },
-            FaultAction::Restart { node } => Pending::Restart { node },
-            FaultAction::Cut {
-                links,
-                heal_after_ns,
-            } => Pending::Cut {
-                links,
-                heal_after_ns,
-            },
-            FaultAction::ClockJump { node, by_ns } => Pending::ClockJump { node, by_ns },
-        };
-        self.core.queue.push(at_ns, pending);
+        self.core.queue.push(at_ns, Pending::Fault(action));
     }
 
     /// Draws the random faults of the whole run up front, from their own stream, so that
@@ -720,7 +690,7 @@ impl<M: Model> Simulation<M> {
         let now = self.core.now_ns;
         match pending {
             Pending::Boot { node } => self.boot(node, false),
-            Pending::Restart { node } => {
+            Pending::Fault(FaultAction::Restart { node }) => {
                 if !self.core.up[node.index()] {
                     self.boot(node, true);
                 }
@@ -780,10 +750,10 @@ impl<M: Model> Simulation<M> {
                 self.check_invariants(node, index);
             }
             Pending::WorkloadTick => self.workload_tick(),
-            Pending::Crash {
+            Pending::Fault(FaultAction::Crash {
                 node,
                 restart_after_ns,
-            } => {
+            }) => {
                 if !self.core.up[node.index()] {
                     return;
                 }
@@ -796,16 +766,17 @@ impl<M: Model> Simulation<M> {
                 self.core.storages[node.index()].crash();
                 self.core.cancel_timers_of(node);
                 if let Some(after) = restart_after_ns {
-                    self.core
-                        .queue
-                        .push(now.saturating_add(after), Pending::Restart { node });
+                    self.core.queue.push(
+                        now.saturating_add(after),
+                        Pending::Fault(FaultAction::Restart { node }),
+                    );
                 }
                 self.check_invariants(node, index);
             }
-            Pending::Cut {
+            Pending::Fault(FaultAction::Cut {
                 links,
                 heal_after_ns,
-            } => {
+            }) => {
                 let id = self.core.net.cut(links.clone());
                 let fault = FaultRecord::Cut { id, links };
                 self.core.trace.push(|e, out| e.fault(out, now, &fault));
@@ -823,7 +794,7 @@ impl<M: Model> Simulation<M> {
                         .push(|e, out| e.fault(out, now, &FaultRecord::Heal { id }));
                 }
             }
-            Pending::ClockJump { node, by_ns } => {
+            Pending::Fault(FaultAction::ClockJump { node, by_ns }) => {
                 let clock = &mut self.core.clocks[node.index()];
                 clock.offset_ns = clock.offset_ns.saturating_add(by_ns);
                 let fault = FaultRecord::ClockJump { node, by_ns };

@@ -64,14 +64,21 @@ pub struct Replica {
     pub heartbeat_timer: Option<TimerId>,
 }
 
+/// Stores `entry` unless the store already holds that key at a newer or equal version.
+/// Returns whether the store changed. Versions only grow, so replays and duplicates are safe.
+fn apply(store: &mut Store, key: String, entry: Entry) -> bool {
+    match store.get(&key) {
+        Some(mine) if mine.version >= entry.version => false,
+        _ => {
+            store.insert(key, entry);
+            true
+        }
+    }
+}
+
 fn merge(into: &mut Store, from: &Store) {
     for (key, entry) in from {
-        match into.get(key) {
-            Some(mine) if mine.version >= entry.version => {}
-            _ => {
-                into.insert(key.clone(), entry.clone());
-            }
-        }
+        apply(into, key.clone(), entry.clone());
     }
 }
 
@@ -306,13 +313,44 @@ impl Replica {
     fn follow(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u64, from: NodeId) {
         let missed_start = self.status != Status::Normal || epoch > self.epoch;
         if missed_start {
-            self.epoch = epoch;
-            self.promised = epoch;
-            self.status = Status::Normal;
-            self.pending.clear();
-            self.persist(ctx);
+            self.adopt_view(ctx, epoch);
             ctx.send(from, Msg::StateRequest { epoch });
         }
+    }
+
+    /// Follows `epoch` as a backup, durably.
+    fn adopt_view(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u64) {
+        self.epoch = epoch;
+        self.promised = epoch;
+        self.status = Status::Normal;
+        self.pending.clear();
+        self.persist(ctx);
+    }
+
+    /// Promises, durably, never to follow an epoch below `epoch`: whatever this replica was
+    /// doing for an older epoch (leading, standing for election) stops.
+    fn promise(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u64) {
+        self.promised = epoch;
+        self.pending.clear();
+        self.unshipped.clear();
+        if matches!(self.status, Status::Candidate { .. }) {
+            self.status = Status::Recovering;
+        }
+        self.persist(ctx);
+    }
+
+    /// Answers a message from an epoch older than the promise with the newer epoch.
+    fn reject_if_stale(&self, ctx: &mut Ctx<'_, Msg>, from: NodeId, epoch: u64) -> bool {
+        if epoch < self.promised {
+            ctx.send(
+                from,
+                Msg::Reject {
+                    epoch: self.promised,
+                },
+            );
+            return true;
+        }
+        false
     }
 
     fn maybe_commit(&mut self, ctx: &mut Ctx<'_, Msg>, slot: u64) {
@@ -340,24 +378,13 @@ impl Replica {
                 slot,
                 writes,
             } => {
-                if epoch < self.promised {
-                    return ctx.send(
-                        from,
-                        Msg::Reject {
-                            epoch: self.promised,
-                        },
-                    );
+                if self.reject_if_stale(ctx, from, epoch) {
+                    return;
                 }
                 self.follow(ctx, epoch, from);
                 let mut changed = false;
                 for (key, entry) in writes {
-                    match self.store.get(&key) {
-                        Some(mine) if mine.version >= entry.version => {}
-                        _ => {
-                            self.store.insert(key, entry);
-                            changed = true;
-                        }
-                    }
+                    changed |= apply(&mut self.store, key, entry);
                 }
                 if changed {
                     self.persist(ctx);
@@ -374,13 +401,8 @@ impl Replica {
                 }
             }
             Msg::Heartbeat { epoch } => {
-                if epoch < self.promised {
-                    return ctx.send(
-                        from,
-                        Msg::Reject {
-                            epoch: self.promised,
-                        },
-                    );
+                if self.reject_if_stale(ctx, from, epoch) {
+                    return;
                 }
                 self.follow(ctx, epoch, from);
                 self.reset_failover(ctx);
@@ -391,33 +413,19 @@ impl Replica {
                         "epoch {epoch} exists: stepping down from {}",
                         self.epoch
                     ));
-                    self.promised = epoch;
-                    self.pending.clear();
-                    self.unshipped.clear();
-                    if matches!(self.status, Status::Candidate { .. }) {
-                        self.status = Status::Recovering;
-                    }
-                    self.persist(ctx);
+                    self.promise(ctx, epoch);
                     self.reset_failover(ctx);
                 }
             }
             Msg::ViewChange { epoch } => {
-                if epoch < self.promised || self.primary_of(epoch) != from {
-                    return ctx.send(
-                        from,
-                        Msg::Reject {
-                            epoch: self.promised,
-                        },
-                    );
+                if self.primary_of(epoch) != from {
+                    return ctx.annotate(format!("{from} cannot lead epoch {epoch}: ignored"));
+                }
+                if self.reject_if_stale(ctx, from, epoch) {
+                    return;
                 }
                 if epoch > self.promised {
-                    self.promised = epoch;
-                    self.pending.clear();
-                    self.unshipped.clear();
-                    if matches!(self.status, Status::Candidate { .. }) {
-                        self.status = Status::Recovering;
-                    }
-                    self.persist(ctx);
+                    self.promise(ctx, epoch);
                 }
                 ctx.send(
                     from,
@@ -437,20 +445,11 @@ impl Replica {
                 }
             }
             Msg::StartView { epoch, store } => {
-                if epoch < self.promised {
-                    return ctx.send(
-                        from,
-                        Msg::Reject {
-                            epoch: self.promised,
-                        },
-                    );
+                if self.reject_if_stale(ctx, from, epoch) {
+                    return;
                 }
                 merge(&mut self.store, &store);
-                self.epoch = epoch;
-                self.promised = epoch;
-                self.status = Status::Normal;
-                self.pending.clear();
-                self.persist(ctx);
+                self.adopt_view(ctx, epoch);
                 self.reset_failover(ctx);
             }
             Msg::StateRequest { epoch } => {
