@@ -50,6 +50,16 @@ enum Command {
     Run(RunArgs),
     /// Print a trace's records, one dense line each, and report any corruption
     Show(ShowArgs),
+    /// Run a scenario's nodes as real processes on 127.0.0.1 and record them
+    Cluster(crate::record_cli::ClusterArgs),
+    /// Merge a recorded run's per-node logs into one trace
+    Merge(crate::record_cli::MergeArgs),
+    /// Re-execute each node of a recorded run from its log and check its outputs
+    Verify(crate::record_cli::VerifyArgs),
+    /// Send one request to a node's client port and print the reply
+    Client(crate::record_cli::ClientArgs),
+    /// Run one node as this process (started by `retrace cluster`)
+    Node(crate::record_cli::NodeArgs),
     /// List the models this binary knows
     Models,
     /// Measure simulator throughput and trace size (pingpong and kv)
@@ -102,6 +112,11 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Ok(exit::OK)
         }
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),
+        Command::Merge(args) => crate::record_cli::merge(&args),
+        Command::Verify(args) => crate::record_cli::verify(&registry, &args),
+        Command::Client(args) => crate::record_cli::client(&args),
+        Command::Node(args) => crate::record_cli::node(&registry, &args),
     };
     match code {
         Ok(code) => ExitCode::from(code),
@@ -224,10 +239,23 @@ fn show(registry: &Registry, args: &ShowArgs) -> Result<u8, String> {
         header.scenario_name, header.model
     );
     let _ = writeln!(out, "nodes: {}", names.join(", "));
+    // Recorded traces carry wall-clock times; show them from the first record on.
+    let mut base_ns: Option<u64> = None;
+    let recorded = matches!(header.origin, retrace_sim::trace::Origin::Recorded { .. });
     let mut shown = 0u64;
     let mut last = None;
     let mut last_record_was_end = false;
     for event in reader.by_ref() {
+        if recorded && base_ns.is_none() {
+            base_ns = Some(event.time_ns);
+            let _ = writeln!(
+                out,
+                "times from the first record, at unix time {}",
+                format_ns(event.time_ns)
+            );
+        }
+        let mut event = event;
+        event.time_ns = event.time_ns.saturating_sub(base_ns.unwrap_or(0));
         if event.index >= args.from && args.limit.is_none_or(|l| shown < l) {
             let _ = writeln!(out, "{}", summary::event_line(&header, &event, &describe));
             shown += 1;

@@ -15,8 +15,10 @@
 
 pub mod bench;
 pub mod cli;
+mod record_cli;
 pub mod registry;
 pub mod summary;
 
 pub use retrace_models as models;
+pub use retrace_recorder as recorder;
 pub use retrace_sim as sim;

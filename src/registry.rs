@@ -1,11 +1,16 @@
 //! The model registry: how the CLI stays generic over systems. A user's own binary builds a
 //! registry with its models and hands it to [`crate::cli::main_with`].
 
+use retrace_recorder::launcher::{run_cluster, ClusterOptions};
+use retrace_recorder::manifest::Manifest;
+use retrace_recorder::verify::{verify_dir, VerifyReport};
+use retrace_recorder::{run_node, NodeOptions, NodeSummary};
 use retrace_sim::{
     check_determinism, codec, scenario, Model, Node, NodeSpec, RunReport, ScenarioError,
     Simulation, TraceDifference, TraceSink,
 };
 use std::marker::PhantomData;
+use std::path::Path;
 
 /// What the CLI needs to know about a scenario it ran.
 #[derive(Clone, Debug)]
@@ -39,6 +44,18 @@ pub trait ModelEntry: Send + Sync {
     ) -> Result<RunReport, ScenarioError>;
     /// Renders an encoded message of this model for display (its `Debug` form).
     fn describe_message(&self, payload: &[u8]) -> String;
+    /// Runs one node of the scenario as this process, until `stop` fires.
+    fn node(
+        &self,
+        file: &str,
+        source: &str,
+        opts: &NodeOptions,
+        stop: std::sync::mpsc::Receiver<()>,
+    ) -> Result<NodeSummary, String>;
+    /// Runs the scenario's cluster as processes, recording into `opts.dir`.
+    fn cluster(&self, file: &str, source: &str, opts: &ClusterOptions) -> Result<Manifest, String>;
+    /// Re-executes every node log of a recorded run.
+    fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String>;
     /// Runs twice in memory and compares the traces.
     fn check_determinism(
         &self,
@@ -85,6 +102,27 @@ impl<M: Model> ModelEntry for Entry<M> {
     ) -> Result<RunReport, ScenarioError> {
         let s = scenario::parse::<M>(file, source)?;
         Ok(Simulation::<M>::new(&s, seed.unwrap_or(s.seed), sink).run())
+    }
+
+    fn node(
+        &self,
+        file: &str,
+        source: &str,
+        opts: &NodeOptions,
+        stop: std::sync::mpsc::Receiver<()>,
+    ) -> Result<NodeSummary, String> {
+        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
+        run_node::<M>(&s, opts, Some(stop)).map_err(|e| e.to_string())
+    }
+
+    fn cluster(&self, file: &str, source: &str, opts: &ClusterOptions) -> Result<Manifest, String> {
+        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
+        run_cluster::<M>(&s, opts)
+    }
+
+    fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String> {
+        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
+        verify_dir::<M>(dir, &s)
     }
 
     fn describe_message(&self, payload: &[u8]) -> String {

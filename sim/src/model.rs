@@ -39,7 +39,7 @@ pub trait Model: 'static {
     const ABOUT: &'static str;
     type Node: Node;
     /// The scenario's `[model_options]` table. Use `#[serde(deny_unknown_fields, default)]`.
-    type Options: Serialize + DeserializeOwned + Default + Clone + Debug + 'static;
+    type Options: Serialize + DeserializeOwned + Default + Clone + Debug + Send + Sync + 'static;
 
     /// Checks option values serde cannot (ranges, combinations).
     fn validate(options: &Self::Options) -> Result<(), OptionError> {

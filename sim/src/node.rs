@@ -7,10 +7,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 use std::time::Duration;
 
-/// What a message (and a node's state) must be: cloneable for snapshots and duplicates,
-/// printable for the trace viewer, serializable for the trace.
-pub trait Message: Clone + Debug + Serialize + DeserializeOwned + 'static {}
-impl<T: Clone + Debug + Serialize + DeserializeOwned + 'static> Message for T {}
+/// What a message must be: cloneable for duplicates, printable for the trace viewer,
+/// serializable for the trace, and sendable across threads (the real runtime's).
+pub trait Message: Clone + Debug + Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Clone + Debug + Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
 /// A node: a deterministic state machine.
 ///

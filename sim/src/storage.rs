@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Default)]
 pub struct Storage {
     synced: BTreeMap<String, Vec<u8>>,
+    /// How many times `sync` ran: a runtime persists the synced map when this moves.
+    syncs: u64,
     /// Writes since the last sync; `None` is a delete.
     pending: BTreeMap<String, Option<Vec<u8>>>,
 }
@@ -31,8 +33,28 @@ impl Storage {
         self.pending.insert(key.into(), None);
     }
 
+    /// Storage whose durable contents are `synced` (what a restarted node finds on disk).
+    pub fn from_synced(synced: BTreeMap<String, Vec<u8>>) -> Self {
+        Storage {
+            synced,
+            syncs: 0,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The durable contents.
+    pub fn synced(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.synced
+    }
+
+    /// How many times [`Storage::sync`] has run.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
     /// Makes every write so far durable.
     pub fn sync(&mut self) {
+        self.syncs += 1;
         for (key, value) in std::mem::take(&mut self.pending) {
             match value {
                 Some(v) => self.synced.insert(key, v),

@@ -12,11 +12,11 @@ mod record;
 mod writer;
 
 pub use header::{Header, NodeInfo, Origin};
-pub use reader::{TailError, TailErrorKind, Trace, TraceError, TraceReader};
+pub use reader::{read_frame, TailError, TailErrorKind, Trace, TraceError, TraceReader};
 pub use record::{
     BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, Outcome, Record,
 };
-pub use writer::{TraceOut, TraceWriter};
+pub use writer::{frame_into, TraceOut, TraceWriter};
 
 /// The first bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"RETRACE\0";

@@ -86,8 +86,11 @@ impl fmt::Display for TailError {
     }
 }
 
-/// Reads one frame's body into `body`. `Ok(false)` is a clean end of file.
-fn read_frame(
+/// Reads one frame (`uvarint len | crc32 | body`, as [`super::frame_into`] writes it) into
+/// `body`, checking its length bound and checksum; advances `offset` past it. `Ok(false)` is a
+/// clean end of input (no byte of a new frame). Used for trace files, node logs and network
+/// frames alike.
+pub fn read_frame(
     r: &mut impl Read,
     body: &mut Vec<u8>,
     offset: &mut u64,

@@ -85,6 +85,8 @@ pub enum Outcome {
     EventLimit,
     /// An invariant broke; a `Violation` record precedes the end.
     Violation,
+    /// A recorded run: the recording stopped.
+    Recorded,
 }
 
 impl Outcome {
@@ -94,6 +96,7 @@ impl Outcome {
             Outcome::Quiescent => 1,
             Outcome::EventLimit => 2,
             Outcome::Violation => 3,
+            Outcome::Recorded => 4,
         }
     }
 
@@ -103,6 +106,7 @@ impl Outcome {
             1 => Outcome::Quiescent,
             2 => Outcome::EventLimit,
             3 => Outcome::Violation,
+            4 => Outcome::Recorded,
             _ => return None,
         })
     }
@@ -113,6 +117,7 @@ impl Outcome {
             Outcome::Quiescent => "quiescent",
             Outcome::EventLimit => "event limit reached",
             Outcome::Violation => "invariant violated",
+            Outcome::Recorded => "recording ended",
         }
     }
 }

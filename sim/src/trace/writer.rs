@@ -9,7 +9,7 @@ const FLUSH_BYTES: usize = 256 << 10;
 /// Room for a one-byte length is reserved up front so that the common small record is
 /// written in place, without a scratch copy.
 #[inline]
-pub(crate) fn frame_into(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+pub fn frame_into(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; 5]);
     body(buf);

@@ -1,0 +1,541 @@
+//! `retrace cluster`: run a scenario's nodes as real processes on 127.0.0.1, drive the
+//! scenario's workload against their client ports, apply its crash faults for real (SIGKILL,
+//! then restart), stop everything cleanly, and leave one log per node incarnation plus a
+//! manifest in the run's directory.
+
+use crate::client::Client;
+use crate::log::wall_now_ns;
+use crate::manifest::{Incarnation, Manifest, ManifestNode, WorkloadStats};
+use retrace_sim::rng::derive_seed;
+use retrace_sim::scenario::FaultAction;
+use retrace_sim::{Model, NodeId, Scenario, SimRng};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Requests waiting for a worker in open-loop mode before new arrivals are shed.
+const OPEN_LOOP_BACKLOG: usize = 1024;
+/// Workers sending open-loop requests.
+const OPEN_LOOP_WORKERS: usize = 16;
+/// How long a node has to start listening, and to stop after its stdin closes.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An open-loop request: the target node and the request's JSON.
+type Job = (usize, Vec<u8>);
+
+/// How the load is applied.
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// The scenario's `[workload]`: Poisson arrivals at its rate (open loop).
+    Scenario,
+    /// `workers` clients that each send a request as soon as the previous one is answered.
+    Closed { workers: usize },
+    /// No load at all.
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The binary that has the `node` subcommand (normally this one).
+    pub exe: PathBuf,
+    pub scenario_path: PathBuf,
+    pub dir: PathBuf,
+    pub duration: Duration,
+    pub fsync: String,
+    pub batch_ms: u64,
+    pub record: bool,
+    pub strict: bool,
+    pub load: Load,
+}
+
+/// The command line of one node process: the one place that spells `retrace node`'s flags
+/// for the launcher.
+pub fn node_args(
+    opts: &ClusterOptions,
+    id: NodeId,
+    incarnation: u32,
+    peers: &[SocketAddr],
+    client: SocketAddr,
+    log: &Path,
+) -> Vec<String> {
+    let peers: Vec<String> = peers.iter().map(|a| a.to_string()).collect();
+    let mut args = vec![
+        "node".to_string(),
+        opts.scenario_path.display().to_string(),
+        "--id".into(),
+        id.0.to_string(),
+        "--incarnation".into(),
+        incarnation.to_string(),
+        "--peers".into(),
+        peers.join(","),
+        "--client".into(),
+        client.to_string(),
+        "--storage".into(),
+        opts.dir
+            .join("data")
+            .join(format!("n{}.storage", id.0))
+            .display()
+            .to_string(),
+        "--fsync".into(),
+        opts.fsync.clone(),
+        "--batch-ms".into(),
+        opts.batch_ms.to_string(),
+    ];
+    if opts.record {
+        args.extend(["--log".to_string(), log.display().to_string()]);
+    }
+    if opts.strict {
+        args.push("--record-strict".into());
+    }
+    args
+}
+
+fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, String> {
+    // Bind them all at once so no two are the same, then let them go for the nodes to take.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect()
+}
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+struct Cluster<'a> {
+    opts: &'a ClusterOptions,
+    peers: Vec<SocketAddr>,
+    clients: Vec<SocketAddr>,
+    procs: Vec<Option<Proc>>,
+    manifest: Manifest,
+}
+
+impl Cluster<'_> {
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let incarnation = self.manifest.nodes[i].incarnations.len() as u32;
+        let name = self.manifest.nodes[i].name.clone();
+        let log_name = format!("{name}.{incarnation}.log");
+        let args = node_args(
+            self.opts,
+            NodeId(i as u32),
+            incarnation,
+            &self.peers,
+            self.clients[i],
+            &self.opts.dir.join(&log_name),
+        );
+        let stderr_path = self.opts.dir.join(format!("{name}.{incarnation}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+        let mut child = Command::new(&self.opts.exe)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.opts.exe.display()))?;
+        let stdin = child.stdin.take();
+        self.procs[i] = Some(Proc { child, stdin });
+        self.manifest.nodes[i].incarnations.push(Incarnation {
+            log: if self.opts.record {
+                log_name
+            } else {
+                String::new()
+            },
+            started_wall_ns: wall_now_ns(),
+            ended: "running".into(),
+        });
+        Ok(())
+    }
+
+    fn ended(&mut self, i: usize, how: String) {
+        if let Some(inc) = self.manifest.nodes[i].incarnations.last_mut() {
+            inc.ended = how;
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            let _ = p.child.kill(); // SIGKILL on Unix: no chance to flush anything
+            let _ = p.child.wait();
+            self.ended(i, "killed".into());
+        }
+    }
+
+    fn wait_ready(&mut self, i: usize) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if std::net::TcpStream::connect_timeout(&self.clients[i], Duration::from_millis(100))
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(p) = self.procs[i].as_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    let name = &self.manifest.nodes[i].name;
+                    let inc = self.manifest.nodes[i].incarnations.len() - 1;
+                    let err =
+                        std::fs::read_to_string(self.opts.dir.join(format!("{name}.{inc}.stderr")))
+                            .unwrap_or_default();
+                    return Err(format!(
+                        "{name} exited ({status}) before listening: {}",
+                        err.trim()
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not listen within {START_TIMEOUT:?}",
+                    self.manifest.nodes[i].name
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Closes every node's stdin (the signal to stop cleanly), then waits.
+    fn stop_all(&mut self) {
+        for p in self.procs.iter_mut().flatten() {
+            p.stdin = None;
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for i in 0..self.procs.len() {
+            let Some(mut p) = self.procs[i].take() else {
+                continue;
+            };
+            let how = loop {
+                match p.child.try_wait() {
+                    Ok(Some(status)) if status.success() => break "stopped".to_string(),
+                    Ok(Some(status)) => {
+                        break format!(
+                            "exited {}",
+                            status.code().map_or("by signal".into(), |c| c.to_string())
+                        )
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                        break "killed at stop (did not exit in time)".to_string();
+                    }
+                }
+            };
+            self.ended(i, how);
+        }
+    }
+}
+
+struct LoadStats {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+/// One client worker: keeps a connection per node, reconnecting after errors.
+fn send_one(
+    conns: &mut [Option<Client>],
+    addrs: &[SocketAddr],
+    to: usize,
+    json: &[u8],
+    stats: &LoadStats,
+) {
+    stats.sent.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    if conns[to].is_none() {
+        conns[to] = Client::connect(addrs[to], Duration::from_millis(200)).ok();
+    }
+    let ok = match conns[to].as_mut().map(|c| c.request(json)) {
+        Some(Ok(reply)) => reply.get("reply").is_some(),
+        _ => {
+            conns[to] = None;
+            false
+        }
+    };
+    if ok {
+        stats.answered.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut l) = stats.latencies_us.lock() {
+            l.push(started.elapsed().as_micros() as u64);
+        }
+    } else {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn start_load<M: Model>(
+    scenario: &Scenario<M::Options>,
+    load: Load,
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<LoadStats>,
+) -> Vec<thread::JoinHandle<()>> {
+    let options = scenario.options.clone();
+    let seed = scenario.seed;
+    match load {
+        Load::None => Vec::new(),
+        Load::Closed { workers } => (0..workers.max(1))
+            .map(|w| {
+                let (options, addrs, stop, stats) =
+                    (options.clone(), addrs.clone(), stop.clone(), stats.clone());
+                thread::spawn(move || {
+                    let mut rng = SimRng::new(derive_seed(seed, "cluster-load", w as u64, 0));
+                    let mut conns: Vec<Option<Client>> = addrs.iter().map(|_| None).collect();
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some((to, msg)) = M::request(&options, &mut rng) else {
+                            return;
+                        };
+                        let json = serde_json::to_vec(&msg).unwrap_or_default();
+                        send_one(&mut conns, &addrs, to.index() % addrs.len(), &json, &stats);
+                    }
+                })
+            })
+            .collect(),
+        Load::Scenario => {
+            let Some(workload) = scenario.workload else {
+                return Vec::new();
+            };
+            let Some(mean_ns) = workload.rate.mean_interval_ns() else {
+                return Vec::new();
+            };
+            let (tx, rx) = sync_channel::<Job>(OPEN_LOOP_BACKLOG);
+            let rx = Arc::new(Mutex::new(rx));
+            let mut handles: Vec<thread::JoinHandle<()>> = (0..OPEN_LOOP_WORKERS)
+                .map(|_| {
+                    let (rx, addrs, stats): (Arc<Mutex<Receiver<Job>>>, _, _) =
+                        (rx.clone(), addrs.clone(), stats.clone());
+                    thread::spawn(move || {
+                        let mut conns: Vec<Option<Client>> = addrs.iter().map(|_| None).collect();
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok((to, json)) = job else { return };
+                            send_one(&mut conns, &addrs, to, &json, &stats);
+                        }
+                    })
+                })
+                .collect();
+            let n = addrs.len();
+            handles.push(thread::spawn(move || {
+                let mut rng = SimRng::new(derive_seed(seed, "workload", 0, 0));
+                let started = Instant::now();
+                let mut at = Duration::from_nanos(workload.start_ns);
+                let mut issued = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if workload.requests.is_some_and(|max| issued >= max)
+                        || workload.stop_ns.is_some_and(|s| at.as_nanos() as u64 >= s)
+                    {
+                        break;
+                    }
+                    let now = started.elapsed();
+                    if at > now {
+                        thread::sleep((at - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    let Some((to, msg)) = M::request(&options, &mut rng) else {
+                        break;
+                    };
+                    let json = serde_json::to_vec(&msg).unwrap_or_default();
+                    if tx.try_send((to.index() % n, json)).is_err() {
+                        stats.errors.fetch_add(1, Ordering::Relaxed); // shed: workers are saturated
+                    }
+                    issued += 1;
+                    at += Duration::from_nanos(rng.exponential_ns(mean_ns).max(1));
+                }
+            }));
+            handles
+        }
+    }
+}
+
+/// Runs the cluster and returns its manifest (also written to `opts.dir`).
+pub fn run_cluster<M: Model>(
+    scenario: &Scenario<M::Options>,
+    opts: &ClusterOptions,
+) -> Result<Manifest, String> {
+    let n = scenario.nodes.len();
+    std::fs::create_dir_all(opts.dir.join("data"))
+        .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let addrs = free_addrs(2 * n)?;
+    let (peers, clients) = addrs.split_at(n);
+    let mut manifest = Manifest {
+        model: scenario.model.clone(),
+        scenario_name: scenario.name.clone(),
+        scenario_toml: scenario.source.clone(),
+        recording: opts.record,
+        fsync: opts.fsync.clone(),
+        started_wall_ns: wall_now_ns(),
+        ..Manifest::default()
+    };
+    for (i, spec) in scenario.nodes.iter().enumerate() {
+        manifest.nodes.push(ManifestNode {
+            name: spec.name.clone(),
+            role: spec.role.clone(),
+            peer_addr: peers[i].to_string(),
+            client_addr: clients[i].to_string(),
+            incarnations: Vec::new(),
+        });
+    }
+    let kinds = [
+        (
+            scenario
+                .faults
+                .iter()
+                .any(|f| matches!(f.action, FaultAction::Cut { .. })),
+            "partitions and link cuts",
+        ),
+        (
+            scenario
+                .faults
+                .iter()
+                .any(|f| matches!(f.action, FaultAction::ClockJump { .. })),
+            "clock jumps",
+        ),
+        (
+            scenario.network.drop > 0.0 || scenario.network.duplicate > 0.0,
+            "message loss and duplication",
+        ),
+        (
+            scenario.random_faults.crash_rate.per_second > 0.0,
+            "random crashes",
+        ),
+    ];
+    for (present, what) in kinds {
+        if present {
+            manifest.warnings.push(format!(
+                "{what} are simulated only: `retrace cluster` runs a real network as it is"
+            ));
+        }
+    }
+    let mut cluster = Cluster {
+        opts,
+        peers: peers.to_vec(),
+        clients: clients.to_vec(),
+        procs: (0..n).map(|_| None).collect(),
+        manifest,
+    };
+    let result = drive::<M>(scenario, &mut cluster);
+    cluster.stop_all();
+    cluster.manifest.ended_wall_ns = wall_now_ns();
+    let stats = result?;
+    cluster.manifest.workload = stats;
+    cluster.manifest.write(&opts.dir)?;
+    Ok(cluster.manifest)
+}
+
+fn drive<M: Model>(
+    scenario: &Scenario<M::Options>,
+    cluster: &mut Cluster<'_>,
+) -> Result<WorkloadStats, String> {
+    let n = scenario.nodes.len();
+    for i in 0..n {
+        cluster.spawn(i)?;
+    }
+    for i in 0..n {
+        cluster.wait_ready(i)?;
+    }
+    // Written now too, so that tools (and tests) can find the nodes while they run.
+    cluster.manifest.write(&cluster.opts.dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(LoadStats {
+        sent: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+    });
+    let started = Instant::now();
+    let handles = start_load::<M>(
+        scenario,
+        cluster.opts.load,
+        cluster.clients.clone(),
+        stop.clone(),
+        stats.clone(),
+    );
+
+    // Process faults, in time order: (when, node, true = kill / false = start).
+    let mut plan: Vec<(Duration, usize, bool)> = Vec::new();
+    for f in &scenario.faults {
+        let at = Duration::from_nanos(f.at_ns);
+        match f.action {
+            FaultAction::Crash {
+                node,
+                restart_after_ns,
+            } => {
+                plan.push((at, node.index(), true));
+                if let Some(after) = restart_after_ns {
+                    plan.push((at + Duration::from_nanos(after), node.index(), false));
+                }
+            }
+            FaultAction::Restart { node } => plan.push((at, node.index(), false)),
+            _ => {}
+        }
+    }
+    plan.sort_by_key(|(at, i, kill)| (*at, *i, !*kill));
+    let mut outcome = Ok(());
+    for (at, i, kill) in plan {
+        if at >= cluster.opts.duration {
+            break;
+        }
+        let now = started.elapsed();
+        if at > now {
+            thread::sleep(at - now);
+        }
+        if kill {
+            cluster.kill(i);
+        } else if cluster.procs[i].is_none() {
+            if let Err(e) = cluster.spawn(i).and_then(|_| cluster.wait_ready(i)) {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        let now = started.elapsed();
+        if cluster.opts.duration > now {
+            thread::sleep(cluster.opts.duration - now);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for h in handles {
+        let _ = h.join();
+    }
+    outcome?;
+    let mut lat = stats
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_unstable();
+    let answered = stats.answered.load(Ordering::Relaxed);
+    Ok(WorkloadStats {
+        sent: stats.sent.load(Ordering::Relaxed),
+        answered,
+        errors: stats.errors.load(Ordering::Relaxed),
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        throughput_per_s: answered as f64 / elapsed.as_secs_f64().max(1e-9),
+    })
+}

@@ -1,0 +1,430 @@
+//! A node's recording: one log file per node incarnation, in the trace format's framing.
+//! The first frame is a [`LogHeader`]; each later frame one [`LogRecord`] (bincode, through
+//! the codec). A process killed mid-write leaves at worst a torn last frame.
+
+use crate::wire::MsgId;
+use retrace_sim::codec::{self, CodecError};
+use retrace_sim::trace::{frame_into, read_frame, NodeInfo, TailError, TailErrorKind};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What a log says about the node that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHeader {
+    pub node: u32,
+    pub name: String,
+    pub incarnation: u32,
+    pub model: String,
+    pub scenario_name: String,
+    pub scenario_toml: String,
+    pub nodes: Vec<NodeInfo>,
+    pub fsync: String,
+    pub writer: String,
+}
+
+/// One thing that crossed the node's boundary. Inputs carry wall-clock time (ns since the
+/// Unix epoch); outputs and clock readings belong to the input before them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRecord {
+    /// The node booted with this random seed; on a restart, `storage` is the durable state
+    /// it found (the OS decided which writes survived, so it is an input).
+    Start {
+        wall_ns: u64,
+        seed: u64,
+        restart: bool,
+        storage: Vec<(String, Vec<u8>)>,
+    },
+    Deliver {
+        wall_ns: u64,
+        id: MsgId,
+        sender_event: u64,
+        lamport: u64,
+        request_ids: Vec<u64>,
+        payload: Vec<u8>,
+    },
+    Timer {
+        wall_ns: u64,
+        timer: u64,
+        tag: u64,
+        request_ids: Vec<u64>,
+    },
+    External {
+        wall_ns: u64,
+        request: u64,
+        payload: Vec<u8>,
+    },
+    ClockRead {
+        value_ns: u64,
+    },
+    Send {
+        to: u32,
+        id: MsgId,
+        digest: u64,
+    },
+    TimerSet {
+        timer: u64,
+        tag: u64,
+        after_ns: u64,
+    },
+    TimerCancel {
+        timer: u64,
+    },
+    Annotate {
+        text: String,
+    },
+    Respond {
+        request: u64,
+        digest: u64,
+    },
+    /// Recording stopped early (a write failed); what follows in time is not recorded.
+    Incomplete {
+        wall_ns: u64,
+        reason: String,
+    },
+    /// The node shut down cleanly.
+    Stop {
+        wall_ns: u64,
+    },
+}
+
+impl LogRecord {
+    /// Inputs start a step; everything else belongs to the step before it.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            LogRecord::Start { .. }
+                | LogRecord::Deliver { .. }
+                | LogRecord::Timer { .. }
+                | LogRecord::External { .. }
+        )
+    }
+
+    pub fn wall_ns(&self) -> Option<u64> {
+        match self {
+            LogRecord::Start { wall_ns, .. }
+            | LogRecord::Deliver { wall_ns, .. }
+            | LogRecord::Timer { wall_ns, .. }
+            | LogRecord::External { wall_ns, .. }
+            | LogRecord::Incomplete { wall_ns, .. }
+            | LogRecord::Stop { wall_ns } => Some(*wall_ns),
+            _ => None,
+        }
+    }
+}
+
+/// When the log is forced to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every event, before its outputs leave the node.
+    Always,
+    /// Group commit: at most every `interval`.
+    Batch { interval: Duration },
+    /// Never; the OS writes back when it likes. (Every event is still handed to the OS before
+    /// its outputs leave, so killing the process loses nothing.)
+    Never,
+}
+
+impl Fsync {
+    pub fn parse(text: &str, batch_ms: u64) -> Result<Fsync, String> {
+        match text {
+            "always" => Ok(Fsync::Always),
+            "batch" => Ok(Fsync::Batch {
+                interval: Duration::from_millis(batch_ms.max(1)),
+            }),
+            "never" => Ok(Fsync::Never),
+            other => Err(format!(
+                "unknown fsync policy `{other}` (use always, batch or never)"
+            )),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Fsync::Always => "always".into(),
+            Fsync::Batch { interval } => format!("batch ({}ms)", interval.as_millis()),
+            Fsync::Never => "never".into(),
+        }
+    }
+}
+
+/// Recording failed and `--record-strict` makes that fatal.
+#[derive(Debug)]
+pub struct RecordError(pub String);
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Appends records to a node's log. Records accumulate in memory during an event and are
+/// handed to the OS by [`LogWriter::commit`], before the event's outputs are released.
+pub struct LogWriter {
+    path: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+    fsync: Fsync,
+    last_sync: Instant,
+    strict: bool,
+    records: u64,
+    bytes: u64,
+    failed: Option<String>,
+}
+
+impl LogWriter {
+    /// Creates the log and writes its header. An unwritable log is an error only when
+    /// `strict`; otherwise the node runs unrecorded (with a warning).
+    pub fn create(
+        path: &Path,
+        header: &LogHeader,
+        fsync: Fsync,
+        strict: bool,
+    ) -> Result<Self, RecordError> {
+        let mut w = LogWriter {
+            path: path.to_owned(),
+            file: None,
+            buf: Vec::with_capacity(64 << 10),
+            fsync,
+            last_sync: Instant::now(),
+            strict,
+            records: 0,
+            bytes: 0,
+            failed: None,
+        };
+        match OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+        {
+            Ok(f) => w.file = Some(f),
+            Err(e) => w.fail(format!("cannot create {}: {e}", path.display()))?,
+        }
+        let body = codec::encode(header).map_err(|e| RecordError(e.to_string()))?;
+        w.buf.extend_from_slice(&retrace_sim::trace::MAGIC);
+        w.buf
+            .extend_from_slice(&retrace_sim::trace::FORMAT_VERSION.to_le_bytes());
+        frame_into(&mut w.buf, |o| o.extend_from_slice(&body));
+        w.commit()?;
+        Ok(w)
+    }
+
+    /// A writer that records nothing (recording switched off).
+    pub fn disabled() -> Self {
+        LogWriter {
+            path: PathBuf::new(),
+            file: None,
+            buf: Vec::new(),
+            fsync: Fsync::Never,
+            last_sync: Instant::now(),
+            strict: false,
+            records: 0,
+            bytes: 0,
+            failed: Some("recording is off".into()),
+        }
+    }
+
+    /// Whether records are still being kept.
+    pub fn recording(&self) -> bool {
+        self.failed.is_none()
+    }
+
+    /// Index the next record will get (records counted from 0, header excluded).
+    pub fn next_index(&self) -> u64 {
+        self.records
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes + self.buf.len() as u64
+    }
+
+    fn fail(&mut self, reason: String) -> Result<(), RecordError> {
+        if self.strict {
+            return Err(RecordError(format!("recording failed: {reason}")));
+        }
+        if self.failed.is_none() {
+            eprintln!("warning: {reason}; recording stops, the node keeps running (the log is marked incomplete)");
+            // Best effort: a marker beside the log, and a last record in it.
+            let _ = std::fs::write(self.path.with_extension("incomplete"), reason.as_bytes());
+            if let Some(f) = self.file.as_mut() {
+                let mut last = Vec::new();
+                let rec = LogRecord::Incomplete {
+                    wall_ns: wall_now_ns(),
+                    reason: reason.clone(),
+                };
+                if let Ok(body) = codec::encode(&rec) {
+                    frame_into(&mut last, |o| o.extend_from_slice(&body));
+                    let _ = f.write_all(&last);
+                }
+            }
+            self.failed = Some(reason);
+        }
+        self.file = None;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Appends a record (in memory until the next commit).
+    pub fn append(&mut self, record: &LogRecord) -> Result<(), CodecError> {
+        self.records += 1;
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let body = codec::encode(record)?;
+        frame_into(&mut self.buf, |o| o.extend_from_slice(&body));
+        Ok(())
+    }
+
+    /// Hands the event's records to the OS and forces them to disk as the policy says.
+    pub fn commit(&mut self) -> Result<(), RecordError> {
+        let Some(file) = self.file.as_mut() else {
+            self.buf.clear();
+            return Ok(());
+        };
+        if !self.buf.is_empty() {
+            if let Err(e) = file.write_all(&self.buf) {
+                return self.fail(format!("writing {}: {e}", self.path.display()));
+            }
+            self.bytes += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        let due = match self.fsync {
+            Fsync::Always => true,
+            Fsync::Batch { interval } => self.last_sync.elapsed() >= interval,
+            Fsync::Never => false,
+        };
+        if due {
+            if let Err(e) = file.sync_data() {
+                return self.fail(format!("syncing {}: {e}", self.path.display()));
+            }
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Time until the next group commit is due, for the event loop's wait.
+    pub fn next_sync_in(&self) -> Option<Duration> {
+        match self.fsync {
+            Fsync::Batch { interval } if self.file.is_some() => {
+                Some(interval.saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub fn wall_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A log read back: its header, its valid records, and what stopped the reading.
+#[derive(Debug)]
+pub struct Log {
+    pub path: PathBuf,
+    pub header: LogHeader,
+    pub records: Vec<LogRecord>,
+    pub tail: Option<TailError>,
+}
+
+impl Log {
+    /// Whether the node stopped cleanly with its recording intact.
+    pub fn is_complete(&self) -> bool {
+        self.tail.is_none() && matches!(self.records.last(), Some(LogRecord::Stop { .. }))
+    }
+
+    /// Whether recording stopped early on its own (a failed write).
+    pub fn gave_up(&self) -> Option<&str> {
+        self.records.iter().find_map(|r| match r {
+            LogRecord::Incomplete { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Why a log could not be read at all.
+#[derive(Debug)]
+pub struct LogError(pub String);
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reads a log: every valid record, stopping at the first bad frame.
+pub fn read_log(path: &Path) -> Result<Log, LogError> {
+    let file = File::open(path).map_err(|e| LogError(format!("{}: {e}", path.display())))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 10];
+    std::io::Read::read_exact(&mut input, &mut magic)
+        .map_err(|_| LogError(format!("{}: not a retrace log (too short)", path.display())))?;
+    if magic[..8] != retrace_sim::trace::MAGIC {
+        return Err(LogError(format!(
+            "{}: not a retrace log (bad magic bytes at offset 0)",
+            path.display()
+        )));
+    }
+    let mut body = Vec::new();
+    let mut offset = 10u64;
+    let header: LogHeader = match read_frame(&mut input, &mut body, &mut offset) {
+        Ok(true) => codec::decode(&body)
+            .map_err(|e| LogError(format!("{}: bad log header: {e}", path.display())))?,
+        Ok(false) => {
+            return Err(LogError(format!(
+                "{}: log ends before its header",
+                path.display()
+            )))
+        }
+        Err(kind) => {
+            let t = TailError {
+                offset,
+                index: 0,
+                kind,
+            };
+            return Err(LogError(format!("{}: bad log header: {t}", path.display())));
+        }
+    };
+    let mut records = Vec::new();
+    let mut tail = None;
+    loop {
+        let start = offset;
+        match read_frame(&mut input, &mut body, &mut offset) {
+            Ok(false) => break,
+            Ok(true) => match codec::decode::<LogRecord>(&body) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    let _ = e; // the offset and index locate the bad frame
+                    let kind = TailErrorKind::BadRecord(retrace_sim::trace::BodyError::Malformed(
+                        "log record",
+                    ));
+                    tail = Some(TailError {
+                        offset: start,
+                        index: records.len() as u64,
+                        kind,
+                    });
+                    break;
+                }
+            },
+            Err(kind) => {
+                tail = Some(TailError {
+                    offset: start,
+                    index: records.len() as u64,
+                    kind,
+                });
+                break;
+            }
+        }
+    }
+    Ok(Log {
+        path: path.to_owned(),
+        header,
+        records,
+        tail,
+    })
+}

@@ -1,0 +1,525 @@
+//! The real runtime: one node as one OS process. The same `Node` code as in the simulator,
+//! behind an `Env` that talks TCP, reads the real clock, seeds its generator from the OS,
+//! keeps storage in a file, and records every boundary input and output in the node's log.
+//!
+//! One thread owns the node and runs every handler (see `net` for the other threads). After
+//! each event the runtime persists storage if the node synced, hands the log records to the
+//! OS (and fsyncs them as the policy says), and only then releases the event's messages and
+//! replies: nothing leaves a node that its log does not already hold.
+
+use crate::client;
+use crate::durable::DurableFile;
+use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError};
+use crate::net::{self, PeerLink};
+use crate::wire::{self, Envelope, MsgId, Wire};
+use retrace_sim::codec;
+use retrace_sim::trace::NodeInfo;
+use retrace_sim::{
+    Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, Storage, Time, TimerId,
+};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Events waiting for the node's thread.
+const INBOUND_QUEUE: usize = 8192;
+/// How long a client connection waits for its reply.
+const CLIENT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run one node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    pub incarnation: u32,
+    /// Every node's peer address, indexed by node id (this node's included).
+    pub peer_addrs: Vec<SocketAddr>,
+    pub client_addr: SocketAddr,
+    /// Where to record; `None` runs unrecorded.
+    pub log_path: Option<PathBuf>,
+    pub storage_path: PathBuf,
+    pub fsync: Fsync,
+    /// A recording failure ends the node instead of only stopping the recording.
+    pub strict: bool,
+}
+
+/// What a node did, printed when it stops.
+#[derive(Debug, Default)]
+pub struct NodeSummary {
+    pub events: u64,
+    pub delivered: u64,
+    pub duplicates_dropped: u64,
+    pub undecodable: u64,
+    pub external: u64,
+    pub log_bytes: u64,
+    pub recording: bool,
+}
+
+enum Inbound<M> {
+    Peer(Envelope),
+    Request { msg: M, reply: Sender<Vec<u8>> },
+    Shutdown,
+}
+
+/// A random seed from the OS (through std's randomly keyed hasher), to be recorded.
+fn os_seed() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(wall_now_ns());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Timers {
+    /// (deadline, timer id) -> (tag, request ids of the event that set it).
+    queue: BTreeMap<(Instant, u64), (u64, Vec<RequestId>)>,
+    deadline_of: BTreeMap<u64, Instant>,
+    next_id: u64,
+}
+
+/// Everything a handler's `Ctx` reaches, for one event.
+struct RuntimeEnv<'a, M> {
+    id: NodeId,
+    incarnation: u32,
+    peers: &'a [NodeId],
+    node_count: usize,
+    log: &'a mut LogWriter,
+    rng: &'a mut SimRng,
+    storage: &'a mut Storage,
+    timers: &'a mut Timers,
+    lamport: &'a mut u64,
+    next_seq: &'a mut u64,
+    event_index: u64,
+    request_ids: Vec<RequestId>,
+    outbox: &'a mut Vec<(usize, Vec<u8>)>,
+    replies: &'a mut Vec<(RequestId, Vec<u8>)>,
+    _msg: std::marker::PhantomData<M>,
+}
+
+impl<M: serde::Serialize + std::fmt::Debug> RuntimeEnv<'_, M> {
+    fn record(&mut self, r: LogRecord) {
+        // Records are plain data: encoding cannot fail.
+        let _ = self.log.append(&r);
+    }
+}
+
+impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+    fn peers(&self) -> &[NodeId] {
+        self.peers
+    }
+    fn node_count(&self) -> usize {
+        self.node_count
+    }
+    fn now(&mut self) -> Time {
+        let value_ns = wall_now_ns();
+        self.record(LogRecord::ClockRead { value_ns });
+        Time(value_ns)
+    }
+    fn send(&mut self, to: NodeId, msg: M) {
+        let payload = match codec::encode(&msg) {
+            Ok(p) => p,
+            Err(e) => panic!("message {msg:?} failed to encode: {e}"),
+        };
+        let id = MsgId {
+            node: self.id.0,
+            incarnation: self.incarnation,
+            seq: *self.next_seq,
+        };
+        *self.next_seq += 1;
+        *self.lamport += 1;
+        self.record(LogRecord::Send {
+            to: to.0,
+            id,
+            digest: codec::digest(&payload),
+        });
+        if to.index() >= self.node_count {
+            self.record(LogRecord::Annotate {
+                text: format!("send to unknown node {to} dropped"),
+            });
+            return;
+        }
+        let env = Envelope {
+            id,
+            sender_event: self.event_index,
+            lamport: *self.lamport,
+            request_ids: self.request_ids.iter().map(|r| r.0).collect(),
+            payload,
+        };
+        let mut frame = Vec::new();
+        if wire::encode(&Wire::Msg(env), &mut frame).is_ok() {
+            self.outbox.push((to.index(), frame));
+        }
+    }
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        let timer = self.timers.next_id;
+        self.timers.next_id += 1;
+        let after_ns = retrace_sim::duration_ns(after);
+        self.record(LogRecord::TimerSet {
+            timer,
+            tag,
+            after_ns,
+        });
+        let deadline = Instant::now() + after;
+        self.timers
+            .queue
+            .insert((deadline, timer), (tag, self.request_ids.clone()));
+        self.timers.deadline_of.insert(timer, deadline);
+        TimerId(timer)
+    }
+    fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        match self.timers.deadline_of.remove(&timer.0) {
+            Some(deadline) => {
+                self.timers.queue.remove(&(deadline, timer.0));
+                self.record(LogRecord::TimerCancel { timer: timer.0 });
+                true
+            }
+            None => false,
+        }
+    }
+    fn rng(&mut self) -> &mut SimRng {
+        self.rng
+    }
+    fn storage(&mut self) -> &mut Storage {
+        self.storage
+    }
+    fn annotate(&mut self, text: String) {
+        self.record(LogRecord::Annotate { text });
+    }
+    fn respond(&mut self, msg: M) {
+        let Some(&request) = self.request_ids.first() else {
+            self.annotate(format!("respond outside of any request ignored: {msg:?}"));
+            return;
+        };
+        let payload = codec::encode(&msg).unwrap_or_default();
+        self.record(LogRecord::Respond {
+            request: request.0,
+            digest: codec::digest(&payload),
+        });
+        let json = serde_json::json!({ "reply": msg });
+        self.replies
+            .push((request, serde_json::to_vec(&json).unwrap_or_default()));
+    }
+    fn request_ids(&self) -> &[RequestId] {
+        &self.request_ids
+    }
+    fn detach(&mut self) {
+        self.request_ids.clear();
+    }
+}
+
+fn serve_clients<M: retrace_sim::Message>(
+    listener: TcpListener,
+    tx: SyncSender<Inbound<M>>,
+    label: String,
+) {
+    thread::Builder::new()
+        .name("client-listener".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let tx = tx.clone();
+                let label = label.clone();
+                let _ = thread::Builder::new().name("client".into()).spawn(move || {
+                    let _ = conn.set_nodelay(true);
+                    loop {
+                        let bytes = match client::read_frame(&mut conn) {
+                            Ok(b) => b,
+                            Err(client::FrameError::Closed) => return,
+                            Err(e) => {
+                                eprintln!("[{label}] client: {e}; closing the connection");
+                                let err = serde_json::json!({ "error": e.to_string() });
+                                let _ = client::write_frame(&mut conn, err.to_string().as_bytes());
+                                return;
+                            }
+                        };
+                        let reply = match serde_json::from_slice::<M>(&bytes) {
+                            Err(e) => serde_json::json!({ "error": format!("not a request of this model: {e}") })
+                                .to_string()
+                                .into_bytes(),
+                            Ok(msg) => {
+                                let (rtx, rrx) = mpsc::channel();
+                                if tx.send(Inbound::Request { msg, reply: rtx }).is_err() {
+                                    return;
+                                }
+                                rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
+                                    serde_json::json!({ "error": "no reply" }).to_string().into_bytes()
+                                })
+                            }
+                        };
+                        if client::write_frame(&mut conn, &reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+        .expect("spawn the client listener");
+}
+
+/// Runs node `opts.id` of `scenario` until `stop` says so (or its inbound channel closes).
+/// Returns an error only when recording fails under `strict`, or a port cannot be bound.
+pub fn run_node<M: Model>(
+    scenario: &Scenario<M::Options>,
+    opts: &NodeOptions,
+    stop_rx: Option<Receiver<()>>,
+) -> Result<NodeSummary, RecordError> {
+    let id = opts.id;
+    let name = scenario
+        .nodes
+        .get(id.index())
+        .map_or_else(|| format!("n{}", id.0), |n| n.name.clone());
+    let n = scenario.nodes.len();
+    if opts.peer_addrs.len() != n {
+        return Err(RecordError(format!(
+            "{} peer addresses for {n} nodes",
+            opts.peer_addrs.len()
+        )));
+    }
+    let bind = |addr: SocketAddr| {
+        TcpListener::bind(addr)
+            .map_err(|e| RecordError(format!("{name}: cannot listen on {addr}: {e}")))
+    };
+    let peer_listener = bind(opts.peer_addrs[id.index()])?;
+    let client_listener = bind(opts.client_addr)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::sync_channel::<Inbound<<M::Node as Node>::Msg>>(INBOUND_QUEUE);
+    let peer_tx = tx.clone();
+    net::serve_peers(
+        peer_listener,
+        move |_, _, env| peer_tx.send(Inbound::Peer(env)).is_ok(),
+        name.clone(),
+        stop.clone(),
+    );
+    serve_clients(client_listener, tx.clone(), name.clone());
+    if let Some(stop_rx) = stop_rx {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let _ = stop_rx.recv();
+            let _ = tx.send(Inbound::Shutdown);
+        });
+    }
+    drop(tx);
+
+    let mut hello = Vec::new();
+    let _ = wire::encode(
+        &Wire::Hello {
+            node: id.0,
+            incarnation: opts.incarnation,
+        },
+        &mut hello,
+    );
+    let links: Vec<PeerLink> = opts
+        .peer_addrs
+        .iter()
+        .map(|addr| PeerLink::start(*addr, hello.clone(), stop.clone()))
+        .collect();
+
+    let header = LogHeader {
+        node: id.0,
+        name: name.clone(),
+        incarnation: opts.incarnation,
+        model: scenario.model.clone(),
+        scenario_name: scenario.name.clone(),
+        scenario_toml: scenario.source.clone(),
+        nodes: scenario
+            .nodes
+            .iter()
+            .map(|s| NodeInfo {
+                name: s.name.clone(),
+                role: s.role.clone(),
+            })
+            .collect(),
+        fsync: opts.fsync.describe(),
+        writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
+    };
+    let mut log = match &opts.log_path {
+        Some(path) => LogWriter::create(path, &header, opts.fsync, opts.strict)?,
+        None => LogWriter::disabled(),
+    };
+
+    let durable = DurableFile::new(&opts.storage_path);
+    let found = durable.load();
+    let restart = opts.incarnation > 0;
+    let mut storage = Storage::from_synced(found.clone());
+    let mut persisted_syncs = storage.syncs();
+    let seed = os_seed();
+    let mut rng = SimRng::new(seed);
+    let peers: Vec<NodeId> = (0..n as u32).map(NodeId).filter(|p| *p != id).collect();
+    let mut timers = Timers {
+        queue: BTreeMap::new(),
+        deadline_of: BTreeMap::new(),
+        next_id: 0,
+    };
+    let mut lamport = 0u64;
+    let mut next_seq = 0u64;
+    let mut next_request = 0u64;
+    let mut last_seen: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    let mut waiting: BTreeMap<RequestId, Sender<Vec<u8>>> = BTreeMap::new();
+    let mut summary = NodeSummary::default();
+    let mut node = M::build(&scenario.options, id);
+
+    // One event: record the input, run the handler, persist, commit, release.
+    macro_rules! event {
+        ($input:expr, $ids:expr, |$node:ident, $ctx:ident| $call:expr) => {{
+            let event_index = log.next_index();
+            let _ = log.append(&$input);
+            let mut outbox = Vec::new();
+            let mut replies = Vec::new();
+            {
+                let mut env = RuntimeEnv::<<M::Node as Node>::Msg> {
+                    id,
+                    incarnation: opts.incarnation,
+                    peers: &peers,
+                    node_count: n,
+                    log: &mut log,
+                    rng: &mut rng,
+                    storage: &mut storage,
+                    timers: &mut timers,
+                    lamport: &mut lamport,
+                    next_seq: &mut next_seq,
+                    event_index,
+                    request_ids: $ids,
+                    outbox: &mut outbox,
+                    replies: &mut replies,
+                    _msg: std::marker::PhantomData,
+                };
+                let $ctx = &mut Ctx::new(&mut env);
+                let $node = &mut node;
+                $call;
+            }
+            if storage.syncs() != persisted_syncs {
+                if let Err(e) = durable.store(storage.synced()) {
+                    eprintln!("[{name}] warning: persisting storage failed: {e}");
+                }
+                persisted_syncs = storage.syncs();
+            }
+            log.commit()?;
+            for (to, frame) in outbox {
+                links[to].send(frame);
+            }
+            for (request, json) in replies {
+                if let Some(tx) = waiting.remove(&request) {
+                    let _ = tx.send(json);
+                }
+            }
+            summary.events += 1;
+        }};
+    }
+
+    // What the node finds on disk is an input: the OS decided which writes survived.
+    let storage_entries: Vec<(String, Vec<u8>)> = found.into_iter().collect();
+    let start = LogRecord::Start {
+        wall_ns: wall_now_ns(),
+        seed,
+        restart,
+        storage: storage_entries,
+    };
+    event!(start, Vec::new(), |state, ctx| state.on_start(ctx));
+
+    loop {
+        let now = Instant::now();
+        let mut wait = timers
+            .queue
+            .keys()
+            .next()
+            .map_or(Duration::from_millis(200), |(d, _)| {
+                d.saturating_duration_since(now)
+            });
+        if let Some(sync_in) = log.next_sync_in() {
+            wait = wait.min(sync_in);
+        }
+        match rx.recv_timeout(wait) {
+            Ok(Inbound::Peer(env)) => {
+                let sender = (env.id.node, env.id.incarnation);
+                if last_seen.get(&sender).is_some_and(|&seq| env.id.seq <= seq) {
+                    summary.duplicates_dropped += 1;
+                } else {
+                    last_seen.insert(sender, env.id.seq);
+                    match codec::decode::<<M::Node as Node>::Msg>(&env.payload) {
+                        Err(e) => {
+                            summary.undecodable += 1;
+                            eprintln!("[{name}] message {} does not decode: {e}; dropped", env.id);
+                        }
+                        Ok(msg) => {
+                            lamport = lamport.max(env.lamport) + 1;
+                            let from = NodeId(env.id.node);
+                            let ids = env.request_ids.iter().map(|&r| RequestId(r)).collect();
+                            let input = LogRecord::Deliver {
+                                wall_ns: wall_now_ns(),
+                                id: env.id,
+                                sender_event: env.sender_event,
+                                lamport: env.lamport,
+                                request_ids: env.request_ids,
+                                payload: env.payload,
+                            };
+                            summary.delivered += 1;
+                            event!(input, ids, |state, ctx| state.on_message(ctx, from, msg));
+                        }
+                    }
+                }
+            }
+            Ok(Inbound::Request { msg, reply }) => {
+                let request = RequestId(
+                    (u64::from(id.0 & 0xffff) << 48)
+                        | (u64::from(opts.incarnation & 0xffff) << 32)
+                        | next_request,
+                );
+                next_request += 1;
+                waiting.insert(request, reply);
+                let payload = codec::encode(&msg).unwrap_or_default();
+                let input = LogRecord::External {
+                    wall_ns: wall_now_ns(),
+                    request: request.0,
+                    payload,
+                };
+                summary.external += 1;
+                event!(input, vec![request], |state, ctx| state
+                    .on_request(ctx, msg));
+            }
+            Ok(Inbound::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        // Fire every timer that is due, earliest first (ties by id).
+        while let Some((deadline, timer)) = timers
+            .queue
+            .keys()
+            .next()
+            .copied()
+            .filter(|(d, _)| *d <= Instant::now())
+        {
+            let Some((tag, ids)) = timers.queue.remove(&(deadline, timer)) else {
+                break;
+            };
+            timers.deadline_of.remove(&timer);
+            let input = LogRecord::Timer {
+                wall_ns: wall_now_ns(),
+                timer,
+                tag,
+                request_ids: ids.iter().map(|r| r.0).collect(),
+            };
+            event!(input, ids, |state, ctx| state.on_timer(
+                ctx,
+                TimerId(timer),
+                tag
+            ));
+        }
+        log.commit()?;
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = log.append(&LogRecord::Stop {
+        wall_ns: wall_now_ns(),
+    });
+    log.commit()?;
+    summary.log_bytes = log.bytes();
+    summary.recording = log.recording();
+    Ok(summary)
+}

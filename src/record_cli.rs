@@ -1,0 +1,283 @@
+//! The recording commands: `node`, `cluster`, `client`, `merge`, `verify`.
+
+use crate::cli::exit;
+use crate::registry::Registry;
+use crate::summary::{bytes, group};
+use clap::Args;
+use retrace_recorder::launcher::{ClusterOptions, Load};
+use retrace_recorder::{Fsync, NodeOptions};
+use retrace_sim::scenario::parse_duration_ns;
+use retrace_sim::NodeId;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The scenario the node belongs to
+    scenario: PathBuf,
+    /// This node's id (its index in the scenario's node list)
+    #[arg(long)]
+    id: u32,
+    /// Which life of the node this is (0 = first start)
+    #[arg(long, default_value_t = 0)]
+    incarnation: u32,
+    /// Every node's peer address, in node order, comma-separated
+    #[arg(long, value_delimiter = ',', required = true)]
+    peers: Vec<SocketAddr>,
+    /// Address of this node's client port (external requests, framed JSON)
+    #[arg(long)]
+    client: SocketAddr,
+    /// Record into this log file (omit to run unrecorded)
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// File that holds the node's durable storage
+    #[arg(long)]
+    storage: PathBuf,
+    /// When the log is forced to disk: always, batch (group commit), never
+    #[arg(long, default_value = "batch")]
+    fsync: String,
+    /// Group-commit interval for --fsync batch, in milliseconds
+    #[arg(long, default_value_t = 5)]
+    batch_ms: u64,
+    /// Stop the node if recording fails (default: warn, stop recording, keep serving)
+    #[arg(long)]
+    record_strict: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// The scenario whose nodes to run
+    scenario: PathBuf,
+    /// Directory for the logs and manifest (created)
+    #[arg(long, value_name = "DIR")]
+    record: PathBuf,
+    /// How long to run [default: the scenario's time_limit]
+    #[arg(long)]
+    duration: Option<String>,
+    /// When logs are forced to disk: always, batch, never
+    #[arg(long, default_value = "batch")]
+    fsync: String,
+    /// Group-commit interval for --fsync batch, in milliseconds
+    #[arg(long, default_value_t = 5)]
+    batch_ms: u64,
+    /// Run the nodes without recording (for comparison)
+    #[arg(long)]
+    no_record: bool,
+    /// Nodes stop if recording fails
+    #[arg(long)]
+    record_strict: bool,
+    /// Instead of the scenario's open-loop workload, N clients in a closed loop
+    #[arg(long, value_name = "N")]
+    closed_loop: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// A node's client address
+    addr: SocketAddr,
+    /// The request: a message of the node's model, as JSON (e.g. '{"Op":{"Get":{"key":"k1"}}}')
+    request: String,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// A recorded run's directory (from `retrace cluster --record`)
+    dir: PathBuf,
+    /// The trace to write
+    #[arg(long, short = 'o', value_name = "TRACE")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A recorded run's directory
+    dir: PathBuf,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration_ns(text, false)
+        .map(|ns| Duration::from_nanos(ns as u64))
+        .map_err(|e| format!("--duration {e}"))
+}
+
+pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
+    let file = args.scenario.display().to_string();
+    let source = std::fs::read_to_string(&args.scenario)
+        .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
+    let entry = registry
+        .for_scenario(&file, &source)
+        .map_err(|e| e.to_string())?;
+    let opts = NodeOptions {
+        id: NodeId(args.id),
+        incarnation: args.incarnation,
+        peer_addrs: args.peers.clone(),
+        client_addr: args.client,
+        log_path: args.log.clone(),
+        storage_path: args.storage.clone(),
+        fsync: Fsync::parse(&args.fsync, args.batch_ms)?,
+        strict: args.record_strict,
+    };
+    // The launcher stops a node by closing its stdin.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = stop_tx.send(());
+    });
+    let summary = entry.node(&file, &source, &opts, stop_rx)?;
+    eprintln!(
+        "node {} stopped: {} events, {} delivered ({} duplicates dropped), {} external, log {}{}",
+        args.id,
+        summary.events,
+        summary.delivered,
+        summary.duplicates_dropped,
+        summary.external,
+        bytes(summary.log_bytes),
+        if summary.recording || args.log.is_none() {
+            ""
+        } else {
+            " (INCOMPLETE: recording stopped)"
+        }
+    );
+    Ok(exit::OK)
+}
+
+pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
+    let file = args.scenario.display().to_string();
+    let source = std::fs::read_to_string(&args.scenario)
+        .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
+    let entry = registry
+        .for_scenario(&file, &source)
+        .map_err(|e| e.to_string())?;
+    let info = entry
+        .check(&file, &source, None)
+        .map_err(|e| e.to_string())?;
+    Fsync::parse(&args.fsync, args.batch_ms)?;
+    let duration = match &args.duration {
+        Some(d) => duration_arg(d)?,
+        None => Duration::from_nanos(info.time_limit_ns),
+    };
+    let opts = ClusterOptions {
+        exe: std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
+        scenario_path: args.scenario.clone(),
+        dir: args.record.clone(),
+        duration,
+        fsync: args.fsync.clone(),
+        batch_ms: args.batch_ms,
+        record: !args.no_record,
+        strict: args.record_strict,
+        load: args
+            .closed_loop
+            .map_or(Load::Scenario, |workers| Load::Closed { workers }),
+    };
+    let manifest = entry.cluster(&file, &source, &opts)?;
+    for w in &manifest.warnings {
+        eprintln!("warning: {w}");
+    }
+    let w = &manifest.workload;
+    println!(
+        "cluster   {file} (model {}), {} nodes for {:.1}s",
+        manifest.model,
+        manifest.nodes.len(),
+        duration.as_secs_f64()
+    );
+    println!(
+        "requests  {} sent, {} answered, {} failed; {:.0}/s; latency p50 {}us p99 {}us",
+        group(w.sent),
+        group(w.answered),
+        group(w.errors),
+        w.throughput_per_s,
+        w.p50_us,
+        w.p99_us
+    );
+    let mut total = 0u64;
+    for n in &manifest.nodes {
+        let lives: Vec<String> = n.incarnations.iter().map(|i| i.ended.clone()).collect();
+        let size: u64 = n
+            .incarnations
+            .iter()
+            .filter_map(|i| std::fs::metadata(args.record.join(&i.log)).ok())
+            .map(|m| m.len())
+            .sum();
+        total += size;
+        println!(
+            "  {:<12} {:<8} {:<22} log {}",
+            n.name,
+            n.role,
+            lives.join(", "),
+            bytes(size)
+        );
+    }
+    println!(
+        "recorded  {} ({} of logs); next: retrace merge {} -o incident.trace",
+        args.record.display(),
+        bytes(total),
+        args.record.display()
+    );
+    Ok(exit::OK)
+}
+
+pub fn client(args: &ClientArgs) -> Result<u8, String> {
+    serde_json::from_str::<serde_json::Value>(&args.request)
+        .map_err(|e| format!("the request is not JSON: {e}"))?;
+    let mut c = retrace_recorder::client::Client::connect(args.addr, Duration::from_secs(2))
+        .map_err(|e| format!("{}: {e}", args.addr))?;
+    let reply = c
+        .request(args.request.as_bytes())
+        .map_err(|e| format!("{}: {e}", args.addr))?;
+    println!("{reply}");
+    Ok(if reply.get("error").is_some() {
+        exit::BAD_INPUT
+    } else {
+        exit::OK
+    })
+}
+
+pub fn merge(args: &MergeArgs) -> Result<u8, String> {
+    let report = retrace_recorder::merge::merge(&args.dir, &args.out)?;
+    for p in &report.problems {
+        eprintln!("warning: {p}");
+    }
+    println!(
+        "merged    {} logs into {}: {} steps, {} records, {}",
+        report.logs,
+        args.out.display(),
+        group(report.steps),
+        group(report.records),
+        bytes(report.bytes)
+    );
+    if report.duplicates_dropped + report.black_box_messages > 0 {
+        println!(
+            "          {} duplicate deliveries dropped, {} messages from unrecorded senders shown as external inputs",
+            report.duplicates_dropped, report.black_box_messages
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn verify(registry: &Registry, args: &VerifyArgs) -> Result<u8, String> {
+    let manifest = retrace_recorder::manifest::Manifest::read(&args.dir)?;
+    let file = Path::new(&manifest.scenario_name).display().to_string();
+    let entry = registry
+        .for_scenario(&file, &manifest.scenario_toml)
+        .map_err(|e| e.to_string())?;
+    let report = entry.verify(&args.dir, &file, &manifest.scenario_toml)?;
+    for s in &report.skipped {
+        eprintln!("warning: not checked: {s}");
+    }
+    for m in &report.mismatches {
+        println!("MISMATCH  {m}");
+    }
+    println!(
+        "verified  {} logs: {} events, {} outputs re-executed; {} mismatches",
+        report.logs,
+        group(report.events),
+        group(report.outputs),
+        report.mismatches.len()
+    );
+    Ok(if report.mismatches.is_empty() {
+        exit::OK
+    } else {
+        exit::VIOLATION
+    })
+}
