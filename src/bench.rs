@@ -9,20 +9,44 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// What to measure.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTarget {
+    /// The simulator: deliveries per second and trace size (pingpong, kv)
+    Sim,
+    /// The recorder: a real kv cluster, recording on and off in turn
+    Record,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Ping-pong deliveries to simulate per measurement
+    /// What to measure
+    #[arg(value_enum, default_value_t = BenchTarget::Sim)]
+    pub(crate) target: BenchTarget,
+    /// (record) Rounds, alternating recording off and on
+    #[arg(long, default_value_t = 6)]
+    pub(crate) rounds: u32,
+    /// (record) Seconds per round
+    #[arg(long, default_value_t = 4)]
+    pub(crate) round_seconds: u64,
+    /// (record) Closed-loop clients
+    #[arg(long, default_value_t = 8)]
+    pub(crate) workers: usize,
+    /// (record) Log durability policy
+    #[arg(long, default_value = "batch")]
+    pub(crate) fsync: String,
+    /// (sim) Ping-pong deliveries to simulate per measurement
     #[arg(long, default_value_t = 5_000_000)]
-    deliveries: u64,
-    /// Virtual seconds of the kv run
+    pub(crate) deliveries: u64,
+    /// (sim) Virtual seconds of the kv run
     #[arg(long, default_value_t = 20)]
-    kv_seconds: u64,
-    /// Repetitions of each measurement; the best is reported
+    pub(crate) kv_seconds: u64,
+    /// (sim) Repetitions of each measurement; the best is reported
     #[arg(long, default_value_t = 3)]
-    repeat: u32,
+    pub(crate) repeat: u32,
     /// Where the traces go
     #[arg(long, default_value = "target/retrace/bench")]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 /// Ping-pong with one message in flight over a fixed 1 ms link: each delivery takes 1 ms of
@@ -130,8 +154,11 @@ fn report_pair(
     Ok(())
 }
 
-pub fn run(args: &BenchArgs) -> Result<u8, String> {
+pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8, String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    if args.target == BenchTarget::Record {
+        return crate::bench_record::run(registry, args);
+    }
     println!(
         "retrace bench (best of {}; release build expected)",
         args.repeat

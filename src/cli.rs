@@ -62,7 +62,7 @@ enum Command {
     Node(crate::record_cli::NodeArgs),
     /// List the models this binary knows
     Models,
-    /// Measure simulator throughput and trace size (pingpong and kv)
+    /// Measure the simulator (`bench sim`) or the recorder (`bench record`)
     Bench(crate::bench::BenchArgs),
 }
 
@@ -111,7 +111,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             }
             Ok(exit::OK)
         }
-        Command::Bench(args) => crate::bench::run(&args),
+        Command::Bench(args) => crate::bench::run(&registry, &args),
         Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),
         Command::Merge(args) => crate::record_cli::merge(&args),
         Command::Verify(args) => crate::record_cli::verify(&registry, &args),

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bench;
+mod bench_record;
 pub mod cli;
 mod record_cli;
 pub mod registry;

@@ -97,7 +97,12 @@ fn verify_and_merge(dir: &Path) -> Trace {
 #[test]
 fn a_recorded_kv_cluster_verifies_and_merges_into_the_same_inputs() {
     let dir = scratch_dir("record-kv");
-    let manifest = record("scenarios/kv.toml", &dir, &["--duration", "2500ms"]);
+    // fsync always: the killed node's last records are on disk before anything it sent.
+    let manifest = record(
+        "scenarios/kv.toml",
+        &dir,
+        &["--duration", "2500ms", "--fsync", "always"],
+    );
     assert!(manifest.workload.answered > 100, "{:?}", manifest.workload);
     // kv.toml kills replica-0 at 2s.
     assert_eq!(manifest.nodes[0].incarnations[0].ended, "killed");

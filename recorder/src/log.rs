@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// What a log says about the node that wrote it.
@@ -26,7 +29,8 @@ pub struct LogHeader {
 }
 
 /// One thing that crossed the node's boundary. Inputs carry wall-clock time (ns since the
-/// Unix epoch); outputs and clock readings belong to the input before them.
+/// Unix epoch; in the file, as the difference from the previous timed record); outputs and
+/// clock readings belong to the input before them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogRecord {
     /// The node booted with this random seed; on a restart, `storage` is the durable state
@@ -59,9 +63,11 @@ pub enum LogRecord {
     ClockRead {
         value_ns: u64,
     },
+    /// Output: message number `seq` of this node incarnation (its id is
+    /// `MsgId { node, incarnation, seq }` from the header) to node `to`.
     Send {
         to: u32,
-        id: MsgId,
+        seq: u64,
         digest: u64,
     },
     TimerSet {
@@ -102,6 +108,18 @@ impl LogRecord {
         )
     }
 
+    fn wall_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            LogRecord::Start { wall_ns, .. }
+            | LogRecord::Deliver { wall_ns, .. }
+            | LogRecord::Timer { wall_ns, .. }
+            | LogRecord::External { wall_ns, .. }
+            | LogRecord::Incomplete { wall_ns, .. }
+            | LogRecord::Stop { wall_ns } => Some(wall_ns),
+            _ => None,
+        }
+    }
+
     pub fn wall_ns(&self) -> Option<u64> {
         match self {
             LogRecord::Start { wall_ns, .. }
@@ -115,15 +133,17 @@ impl LogRecord {
     }
 }
 
-/// When the log is forced to stable storage.
+/// When the log is written and forced to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fsync {
-    /// After every event, before its outputs leave the node.
+    /// Every event is written and fsynced before its outputs leave the node: a crash,
+    /// even of the machine, loses no record another node may depend on.
     Always,
-    /// Group commit: at most every `interval`.
+    /// Group commit: records are written every `interval` (or every 64 KiB) and fsynced by a
+    /// background thread; outputs do not wait. A crash loses at most the last `interval`,
+    /// whose messages then show up in a merge as coming from a black box.
     Batch { interval: Duration },
-    /// Never; the OS writes back when it likes. (Every event is still handed to the OS before
-    /// its outputs leave, so killing the process loses nothing.)
+    /// Like `Batch`, without the fsync: the OS writes back when it likes.
     Never,
 }
 
@@ -160,14 +180,73 @@ impl std::fmt::Display for RecordError {
     }
 }
 
-/// Appends records to a node's log. Records accumulate in memory during an event and are
-/// handed to the OS by [`LogWriter::commit`], before the event's outputs are released.
+/// Writes larger than this go out at once, whatever the policy.
+const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// How often `Never` hands its records to the OS.
+const NEVER_WRITE_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The group-commit thread of `Fsync::Batch`: it fsyncs the log file while the node runs.
+struct Syncer {
+    dirty: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<String>>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: File, interval: Duration) -> Syncer {
+        let dirty = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let (d, s, e) = (dirty.clone(), stop.clone(), error.clone());
+        let handle = thread::Builder::new()
+            .name("log-sync".into())
+            .spawn(move || loop {
+                thread::sleep(interval);
+                if d.swap(false, Ordering::AcqRel) {
+                    if let Err(err) = file.sync_data() {
+                        if let Ok(mut slot) = e.lock() {
+                            *slot = Some(err.to_string());
+                        }
+                        return;
+                    }
+                }
+                if s.load(Ordering::Acquire) {
+                    return;
+                }
+            })
+            .ok();
+        Syncer {
+            dirty,
+            stop,
+            error,
+            handle,
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Appends records to a node's log. Records accumulate in memory and reach the file on
+/// [`LogWriter::commit`] as the [`Fsync`] policy says.
 pub struct LogWriter {
     path: PathBuf,
     file: Option<File>,
     buf: Vec<u8>,
+    scratch: Vec<u8>,
     fsync: Fsync,
-    last_sync: Instant,
+    last_write: Instant,
+    last_wall_ns: u64,
+    syncer: Option<Syncer>,
     strict: bool,
     records: u64,
     bytes: u64,
@@ -186,9 +265,12 @@ impl LogWriter {
         let mut w = LogWriter {
             path: path.to_owned(),
             file: None,
-            buf: Vec::with_capacity(64 << 10),
+            buf: Vec::with_capacity(WRITE_BATCH_BYTES + 4096),
+            scratch: Vec::with_capacity(256),
             fsync,
-            last_sync: Instant::now(),
+            last_write: Instant::now(),
+            last_wall_ns: 0,
+            syncer: None,
             strict,
             records: 0,
             bytes: 0,
@@ -200,7 +282,12 @@ impl LogWriter {
             .truncate(true)
             .open(path)
         {
-            Ok(f) => w.file = Some(f),
+            Ok(f) => {
+                if let (Fsync::Batch { interval }, Ok(clone)) = (fsync, f.try_clone()) {
+                    w.syncer = Some(Syncer::start(clone, interval));
+                }
+                w.file = Some(f);
+            }
             Err(e) => w.fail(format!("cannot create {}: {e}", path.display()))?,
         }
         let body = codec::encode(header).map_err(|e| RecordError(e.to_string()))?;
@@ -208,7 +295,7 @@ impl LogWriter {
         w.buf
             .extend_from_slice(&retrace_sim::trace::FORMAT_VERSION.to_le_bytes());
         frame_into(&mut w.buf, |o| o.extend_from_slice(&body));
-        w.commit()?;
+        w.write_out()?;
         Ok(w)
     }
 
@@ -218,8 +305,11 @@ impl LogWriter {
             path: PathBuf::new(),
             file: None,
             buf: Vec::new(),
+            scratch: Vec::new(),
             fsync: Fsync::Never,
-            last_sync: Instant::now(),
+            last_write: Instant::now(),
+            last_wall_ns: 0,
+            syncer: None,
             strict: false,
             records: 0,
             bytes: 0,
@@ -251,10 +341,13 @@ impl LogWriter {
             let _ = std::fs::write(self.path.with_extension("incomplete"), reason.as_bytes());
             if let Some(f) = self.file.as_mut() {
                 let mut last = Vec::new();
-                let rec = LogRecord::Incomplete {
+                let mut rec = LogRecord::Incomplete {
                     wall_ns: wall_now_ns(),
                     reason: reason.clone(),
                 };
+                if let Some(w) = rec.wall_mut() {
+                    *w = w.wrapping_sub(self.last_wall_ns);
+                }
                 if let Ok(body) = codec::encode(&rec) {
                     frame_into(&mut last, |o| o.extend_from_slice(&body));
                     let _ = f.write_all(&last);
@@ -263,23 +356,32 @@ impl LogWriter {
             self.failed = Some(reason);
         }
         self.file = None;
+        if let Some(mut s) = self.syncer.take() {
+            s.finish();
+        }
         self.buf.clear();
         Ok(())
     }
 
     /// Appends a record (in memory until the next commit).
-    pub fn append(&mut self, record: &LogRecord) -> Result<(), CodecError> {
+    pub fn append(&mut self, mut record: LogRecord) -> Result<(), CodecError> {
         self.records += 1;
         if self.failed.is_some() {
             return Ok(());
         }
-        let body = codec::encode(record)?;
-        frame_into(&mut self.buf, |o| o.extend_from_slice(&body));
+        if let Some(wall) = record.wall_mut() {
+            let absolute = *wall;
+            *wall = absolute.wrapping_sub(self.last_wall_ns);
+            self.last_wall_ns = absolute;
+        }
+        self.scratch.clear();
+        codec::encode_into(&record, &mut self.scratch)?;
+        let body = &self.scratch;
+        frame_into(&mut self.buf, |o| o.extend_from_slice(body));
         Ok(())
     }
 
-    /// Hands the event's records to the OS and forces them to disk as the policy says.
-    pub fn commit(&mut self) -> Result<(), RecordError> {
+    fn write_out(&mut self) -> Result<(), RecordError> {
         let Some(file) = self.file.as_mut() else {
             self.buf.clear();
             return Ok(());
@@ -290,28 +392,70 @@ impl LogWriter {
             }
             self.bytes += self.buf.len() as u64;
             self.buf.clear();
-        }
-        let due = match self.fsync {
-            Fsync::Always => true,
-            Fsync::Batch { interval } => self.last_sync.elapsed() >= interval,
-            Fsync::Never => false,
-        };
-        if due {
-            if let Err(e) = file.sync_data() {
-                return self.fail(format!("syncing {}: {e}", self.path.display()));
+            if let Some(s) = &self.syncer {
+                s.dirty.store(true, Ordering::Release);
             }
-            self.last_sync = Instant::now();
+        }
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Called after every event, before its outputs are released.
+    pub fn commit(&mut self) -> Result<(), RecordError> {
+        if let Some(err) = self.syncer.as_ref().and_then(Syncer::error) {
+            return self.fail(format!("syncing {}: {err}", self.path.display()));
+        }
+        let interval = match self.fsync {
+            Fsync::Always => {
+                self.write_out()?;
+                if let Some(file) = self.file.as_mut() {
+                    if let Err(e) = file.sync_data() {
+                        return self.fail(format!("syncing {}: {e}", self.path.display()));
+                    }
+                }
+                return Ok(());
+            }
+            Fsync::Batch { interval } => interval,
+            Fsync::Never => NEVER_WRITE_INTERVAL,
+        };
+        if self.buf.len() >= WRITE_BATCH_BYTES || self.last_write.elapsed() >= interval {
+            self.write_out()?;
         }
         Ok(())
     }
 
-    /// Time until the next group commit is due, for the event loop's wait.
-    pub fn next_sync_in(&self) -> Option<Duration> {
-        match self.fsync {
-            Fsync::Batch { interval } if self.file.is_some() => {
-                Some(interval.saturating_sub(self.last_sync.elapsed()))
+    /// Writes (and for `Always` and `Batch`, fsyncs) everything now: at a clean stop.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        self.write_out()?;
+        if !matches!(self.fsync, Fsync::Never) {
+            if let Some(file) = self.file.as_mut() {
+                if let Err(e) = file.sync_data() {
+                    return self.fail(format!("syncing {}: {e}", self.path.display()));
+                }
             }
-            _ => None,
+        }
+        if let Some(mut s) = self.syncer.take() {
+            s.finish();
+        }
+        Ok(())
+    }
+
+    /// Time until buffered records are due to be written, for the event loop's wait.
+    pub fn next_write_in(&self) -> Option<Duration> {
+        let interval = match self.fsync {
+            Fsync::Always => return None,
+            Fsync::Batch { interval } => interval,
+            Fsync::Never => NEVER_WRITE_INTERVAL,
+        };
+        (self.file.is_some() && !self.buf.is_empty())
+            .then(|| interval.saturating_sub(self.last_write.elapsed()))
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.syncer.take() {
+            s.finish();
         }
     }
 }
@@ -392,12 +536,19 @@ pub fn read_log(path: &Path) -> Result<Log, LogError> {
     };
     let mut records = Vec::new();
     let mut tail = None;
+    let mut last_wall_ns = 0u64;
     loop {
         let start = offset;
         match read_frame(&mut input, &mut body, &mut offset) {
             Ok(false) => break,
             Ok(true) => match codec::decode::<LogRecord>(&body) {
-                Ok(r) => records.push(r),
+                Ok(mut r) => {
+                    if let Some(wall) = r.wall_mut() {
+                        *wall = wall.wrapping_add(last_wall_ns);
+                        last_wall_ns = *wall;
+                    }
+                    records.push(r)
+                }
                 Err(e) => {
                     let _ = e; // the offset and index locate the bad frame
                     let kind = TailErrorKind::BadRecord(retrace_sim::trace::BodyError::Malformed(

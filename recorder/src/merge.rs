@@ -18,7 +18,7 @@ use retrace_sim::codec;
 use retrace_sim::trace::{Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
 use retrace_sim::{NodeId, RequestId, TimerId};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::path::Path;
 
 /// What the merge did, and what it could not use.
@@ -66,6 +66,20 @@ struct Step {
     wall_ns: u64,
     input: Input,
     outputs: Vec<LogRecord>,
+}
+
+impl Step {
+    /// The id of the message a `Send` output of this step carries.
+    fn sent_id(&self, output: &LogRecord) -> Option<MsgId> {
+        match output {
+            LogRecord::Send { seq, .. } => Some(MsgId {
+                node: self.node,
+                incarnation: self.incarnation,
+                seq: *seq,
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn storage_digest(entries: &[(String, Vec<u8>)]) -> u64 {
@@ -201,21 +215,16 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
     let mut report = MergeReport::default();
     let mut per_node = load_steps(dir, &manifest, &mut report);
 
-    // Where each message was sent: (node, step position).
-    let mut sent_by: BTreeMap<MsgId, (usize, usize)> = BTreeMap::new();
-    for (node, steps) in per_node.iter().enumerate() {
-        for (pos, step) in steps.iter().enumerate() {
-            for o in &step.outputs {
-                if let LogRecord::Send { id, .. } = o {
-                    sent_by.insert(*id, (node, pos));
-                }
-            }
-        }
-    }
+    // Every message some log says was sent.
+    let sent: BTreeSet<MsgId> = per_node
+        .iter()
+        .flatten()
+        .flat_map(|step| step.outputs.iter().filter_map(|o| step.sent_id(o)))
+        .collect();
     // Deliveries: drop duplicates; those whose send is unknown become external inputs.
     let mut synthetic_request = u64::MAX;
     for steps in per_node.iter_mut() {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         steps.retain(|s| match &s.input {
             Input::Deliver { id, .. } => {
                 let first = seen.insert(*id);
@@ -234,7 +243,7 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
                 request_ids,
             } = &mut s.input
             {
-                if !sent_by.contains_key(id) {
+                if !sent.contains(id) {
                     report.black_box_messages += 1;
                     let request = request_ids.first().copied().unwrap_or_else(|| {
                         synthetic_request -= 1;
@@ -380,14 +389,15 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
         prev[node] = Some(index);
         for o in &step.outputs {
             match o {
-                LogRecord::Send {
-                    to,
-                    id: msg,
-                    digest,
-                } => {
+                LogRecord::Send { to, seq, digest } => {
+                    let msg = MsgId {
+                        node: step.node,
+                        incarnation: step.incarnation,
+                        seq: *seq,
+                    };
                     let i = trace.push(|e, out| e.send(out, NodeId(*to), *digest));
-                    send_index.insert(*msg, i);
-                    if let Some(receivers) = waiting_on_send.get(msg) {
+                    send_index.insert(msg, i);
+                    if let Some(receivers) = waiting_on_send.get(&msg) {
                         for &(rn, rp) in receivers {
                             blocked_by_send[rn][rp] = false;
                             if next_pos[rn] == rp {

@@ -103,7 +103,7 @@ struct RuntimeEnv<'a, M> {
 impl<M: serde::Serialize + std::fmt::Debug> RuntimeEnv<'_, M> {
     fn record(&mut self, r: LogRecord) {
         // Records are plain data: encoding cannot fail.
-        let _ = self.log.append(&r);
+        let _ = self.log.append(r);
     }
 }
 
@@ -136,7 +136,7 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
         *self.lamport += 1;
         self.record(LogRecord::Send {
             to: to.0,
-            id,
+            seq: id.seq,
             digest: codec::digest(&payload),
         });
         if to.index() >= self.node_count {
@@ -370,7 +370,7 @@ pub fn run_node<M: Model>(
     macro_rules! event {
         ($input:expr, $ids:expr, |$node:ident, $ctx:ident| $call:expr) => {{
             let event_index = log.next_index();
-            let _ = log.append(&$input);
+            let _ = log.append($input);
             let mut outbox = Vec::new();
             let mut replies = Vec::new();
             {
@@ -433,7 +433,7 @@ pub fn run_node<M: Model>(
             .map_or(Duration::from_millis(200), |(d, _)| {
                 d.saturating_duration_since(now)
             });
-        if let Some(sync_in) = log.next_sync_in() {
+        if let Some(sync_in) = log.next_write_in() {
             wait = wait.min(sync_in);
         }
         match rx.recv_timeout(wait) {
@@ -467,10 +467,12 @@ pub fn run_node<M: Model>(
                 }
             }
             Ok(Inbound::Request { msg, reply }) => {
+                // Unique per node and life, and small for the log's varints: the counter in
+                // the high bits, then 12 bits of incarnation and 12 of node id.
                 let request = RequestId(
-                    (u64::from(id.0 & 0xffff) << 48)
-                        | (u64::from(opts.incarnation & 0xffff) << 32)
-                        | next_request,
+                    (next_request << 24)
+                        | (u64::from(opts.incarnation & 0xfff) << 12)
+                        | u64::from(id.0 & 0xfff),
                 );
                 next_request += 1;
                 waiting.insert(request, reply);
@@ -515,10 +517,10 @@ pub fn run_node<M: Model>(
     }
 
     stop.store(true, Ordering::Relaxed);
-    let _ = log.append(&LogRecord::Stop {
+    let _ = log.append(LogRecord::Stop {
         wall_ns: wall_now_ns(),
     });
-    log.commit()?;
+    log.flush()?;
     summary.log_bytes = log.bytes();
     summary.recording = log.recording();
     Ok(summary)

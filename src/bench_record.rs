@@ -1,0 +1,143 @@
+//! `retrace bench record`: what recording costs a real cluster. A kv cluster (3 replicas)
+//! runs on loopback under a fixed closed-loop load, round after round, with recording off and
+//! on in turn, so that both modes see the same machine conditions.
+
+use crate::bench::BenchArgs;
+use crate::registry::Registry;
+use crate::summary::group;
+use retrace_recorder::launcher::{ClusterOptions, Load};
+use retrace_recorder::log::{read_log, LogRecord};
+use retrace_recorder::manifest::Manifest;
+use std::path::Path;
+use std::time::Duration;
+
+const SCENARIO: &str =
+    "# written by `retrace bench record`\nmodel = \"kv\"\nseed = 1\ntime_limit = \"1h\"\n\
+    [model_options]\nreplicas = 3\nclients = 3\nkeys = 64\n";
+
+struct Round {
+    recording: bool,
+    manifest: Manifest,
+    log_bytes: u64,
+    records: u64,
+    deliveries: u64,
+    payload_bytes: u64,
+}
+
+fn log_stats(dir: &Path, manifest: &Manifest) -> (u64, u64, u64, u64) {
+    let (mut bytes, mut records, mut deliveries, mut payload) = (0, 0, 0, 0);
+    for n in &manifest.nodes {
+        for inc in &n.incarnations {
+            let path = dir.join(&inc.log);
+            bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+            if let Ok(log) = read_log(&path) {
+                records += log.records.len() as u64;
+                for r in &log.records {
+                    if let LogRecord::Deliver { payload: p, .. }
+                    | LogRecord::External { payload: p, .. } = r
+                    {
+                        payload += p.len() as u64;
+                        deliveries += u64::from(matches!(r, LogRecord::Deliver { .. }));
+                    }
+                }
+            }
+        }
+    }
+    (bytes, records, deliveries, payload)
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = xs.collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
+    let dir = args.dir.join("record");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let scenario_path = dir.join("kv-bench.toml");
+    std::fs::write(&scenario_path, SCENARIO)
+        .map_err(|e| format!("{}: {e}", scenario_path.display()))?;
+    let file = scenario_path.display().to_string();
+    let entry = registry.get("kv").ok_or("the kv model is not registered")?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    println!(
+        "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {}, {} rounds of {}s",
+        args.workers, args.fsync, args.rounds, args.round_seconds
+    );
+    let mut rounds = Vec::new();
+    for r in 0..args.rounds.max(2) {
+        let recording = r % 2 == 1;
+        let run_dir = dir.join(format!("round-{r}"));
+        let opts = ClusterOptions {
+            exe: exe.clone(),
+            scenario_path: scenario_path.clone(),
+            dir: run_dir.clone(),
+            duration: Duration::from_secs(args.round_seconds),
+            fsync: args.fsync.clone(),
+            batch_ms: 5,
+            record: recording,
+            strict: false,
+            load: Load::Closed {
+                workers: args.workers,
+            },
+        };
+        let manifest = entry.cluster(&file, SCENARIO, &opts)?;
+        let (log_bytes, records, deliveries, payload_bytes) = if recording {
+            log_stats(&run_dir, &manifest)
+        } else {
+            (0, 0, 0, 0)
+        };
+        let w = &manifest.workload;
+        println!(
+            "  round {r} recording {:<3}  {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
+            if recording { "on" } else { "off" },
+            w.throughput_per_s,
+            w.p50_us,
+            w.p99_us,
+            group(w.answered),
+            group(w.errors)
+        );
+        rounds.push(Round {
+            recording,
+            manifest,
+            log_bytes,
+            records,
+            deliveries,
+            payload_bytes,
+        });
+    }
+    let by = |on: bool| rounds.iter().filter(move |r| r.recording == on);
+    let tput = |on: bool| mean(by(on).map(|r| r.manifest.workload.throughput_per_s));
+    let p50 = |on: bool| mean(by(on).map(|r| r.manifest.workload.p50_us as f64));
+    let p99 = |on: bool| mean(by(on).map(|r| r.manifest.workload.p99_us as f64));
+    let (off_t, on_t) = (tput(false), tput(true));
+    println!("summary (means over rounds)");
+    println!(
+        "  recording off  {off_t:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+        p50(false),
+        p99(false)
+    );
+    println!(
+        "  recording on   {on_t:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+        p50(true),
+        p99(true)
+    );
+    println!(
+        "  cost           throughput {:+.1}%, p99 {:+.1}%",
+        (on_t / off_t.max(1e-9) - 1.0) * 100.0,
+        (p99(true) / p99(false).max(1e-9) - 1.0) * 100.0
+    );
+    let bytes: u64 = by(true).map(|r| r.log_bytes).sum();
+    let records: u64 = by(true).map(|r| r.records).sum();
+    let deliveries: u64 = by(true).map(|r| r.deliveries).sum();
+    let payload: u64 = by(true).map(|r| r.payload_bytes).sum();
+    println!(
+        "  log size       {:.1} B/record; {:.1} B per delivery = {:.1} B payload + {:.1} B other",
+        bytes as f64 / records.max(1) as f64,
+        bytes as f64 / deliveries.max(1) as f64,
+        payload as f64 / deliveries.max(1) as f64,
+        bytes.saturating_sub(payload) as f64 / deliveries.max(1) as f64
+    );
+    Ok(crate::cli::exit::OK)
+}
