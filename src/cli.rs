@@ -101,6 +101,7 @@ struct ShowArgs {
 /// Runs the CLI with the models of `registry`. Use this from your own binary to get
 /// retrace's commands for your own systems.
 pub fn main_with(registry: Registry) -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run(&registry, &args),
@@ -125,6 +126,24 @@ pub fn main_with(registry: Registry) -> ExitCode {
             ExitCode::from(exit::BAD_INPUT)
         }
     }
+}
+
+/// `retrace show trace | head` closes our stdout early. Rust ignores SIGPIPE, so `println!`
+/// panics instead of the process ending quietly as Unix tools do; end it quietly here.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn read_scenario(path: &Path) -> Result<String, String> {

@@ -184,6 +184,23 @@ fn repeated_sigkills_leave_readable_logs_and_lose_no_committed_record() {
         stdout(&o)
     );
     verify_and_merge(&dir);
+
+    // Replaying the incident against changed code shows where behaviour changes: the same
+    // logs verified as if the replicas had the ack-before-replicate bug.
+    let mut changed = manifest.clone();
+    changed.scenario_toml = changed
+        .scenario_toml
+        .replace("clients = 2", "clients = 2\nbug = \"ack-before-replicate\"");
+    assert_ne!(changed.scenario_toml, manifest.scenario_toml);
+    changed.write(&dir).unwrap();
+    let o = retrace(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(text.contains("MISMATCH  replica-"), "{text}");
+    assert!(
+        text.contains("expected (log):") && text.contains("actual (code):"),
+        "{text}"
+    );
 }
 
 fn wait_for_manifest(dir: &Path) -> Manifest {

@@ -81,14 +81,23 @@ impl<M: Message> ReplayEnv<'_, M> {
                 Some(r.clone())
             }
             other => {
-                let expected = other.map_or_else(
-                    || "no further output in this step".to_string(),
-                    |r| format!("{r:?}"),
-                );
+                let expected =
+                    other.map_or_else(|| "no further output in this step".to_string(), show);
                 self.mismatch = Some((self.cursor, expected, actual));
                 None
             }
         }
+    }
+}
+
+/// A recorded output in the same words the code's actual output is described in.
+fn show(r: &LogRecord) -> String {
+    match r {
+        LogRecord::Send { to, digest, .. } => format!("Send {{ to: {to}, digest: {digest:016x} }}"),
+        LogRecord::Respond { request, digest } => {
+            format!("Respond {{ request: {request}, digest: {digest:016x} }}")
+        }
+        other => format!("{other:?}"),
     }
 }
 
@@ -219,7 +228,7 @@ pub fn verify_log<M: Model>(
                 other => {
                     return Err(mismatch(
                         i,
-                        format!("{other:?}"),
+                        show(other),
                         "no output: the step had already ended".into(),
                     ))
                 }
@@ -320,7 +329,7 @@ pub fn verify_log<M: Model>(
         }) {
             return Err(mismatch(
                 end,
-                format!("{extra:?}"),
+                show(extra),
                 "the step ended without this output".into(),
             ));
         }
