@@ -46,9 +46,15 @@ fn log_stats(dir: &Path, manifest: &Manifest) -> (u64, u64, u64, u64) {
     (bytes, records, deliveries, payload)
 }
 
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = xs.collect();
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+/// The median: one disturbed round on a shared machine should not move the figure.
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
@@ -108,11 +114,11 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
         });
     }
     let by = |on: bool| rounds.iter().filter(move |r| r.recording == on);
-    let tput = |on: bool| mean(by(on).map(|r| r.manifest.workload.throughput_per_s));
-    let p50 = |on: bool| mean(by(on).map(|r| r.manifest.workload.p50_us as f64));
-    let p99 = |on: bool| mean(by(on).map(|r| r.manifest.workload.p99_us as f64));
+    let tput = |on: bool| median(by(on).map(|r| r.manifest.workload.throughput_per_s));
+    let p50 = |on: bool| median(by(on).map(|r| r.manifest.workload.p50_us as f64));
+    let p99 = |on: bool| median(by(on).map(|r| r.manifest.workload.p99_us as f64));
     let (off_t, on_t) = (tput(false), tput(true));
-    println!("summary (means over rounds)");
+    println!("summary (medians over rounds)");
     println!(
         "  recording off  {off_t:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
         p50(false),

@@ -146,9 +146,29 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
-fn read_scenario(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read scenario: {e}", path.display()))
+/// A scenario file read, with the registered model it names.
+pub(crate) struct LoadedScenario<'r> {
+    pub file: String,
+    pub source: String,
+    pub entry: &'r dyn ModelEntry,
+}
+
+/// Reads a scenario file and finds its model; errors name the file (and the place).
+pub(crate) fn load_scenario<'r>(
+    registry: &'r Registry,
+    path: &Path,
+) -> Result<LoadedScenario<'r>, String> {
+    let file = path.display().to_string();
+    let source =
+        std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
+    let entry = registry
+        .for_scenario(&file, &source)
+        .map_err(|e| e.to_string())?;
+    Ok(LoadedScenario {
+        file,
+        source,
+        entry,
+    })
 }
 
 fn default_trace_path(scenario: &Path, seed: u64) -> PathBuf {
@@ -169,11 +189,11 @@ fn create_trace_file(path: &Path) -> Result<File, String> {
 }
 
 fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
-    let file = args.scenario.display().to_string();
-    let source = read_scenario(&args.scenario)?;
-    let entry: &dyn ModelEntry = registry
-        .for_scenario(&file, &source)
-        .map_err(|e| e.to_string())?;
+    let LoadedScenario {
+        file,
+        source,
+        entry,
+    } = load_scenario(registry, &args.scenario)?;
     let info = entry
         .check(&file, &source, args.seed)
         .map_err(|e| e.to_string())?;

@@ -1,6 +1,6 @@
 //! The recording commands: `node`, `cluster`, `client`, `merge`, `verify`.
 
-use crate::cli::exit;
+use crate::cli::{exit, load_scenario, LoadedScenario};
 use crate::registry::Registry;
 use crate::summary::{bytes, group};
 use clap::Args;
@@ -102,12 +102,11 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 }
 
 pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
-    let file = args.scenario.display().to_string();
-    let source = std::fs::read_to_string(&args.scenario)
-        .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
-    let entry = registry
-        .for_scenario(&file, &source)
-        .map_err(|e| e.to_string())?;
+    let LoadedScenario {
+        file,
+        source,
+        entry,
+    } = load_scenario(registry, &args.scenario)?;
     let opts = NodeOptions {
         id: NodeId(args.id),
         incarnation: args.incarnation,
@@ -143,12 +142,11 @@ pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
 }
 
 pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
-    let file = args.scenario.display().to_string();
-    let source = std::fs::read_to_string(&args.scenario)
-        .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
-    let entry = registry
-        .for_scenario(&file, &source)
-        .map_err(|e| e.to_string())?;
+    let LoadedScenario {
+        file,
+        source,
+        entry,
+    } = load_scenario(registry, &args.scenario)?;
     let info = entry
         .check(&file, &source, None)
         .map_err(|e| e.to_string())?;
