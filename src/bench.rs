@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// (record) Log durability policy
     #[arg(long, default_value = "batch")]
     pub(crate) fsync: String,
+    /// (record) Group-commit interval for --fsync batch, in milliseconds
+    #[arg(long, default_value_t = 20)]
+    pub(crate) batch_ms: u64,
     /// (sim) Ping-pong deliveries to simulate per measurement
     #[arg(long, default_value_t = 5_000_000)]
     pub(crate) deliveries: u64,

@@ -68,8 +68,8 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
     let entry = registry.get("kv").ok_or("the kv model is not registered")?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     println!(
-        "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {}, {} rounds of {}s",
-        args.workers, args.fsync, args.rounds, args.round_seconds
+        "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",
+        args.workers, args.fsync, args.batch_ms, args.rounds, args.round_seconds
     );
     let mut rounds = Vec::new();
     for r in 0..args.rounds.max(2) {
@@ -81,7 +81,7 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
             dir: run_dir.clone(),
             duration: Duration::from_secs(args.round_seconds),
             fsync: args.fsync.clone(),
-            batch_ms: 5,
+            batch_ms: args.batch_ms,
             record: recording,
             strict: false,
             load: Load::Closed {

@@ -38,7 +38,7 @@ pub struct NodeArgs {
     #[arg(long, default_value = "batch")]
     fsync: String,
     /// Group-commit interval for --fsync batch, in milliseconds
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     batch_ms: u64,
     /// Stop the node if recording fails (default: warn, stop recording, keep serving)
     #[arg(long)]
@@ -59,7 +59,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value = "batch")]
     fsync: String,
     /// Group-commit interval for --fsync batch, in milliseconds
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     batch_ms: u64,
     /// Run the nodes without recording (for comparison)
     #[arg(long)]
