@@ -283,6 +283,8 @@ pub fn event_line(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> St
             message,
         } => format!("after #{step}: {invariant}: {message}"),
         Record::End { outcome } => outcome_text(*outcome).to_string(),
+        Record::Busy { ns } => format!("service time {}", format_ns(*ns)),
+        Record::Queued { ns } => format!("waited {} for the node", format_ns(*ns)),
     };
     format!(
         "{:>8} {:>13} {:<10} {:<12} {}",

@@ -28,6 +28,14 @@ pub struct LogHeader {
     pub writer: String,
 }
 
+/// Measured times of one step, in microseconds (small varints; the profiler needs no more):
+/// how long its input waited for the node, and how long its handler ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    pub queued_us: u64,
+    pub busy_us: u64,
+}
+
 /// One thing that crossed the node's boundary. Inputs carry wall-clock time (ns since the
 /// Unix epoch; in the file, as the difference from the previous timed record); outputs and
 /// clock readings belong to the input before them.
@@ -48,17 +56,20 @@ pub enum LogRecord {
         lamport: u64,
         request_ids: Vec<u64>,
         payload: Vec<u8>,
+        timing: Timing,
     },
     Timer {
         wall_ns: u64,
         timer: u64,
         tag: u64,
         request_ids: Vec<u64>,
+        timing: Timing,
     },
     External {
         wall_ns: u64,
         request: u64,
         payload: Vec<u8>,
+        timing: Timing,
     },
     ClockRead {
         value_ns: u64,
@@ -116,6 +127,16 @@ impl LogRecord {
             | LogRecord::External { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(wall_ns),
+            _ => None,
+        }
+    }
+
+    /// The measured timing an input carries.
+    pub fn timing_mut(&mut self) -> Option<&mut Timing> {
+        match self {
+            LogRecord::Deliver { timing, .. }
+            | LogRecord::Timer { timing, .. }
+            | LogRecord::External { timing, .. } => Some(timing),
             _ => None,
         }
     }

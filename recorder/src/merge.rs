@@ -11,7 +11,7 @@
 //! was not recorded become external inputs at their receivers. Deliveries duplicated by
 //! reconnects are dropped by message id.
 
-use crate::log::{read_log, LogRecord};
+use crate::log::{read_log, LogRecord, Timing};
 use crate::manifest::Manifest;
 use crate::wire::MsgId;
 use retrace_sim::codec;
@@ -59,6 +59,8 @@ enum Input {
 }
 
 struct Step {
+    /// Measured waiting and handler time of the step (recorded runs).
+    timing: Timing,
     node: u32,
     incarnation: u32,
     /// Position in the node's program order.
@@ -126,8 +128,9 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
                 ));
             }
             let mut last_wall = 0;
-            for record in log.records {
+            for mut record in log.records {
                 let wall = record.wall_ns();
+                let timing = record.timing_mut().copied().unwrap_or_default();
                 let input = match record {
                     LogRecord::Start {
                         seed,
@@ -180,6 +183,7 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
                 if let Some(input) = input {
                     let local = steps.len();
                     steps.push(Step {
+                        timing,
                         node: node as u32,
                         incarnation: inc as u32,
                         local,
@@ -195,6 +199,7 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
             if killed {
                 let local = steps.len();
                 steps.push(Step {
+                    timing: Timing::default(),
                     node: node as u32,
                     incarnation: inc as u32,
                     local,
@@ -387,6 +392,13 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
             Input::Crash => trace.push(|e, o| e.crash(o, id, now, p)),
         };
         prev[node] = Some(index);
+        let (queued_ns, busy_ns) = (step.timing.queued_us * 1000, step.timing.busy_us * 1000);
+        if queued_ns > 0 {
+            trace.push(|e, out| e.queued(out, queued_ns));
+        }
+        if busy_ns > 0 {
+            trace.push(|e, out| e.busy(out, busy_ns));
+        }
         for o in &step.outputs {
             match o {
                 LogRecord::Send { to, seq, digest } => {

@@ -9,7 +9,7 @@
 
 use crate::client;
 use crate::durable::DurableFile;
-use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError};
+use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
 use crate::net::{self, PeerLink};
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
@@ -61,8 +61,13 @@ pub struct NodeSummary {
 }
 
 enum Inbound<M> {
-    Peer(Envelope),
-    Request { msg: M, reply: Sender<Vec<u8>> },
+    /// A message, with when its frame was read off the connection.
+    Peer(Envelope, Instant),
+    Request {
+        msg: M,
+        reply: Sender<Vec<u8>>,
+        received: Instant,
+    },
     Shutdown,
 }
 
@@ -87,7 +92,7 @@ struct RuntimeEnv<'a, M> {
     incarnation: u32,
     peers: &'a [NodeId],
     node_count: usize,
-    log: &'a mut LogWriter,
+    outputs: Vec<LogRecord>,
     rng: &'a mut SimRng,
     storage: &'a mut Storage,
     timers: &'a mut Timers,
@@ -101,9 +106,10 @@ struct RuntimeEnv<'a, M> {
 }
 
 impl<M: serde::Serialize + std::fmt::Debug> RuntimeEnv<'_, M> {
+    /// Outputs wait here until the handler returns: the input record, which carries the
+    /// handler's measured time, goes first.
     fn record(&mut self, r: LogRecord) {
-        // Records are plain data: encoding cannot fail.
-        let _ = self.log.append(r);
+        self.outputs.push(r);
     }
 }
 
@@ -212,6 +218,9 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
     fn detach(&mut self) {
         self.request_ids.clear();
     }
+    fn busy(&mut self, _duration: Duration) {
+        // Real handlers take real time, which the runtime measures and records.
+    }
 }
 
 fn serve_clients<M: retrace_sim::Message>(
@@ -245,7 +254,7 @@ fn serve_clients<M: retrace_sim::Message>(
                                 .into_bytes(),
                             Ok(msg) => {
                                 let (rtx, rrx) = mpsc::channel();
-                                if tx.send(Inbound::Request { msg, reply: rtx }).is_err() {
+                                if tx.send(Inbound::Request { msg, reply: rtx, received: Instant::now() }).is_err() {
                                     return;
                                 }
                                 rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
@@ -294,7 +303,7 @@ pub fn run_node<M: Model>(
     let peer_tx = tx.clone();
     net::serve_peers(
         peer_listener,
-        move |_, _, env| peer_tx.send(Inbound::Peer(env)).is_ok(),
+        move |_, _, env| peer_tx.send(Inbound::Peer(env, Instant::now())).is_ok(),
         name.clone(),
         stop.clone(),
     );
@@ -370,7 +379,9 @@ pub fn run_node<M: Model>(
     macro_rules! event {
         ($input:expr, $ids:expr, |$node:ident, $ctx:ident| $call:expr) => {{
             let event_index = log.next_index();
-            let _ = log.append($input);
+            let mut input = $input;
+            let started = Instant::now();
+            let outputs;
             let mut outbox = Vec::new();
             let mut replies = Vec::new();
             {
@@ -379,7 +390,7 @@ pub fn run_node<M: Model>(
                     incarnation: opts.incarnation,
                     peers: &peers,
                     node_count: n,
-                    log: &mut log,
+                    outputs: Vec::new(),
                     rng: &mut rng,
                     storage: &mut storage,
                     timers: &mut timers,
@@ -391,9 +402,20 @@ pub fn run_node<M: Model>(
                     replies: &mut replies,
                     _msg: std::marker::PhantomData,
                 };
-                let $ctx = &mut Ctx::new(&mut env);
-                let $node = &mut node;
-                $call;
+                {
+                    let $ctx = &mut Ctx::new(&mut env);
+                    let $node = &mut node;
+                    $call;
+                }
+                outputs = std::mem::take(&mut env.outputs);
+            }
+            if let Some(t) = input.timing_mut() {
+                t.busy_us = started.elapsed().as_micros() as u64;
+            }
+            // Records are plain data: encoding cannot fail.
+            let _ = log.append(input);
+            for o in outputs {
+                let _ = log.append(o);
             }
             if storage.syncs() != persisted_syncs {
                 if let Err(e) = durable.store(storage.synced()) {
@@ -437,7 +459,7 @@ pub fn run_node<M: Model>(
             wait = wait.min(sync_in);
         }
         match rx.recv_timeout(wait) {
-            Ok(Inbound::Peer(env)) => {
+            Ok(Inbound::Peer(env, received)) => {
                 let sender = (env.id.node, env.id.incarnation);
                 if last_seen.get(&sender).is_some_and(|&seq| env.id.seq <= seq) {
                     summary.duplicates_dropped += 1;
@@ -459,6 +481,10 @@ pub fn run_node<M: Model>(
                                 lamport: env.lamport,
                                 request_ids: env.request_ids,
                                 payload: env.payload,
+                                timing: Timing {
+                                    queued_us: received.elapsed().as_micros() as u64,
+                                    busy_us: 0,
+                                },
                             };
                             summary.delivered += 1;
                             event!(input, ids, |state, ctx| state.on_message(ctx, from, msg));
@@ -466,7 +492,11 @@ pub fn run_node<M: Model>(
                     }
                 }
             }
-            Ok(Inbound::Request { msg, reply }) => {
+            Ok(Inbound::Request {
+                msg,
+                reply,
+                received,
+            }) => {
                 // Unique per node and life, and small for the log's varints: the counter in
                 // the high bits, then 12 bits of incarnation and 12 of node id.
                 let request = RequestId(
@@ -481,6 +511,10 @@ pub fn run_node<M: Model>(
                     wall_ns: wall_now_ns(),
                     request: request.0,
                     payload,
+                    timing: Timing {
+                        queued_us: received.elapsed().as_micros() as u64,
+                        busy_us: 0,
+                    },
                 };
                 summary.external += 1;
                 event!(input, vec![request], |state, ctx| state
@@ -506,6 +540,10 @@ pub fn run_node<M: Model>(
                 timer,
                 tag,
                 request_ids: ids.iter().map(|r| r.0).collect(),
+                timing: Timing {
+                    queued_us: deadline.elapsed().as_micros() as u64,
+                    busy_us: 0,
+                },
             };
             event!(input, ids, |state, ctx| state.on_timer(
                 ctx,

@@ -93,6 +93,8 @@ pub trait Env<M> {
     fn respond(&mut self, msg: M);
     fn request_ids(&self) -> &[RequestId];
     fn detach(&mut self);
+    /// Models service time (see [`Ctx::busy`]). Runtimes that measure real time ignore it.
+    fn busy(&mut self, duration: Duration);
 }
 
 /// A node's only door to the world while it handles an event.
@@ -173,5 +175,13 @@ impl<'a, M> Ctx<'a, M> {
     /// request. Use it for watchdogs and periodic work re-armed inside a request.
     pub fn detach(&mut self) {
         self.env.detach()
+    }
+
+    /// Says this handler kept the node busy for `duration` (its service time) in the
+    /// simulator: messages sent after this call leave that much later, and inputs that arrive
+    /// while the node is busy wait in its queue. The real runtime measures handler time
+    /// instead and ignores this.
+    pub fn busy(&mut self, duration: Duration) {
+        self.env.busy(duration)
     }
 }

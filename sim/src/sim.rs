@@ -161,6 +161,16 @@ enum Pending<M> {
         ids: ReqIds,
     },
     WorkloadTick,
+    /// A request from the workload, for a node that was busy when it arrived.
+    External {
+        node: NodeId,
+        msg: M,
+    },
+    /// An input that arrived while its node was busy, waiting since `arrived_ns`.
+    Deferred {
+        item: Box<Pending<M>>,
+        arrived_ns: u64,
+    },
     Fault(FaultAction),
     Heal {
         id: u32,
@@ -187,6 +197,12 @@ struct Core<M> {
     next_request: u64,
     step_node: NodeId,
     step_ids: ReqIds,
+    /// Service time declared so far in the current step.
+    step_busy_ns: u64,
+    /// How long the current step's input waited for its node.
+    step_queued_ns: u64,
+    /// Per node: until when earlier handlers keep it busy.
+    busy_until: Vec<u64>,
     stats: Stats,
 }
 
@@ -232,7 +248,9 @@ impl<M: Message> Core<M> {
         send: u64,
         payload: InlinePayload,
     ) {
-        let at = self.now_ns + self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns);
+        let departs = self.now_ns.saturating_add(self.step_busy_ns);
+        let at =
+            departs.saturating_add(self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns));
         let ids = self.step_ids;
         self.queue.push(
             at,
@@ -372,6 +390,12 @@ impl<M: Message> Env<M> for Core<M> {
     fn detach(&mut self) {
         self.step_ids = ReqIds::default();
     }
+
+    fn busy(&mut self, duration: Duration) {
+        let ns = crate::ids::duration_ns(duration);
+        self.step_busy_ns = self.step_busy_ns.saturating_add(ns);
+        self.trace.push(|e, out| e.busy(out, ns));
+    }
 }
 
 /// A simulation of model `M` on one scenario. Build it with [`Simulation::new`], then
@@ -487,6 +511,9 @@ impl<M: Model> Simulation<M> {
             next_request: 0,
             step_node: NodeId(0),
             step_ids: ReqIds::default(),
+            step_busy_ns: 0,
+            step_queued_ns: 0,
+            busy_until: vec![0; n],
             stats: Stats::default(),
         };
         let mut sim = Simulation {
@@ -682,12 +709,68 @@ impl<M: Model> Simulation<M> {
     fn begin_step(&mut self, node: NodeId, ids: ReqIds, index: u64) {
         self.core.step_node = node;
         self.core.step_ids = ids;
+        self.core.step_busy_ns = 0;
         self.core.last_input[node.index()] = Some(index);
         self.core.stats.steps += 1;
+        let queued = std::mem::take(&mut self.core.step_queued_ns);
+        if queued > 0 {
+            self.core.trace.push(|e, out| e.queued(out, queued));
+        }
+    }
+
+    /// The node an input event is for, if `pending` is one that a busy node must queue.
+    fn queued_input_node(pending: &Pending<<M::Node as Node>::Msg>) -> Option<NodeId> {
+        match pending {
+            Pending::Deliver { to, .. } => Some(*to),
+            Pending::Timer { node, .. } | Pending::External { node, .. } => Some(*node),
+            Pending::Deferred { item, .. } => Self::queued_input_node(item),
+            _ => None,
+        }
+    }
+
+    /// Holds back an input whose node is still busy; returns it if the node is free.
+    fn wait_if_busy(
+        &mut self,
+        pending: Pending<<M::Node as Node>::Msg>,
+    ) -> Option<Pending<<M::Node as Node>::Msg>> {
+        let now = self.core.now_ns;
+        let Some(node) = Self::queued_input_node(&pending) else {
+            return Some(pending);
+        };
+        let free_at = self.core.busy_until[node.index()];
+        let (item, arrived_ns) = match pending {
+            Pending::Deferred { item, arrived_ns } => (*item, arrived_ns),
+            other => (other, now),
+        };
+        if free_at <= now || !self.core.up[node.index()] {
+            self.core.step_queued_ns = now - arrived_ns;
+            return Some(item);
+        }
+        let timer = match &item {
+            Pending::Timer { timer, .. } => Some(*timer),
+            _ => None,
+        };
+        let handle = self.core.queue.push(
+            free_at,
+            Pending::Deferred {
+                item: Box::new(item),
+                arrived_ns,
+            },
+        );
+        // A deferred timer can still be cancelled: it now lives under a new handle.
+        if let Some(t) = timer {
+            if let Some(entry) = self.core.timers.get_mut(&t) {
+                entry.1 = handle;
+            }
+        }
+        None
     }
 
     fn handle(&mut self, pending: Pending<<M::Node as Node>::Msg>) {
         let now = self.core.now_ns;
+        let Some(pending) = self.wait_if_busy(pending) else {
+            return;
+        };
         match pending {
             Pending::Boot { node } => self.boot(node, false),
             Pending::Fault(FaultAction::Restart { node }) => {
@@ -750,6 +833,8 @@ impl<M: Model> Simulation<M> {
                 self.check_invariants(node, index);
             }
             Pending::WorkloadTick => self.workload_tick(),
+            Pending::External { node, msg } => self.external(node, msg),
+            Pending::Deferred { .. } => unreachable!("wait_if_busy unwraps deferred inputs"),
             Pending::Fault(FaultAction::Crash {
                 node,
                 restart_after_ns,
@@ -765,6 +850,7 @@ impl<M: Model> Simulation<M> {
                 self.nodes[node.index()] = None;
                 self.core.storages[node.index()].crash();
                 self.core.cancel_timers_of(node);
+                self.core.busy_until[node.index()] = 0;
                 if let Some(after) = restart_after_ns {
                     self.core.queue.push(
                         now.saturating_add(after),
@@ -844,23 +930,7 @@ impl<M: Model> Simulation<M> {
         }
         if let Some((node, msg)) = M::request(&self.options, &mut self.workload_rng) {
             if node.index() < self.nodes.len() && self.core.up[node.index()] {
-                let request = RequestId(self.core.next_request);
-                self.core.next_request += 1;
-                let prev = self.core.last_input[node.index()];
-                let core = &mut self.core;
-                if core.trace.enabled() {
-                    core.encode_scratch(&msg);
-                }
-                let payload = &core.scratch;
-                let index = core
-                    .trace
-                    .push(|e, out| e.external(out, node, now, prev, request, payload));
-                core.stats.requests += 1;
-                self.begin_step(node, ReqIds::one(request), index);
-                if let Some(state) = self.nodes[node.index()].as_mut() {
-                    state.on_request(&mut Ctx::new(&mut self.core), msg);
-                }
-                self.check_invariants(node, index);
+                self.handle(Pending::External { node, msg });
             } else {
                 self.core.stats.requests_refused += 1;
             }
@@ -871,7 +941,38 @@ impl<M: Model> Simulation<M> {
         }
     }
 
+    /// A request from outside the cluster: a new request id, a step on `node`.
+    fn external(&mut self, node: NodeId, msg: <M::Node as Node>::Msg) {
+        let now = self.core.now_ns;
+        if !self.core.up[node.index()] {
+            self.core.stats.requests_refused += 1;
+            return;
+        }
+        let request = RequestId(self.core.next_request);
+        self.core.next_request += 1;
+        let prev = self.core.last_input[node.index()];
+        let core = &mut self.core;
+        if core.trace.enabled() {
+            core.encode_scratch(&msg);
+        }
+        let payload = &core.scratch;
+        let index = core
+            .trace
+            .push(|e, out| e.external(out, node, now, prev, request, payload));
+        core.stats.requests += 1;
+        self.begin_step(node, ReqIds::one(request), index);
+        if let Some(state) = self.nodes[node.index()].as_mut() {
+            state.on_request(&mut Ctx::new(&mut self.core), msg);
+        }
+        self.check_invariants(node, index);
+    }
+
     fn check_invariants(&mut self, node: NodeId, step_index: u64) {
+        // The step is over: its declared service time keeps the node busy from now on.
+        let busy = std::mem::take(&mut self.core.step_busy_ns);
+        if busy > 0 {
+            self.core.busy_until[node.index()] = self.core.now_ns.saturating_add(busy);
+        }
         let view = View {
             time_ns: self.core.now_ns,
             step_index,

@@ -195,6 +195,13 @@ pub enum Record {
     },
     /// The run ended.
     End { outcome: Outcome },
+    /// Output: the handler kept its node busy for `ns` (modelled with `ctx.busy`, or
+    /// measured in a recording): what it sends leaves that much later, and what arrives
+    /// meanwhile waits.
+    Busy { ns: u64 },
+    /// The step's input waited `ns` in the node's queue (behind earlier busy handlers)
+    /// before it was handled.
+    Queued { ns: u64 },
 }
 
 impl Record {
@@ -240,6 +247,8 @@ impl Record {
             Record::Respond { .. } => "respond",
             Record::Violation { .. } => "violation",
             Record::End { .. } => "end",
+            Record::Busy { .. } => "busy",
+            Record::Queued { .. } => "queued",
         }
     }
 }
@@ -274,6 +283,8 @@ mod tag {
     pub const RESPOND: u8 = 17;
     pub const VIOLATION: u8 = 18;
     pub const END: u8 = 19;
+    pub const BUSY: u8 = 20;
+    pub const QUEUED: u8 = 21;
 }
 
 /// Encodes record bodies (without framing) with delta state. The simulator's hot paths call
@@ -492,6 +503,16 @@ impl BodyEncoder {
         out.push(outcome.code());
     }
 
+    pub fn busy(&mut self, out: &mut Vec<u8>, ns: u64) {
+        out.push(tag::BUSY);
+        put_uvarint(out, ns);
+    }
+
+    pub fn queued(&mut self, out: &mut Vec<u8>, ns: u64) {
+        out.push(tag::QUEUED);
+        put_uvarint(out, ns);
+    }
+
     /// Encodes an owned record. `time_ns` is used only by timed records.
     pub fn record(&mut self, out: &mut Vec<u8>, time_ns: u64, record: &Record) {
         match record {
@@ -553,6 +574,8 @@ impl BodyEncoder {
                 message,
             } => self.violation(out, *step, invariant, message),
             Record::End { outcome } => self.end(out, time_ns, *outcome),
+            Record::Busy { ns } => self.busy(out, *ns),
+            Record::Queued { ns } => self.queued(out, *ns),
         }
     }
 }
@@ -775,6 +798,8 @@ impl BodyDecoder {
                 let outcome = Outcome::from_code(c.u8()?).ok_or(BodyError::Malformed("outcome"))?;
                 Record::End { outcome }
             }
+            tag::BUSY => Record::Busy { ns: c.uvarint()? },
+            tag::QUEUED => Record::Queued { ns: c.uvarint()? },
             other => return Err(BodyError::UnknownTag(other)),
         };
         if c.remaining() != 0 {
