@@ -50,6 +50,12 @@ enum Command {
     Run(RunArgs),
     /// Print a trace's records, one dense line each, and report any corruption
     Show(ShowArgs),
+    /// Re-execute a trace: report the first divergence from it, or OK
+    Replay(crate::replay_cli::ReplayArgs),
+    /// Show the events that causally precede (or follow) an event
+    Why(crate::replay_cli::WhyArgs),
+    /// Where requests spent their time: critical paths by node, link and kind
+    Profile(crate::replay_cli::ProfileArgs),
     /// Run a scenario's nodes as real processes on 127.0.0.1 and record them
     Cluster(crate::record_cli::ClusterArgs),
     /// Merge a recorded run's per-node logs into one trace
@@ -113,6 +119,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Ok(exit::OK)
         }
         Command::Bench(args) => crate::bench::run(&registry, &args),
+        Command::Replay(args) => crate::replay_cli::replay(&registry, &args),
+        Command::Why(args) => crate::replay_cli::why(&args),
+        Command::Profile(args) => crate::replay_cli::profile(&args),
         Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),
         Command::Merge(args) => crate::record_cli::merge(&args),
         Command::Verify(args) => crate::record_cli::verify(&registry, &args),

@@ -18,8 +18,11 @@ mod bench_record;
 pub mod cli;
 mod record_cli;
 pub mod registry;
+pub mod replay_cli;
+mod replay_run;
 pub mod summary;
 
 pub use retrace_models as models;
 pub use retrace_recorder as recorder;
+pub use retrace_replayer as replayer;
 pub use retrace_sim as sim;

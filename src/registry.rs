@@ -56,6 +56,12 @@ pub trait ModelEntry: Send + Sync {
     fn cluster(&self, file: &str, source: &str, opts: &ClusterOptions) -> Result<Manifest, String>;
     /// Re-executes every node log of a recorded run.
     fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String>;
+    /// Re-executes a trace of this model (see `retrace replay`).
+    fn replay(
+        &self,
+        trace: retrace_sim::Trace,
+        args: &crate::replay_cli::ReplayArgs,
+    ) -> Result<crate::replay_cli::ReplayOutcome, String>;
     /// Runs twice in memory and compares the traces.
     fn check_determinism(
         &self,
@@ -123,6 +129,14 @@ impl<M: Model> ModelEntry for Entry<M> {
     fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String> {
         let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
         verify_dir::<M>(dir, &s)
+    }
+
+    fn replay(
+        &self,
+        trace: retrace_sim::Trace,
+        args: &crate::replay_cli::ReplayArgs,
+    ) -> Result<crate::replay_cli::ReplayOutcome, String> {
+        crate::replay_run::replay::<M>(trace, args)
     }
 
     fn describe_message(&self, payload: &[u8]) -> String {

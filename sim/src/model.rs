@@ -85,6 +85,8 @@ pub trait Invariant<N>: 'static {
     fn name(&self) -> &str;
     /// `Err` with a human-readable explanation when the property is broken.
     fn check(&mut self, view: &View<'_, N>) -> Result<(), String>;
+    /// A copy with the same state, for the replayer's checkpoints (`Box::new(self.clone())`).
+    fn boxed_clone(&self) -> Box<dyn Invariant<N>>;
 }
 
 struct FnInvariant<F> {
@@ -92,10 +94,16 @@ struct FnInvariant<F> {
     check: F,
 }
 
-impl<N, F> Invariant<N> for FnInvariant<F>
+impl<N: 'static, F> Invariant<N> for FnInvariant<F>
 where
-    F: FnMut(&View<'_, N>) -> Result<(), String> + 'static,
+    F: FnMut(&View<'_, N>) -> Result<(), String> + Clone + 'static,
 {
+    fn boxed_clone(&self) -> Box<dyn Invariant<N>> {
+        Box::new(FnInvariant {
+            name: self.name.clone(),
+            check: self.check.clone(),
+        })
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -107,7 +115,7 @@ where
 /// An invariant from a closure.
 pub fn invariant<N: 'static>(
     name: &str,
-    check: impl FnMut(&View<'_, N>) -> Result<(), String> + 'static,
+    check: impl FnMut(&View<'_, N>) -> Result<(), String> + Clone + 'static,
 ) -> Box<dyn Invariant<N>> {
     Box::new(FnInvariant {
         name: name.to_string(),

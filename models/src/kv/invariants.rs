@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 /// a view is established (its store is the merge future views build on) and after every
 /// event while that primary leads. A deposed primary that has not heard of its successor is
 /// not checked: it can no longer gather a majority, so it can acknowledge nothing.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct AckedWritesDurable {
     /// The highest epoch any replica has been seen leading.
     established: u64,
@@ -78,6 +78,10 @@ impl AckedWritesDurable {
 impl Invariant<KvNode> for AckedWritesDurable {
     fn name(&self) -> &str {
         "acknowledged writes are durable and visible"
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Invariant<KvNode>> {
+        Box::new(self.clone())
     }
 
     fn check(&mut self, view: &View<'_, KvNode>) -> Result<(), String> {

@@ -1,0 +1,413 @@
+//! Where a request's time went: its critical path over the exact message edges, from the
+//! external request to the reply, split into service, queueing, network and timer waits per
+//! node and link; and the same across many requests, with percentiles and a time window.
+//!
+//! The path is walked backwards from the reply: each step was triggered by exactly one input
+//! (a delivery, a timer, or the request itself), so following triggers gives the chain of
+//! events that the reply waited for — no span-timing guesswork.
+
+use crate::causality::Causality;
+use crate::steps::Steps;
+use retrace_sim::trace::{Event, Record};
+use retrace_sim::{NodeId, RequestId};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A bound on hops per critical path: a path can be no longer than the run.
+const MAX_HOPS: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A handler's service time (from `ctx.busy`, or measured).
+    Service,
+    /// Waiting in a node's queue behind earlier work.
+    Queueing,
+    /// A message in flight.
+    Network,
+    /// Waiting for a timer.
+    Timer,
+}
+
+/// Where a piece of time was spent: a node, or a link `from -> to`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Place {
+    pub kind: Kind,
+    pub node: String,
+    /// Set for network time: the sending node (`node` is the receiver).
+    pub from: Option<String>,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            Kind::Service => "service",
+            Kind::Queueing => "queueing",
+            Kind::Network => "network",
+            Kind::Timer => "timer",
+        };
+        match &self.from {
+            Some(from) => write!(f, "{kind} {from}->{}", self.node),
+            None => write!(f, "{kind} at {}", self.node),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Hop {
+    pub place: Place,
+    pub ns: u64,
+    /// The step (trace index of its input) where this time ended.
+    pub event: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestProfile {
+    pub request: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub latency_ns: u64,
+    /// The critical path, in time order.
+    pub path: Vec<Hop>,
+    /// Steps of the request off the critical path, their service time, and the least slack
+    /// among them (how much later the earliest-to-matter of them could have finished).
+    pub off_path_steps: usize,
+    pub off_path_service_ns: u64,
+    pub min_slack_ns: Option<u64>,
+}
+
+impl RequestProfile {
+    /// Time per place on the critical path.
+    pub fn by_place(&self) -> BTreeMap<Place, u64> {
+        let mut m = BTreeMap::new();
+        for h in &self.path {
+            *m.entry(h.place.clone()).or_insert(0) += h.ns;
+        }
+        m
+    }
+}
+
+/// Per-step timing facts read off the trace.
+struct Timing<'a> {
+    events: &'a [Event],
+    steps: &'a Steps,
+    names: &'a [String],
+}
+
+impl Timing<'_> {
+    fn name(&self, n: NodeId) -> String {
+        self.names
+            .get(n.index())
+            .cloned()
+            .unwrap_or_else(|| n.to_string())
+    }
+
+    fn queued(&self, s: usize) -> u64 {
+        let st = &self.steps.steps[s];
+        self.events[st.input + 1..st.end]
+            .iter()
+            .find_map(|e| match e.record {
+                Record::Queued { ns } => Some(ns),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Service time spent in step `s` before record `at` (or all of it).
+    fn busy_before(&self, s: usize, at: Option<usize>) -> u64 {
+        let st = &self.steps.steps[s];
+        let end = at.unwrap_or(st.end).min(st.end);
+        self.events[st.input + 1..end]
+            .iter()
+            .map(|e| match e.record {
+                Record::Busy { ns } => ns,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn arrival(&self, s: usize) -> u64 {
+        self.steps.steps[s].time_ns.saturating_sub(self.queued(s))
+    }
+}
+
+/// Profiles every request that has both its external request and a reply in the trace.
+pub struct Profiler<'a> {
+    t: Timing<'a>,
+    causality: &'a Causality,
+    /// Request -> (its external step, the step with its last reply, the reply's record).
+    ends: BTreeMap<RequestId, (usize, usize, usize)>,
+}
+
+impl<'a> Profiler<'a> {
+    pub fn new(
+        events: &'a [Event],
+        steps: &'a Steps,
+        causality: &'a Causality,
+        names: &'a [String],
+    ) -> Self {
+        let mut starts: BTreeMap<RequestId, usize> = BTreeMap::new();
+        let mut replies: BTreeMap<RequestId, (usize, usize)> = BTreeMap::new();
+        for (s, st) in steps.steps.iter().enumerate() {
+            if let Record::External { request, .. } = events[st.input].record {
+                starts.entry(request).or_insert(s);
+            }
+            for (i, e) in events.iter().enumerate().take(st.end).skip(st.input + 1) {
+                if let Record::Respond { request, .. } = e.record {
+                    replies.insert(request, (s, i));
+                }
+            }
+        }
+        let ends = starts
+            .into_iter()
+            .filter_map(|(r, start)| replies.get(&r).map(|&(s, i)| (r, (start, s, i))))
+            .collect();
+        Profiler {
+            t: Timing {
+                events,
+                steps,
+                names,
+            },
+            causality,
+            ends,
+        }
+    }
+
+    /// Requests that completed, in id order.
+    pub fn requests(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.ends.keys().copied()
+    }
+
+    pub fn request(&self, r: RequestId) -> Option<RequestProfile> {
+        let &(start, end, reply) = self.ends.get(&r)?;
+        let t = &self.t;
+        let st = &t.steps.steps;
+        let end_ns = st[end].time_ns + t.busy_before(end, Some(reply));
+        let mut path: Vec<Hop> = Vec::new();
+        let node_place = |kind, n: NodeId| Place {
+            kind,
+            node: t.name(n),
+            from: None,
+        };
+        // The reply leaves after the service the final step did before it.
+        path.push(Hop {
+            place: node_place(Kind::Service, st[end].node),
+            ns: t.busy_before(end, Some(reply)),
+            event: st[end].input,
+        });
+        let mut on_path = vec![end];
+        let mut s = end;
+        for _ in 0..MAX_HOPS {
+            let queued = t.queued(s);
+            path.push(Hop {
+                place: node_place(Kind::Queueing, st[s].node),
+                ns: queued,
+                event: st[s].input,
+            });
+            if s == start {
+                break;
+            }
+            let record = &t.events[st[s].input].record;
+            let (p, at, kind) = match record {
+                Record::Deliver { send, .. } => {
+                    match t.steps.step_of.get(*send as usize).copied().flatten() {
+                        Some(p) => (p, *send as usize, Kind::Network),
+                        None => break,
+                    }
+                }
+                Record::Timer { set, .. } => {
+                    match t.steps.step_of.get(*set as usize).copied().flatten() {
+                        Some(p) => (p, *set as usize, Kind::Timer),
+                        None => break,
+                    }
+                }
+                _ => break, // an external input that is not this request's start
+            };
+            let departs = st[p].time_ns + t.busy_before(p, Some(at));
+            let wait = t.arrival(s).saturating_sub(departs);
+            let place = match kind {
+                Kind::Network => Place {
+                    kind,
+                    node: t.name(st[s].node),
+                    from: Some(t.name(st[p].node)),
+                },
+                _ => node_place(kind, st[s].node),
+            };
+            path.push(Hop {
+                place,
+                ns: wait,
+                event: st[s].input,
+            });
+            path.push(Hop {
+                place: node_place(Kind::Service, st[p].node),
+                ns: t.busy_before(p, Some(at)),
+                event: st[p].input,
+            });
+            on_path.push(p);
+            s = p;
+        }
+        path.retain(|h| h.ns > 0);
+        path.reverse();
+        let start_ns = t.arrival(start);
+        // Off-path work of the same request.
+        on_path.sort_unstable();
+        let mut off_steps = 0;
+        let mut off_service = 0;
+        let mut min_slack: Option<u64> = None;
+        for &o in self.causality.request(r) {
+            if on_path.binary_search(&o).is_ok() {
+                continue;
+            }
+            off_steps += 1;
+            let busy = t.busy_before(o, None);
+            off_service += busy;
+            let done = st[o].time_ns + busy;
+            if done <= end_ns {
+                let slack = end_ns - done;
+                min_slack = Some(min_slack.map_or(slack, |m| m.min(slack)));
+            }
+        }
+        Some(RequestProfile {
+            request: r.0,
+            start_ns,
+            end_ns,
+            latency_ns: end_ns.saturating_sub(start_ns),
+            path,
+            off_path_steps: off_steps,
+            off_path_service_ns: off_service,
+            min_slack_ns: min_slack,
+        })
+    }
+
+    /// Profiles of every completed request starting in `[from, to)`.
+    pub fn all(&self, window: Option<(u64, u64)>) -> Vec<RequestProfile> {
+        self.requests()
+            .filter_map(|r| self.request(r))
+            .filter(|p| window.is_none_or(|(a, b)| p.start_ns >= a && p.start_ns < b))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentiles {
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    pub mean_ns: u64,
+}
+
+pub fn percentiles(values: &mut [u64]) -> Percentiles {
+    values.sort_unstable();
+    let at = |p: f64| {
+        if values.is_empty() {
+            0
+        } else {
+            values[((values.len() as f64 - 1.0) * p).round() as usize]
+        }
+    };
+    let mean = if values.is_empty() {
+        0
+    } else {
+        values.iter().sum::<u64>() / values.len() as u64
+    };
+    Percentiles {
+        p50_ns: at(0.5),
+        p90_ns: at(0.9),
+        p99_ns: at(0.99),
+        max_ns: at(1.0),
+        mean_ns: mean,
+    }
+}
+
+/// Where the time of many requests went.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub requests: usize,
+    pub latency: Percentiles,
+    /// Per place: the distribution of its per-request time (requests that never touch a
+    /// place count as zero), most total time first.
+    pub places: Vec<(Place, Percentiles, u64)>,
+}
+
+pub fn summarize(profiles: &[RequestProfile]) -> Summary {
+    let mut latency: Vec<u64> = profiles.iter().map(|p| p.latency_ns).collect();
+    let mut per_place: BTreeMap<Place, Vec<u64>> = BTreeMap::new();
+    for (i, p) in profiles.iter().enumerate() {
+        for (place, ns) in p.by_place() {
+            let v = per_place
+                .entry(place)
+                .or_insert_with(|| vec![0; profiles.len()]);
+            v[i] = ns;
+        }
+    }
+    let mut places: Vec<(Place, Percentiles, u64)> = per_place
+        .into_iter()
+        .map(|(place, mut v)| {
+            let total = v.iter().sum();
+            (place, percentiles(&mut v), total)
+        })
+        .collect();
+    places.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    Summary {
+        requests: profiles.len(),
+        latency: percentiles(&mut latency),
+        places,
+    }
+}
+
+/// A window against the rest of the run: where the extra time went, and whom it hit.
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowComparison {
+    pub window: Summary,
+    pub rest: Summary,
+    /// Per place: mean time per request inside the window minus outside, largest first.
+    pub extra: Vec<(Place, i64)>,
+    /// The window's slowest requests: id, latency, and the place that took most of it.
+    pub hit: Vec<(u64, u64, Place)>,
+}
+
+pub fn compare_window(profiles: &[RequestProfile], from_ns: u64, to_ns: u64) -> WindowComparison {
+    let (inside, outside): (Vec<RequestProfile>, Vec<RequestProfile>) = profiles
+        .iter()
+        .cloned()
+        .partition(|p| p.start_ns >= from_ns && p.start_ns < to_ns);
+    let window = summarize(&inside);
+    let rest = summarize(&outside);
+    let mean_of = |s: &Summary, place: &Place| {
+        s.places
+            .iter()
+            .find(|(p, _, _)| p == place)
+            .map_or(0, |(_, pc, _)| pc.mean_ns as i64)
+    };
+    let mut places: Vec<Place> = window
+        .places
+        .iter()
+        .chain(&rest.places)
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    places.sort();
+    places.dedup();
+    let mut extra: Vec<(Place, i64)> = places
+        .into_iter()
+        .map(|p| (p.clone(), mean_of(&window, &p) - mean_of(&rest, &p)))
+        .collect();
+    extra.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut hit: Vec<(u64, u64, Place)> = inside
+        .iter()
+        .filter_map(|p| {
+            p.by_place()
+                .into_iter()
+                .max_by_key(|(_, ns)| *ns)
+                .map(|(place, _)| (p.request, p.latency_ns, place))
+        })
+        .collect();
+    hit.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    hit.truncate(20);
+    WindowComparison {
+        window,
+        rest,
+        extra,
+        hit,
+    }
+}

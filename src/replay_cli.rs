@@ -1,0 +1,371 @@
+//! The replayer's commands: `replay`, `why`, `profile`.
+
+use crate::cli::exit;
+use crate::registry::Registry;
+use crate::summary::{event_line, group, rate};
+use clap::Args;
+use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProfile, Summary};
+use retrace_replayer::{Causality, Steps};
+use retrace_sim::scenario::parse_duration_ns;
+use retrace_sim::{format_ns, RequestId, Trace};
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The trace to re-execute
+    pub(crate) trace: PathBuf,
+    /// No terminal UI: re-execute, report divergence or OK (the only mode until the TUI lands)
+    #[arg(long)]
+    pub(crate) headless: bool,
+    /// Stop after the step holding this event index
+    #[arg(long, value_name = "N")]
+    pub(crate) to: Option<usize>,
+    /// Print every event as one dense line while replaying
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WhyArgs {
+    /// The trace
+    trace: PathBuf,
+    /// The event (trace index) to explain
+    event: usize,
+    /// Show what the event caused instead of what caused it
+    #[arg(long)]
+    effects: bool,
+    /// Print at most this many events (the nearest ones)
+    #[arg(long, default_value_t = 40)]
+    limit: usize,
+    /// Print the events' indices as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// The trace
+    trace: PathBuf,
+    /// Profile one request (its id, as `r12` or `12`)
+    #[arg(long, value_name = "ID")]
+    request: Option<String>,
+    /// Compare requests starting in this window with the rest, e.g. `11s..13s` (times from
+    /// the start of the trace)
+    #[arg(long, value_name = "A..B")]
+    window: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn load(path: &Path) -> Result<Trace, String> {
+    let trace = Trace::load(path).map_err(|e| e.to_string())?;
+    if let Some(tail) = &trace.tail {
+        eprintln!(
+            "warning: {}: {tail}; using the {} records before it",
+            path.display(),
+            trace.events.len()
+        );
+    }
+    Ok(trace)
+}
+
+pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
+    let trace = load(&args.trace)?;
+    let model = trace.header.model.clone();
+    let entry = registry.get(&model).ok_or_else(|| {
+        format!(
+            "{}: the trace is of model `{model}`, which this binary does not know",
+            args.trace.display()
+        )
+    })?;
+    let started = std::time::Instant::now();
+    let outcome = entry.replay(trace, args)?;
+    let wall = started.elapsed();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.json).map_err(|e| e.to_string())?
+        );
+    } else {
+        for v in &outcome.violations {
+            println!("invariant  {v}");
+        }
+        match &outcome.divergence {
+            Some(d) => {
+                println!("{d}");
+                if !outcome.led_there.is_empty() {
+                    println!("  the events that led there (most recent {}):", outcome.led_there.len());
+                    for line in &outcome.led_there {
+                        println!("    {line}");
+                    }
+                }
+                println!("replay    DIVERGED after {} of {} steps", group(outcome.applied as u64), group(outcome.steps as u64));
+            }
+            None => println!(
+                "replay    ok: {} of {} steps re-executed with every output as recorded, in {:.3}s ({} steps)",
+                group(outcome.applied as u64),
+                group(outcome.steps as u64),
+                wall.as_secs_f64(),
+                rate(outcome.applied as u64, wall)
+            ),
+        }
+    }
+    Ok(if outcome.divergence.is_some() {
+        exit::VIOLATION
+    } else {
+        exit::OK
+    })
+}
+
+/// What a replay found, for printing.
+pub struct ReplayOutcome {
+    pub steps: usize,
+    pub applied: usize,
+    pub divergence: Option<String>,
+    pub led_there: Vec<String>,
+    pub violations: Vec<String>,
+    pub json: serde_json::Value,
+}
+
+fn step_lines(trace: &Trace, steps: &Steps, which: &[usize]) -> Vec<String> {
+    let describe = |p: &[u8]| format!("<{} bytes>", p.len());
+    which
+        .iter()
+        .map(|&s| {
+            event_line(
+                &trace.header,
+                &trace.events[steps.steps[s].input],
+                &describe,
+            )
+        })
+        .collect()
+}
+
+pub fn why(args: &WhyArgs) -> Result<u8, String> {
+    let trace = load(&args.trace)?;
+    let steps = Steps::new(&trace.events);
+    if args.event >= trace.events.len() {
+        return Err(format!(
+            "{}: no event {} (the trace has {})",
+            args.trace.display(),
+            args.event,
+            trace.events.len()
+        ));
+    }
+    let Some(step) = steps.step_at_or_before(args.event) else {
+        return Err(format!(
+            "event {} comes before any node's first step",
+            args.event
+        ));
+    };
+    let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
+    let related = if args.effects {
+        causality.effects(step)
+    } else {
+        causality.why(step)
+    };
+    if args.json {
+        let indices: Vec<usize> = related.iter().map(|&s| steps.steps[s].input).collect();
+        let key = if args.effects { "effects" } else { "why" };
+        let v = serde_json::json!({ "event": args.event, "step_event": steps.steps[step].input, key: indices });
+        println!("{v}");
+        return Ok(exit::OK);
+    }
+    let shown: Vec<usize> = if args.effects {
+        related.iter().take(args.limit).copied().collect()
+    } else {
+        related
+            .iter()
+            .rev()
+            .take(args.limit)
+            .rev()
+            .copied()
+            .collect()
+    };
+    let describe = |p: &[u8]| format!("<{} bytes>", p.len());
+    println!(
+        "{}",
+        event_line(
+            &trace.header,
+            &trace.events[steps.steps[step].input],
+            &describe
+        )
+    );
+    println!(
+        "{} {} event{} {} it{}:",
+        group(related.len() as u64),
+        if args.effects { "later" } else { "earlier" },
+        if related.len() == 1 { "" } else { "s" },
+        if args.effects {
+            "follow causally from"
+        } else {
+            "causally precede"
+        },
+        if related.len() > shown.len() {
+            format!(" (showing the {} nearest)", shown.len())
+        } else {
+            String::new()
+        }
+    );
+    for line in step_lines(&trace, &steps, &shown) {
+        println!("  {line}");
+    }
+    Ok(exit::OK)
+}
+
+fn parse_window(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("--window `{text}`: expected A..B, like 11s..13s"))?;
+    let a = parse_duration_ns(a, false).map_err(|e| format!("--window {e}"))? as u64;
+    let b = parse_duration_ns(b, false).map_err(|e| format!("--window {e}"))? as u64;
+    if a >= b {
+        return Err(format!("--window `{text}` is empty"));
+    }
+    Ok((a, b))
+}
+
+fn print_summary(title: &str, s: &Summary, top: usize) {
+    let l = &s.latency;
+    println!(
+        "{title}: {} requests; latency p50 {} p90 {} p99 {} max {}",
+        s.requests,
+        format_ns(l.p50_ns),
+        format_ns(l.p90_ns),
+        format_ns(l.p99_ns),
+        format_ns(l.max_ns)
+    );
+    println!(
+        "  {:<34} {:>10} {:>10} {:>10}",
+        "where (critical path)", "mean", "p50", "p99"
+    );
+    for (place, p, _) in s.places.iter().take(top) {
+        println!(
+            "  {:<34} {:>10} {:>10} {:>10}",
+            place.to_string(),
+            format_ns(p.mean_ns),
+            format_ns(p.p50_ns),
+            format_ns(p.p99_ns)
+        );
+    }
+}
+
+fn print_request(p: &RequestProfile) {
+    println!(
+        "request r{}: {} from {} to {} (critical path of {} hops)",
+        p.request,
+        format_ns(p.latency_ns),
+        format_ns(p.start_ns),
+        format_ns(p.end_ns),
+        p.path.len()
+    );
+    println!(
+        "  {:<34} {:>10} {:>8}  {:>8}",
+        "where", "time", "share", "event"
+    );
+    for h in &p.path {
+        let share = h.ns as f64 * 100.0 / p.latency_ns.max(1) as f64;
+        println!(
+            "  {:<34} {:>10} {:>7.1}%  {:>8}",
+            h.place.to_string(),
+            format_ns(h.ns),
+            share,
+            h.event
+        );
+    }
+    let slack = p.min_slack_ns.map_or("-".into(), format_ns);
+    println!(
+        "  off the critical path: {} steps, {} service, least slack {slack}",
+        p.off_path_steps,
+        format_ns(p.off_path_service_ns)
+    );
+}
+
+pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
+    let trace = load(&args.trace)?;
+    let steps = Steps::new(&trace.events);
+    let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
+    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let profiler = Profiler::new(&trace.events, &steps, &causality, &names);
+    let base = trace.events.first().map_or(0, |e| e.time_ns);
+    let json = |v: &dyn erased::Ser| -> Result<u8, String> {
+        println!("{}", v.to_json()?);
+        Ok(exit::OK)
+    };
+    if let Some(r) = &args.request {
+        let id: u64 = r
+            .trim_start_matches('r')
+            .parse()
+            .map_err(|_| format!("--request `{r}` is not a request id"))?;
+        let p = profiler.request(RequestId(id)).ok_or_else(|| {
+            format!("request r{id} has no reply in this trace (or does not exist)")
+        })?;
+        if args.json {
+            return json(&p);
+        }
+        print_request(&p);
+        return Ok(exit::OK);
+    }
+    let mut all = profiler.all(None);
+    for p in &mut all {
+        p.start_ns = p.start_ns.saturating_sub(base);
+        p.end_ns = p.end_ns.saturating_sub(base);
+    }
+    if all.is_empty() {
+        return Err(format!(
+            "{}: no request with a reply in this trace",
+            args.trace.display()
+        ));
+    }
+    match &args.window {
+        None => {
+            let s = summarize(&all);
+            if args.json {
+                return json(&s);
+            }
+            print_summary("all requests", &s, 12);
+        }
+        Some(w) => {
+            let (a, b) = parse_window(w)?;
+            let c = compare_window(&all, a, b);
+            if args.json {
+                return json(&c);
+            }
+            print_summary(
+                &format!("window {}..{}", format_ns(a), format_ns(b)),
+                &c.window,
+                8,
+            );
+            print_summary("the rest", &c.rest, 8);
+            println!("extra time per request in the window, against the rest:");
+            for (place, ns) in c.extra.iter().filter(|(_, ns)| *ns > 0).take(6) {
+                println!(
+                    "  {:<34} {:>+10}",
+                    place.to_string(),
+                    format!("+{}", format_ns(*ns as u64))
+                );
+            }
+            println!("slowest requests in the window (and where most of their time went):");
+            for (r, latency, place) in c.hit.iter().take(10) {
+                println!("  r{:<8} {:>10}  {}", r, format_ns(*latency), place);
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+mod erased {
+    /// Anything the profile command prints as JSON.
+    pub trait Ser {
+        fn to_json(&self) -> Result<String, String>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_json(&self) -> Result<String, String> {
+            serde_json::to_string_pretty(self).map_err(|e| e.to_string())
+        }
+    }
+}
