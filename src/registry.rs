@@ -173,11 +173,12 @@ impl Registry {
         Registry::default()
     }
 
-    /// The models that ship with retrace: `pingpong` and `kv`.
+    /// The models that ship with retrace: `pingpong`, `kv` and `webstack`.
     pub fn builtin() -> Self {
         Registry::new()
             .with::<retrace_models::PingPongModel>()
             .with::<retrace_models::KvModel>()
+            .with::<retrace_models::WebstackModel>()
     }
 
     /// Adds a model; a later model with the same name replaces the earlier one.

@@ -2,7 +2,7 @@
 
 use crate::cli::exit;
 use crate::registry::Registry;
-use crate::summary::{event_line, group, rate};
+use crate::summary::{event_line, group, rate, short_ns};
 use clap::Args;
 use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProfile, Summary};
 use retrace_replayer::{Causality, Steps};
@@ -234,10 +234,10 @@ fn print_summary(title: &str, s: &Summary, top: usize) {
     println!(
         "{title}: {} requests; latency p50 {} p90 {} p99 {} max {}",
         s.requests,
-        format_ns(l.p50_ns),
-        format_ns(l.p90_ns),
-        format_ns(l.p99_ns),
-        format_ns(l.max_ns)
+        short_ns(l.p50_ns),
+        short_ns(l.p90_ns),
+        short_ns(l.p99_ns),
+        short_ns(l.max_ns)
     );
     println!(
         "  {:<34} {:>10} {:>10} {:>10}",
@@ -247,9 +247,9 @@ fn print_summary(title: &str, s: &Summary, top: usize) {
         println!(
             "  {:<34} {:>10} {:>10} {:>10}",
             place.to_string(),
-            format_ns(p.mean_ns),
-            format_ns(p.p50_ns),
-            format_ns(p.p99_ns)
+            short_ns(p.mean_ns),
+            short_ns(p.p50_ns),
+            short_ns(p.p99_ns)
         );
     }
 }
@@ -258,9 +258,9 @@ fn print_request(p: &RequestProfile) {
     println!(
         "request r{}: {} from {} to {} (critical path of {} hops)",
         p.request,
-        format_ns(p.latency_ns),
-        format_ns(p.start_ns),
-        format_ns(p.end_ns),
+        short_ns(p.latency_ns),
+        short_ns(p.start_ns),
+        short_ns(p.end_ns),
         p.path.len()
     );
     println!(
@@ -272,7 +272,7 @@ fn print_request(p: &RequestProfile) {
         println!(
             "  {:<34} {:>10} {:>7.1}%  {:>8}",
             h.place.to_string(),
-            format_ns(h.ns),
+            short_ns(h.ns),
             share,
             h.event
         );
@@ -281,7 +281,7 @@ fn print_request(p: &RequestProfile) {
     println!(
         "  off the critical path: {} steps, {} service, least slack {slack}",
         p.off_path_steps,
-        format_ns(p.off_path_service_ns)
+        short_ns(p.off_path_service_ns)
     );
 }
 
@@ -346,12 +346,12 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
                 println!(
                     "  {:<34} {:>+10}",
                     place.to_string(),
-                    format!("+{}", format_ns(*ns as u64))
+                    format!("+{}", short_ns(*ns as u64))
                 );
             }
             println!("slowest requests in the window (and where most of their time went):");
             for (r, latency, place) in c.hit.iter().take(10) {
-                println!("  r{:<8} {:>10}  {}", r, format_ns(*latency), place);
+                println!("  r{:<8} {:>10}  {}", r, short_ns(*latency), place);
             }
         }
     }

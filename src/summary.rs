@@ -36,6 +36,23 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Nanoseconds with three significant digits, for tables: `10.1ms`, `684us`, `2.50s`.
+pub fn short_ns(ns: u64) -> String {
+    let (value, unit) = match ns {
+        0..=999 => return format!("{ns}ns"),
+        1_000..=999_999 => (ns as f64 / 1e3, "us"),
+        1_000_000..=999_999_999 => (ns as f64 / 1e6, "ms"),
+        _ => (ns as f64 / 1e9, "s"),
+    };
+    if value >= 100.0 {
+        format!("{value:.0}{unit}")
+    } else if value >= 10.0 {
+        format!("{value:.1}{unit}")
+    } else {
+        format!("{value:.2}{unit}")
+    }
+}
+
 /// A rate per second, `1.23 M/s`.
 pub fn rate(count: u64, wall: Duration) -> String {
     let per_s = count as f64 / wall.as_secs_f64().max(1e-9);

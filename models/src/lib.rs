@@ -3,9 +3,13 @@
 //!
 //! - [`pingpong`]: the smallest example, used in docs and benchmarks.
 //! - [`kv`]: a primary-backup replicated key-value store with failover.
+//! - [`webstack`]: clients, load balancer, web frontends, cache and database, with a noon
+//!   batch job that slows the database.
 
 pub mod kv;
 pub mod pingpong;
+pub mod webstack;
 
 pub use kv::KvModel;
 pub use pingpong::PingPongModel;
+pub use webstack::WebstackModel;
