@@ -231,9 +231,9 @@ fn parse_window(text: &str) -> Result<(u64, u64), String> {
 
 fn print_summary(title: &str, s: &Summary, top: usize) {
     let l = &s.latency;
+    println!("{title}: {} requests", s.requests);
     println!(
-        "{title}: {} requests; latency p50 {} p90 {} p99 {} max {}",
-        s.requests,
+        "  latency p50 {} p90 {} p99 {} max {}",
         short_ns(l.p50_ns),
         short_ns(l.p90_ns),
         short_ns(l.p99_ns),

@@ -31,25 +31,25 @@ impl Steps {
         let mut steps: Vec<Step> = Vec::new();
         let mut step_of = Vec::with_capacity(events.len());
         let mut delivery_of_send = BTreeMap::new();
+        // Whether records may still join the last step: a fault, a violation or the end
+        // closes it (they happen between steps).
+        let mut open = false;
         for (i, e) in events.iter().enumerate() {
             if let Some(node) = e.record.input_node() {
-                if let Some(last) = steps.last_mut() {
-                    last.end = i;
-                }
                 steps.push(Step {
                     input: i,
                     end: i + 1,
                     node,
                     time_ns: e.time_ns,
                 });
-            } else if let Some(last) = steps.last_mut() {
-                // World records that end a run do not belong to the step before them.
-                if !matches!(
-                    e.record,
-                    Record::End { .. } | Record::Fault(_) | Record::Violation { .. }
-                ) {
-                    last.end = i + 1;
-                }
+                open = true;
+            } else if matches!(
+                e.record,
+                Record::End { .. } | Record::Fault(_) | Record::Violation { .. }
+            ) {
+                open = false;
+            } else if let Some(last) = steps.last_mut().filter(|_| open) {
+                last.end = i + 1;
             }
             if let Record::Deliver { send, .. } = e.record {
                 delivery_of_send.entry(send).or_insert(i);
