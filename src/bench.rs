@@ -16,6 +16,8 @@ pub enum BenchTarget {
     Sim,
     /// The recorder: a real kv cluster, recording on and off in turn
     Record,
+    /// The replayer: re-execution, jumps, causality and profile queries
+    Replay,
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +40,15 @@ pub struct BenchArgs {
     /// (record) Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
     pub(crate) batch_ms: u64,
+    /// (replay) Records of the trace re-executed and queried
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) replay_events: u64,
+    /// (replay) Records of the trace to jump around in
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) jump_events: u64,
+    /// (replay) Random jumps to time
+    #[arg(long, default_value_t = 200)]
+    pub(crate) jumps: usize,
     /// (sim) Ping-pong deliveries to simulate per measurement
     #[arg(long, default_value_t = 5_000_000)]
     pub(crate) deliveries: u64,
@@ -159,8 +170,10 @@ fn report_pair(
 
 pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8, String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
-    if args.target == BenchTarget::Record {
-        return crate::bench_record::run(registry, args);
+    match args.target {
+        BenchTarget::Record => return crate::bench_record::run(registry, args),
+        BenchTarget::Replay => return crate::bench_replay::run(args),
+        BenchTarget::Sim => {}
     }
     println!(
         "retrace bench (best of {}; release build expected)",

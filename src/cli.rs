@@ -68,7 +68,7 @@ enum Command {
     Node(crate::record_cli::NodeArgs),
     /// List the models this binary knows
     Models,
-    /// Measure the simulator (`bench sim`) or the recorder (`bench record`)
+    /// Measure the simulator (`bench sim`), recorder (`bench record`) or replayer (`bench replay`)
     Bench(crate::bench::BenchArgs),
 }
 

@@ -15,6 +15,7 @@
 
 pub mod bench;
 mod bench_record;
+mod bench_replay;
 pub mod cli;
 mod record_cli;
 pub mod registry;

@@ -184,15 +184,13 @@ impl<M: Model> Cursor<M> {
     /// Goes to the state after `steps` steps (clamped to what can be reached).
     pub fn goto(&mut self, steps: usize) {
         let target = steps.min(self.len());
-        if target < self.cluster.applied {
-            let (&at, cp) = self
-                .checkpoints
-                .range(..=target)
-                .next_back()
-                .expect("a checkpoint at step 0");
-            let _ = at;
-            self.cluster = cp.cluster.clone();
-            self.since_checkpoint = Duration::ZERO;
+        // Restore the nearest checkpoint at or before the target when going back, or when it
+        // is further along than where the cursor is.
+        if let Some((&at, cp)) = self.checkpoints.range(..=target).next_back() {
+            if target < self.cluster.applied || at > self.cluster.applied {
+                self.cluster = cp.cluster.clone();
+                self.since_checkpoint = Duration::ZERO;
+            }
         }
         while self.cluster.applied < target {
             if !self.forward() {
