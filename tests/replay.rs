@@ -101,6 +101,32 @@ impl Model for ChangedPingPong {
 }
 
 #[test]
+fn a_torn_trace_replays_its_complete_steps() {
+    let dir = scratch_dir("replay-torn");
+    let out = dir.join("k.trace");
+    let o = retrace(&["run", "scenarios/kv.toml", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let bytes = std::fs::read(&out).unwrap();
+    for cut in [7, 200, 5000] {
+        std::fs::write(&out, &bytes[..bytes.len() - cut]).unwrap();
+        let o = retrace(&["replay", out.to_str().unwrap(), "--headless"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "cut {cut}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("torn frame"), "{}", stderr(&o));
+        assert!(stdout(&o).contains("replay    ok:"), "{}", stdout(&o));
+    }
+    std::fs::write(&out, b"not a trace").unwrap();
+    let o = retrace(&["replay", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a retrace trace"), "{}", stderr(&o));
+}
+
+#[test]
 fn changed_code_diverges_at_the_first_changed_output() {
     let trace = simulate::<PingPongModel>("pingpong.toml", None);
     // Where the change must show: pong's send answering ping 50.

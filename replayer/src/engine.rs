@@ -317,7 +317,12 @@ impl<M: Model> Replay<M> {
                 s.nodes.len()
             )));
         }
-        let steps = Steps::new(&trace.events);
+        let mut steps = Steps::new(&trace.events);
+        if !trace.is_complete() {
+            // A trace cut short (a crash of its writer, a torn tail) may end inside its last
+            // step: replaying that step would report the missing outputs as a divergence.
+            steps.steps.pop();
+        }
         let simulated = matches!(trace.header.origin, Origin::Simulated { .. });
         let node_names = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
         Ok(Replay {
