@@ -50,6 +50,8 @@ enum Command {
     Run(RunArgs),
     /// Print a trace's records, one dense line each, and report any corruption
     Show(ShowArgs),
+    /// Search orderings and faults for invariant violations; minimise and save each one
+    Fuzz(crate::fuzz_cli::FuzzArgs),
     /// Re-execute a trace: report the first divergence from it, or OK
     Replay(crate::replay_cli::ReplayArgs),
     /// Show the events that causally precede (or follow) an event
@@ -90,6 +92,9 @@ struct RunArgs {
     /// (on a difference: name the first differing event, exit 3)
     #[arg(long)]
     check_determinism: bool,
+    /// Replay a schedule saved by `retrace fuzz` (its seed, orderings and faults)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "check_determinism"])]
+    schedule: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +125,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Command::Bench(args) => crate::bench::run(&registry, &args),
         Command::Replay(args) => crate::replay_cli::replay(&registry, &args),
+        Command::Fuzz(args) => load_scenario(&registry, &args.scenario)
+            .and_then(|l| l.entry.fuzz(&l.file, &l.source, &args)),
         Command::Why(args) => crate::replay_cli::why(&args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
         Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),
@@ -213,7 +220,30 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
     });
 
     let started = Instant::now();
-    let report = if args.check_determinism {
+    let report = if let Some(path) = &args.schedule {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sf: retrace_sim::fuzz::ScheduleFile = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}:{}:{}: not a schedule file: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        if sf.model != entry.name() {
+            return Err(format!(
+                "{}: a schedule for model `{}`, not `{}`",
+                path.display(),
+                sf.model,
+                entry.name()
+            ));
+        }
+        let sink = match &trace_path {
+            Some(p) => TraceSink::Stream(Box::new(create_trace_file(p)?)),
+            None => TraceSink::Discard,
+        };
+        entry.run_schedule(&file, &source, &sf, sink)?
+    } else if args.check_determinism {
         let (report, diff) = entry
             .check_determinism(&file, &source, args.seed)
             .map_err(|e| e.to_string())?;

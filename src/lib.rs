@@ -17,6 +17,7 @@ pub mod bench;
 mod bench_record;
 mod bench_replay;
 pub mod cli;
+pub mod fuzz_cli;
 mod record_cli;
 pub mod registry;
 pub mod replay_cli;

@@ -56,6 +56,21 @@ pub trait ModelEntry: Send + Sync {
     fn cluster(&self, file: &str, source: &str, opts: &ClusterOptions) -> Result<Manifest, String>;
     /// Re-executes every node log of a recorded run.
     fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String>;
+    /// Searches the scenario's orderings and faults (see `retrace fuzz`).
+    fn fuzz(
+        &self,
+        file: &str,
+        source: &str,
+        args: &crate::fuzz_cli::FuzzArgs,
+    ) -> Result<u8, String>;
+    /// Runs a scenario under a saved schedule (`retrace run --schedule`).
+    fn run_schedule(
+        &self,
+        file: &str,
+        source: &str,
+        schedule: &retrace_sim::fuzz::ScheduleFile,
+        sink: TraceSink,
+    ) -> Result<RunReport, String>;
     /// Re-executes a trace of this model (see `retrace replay`).
     fn replay(
         &self,
@@ -129,6 +144,34 @@ impl<M: Model> ModelEntry for Entry<M> {
     fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String> {
         let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
         verify_dir::<M>(dir, &s)
+    }
+
+    fn fuzz(
+        &self,
+        file: &str,
+        source: &str,
+        args: &crate::fuzz_cli::FuzzArgs,
+    ) -> Result<u8, String> {
+        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
+        crate::fuzz_cli::fuzz::<M>(file, &s, args)
+    }
+
+    fn run_schedule(
+        &self,
+        file: &str,
+        source: &str,
+        schedule: &retrace_sim::fuzz::ScheduleFile,
+        sink: TraceSink,
+    ) -> Result<RunReport, String> {
+        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
+        let strategy = retrace_sim::fuzz::Strategy::parse(&schedule.strategy)?;
+        Ok(retrace_sim::fuzz::replay_case::<M>(
+            &s,
+            schedule.seed,
+            strategy,
+            &schedule.schedule,
+            sink,
+        ))
     }
 
     fn replay(

@@ -53,12 +53,14 @@
 
 pub mod codec;
 mod determinism;
+pub mod fuzz;
 mod ids;
 mod model;
 mod node;
 mod queue;
 pub mod rng;
 pub mod scenario;
+pub mod schedule;
 mod sim;
 mod storage;
 pub mod trace;
@@ -70,6 +72,7 @@ pub use model::{invariant, Invariant, Model, NodeSpec, OptionError, View};
 pub use node::{Ctx, Env, Message, Node};
 pub use rng::SimRng;
 pub use scenario::{Scenario, ScenarioError};
+pub use schedule::{Choice, Decider, Schedule};
 pub use sim::{sim_header, RunReport, Simulation, Stats, TraceSink, Violation, MAX_REQUEST_IDS};
 pub use storage::Storage;
 pub use trace::{Event, Outcome, Record, Trace};

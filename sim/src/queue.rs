@@ -95,6 +95,38 @@ impl<T> EventQueue<T> {
         Some((key.time_ns, item))
     }
 
+    /// Removes and returns the earliest live entry with its sequence number, so that it can
+    /// be put back in the same place with [`EventQueue::restore`].
+    pub fn pop_keyed(&mut self) -> Option<(u64, u64, T)> {
+        self.skip_stale();
+        let Reverse(key) = self.heap.pop()?;
+        let (seq, item) = self.slab[key.slot as usize]
+            .take()
+            .expect("skip_stale left a live key on top");
+        self.free.push(key.slot);
+        self.live -= 1;
+        Some((key.time_ns, seq, item))
+    }
+
+    /// Puts back an entry taken with [`EventQueue::pop_keyed`], in its old place.
+    pub fn restore(&mut self, time_ns: u64, seq: u64, item: T) -> Handle {
+        debug_assert!(seq < self.next_seq, "restore only what was popped");
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some((seq, item));
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slab.len()).expect("more than 2^32 pending events");
+                self.slab.push(Some((seq, item)));
+                slot
+            }
+        };
+        self.heap.push(Reverse(Key { time_ns, seq, slot }));
+        self.live += 1;
+        Handle { slot, seq }
+    }
+
     fn skip_stale(&mut self) {
         while let Some(Reverse(key)) = self.heap.peek() {
             match &self.slab[key.slot as usize] {

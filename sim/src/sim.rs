@@ -7,12 +7,15 @@ use crate::node::{Ctx, Env, Message, Node};
 use crate::queue::{EventQueue, Handle};
 use crate::rng::{derive_seed, SimRng};
 use crate::scenario::{links_between_groups, FaultAction, LinkParams, Scenario};
+use crate::schedule::{
+    Candidate, Choice, Decider, Injected, Schedule, CRASH_DOWN_NS, ISOLATION_NS, WINDOW,
+};
 use crate::storage::Storage;
 use crate::trace::{
     DropReason, FaultRecord, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter,
 };
 use crate::world::{Clock, Network, SwarmKinds};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -139,6 +142,9 @@ pub struct RunReport {
     pub trace: Option<Vec<u8>>,
     /// The first error met writing a streamed trace.
     pub trace_error: Option<std::io::Error>,
+    /// Under a decider: the choices made (trailing defaults trimmed) and requests left out,
+    /// which replay the run with [`Simulation::with_schedule`].
+    pub schedule: Option<Schedule>,
 }
 
 enum Pending<M> {
@@ -415,6 +421,11 @@ pub struct Simulation<M: Model> {
     outcome: Option<Outcome>,
     violation: Option<Violation>,
     memory_trace: bool,
+    /// Fuzzing: who decides order and faults, what was decided, requests left out.
+    decider: Option<Box<dyn Decider>>,
+    taken: Vec<Choice>,
+    skip_requests: BTreeSet<u64>,
+    requests_drawn: u64,
 }
 
 /// The header a simulated run writes.
@@ -531,6 +542,10 @@ impl<M: Model> Simulation<M> {
             outcome: None,
             violation: None,
             memory_trace,
+            decider: None,
+            taken: Vec::new(),
+            skip_requests: BTreeSet::new(),
+            requests_drawn: 0,
         };
         for id in &ids {
             sim.core.queue.push(0, Pending::Boot { node: *id });
@@ -613,6 +628,20 @@ impl<M: Model> Simulation<M> {
         }
     }
 
+    /// Lets `decider` choose, at every step, which pending event runs and whether a fault is
+    /// injected. The choices made are returned in [`RunReport::schedule`].
+    pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
+        self.decider = Some(decider);
+        self
+    }
+
+    /// Replays a schedule: its choices, and the workload requests it leaves out.
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.skip_requests = schedule.skip_requests.iter().copied().collect();
+        self.decider = Some(Box::new(schedule));
+        self
+    }
+
     /// Current virtual time.
     pub fn now_ns(&self) -> u64 {
         self.core.now_ns
@@ -648,6 +677,9 @@ impl<M: Model> Simulation<M> {
         if self.core.stats.steps >= self.max_events {
             return self.finish(Outcome::EventLimit);
         }
+        if self.decider.is_some() {
+            return self.decided_step();
+        }
         let Some((time_ns, pending)) = self.core.queue.pop() else {
             return self.finish(Outcome::Quiescent);
         };
@@ -659,6 +691,118 @@ impl<M: Model> Simulation<M> {
         self.core.now_ns = time_ns;
         self.handle(pending);
         true
+    }
+
+    /// One step under a decider: it picks among the next pending events and may inject a fault.
+    fn decided_step(&mut self) -> bool {
+        let mut window = Vec::with_capacity(WINDOW);
+        while window.len() < WINDOW {
+            match self.core.queue.pop_keyed() {
+                Some(entry) if entry.0 <= self.time_limit_ns => window.push(entry),
+                Some((t, seq, item)) => {
+                    self.requeue(t, seq, item);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if window.is_empty() {
+            return self.finish(Outcome::Quiescent);
+        }
+        let candidates: Vec<Candidate> = window
+            .iter()
+            .map(|(_, _, p)| Candidate {
+                is_delivery: matches!(p, Pending::Deliver { .. }),
+                node: Self::queued_input_node(p).unwrap_or(NodeId(0)),
+            })
+            .collect();
+        let step = self.taken.len() as u64;
+        let n = self.nodes.len();
+        let choice = match self.decider.as_mut() {
+            Some(d) => d.decide(step, &candidates, n),
+            None => Choice::default(),
+        };
+        self.taken.push(choice);
+        let deliveries: Vec<usize> = (0..window.len())
+            .filter(|&i| candidates[i].is_delivery)
+            .collect();
+        let chosen = match (choice.order, deliveries.len()) {
+            (0, _) | (_, 0) => 0,
+            (k, d) => deliveries[(usize::from(k) - 1) % d],
+        };
+        let (time_ns, _, pending) = window.remove(chosen);
+        for (t, seq, item) in window {
+            self.requeue(t, seq, item);
+        }
+        self.core.now_ns = self.core.now_ns.max(time_ns);
+        let now = self.core.now_ns;
+        match choice.injected(n) {
+            Some(Injected::Drop) => {
+                if let Pending::Deliver { send, .. } = pending {
+                    self.core.drop_msg(send, DropReason::Loss);
+                    return true;
+                }
+            }
+            Some(Injected::Duplicate) => {
+                if let Pending::Deliver {
+                    to,
+                    from,
+                    msg,
+                    send,
+                    ids,
+                    payload,
+                } = &pending
+                {
+                    self.core.trace.push(|e, out| e.duplicate(out, *send));
+                    self.core.stats.duplicated += 1;
+                    let copy = Pending::Deliver {
+                        to: *to,
+                        from: *from,
+                        msg: msg.clone(),
+                        send: *send,
+                        ids: *ids,
+                        payload: *payload,
+                    };
+                    self.core.queue.push(now, copy);
+                }
+            }
+            Some(Injected::Crash(node)) => self.handle(Pending::Fault(FaultAction::Crash {
+                node,
+                restart_after_ns: Some(CRASH_DOWN_NS),
+            })),
+            Some(Injected::Isolate(node)) => {
+                let group_of: Vec<usize> = (0..n).map(|i| usize::from(i == node.index())).collect();
+                let links = links_between_groups(&group_of);
+                self.handle(Pending::Fault(FaultAction::Cut {
+                    links,
+                    heal_after_ns: Some(ISOLATION_NS),
+                }))
+            }
+            Some(Injected::ClockJump(node, by_ns)) => {
+                self.handle(Pending::Fault(FaultAction::ClockJump { node, by_ns }))
+            }
+            None => {}
+        }
+        if self.outcome.is_none() {
+            self.handle(pending);
+        }
+        true
+    }
+
+    /// Puts a pending event back in its place; a timer keeps its cancellation handle.
+    fn requeue(&mut self, time_ns: u64, seq: u64, item: Pending<<M::Node as Node>::Msg>) {
+        let timer = match &item {
+            Pending::Timer { timer, .. } => Some(*timer),
+            Pending::Deferred { item, .. } => match item.as_ref() {
+                Pending::Timer { timer, .. } => Some(*timer),
+                _ => None,
+            },
+            _ => None,
+        };
+        let handle = self.core.queue.restore(time_ns, seq, item);
+        if let Some(entry) = timer.and_then(|t| self.core.timers.get_mut(&t)) {
+            entry.1 = handle;
+        }
     }
 
     /// Runs to the end and reports.
@@ -702,6 +846,13 @@ impl<M: Model> Simulation<M> {
             trace_bytes,
             trace,
             trace_error,
+            schedule: self.decider.is_some().then(|| {
+                Schedule {
+                    choices: self.taken,
+                    skip_requests: self.skip_requests.into_iter().collect(),
+                }
+                .trimmed()
+            }),
         }
     }
 
@@ -929,7 +1080,11 @@ impl<M: Model> Simulation<M> {
             return;
         }
         if let Some((node, msg)) = M::request(&self.options, &mut self.workload_rng) {
-            if node.index() < self.nodes.len() && self.core.up[node.index()] {
+            let number = self.requests_drawn;
+            self.requests_drawn += 1;
+            if self.skip_requests.contains(&number) {
+                // Left out by a schedule (minimisation); the workload's draws stay in step.
+            } else if node.index() < self.nodes.len() && self.core.up[node.index()] {
                 self.handle(Pending::External { node, msg });
             } else {
                 self.core.stats.requests_refused += 1;

@@ -1,0 +1,331 @@
+//! Searching for bugs: many runs of a scenario, each under a decider that reorders messages
+//! and injects faults; the failures found; and their minimisation.
+//!
+//! A case is a seed. The seed fixes the run's own randomness and the decider's, so a case
+//! replays exactly; its decisions are also recorded as a [`Schedule`], which replays it
+//! without the decider and which the minimiser edits.
+
+use crate::model::Model;
+use crate::rng::{derive_seed, SimRng};
+use crate::scenario::Scenario;
+use crate::schedule::{Decider, PctDecider, RandomDecider, Schedule, FAULT_KINDS};
+use crate::sim::{RunReport, Simulation, TraceSink};
+use proptest::prelude::{prop_oneof, Just};
+use proptest::strategy::Strategy as _;
+
+/// How cases choose their decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Reorder and inject faults at random, every kind on.
+    Random,
+    /// Probabilistic concurrency testing (ordering only) of depth 3.
+    Pct,
+    /// Random, with whole fault kinds switched off per case (and swarm network faults).
+    Swarm,
+}
+
+impl Strategy {
+    pub fn parse(text: &str) -> Result<Strategy, String> {
+        match text {
+            "random" => Ok(Strategy::Random),
+            "pct" => Ok(Strategy::Pct),
+            "swarm" => Ok(Strategy::Swarm),
+            other => Err(format!(
+                "unknown strategy `{other}` (use random, pct or swarm)"
+            )),
+        }
+    }
+}
+
+/// The seed of case `i` of a search from `master`.
+pub fn case_seed(master: u64, i: u64) -> u64 {
+    derive_seed(master, "fuzz-case", i, 0)
+}
+
+fn decider_for(
+    strategy: Strategy,
+    seed: u64,
+    nodes: usize,
+    expected_steps: u64,
+) -> Box<dyn Decider> {
+    let mut rng = SimRng::new(derive_seed(seed, "decider", 0, 0));
+    match strategy {
+        Strategy::Random => Box::new(RandomDecider {
+            rng,
+            reorder: 0.1,
+            fault: 0.01,
+            kinds: (0..FAULT_KINDS).collect(),
+        }),
+        Strategy::Pct => Box::new(PctDecider::new(&mut rng, nodes, 3, expected_steps)),
+        Strategy::Swarm => {
+            let mut kinds: Vec<u8> = (0..FAULT_KINDS).filter(|_| rng.chance(0.5)).collect();
+            if kinds.is_empty() {
+                kinds.push(rng.below(u64::from(FAULT_KINDS)) as u8);
+            }
+            let reorder = if rng.chance(0.5) { 0.2 } else { 0.0 };
+            Box::new(RandomDecider {
+                rng,
+                reorder,
+                fault: 0.02,
+                kinds,
+            })
+        }
+    }
+}
+
+/// What `retrace fuzz` writes beside a failure's trace: enough to replay it exactly
+/// (`retrace run SCENARIO --schedule FILE`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleFile {
+    pub model: String,
+    pub scenario: String,
+    /// The case's seed (the run's seed).
+    pub seed: u64,
+    /// `random`, `pct` or `swarm` (swarm runs also switch network fault kinds per seed).
+    pub strategy: String,
+    pub invariant: String,
+    pub schedule: Schedule,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+            Strategy::Pct => "pct",
+            Strategy::Swarm => "swarm",
+        }
+    }
+}
+
+/// One run of a search.
+pub struct Case {
+    pub seed: u64,
+    pub report: RunReport,
+    /// The decisions made, which replay the case.
+    pub schedule: Schedule,
+}
+
+/// Runs case `seed` of `scenario` under `strategy`, keeping no trace.
+pub fn run_case<M: Model>(scenario: &Scenario<M::Options>, seed: u64, strategy: Strategy) -> Case {
+    let mut s = scenario.clone();
+    if strategy == Strategy::Swarm {
+        s.swarm = true;
+    }
+    let expected = s.max_events.min(10_000);
+    let decider = decider_for(strategy, seed, s.nodes.len(), expected);
+    let report = Simulation::<M>::new(&s, seed, TraceSink::Discard)
+        .with_decider(decider)
+        .run();
+    let schedule = report.schedule.clone().unwrap_or_default();
+    Case {
+        seed,
+        report,
+        schedule,
+    }
+}
+
+/// Replays a case from its schedule, with the trace going to `sink`.
+pub fn replay_case<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    sink: TraceSink,
+) -> RunReport {
+    let mut s = scenario.clone();
+    if strategy == Strategy::Swarm {
+        s.swarm = true;
+    }
+    Simulation::<M>::new(&s, seed, sink)
+        .with_schedule(schedule.clone())
+        .run()
+}
+
+/// The size of a run, as the minimiser reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Size {
+    pub events: u64,
+    pub deliveries: u64,
+    pub external: u64,
+    pub faults: u64,
+    pub reorderings: u64,
+}
+
+impl Size {
+    pub fn of(report: &RunReport, schedule: &Schedule) -> Size {
+        let s = &report.stats;
+        Size {
+            events: s.steps,
+            deliveries: s.delivered,
+            external: s.requests,
+            faults: schedule.faults() as u64,
+            reorderings: schedule.reorderings() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events, {} deliveries, {} external requests, {} injected faults, {} forced reorderings",
+            self.events, self.deliveries, self.external, self.faults, self.reorderings
+        )
+    }
+}
+
+/// Delta debugging (Zeller's ddmin) over `items`: the smallest subset found for which
+/// `fails(subset)` still holds, with at most `budget` calls.
+fn ddmin<T: Clone>(items: Vec<T>, budget: &mut u32, fails: &mut dyn FnMut(&[T]) -> bool) -> Vec<T> {
+    let mut current = items;
+    let mut n = 2usize;
+    while current.len() >= 2 && *budget > 0 {
+        let chunk = current.len().div_ceil(n);
+        let mut reduced = false;
+        for start in (0..current.len()).step_by(chunk) {
+            if *budget == 0 {
+                break;
+            }
+            // Try the complement of this chunk.
+            let complement: Vec<T> = current
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i < start || *i >= start + chunk)
+                .map(|(_, t)| t.clone())
+                .collect();
+            *budget -= 1;
+            if fails(&complement) {
+                current = complement;
+                n = (n - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if n >= current.len() {
+                break;
+            }
+            n = (n * 2).min(current.len());
+        }
+    }
+    if current.len() == 1 && *budget > 0 {
+        *budget -= 1;
+        if fails(&[]) {
+            current.clear();
+        }
+    }
+    current
+}
+
+/// Shrinks a failing case as DEMi does: first the external inputs, then the injected faults,
+/// then the forced reorderings, keeping each removal only if the same invariant still
+/// breaks. Runs at most `budget` re-executions.
+pub fn minimize<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    invariant: &str,
+    budget: u32,
+) -> Schedule {
+    let mut budget = budget;
+    let fails = |s: &Schedule| {
+        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard)
+            .violation
+            .is_some_and(|v| v.invariant == invariant)
+    };
+    let mut best = schedule.clone();
+    // 1. External inputs: keep as few workload requests as possible.
+    let issued = replay_case::<M>(scenario, seed, strategy, &best, TraceSink::Discard).stats;
+    let total = issued.requests + issued.requests_refused + best.skip_requests.len() as u64;
+    let kept: Vec<u64> = (0..total)
+        .filter(|r| !best.skip_requests.contains(r))
+        .collect();
+    let keep = ddmin(kept, &mut budget, &mut |subset: &[u64]| {
+        let mut s = best.clone();
+        s.skip_requests = (0..total).filter(|r| !subset.contains(r)).collect();
+        fails(&s)
+    });
+    best.skip_requests = (0..total).filter(|r| !keep.contains(r)).collect();
+    // 2. Faults, then 3. reorderings: keep as few non-default positions as possible.
+    for faults in [true, false] {
+        let positions: Vec<usize> = best
+            .choices
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| if faults { c.fault != 0 } else { c.order != 0 })
+            .map(|(i, _)| i)
+            .collect();
+        let keep = ddmin(positions.clone(), &mut budget, &mut |subset: &[usize]| {
+            let mut s = best.clone();
+            for p in &positions {
+                if !subset.contains(p) {
+                    if faults {
+                        s.choices[*p].fault = 0;
+                    } else {
+                        s.choices[*p].order = 0;
+                    }
+                }
+            }
+            fails(&s)
+        });
+        for p in &positions {
+            if !keep.contains(p) {
+                if faults {
+                    best.choices[*p].fault = 0;
+                } else {
+                    best.choices[*p].order = 0;
+                }
+            }
+        }
+    }
+    best.trimmed()
+}
+
+/// A proptest strategy over schedules of up to `max_len` choices. proptest shrinks them
+/// towards fewer choices and zero (default order, no fault) values.
+pub fn schedules(max_len: usize) -> impl proptest::strategy::Strategy<Value = Schedule> {
+    proptest::collection::vec(
+        (0u8..4, prop_oneof![9 => Just(0u8), 1 => 1u8..=60]),
+        0..max_len,
+    )
+    .prop_map(|v| Schedule {
+        choices: v
+            .into_iter()
+            .map(|(order, fault)| crate::schedule::Choice { order, fault })
+            .collect(),
+        skip_requests: Vec::new(),
+    })
+}
+
+/// For `proptest!` tests: runs `scenario` (seed `seed`) under `schedule` and checks its
+/// invariants. On a violation it writes the run's trace under `target/retrace/` and fails
+/// with the `retrace replay` command that opens it; proptest then shrinks, and the last
+/// trace written is the minimal failing run's.
+pub fn check_schedule<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    schedule: &Schedule,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let report = Simulation::<M>::new(scenario, seed, TraceSink::Memory)
+        .with_schedule(schedule.clone())
+        .run();
+    let Some(v) = report.violation else {
+        return Ok(());
+    };
+    let path = std::path::PathBuf::from("target")
+        .join("retrace")
+        .join(format!("proptest-{}-seed{seed}.trace", M::NAME));
+    let written = report
+        .trace
+        .as_ref()
+        .map(|t| std::fs::create_dir_all("target/retrace").and_then(|_| std::fs::write(&path, t)));
+    let how = match written {
+        Some(Ok(())) => format!("replay it with: retrace replay {}", path.display()),
+        _ => "(its trace could not be written)".to_string(),
+    };
+    Err(proptest::test_runner::TestCaseError::fail(format!(
+        "{}; {how}",
+        v.describe()
+    )))
+}
