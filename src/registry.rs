@@ -222,6 +222,7 @@ impl Registry {
             .with::<retrace_models::PingPongModel>()
             .with::<retrace_models::KvModel>()
             .with::<retrace_models::WebstackModel>()
+            .with::<retrace_models::RaftModel>()
     }
 
     /// Adds a model; a later model with the same name replaces the earlier one.

@@ -8,8 +8,10 @@
 
 pub mod kv;
 pub mod pingpong;
+pub mod raft;
 pub mod webstack;
 
 pub use kv::KvModel;
 pub use pingpong::PingPongModel;
+pub use raft::RaftModel;
 pub use webstack::WebstackModel;
