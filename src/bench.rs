@@ -18,6 +18,8 @@ pub enum BenchTarget {
     Record,
     /// The replayer: re-execution, jumps, causality and profile queries
     Replay,
+    /// The fuzzer: time and runs to each known bug, minimised sizes, runs per second
+    Fuzz,
 }
 
 #[derive(Args, Debug)]
@@ -40,6 +42,9 @@ pub struct BenchArgs {
     /// (record) Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
     pub(crate) batch_ms: u64,
+    /// (fuzz) Master seeds per known bug
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seeds: u64,
     /// (replay) Records of the trace re-executed and queried
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) replay_events: u64,
@@ -173,6 +178,7 @@ pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8,
     match args.target {
         BenchTarget::Record => return crate::bench_record::run(registry, args),
         BenchTarget::Replay => return crate::bench_replay::run(args),
+        BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds),
         BenchTarget::Sim => {}
     }
     println!(

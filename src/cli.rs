@@ -70,7 +70,7 @@ enum Command {
     Node(crate::record_cli::NodeArgs),
     /// List the models this binary knows
     Models,
-    /// Measure the simulator (`bench sim`), recorder (`bench record`) or replayer (`bench replay`)
+    /// Measure the simulator, recorder, replayer or fuzzer (`bench sim|record|replay|fuzz`)
     Bench(crate::bench::BenchArgs),
 }
 

@@ -223,6 +223,7 @@ impl Registry {
             .with::<retrace_models::KvModel>()
             .with::<retrace_models::WebstackModel>()
             .with::<retrace_models::RaftModel>()
+            .with::<retrace_models::TwoPcModel>()
     }
 
     /// Adds a model; a later model with the same name replaces the earlier one.

@@ -92,6 +92,38 @@ fn the_proptest_helper_finds_the_bug_and_shrinks_it() {
 }
 
 #[test]
+fn retrace_fuzz_finds_the_twopc_bug_and_the_proptest_helper_too() {
+    let dir = scratch_dir("fuzz-twopc");
+    let o = retrace(&[
+        "fuzz",
+        "scenarios/twopc-presumed-commit.toml",
+        "--cases",
+        "500",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("invariant `atomicity` violated"),
+        "{}",
+        stdout(&o)
+    );
+    let s = load::<retrace_models::TwoPcModel>("twopc-presumed-commit.toml");
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&schedules(400), |schedule| {
+        check_schedule::<retrace_models::TwoPcModel>(&s, 1, &schedule)
+    });
+    assert!(result
+        .expect_err("presumed-commit is found")
+        .to_string()
+        .contains("atomicity"));
+}
+
+#[test]
 fn the_correct_store_survives_fuzzing_with_every_fault_kind() {
     let mut s = kv("kv-fuzz.toml");
     s.options.bug = None;
@@ -142,4 +174,114 @@ fn bad_fuzz_arguments_are_refused() {
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
     }
+}
+
+/// Runs cases `0..max` of `scenario` with `strategy` from master seed 1; the first failure.
+fn first_failure<M: retrace_sim::Model>(
+    scenario: &retrace_sim::Scenario<M::Options>,
+    strategy: Strategy,
+    max: u64,
+) -> Option<(u64, retrace_sim::fuzz::Case)> {
+    (0..max)
+        .map(|i| {
+            (
+                i,
+                run_case::<M>(scenario, retrace_sim::fuzz::case_seed(1, i), strategy),
+            )
+        })
+        .find(|(_, c)| c.report.violation.is_some())
+}
+
+fn load<M: retrace_sim::Model>(name: &str) -> retrace_sim::Scenario<M::Options> {
+    let path = root().join("scenarios").join(name);
+    scenario::parse::<M>(name, &read(&path)).unwrap()
+}
+
+#[test]
+fn every_known_raft_and_twopc_bug_is_found_within_bounded_runs() {
+    use retrace_models::{RaftModel, TwoPcModel};
+    let cases: [(&str, Strategy, &str); 3] = [
+        ("raft-double-vote.toml", Strategy::Random, "election safety"),
+        ("raft-forget-vote.toml", Strategy::Swarm, "election safety"),
+        ("raft-commit-old-term.toml", Strategy::Swarm, ""),
+    ];
+    for (name, strategy, what) in cases {
+        let s = load::<RaftModel>(name);
+        let (i, case) = first_failure::<RaftModel>(&s, strategy, 20_000)
+            .unwrap_or_else(|| panic!("{name}: not found"));
+        let v = case.report.violation.unwrap();
+        assert!(v.message.contains(what), "{name} (case {i}): {}", v.message);
+        // The failure replays from its schedule.
+        let again = retrace_sim::fuzz::replay_case::<RaftModel>(
+            &s,
+            case.seed,
+            strategy,
+            &case.schedule,
+            TraceSink::Discard,
+        );
+        assert_eq!(
+            again.violation.map(|v| v.message),
+            Some(v.message),
+            "{name}"
+        );
+    }
+    let s = load::<TwoPcModel>("twopc-presumed-commit.toml");
+    let (_, case) =
+        first_failure::<TwoPcModel>(&s, Strategy::Random, 2_000).expect("presumed-commit found");
+    assert!(case
+        .report
+        .violation
+        .unwrap()
+        .message
+        .contains("committed at node"));
+}
+
+#[test]
+fn correct_raft_and_twopc_survive_every_fault_kind() {
+    use retrace_models::{RaftModel, TwoPcModel};
+    let raft = load::<RaftModel>("raft.toml");
+    let twopc = load::<TwoPcModel>("twopc.toml");
+    for i in 0..300 {
+        for strategy in [Strategy::Random, Strategy::Swarm, Strategy::Pct] {
+            let seed = retrace_sim::fuzz::case_seed(9, i);
+            let r = run_case::<RaftModel>(&raft, seed, strategy).report;
+            assert!(
+                r.violation.is_none(),
+                "raft {strategy:?} case {i}: {}",
+                r.violation.unwrap().describe()
+            );
+            if i < 100 {
+                let r = run_case::<TwoPcModel>(&twopc, seed, strategy).report;
+                assert!(
+                    r.violation.is_none(),
+                    "twopc {strategy:?} case {i}: {}",
+                    r.violation.unwrap().describe()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_proptest_helper_finds_the_raft_double_vote() {
+    use proptest::strategy::Strategy as _;
+    use retrace_models::RaftModel;
+    let s = load::<RaftModel>("raft-double-vote.toml");
+    // Seeds vary with the schedules; the runner itself is seeded, so the search is repeatable.
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 4000,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    let strategy = (0u64..1_000_000, schedules(300)).prop_map(|(seed, schedule)| (seed, schedule));
+    let result = runner.run(&strategy, |(seed, schedule)| {
+        check_schedule::<RaftModel>(&s, seed, &schedule)
+    });
+    let text = result.expect_err("double-vote is found").to_string();
+    assert!(text.contains("raft safety"), "{text}");
 }

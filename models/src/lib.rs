@@ -3,15 +3,19 @@
 //!
 //! - [`pingpong`]: the smallest example, used in docs and benchmarks.
 //! - [`kv`]: a primary-backup replicated key-value store with failover.
+//! - [`raft`]: Raft election and replication, with three known bugs.
+//! - [`twopc`]: two-phase commit with crashes, with a known bug.
 //! - [`webstack`]: clients, load balancer, web frontends, cache and database, with a noon
 //!   batch job that slows the database.
 
 pub mod kv;
 pub mod pingpong;
 pub mod raft;
+pub mod twopc;
 pub mod webstack;
 
 pub use kv::KvModel;
 pub use pingpong::PingPongModel;
 pub use raft::RaftModel;
+pub use twopc::TwoPcModel;
 pub use webstack::WebstackModel;

@@ -1,0 +1,172 @@
+//! `retrace bench fuzz`: how fast each known bug is found from different master seeds, how
+//! small its minimised run is, and how many runs per second the correct models sustain.
+
+use crate::summary::group;
+use retrace_models::{KvModel, RaftModel, TwoPcModel};
+use retrace_sim::fuzz::{case_seed, minimize, replay_case, run_case, Size, Strategy};
+use retrace_sim::{scenario, Model, Scenario, TraceSink};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A search gives up after this long.
+const GIVE_UP: Duration = Duration::from_secs(120);
+
+fn load<M: Model>(name: &str) -> Result<Scenario<M::Options>, String> {
+    let path = std::path::Path::new("scenarios").join(name);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (run from the repository root)", path.display()))?;
+    scenario::parse::<M>(name, &text).map_err(|e| e.to_string())
+}
+
+/// Searches from `master` with `jobs` threads until the first violation.
+fn search<M: Model>(
+    s: &Scenario<M::Options>,
+    strategy: Strategy,
+    master: u64,
+    jobs: usize,
+) -> Option<(Duration, u64, u64, u64)> {
+    let next = AtomicU64::new(0);
+    let found = AtomicU64::new(u64::MAX);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < GIVE_UP {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if run_case::<M>(s, case_seed(master, i), strategy)
+                        .report
+                        .violation
+                        .is_some()
+                    {
+                        found.fetch_min(i, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let i = found.load(Ordering::Relaxed);
+    (i != u64::MAX).then_some((elapsed, i + 1, i, next.load(Ordering::Relaxed)))
+}
+
+fn bug<M: Model>(name: &str, strategy: Strategy, seeds: u64, jobs: usize) -> Result<(), String> {
+    let s = load::<M>(name)?;
+    let mut times = Vec::new();
+    let mut runs = Vec::new();
+    let mut sizes: Vec<(Size, Size)> = Vec::new();
+    let mut missed = 0;
+    for master in 1..=seeds {
+        match search::<M>(&s, strategy, master, jobs) {
+            Some((t, r, i, _)) => {
+                times.push(t);
+                runs.push(r);
+                if sizes.len() < 3 {
+                    let seed = case_seed(master, i);
+                    let case = run_case::<M>(&s, seed, strategy);
+                    let Some(v) = case.report.violation.clone() else {
+                        continue;
+                    };
+                    let small =
+                        minimize::<M>(&s, seed, strategy, &case.schedule, &v.invariant, 2000);
+                    let after = replay_case::<M>(&s, seed, strategy, &small, TraceSink::Discard);
+                    sizes.push((
+                        Size::of(&case.report, &case.schedule),
+                        Size::of(&after, &small),
+                    ));
+                }
+            }
+            None => missed += 1,
+        }
+    }
+    times.sort();
+    runs.sort_unstable();
+    let median = |v: &[Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
+    println!(
+        "{name} ({} strategy, {jobs} jobs, {seeds} master seeds)",
+        strategy.name()
+    );
+    if times.is_empty() {
+        println!("  not found within {}s from any seed", GIVE_UP.as_secs());
+        return Ok(());
+    }
+    println!(
+        "  time to violation   median {:.2}s, worst {:.2}s{}",
+        median(&times).as_secs_f64(),
+        times.last().copied().unwrap_or_default().as_secs_f64(),
+        if missed > 0 {
+            format!(" ({missed} seeds gave up after {}s)", GIVE_UP.as_secs())
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  runs to violation   median {}, worst {}",
+        group(runs[runs.len() / 2]),
+        group(*runs.last().unwrap_or(&0))
+    );
+    for (before, after) in &sizes {
+        println!(
+            "  minimised           {} -> {} events; {} -> {} faults; {} -> {} reorderings",
+            before.events,
+            after.events,
+            before.faults,
+            after.faults,
+            before.reorderings,
+            after.reorderings
+        );
+    }
+    Ok(())
+}
+
+fn throughput<M: Model>(
+    name: &str,
+    strategy: Strategy,
+    seconds: u64,
+    jobs: usize,
+) -> Result<(), String> {
+    let s = load::<M>(name)?;
+    let next = AtomicU64::new(0);
+    let events = AtomicU64::new(0);
+    let failures = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while started.elapsed() < Duration::from_secs(seconds) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let r = run_case::<M>(&s, case_seed(77, i), strategy).report;
+                    events.fetch_add(r.stats.steps, Ordering::Relaxed);
+                    failures.fetch_add(u64::from(r.violation.is_some()), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let t = started.elapsed().as_secs_f64();
+    let runs = next.load(Ordering::Relaxed);
+    println!(
+        "{name} (correct, {} strategy, {jobs} jobs): {:.0} runs/s, {:.0} events per run, {} violations",
+        strategy.name(),
+        runs as f64 / t,
+        events.load(Ordering::Relaxed) as f64 / runs.max(1) as f64,
+        failures.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+pub fn run(seeds: u64) -> Result<u8, String> {
+    let jobs = 2;
+    println!(
+        "retrace bench fuzz (searches stop at the first violation; sizes of the first 3 seeds)"
+    );
+    bug::<KvModel>("kv-fuzz.toml", Strategy::Random, seeds, jobs)?;
+    bug::<RaftModel>("raft-double-vote.toml", Strategy::Random, seeds, jobs)?;
+    bug::<RaftModel>("raft-forget-vote.toml", Strategy::Swarm, seeds, jobs)?;
+    bug::<RaftModel>("raft-commit-old-term.toml", Strategy::Swarm, seeds, jobs)?;
+    bug::<TwoPcModel>("twopc-presumed-commit.toml", Strategy::Random, seeds, jobs)?;
+    throughput::<RaftModel>("raft.toml", Strategy::Random, 10, jobs)?;
+    throughput::<TwoPcModel>("twopc.toml", Strategy::Random, 5, jobs)?;
+    throughput::<KvModel>("kv.toml", Strategy::Swarm, 5, jobs)?;
+    Ok(crate::cli::exit::OK)
+}
