@@ -101,6 +101,7 @@ pub fn fuzz<M: Model>(
     let runs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let distinct: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+    let covered: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
     let found: Mutex<Vec<Found>> = Mutex::new(Vec::new());
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -118,6 +119,10 @@ pub fn fuzz<M: Model>(
                 let seed = case_seed(master, index);
                 let case = run_case::<M>(scenario, seed, strategy);
                 let done = runs.fetch_add(1, Ordering::Relaxed) + 1;
+                let coverage = covered.lock().map_or(0, |mut c| {
+                    c.extend(case.report.coverage.iter().copied());
+                    c.len()
+                });
                 if let Ok(mut d) = distinct.lock() {
                     if d.len() < 1_000_000 {
                         d.insert(codec::digest(
@@ -126,7 +131,7 @@ pub fn fuzz<M: Model>(
                     }
                     bar.set_position(done);
                     bar.set_message(format!(
-                        "({}) {} distinct schedules, {} failing",
+                        "({}) {} distinct schedules, {coverage} handlers covered, {} failing",
                         rate(done, started.elapsed()),
                         d.len(),
                         found.lock().map_or(0, |f| f.len())
@@ -165,6 +170,7 @@ pub fn fuzz<M: Model>(
     let elapsed = started.elapsed();
     let total = runs.load(Ordering::Relaxed);
     let distinct = distinct.lock().map_or(0, |d| d.len());
+    let coverage = covered.lock().map_or(0, |c| c.len());
     let mut found = found
         .into_inner()
         .map_err(|_| "a fuzz worker panicked".to_string())?;
@@ -175,7 +181,7 @@ pub fn fuzz<M: Model>(
         strategy.name()
     );
     println!(
-        "runs      {} in {:.1}s ({}), {} distinct schedules, {} failing",
+        "runs      {} in {:.1}s ({}), {} distinct schedules, {coverage} handlers covered, {} failing",
         group(total),
         elapsed.as_secs_f64(),
         rate(total, elapsed),

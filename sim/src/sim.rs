@@ -145,6 +145,9 @@ pub struct RunReport {
     /// Under a decider: the choices made (trailing defaults trimmed) and requests left out,
     /// which replay the run with [`Simulation::with_schedule`].
     pub schedule: Option<Schedule>,
+    /// Under a decider: which handlers ran — (node, message variant) for deliveries and
+    /// requests, (node, tag) for timers — as opaque keys, for the fuzzer's coverage.
+    pub coverage: BTreeSet<u64>,
 }
 
 enum Pending<M> {
@@ -424,6 +427,7 @@ pub struct Simulation<M: Model> {
     /// Fuzzing: who decides order and faults, what was decided, requests left out.
     decider: Option<Box<dyn Decider>>,
     taken: Vec<Choice>,
+    coverage: BTreeSet<u64>,
     skip_requests: BTreeSet<u64>,
     requests_drawn: u64,
 }
@@ -544,6 +548,7 @@ impl<M: Model> Simulation<M> {
             memory_trace,
             decider: None,
             taken: Vec::new(),
+            coverage: BTreeSet::new(),
             skip_requests: BTreeSet::new(),
             requests_drawn: 0,
         };
@@ -784,9 +789,28 @@ impl<M: Model> Simulation<M> {
             None => {}
         }
         if self.outcome.is_none() {
+            self.cover(&pending);
             self.handle(pending);
         }
         true
+    }
+
+    /// Notes which handler `pending` will exercise. The message's enum variant stands for
+    /// its kind; `DefaultHasher::new()` has fixed keys, so keys agree across runs.
+    fn cover(&mut self, pending: &Pending<<M::Node as Node>::Msg>) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match pending {
+            Pending::Deliver { to, msg, .. } => (0u8, to, std::mem::discriminant(msg)).hash(&mut h),
+            Pending::Timer { node, tag, .. } => (1u8, node, tag).hash(&mut h),
+            Pending::External { node, msg } => {
+                (2u8, node, std::mem::discriminant(msg)).hash(&mut h)
+            }
+            _ => return,
+        }
+        if self.coverage.len() < 1 << 16 {
+            self.coverage.insert(h.finish());
+        }
     }
 
     /// Puts a pending event back in its place; a timer keeps its cancellation handle.
@@ -846,6 +870,7 @@ impl<M: Model> Simulation<M> {
             trace_bytes,
             trace,
             trace_error,
+            coverage: self.coverage,
             schedule: self.decider.is_some().then(|| {
                 Schedule {
                     choices: self.taken,
