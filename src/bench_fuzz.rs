@@ -51,7 +51,22 @@ fn search<M: Model>(
     (i != u64::MAX).then_some((elapsed, i + 1, i, next.load(Ordering::Relaxed)))
 }
 
-fn bug<M: Model>(name: &str, strategy: Strategy, seeds: u64, jobs: usize) -> Result<(), String> {
+/// Steps of the smallest failing run built by hand for a scenario, if there is one.
+fn hand_built<M: Model>(file: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let s = scenario::parse::<M>(file, &text).map_err(|e| e.to_string())?;
+    let r = retrace_sim::Simulation::<M>::new(&s, s.seed, TraceSink::Discard).run();
+    Ok(r.violation.is_some().then_some(r.stats.steps))
+}
+
+fn bug<M: Model>(
+    name: &str,
+    strategy: Strategy,
+    seeds: u64,
+    jobs: usize,
+    by_hand: Option<&str>,
+) -> Result<(), String> {
     let s = load::<M>(name)?;
     let mut times = Vec::new();
     let mut runs = Vec::new();
@@ -106,9 +121,16 @@ fn bug<M: Model>(name: &str, strategy: Strategy, seeds: u64, jobs: usize) -> Res
         group(runs[runs.len() / 2]),
         group(*runs.last().unwrap_or(&0))
     );
+    let hand = hand_built::<M>(by_hand)?;
     for (before, after) in &sizes {
+        let ratio = hand.map_or(String::new(), |h| {
+            format!(
+                " ({:.1}x the {h} of a run built by hand)",
+                after.events as f64 / h.max(1) as f64
+            )
+        });
         println!(
-            "  minimised           {} -> {} events; {} -> {} faults; {} -> {} reorderings",
+            "  minimised           {} -> {} events{ratio}; {} -> {} faults; {} -> {} reorderings",
             before.events,
             after.events,
             before.faults,
@@ -160,11 +182,29 @@ pub fn run(seeds: u64) -> Result<u8, String> {
     println!(
         "retrace bench fuzz (searches stop at the first violation; sizes of the first 3 seeds)"
     );
-    bug::<KvModel>("kv-fuzz.toml", Strategy::Random, seeds, jobs)?;
-    bug::<RaftModel>("raft-double-vote.toml", Strategy::Random, seeds, jobs)?;
-    bug::<RaftModel>("raft-forget-vote.toml", Strategy::Swarm, seeds, jobs)?;
-    bug::<RaftModel>("raft-commit-old-term.toml", Strategy::Swarm, seeds, jobs)?;
-    bug::<TwoPcModel>("twopc-presumed-commit.toml", Strategy::Random, seeds, jobs)?;
+    bug::<KvModel>(
+        "kv-fuzz.toml",
+        Strategy::Random,
+        seeds,
+        jobs,
+        Some("tests/data/kv-hand-built.toml"),
+    )?;
+    bug::<RaftModel>("raft-double-vote.toml", Strategy::Random, seeds, jobs, None)?;
+    bug::<RaftModel>("raft-forget-vote.toml", Strategy::Swarm, seeds, jobs, None)?;
+    bug::<RaftModel>(
+        "raft-commit-old-term.toml",
+        Strategy::Swarm,
+        seeds,
+        jobs,
+        None,
+    )?;
+    bug::<TwoPcModel>(
+        "twopc-presumed-commit.toml",
+        Strategy::Random,
+        seeds,
+        jobs,
+        Some("tests/data/twopc-hand-built.toml"),
+    )?;
     throughput::<RaftModel>("raft.toml", Strategy::Random, 10, jobs)?;
     throughput::<TwoPcModel>("twopc.toml", Strategy::Random, 5, jobs)?;
     throughput::<KvModel>("kv.toml", Strategy::Swarm, 5, jobs)?;

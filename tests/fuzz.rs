@@ -285,3 +285,33 @@ fn the_proptest_helper_finds_the_raft_double_vote() {
     let text = result.expect_err("double-vote is found").to_string();
     assert!(text.contains("raft safety"), "{text}");
 }
+
+/// The smallest failing runs we could construct by hand, which the minimiser's results are
+/// measured against (`retrace bench fuzz` prints the ratio).
+#[test]
+fn hand_built_minimal_failures_fail() {
+    for (file, steps_at_most, what) in [
+        (
+            "tests/data/kv-hand-built.toml",
+            21,
+            "acknowledged write lost",
+        ),
+        ("tests/data/twopc-hand-built.toml", 11, "atomicity"),
+    ] {
+        let o = retrace(&["run", file, "--no-trace"]);
+        assert_eq!(o.status.code(), Some(1), "{file}: {}", stdout(&o));
+        let text = stdout(&o);
+        assert!(text.contains(what), "{file}: {text}");
+        let steps: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("events    ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap();
+        assert!(steps <= steps_at_most, "{file}: {steps} steps");
+    }
+}

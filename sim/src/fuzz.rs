@@ -217,9 +217,87 @@ fn ddmin<T: Clone>(items: Vec<T>, budget: &mut u32, fails: &mut dyn FnMut(&[T]) 
     current
 }
 
+/// `schedule` with the choices at `positions` deleted.
+fn without(schedule: &Schedule, positions: &[usize]) -> Schedule {
+    let gone: std::collections::BTreeSet<usize> = positions.iter().copied().collect();
+    Schedule {
+        choices: schedule
+            .choices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(i))
+            .map(|(_, c)| *c)
+            .collect(),
+        skip_requests: schedule.skip_requests.clone(),
+    }
+}
+
+/// The largest set of `items` whose removal keeps `fails(removed)` true, found greedily by
+/// halving: remove big chunks first, smaller ones when those do not work.
+fn ddmin_remove(
+    items: Vec<usize>,
+    budget: &mut u32,
+    fails: &mut dyn FnMut(&[usize]) -> bool,
+) -> Vec<usize> {
+    let mut removed: Vec<usize> = Vec::new();
+    let mut chunk = items.len().max(1);
+    while chunk >= 1 && *budget > 0 {
+        let remaining: Vec<usize> = items
+            .iter()
+            .copied()
+            .filter(|i| !removed.contains(i))
+            .collect();
+        if remaining.is_empty() {
+            break;
+        }
+        let mut progressed = false;
+        for part in remaining.chunks(chunk) {
+            if *budget == 0 {
+                break;
+            }
+            *budget -= 1;
+            let mut trial = removed.clone();
+            trial.extend_from_slice(part);
+            if fails(&trial) {
+                removed = trial;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            if chunk == 1 {
+                break;
+            }
+            chunk /= 2;
+        }
+    }
+    removed
+}
+
+/// Leaves out as many workload requests as possible.
+fn minimize_externals(
+    best: &mut Schedule,
+    budget: &mut u32,
+    fails: &dyn Fn(&Schedule) -> bool,
+    stats: impl Fn(&Schedule) -> crate::sim::Stats,
+) {
+    let issued = stats(best);
+    let total = issued.requests + issued.requests_refused + best.skip_requests.len() as u64;
+    let kept: Vec<u64> = (0..total)
+        .filter(|r| !best.skip_requests.contains(r))
+        .collect();
+    let snapshot = best.clone();
+    let keep = ddmin(kept, budget, &mut |subset: &[u64]| {
+        let mut s = snapshot.clone();
+        s.skip_requests = (0..total).filter(|r| !subset.contains(r)).collect();
+        fails(&s)
+    });
+    best.skip_requests = (0..total).filter(|r| !keep.contains(r)).collect();
+}
+
 /// Shrinks a failing case as DEMi does: first the external inputs, then the injected faults,
-/// then the forced reorderings, keeping each removal only if the same invariant still
-/// breaks. Runs at most `budget` re-executions.
+/// then the forced reorderings, then the wait before what is left (default choices are
+/// deleted so that the remaining ones come sooner), then external inputs again — keeping each
+/// removal only if the same invariant still breaks. Runs at most `budget` re-executions.
 pub fn minimize<M: Model>(
     scenario: &Scenario<M::Options>,
     seed: u64,
@@ -234,19 +312,10 @@ pub fn minimize<M: Model>(
             .violation
             .is_some_and(|v| v.invariant == invariant)
     };
-    let mut best = schedule.clone();
-    // 1. External inputs: keep as few workload requests as possible.
-    let issued = replay_case::<M>(scenario, seed, strategy, &best, TraceSink::Discard).stats;
-    let total = issued.requests + issued.requests_refused + best.skip_requests.len() as u64;
-    let kept: Vec<u64> = (0..total)
-        .filter(|r| !best.skip_requests.contains(r))
-        .collect();
-    let keep = ddmin(kept, &mut budget, &mut |subset: &[u64]| {
-        let mut s = best.clone();
-        s.skip_requests = (0..total).filter(|r| !subset.contains(r)).collect();
-        fails(&s)
+    let mut best = schedule.clone().trimmed();
+    minimize_externals(&mut best, &mut budget, &fails, |s| {
+        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
     });
-    best.skip_requests = (0..total).filter(|r| !keep.contains(r)).collect();
     // 2. Faults, then 3. reorderings: keep as few non-default positions as possible.
     for faults in [true, false] {
         let positions: Vec<usize> = best
@@ -278,7 +347,21 @@ pub fn minimize<M: Model>(
                 }
             }
         }
+        best = best.trimmed();
     }
+    // 4. Sooner: delete default choices, which moves the remaining decisions to earlier
+    // steps; a fault that still breaks the invariant when it comes sooner makes a shorter run.
+    let defaults: Vec<usize> = (0..best.choices.len())
+        .filter(|&i| best.choices[i].is_default())
+        .collect();
+    let drop = ddmin_remove(defaults, &mut budget, &mut |removed: &[usize]| {
+        fails(&without(&best, removed))
+    });
+    best = without(&best, &drop).trimmed();
+    // 5. A shorter run may need fewer external requests again.
+    minimize_externals(&mut best, &mut budget, &fails, |s| {
+        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
+    });
     best.trimmed()
 }
 
