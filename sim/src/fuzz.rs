@@ -8,7 +8,9 @@
 use crate::model::Model;
 use crate::rng::{derive_seed, SimRng};
 use crate::scenario::Scenario;
-use crate::schedule::{Decider, PctDecider, RandomDecider, Schedule, FAULT_KINDS};
+use crate::schedule::{
+    Choice, Decider, Injected, PctDecider, RandomDecider, Schedule, TimedFault, FAULT_KINDS,
+};
 use crate::sim::{RunReport, Simulation, TraceSink};
 use proptest::prelude::{prop_oneof, Just};
 use proptest::strategy::Strategy as _;
@@ -229,6 +231,7 @@ fn without(schedule: &Schedule, positions: &[usize]) -> Schedule {
             .map(|(_, c)| *c)
             .collect(),
         skip_requests: schedule.skip_requests.clone(),
+        timed: schedule.timed.clone(),
     }
 }
 
@@ -362,6 +365,63 @@ pub fn minimize<M: Model>(
     minimize_externals(&mut best, &mut budget, &fails, |s| {
         replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
     });
+
+    // 6. Anchor node faults (crash, isolate, clock jump) in time: removing events elsewhere
+    // then no longer moves them, which step numbers did.
+    let nodes = scenario.nodes.len();
+    let times =
+        replay_case::<M>(scenario, seed, strategy, &best, TraceSink::Discard).decision_times;
+    for pos in 0..best.choices.len() {
+        let code = best.choices[pos].fault;
+        let node_fault = matches!(
+            Choice {
+                order: 0,
+                fault: code
+            }
+            .injected(nodes),
+            Some(Injected::Crash(_) | Injected::Isolate(_) | Injected::ClockJump(..))
+        );
+        let Some(&at_ns) = times.get(pos) else { break };
+        if !node_fault || budget == 0 {
+            continue;
+        }
+        let mut s = best.clone();
+        s.choices[pos].fault = 0;
+        s.timed.push(TimedFault { at_ns, fault: code });
+        budget -= 1;
+        if fails(&s) {
+            best = s;
+        }
+    }
+    best = best.trimmed();
+    minimize_externals(&mut best, &mut budget, &fails, |s| {
+        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
+    });
+    // 7. Move each timed fault as early as it still breaks the invariant.
+    for k in 0..best.timed.len() {
+        let mut stride = best.timed[k].at_ns / 2;
+        while stride >= 100_000 && budget > 0 {
+            let mut s = best.clone();
+            s.timed[k].at_ns -= stride.min(s.timed[k].at_ns);
+            budget -= 1;
+            if fails(&s) {
+                best = s;
+            } else {
+                stride /= 2;
+            }
+        }
+    }
+    // 8. And what that earlier failure no longer needs.
+    let defaults: Vec<usize> = (0..best.choices.len())
+        .filter(|&i| best.choices[i].is_default())
+        .collect();
+    let drop = ddmin_remove(defaults, &mut budget, &mut |removed: &[usize]| {
+        fails(&without(&best, removed))
+    });
+    best = without(&best, &drop).trimmed();
+    minimize_externals(&mut best, &mut budget, &fails, |s| {
+        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
+    });
     best.trimmed()
 }
 
@@ -378,6 +438,7 @@ pub fn schedules(max_len: usize) -> impl proptest::strategy::Strategy<Value = Sc
             .map(|(order, fault)| crate::schedule::Choice { order, fault })
             .collect(),
         skip_requests: Vec::new(),
+        timed: Vec::new(),
     })
 }
 

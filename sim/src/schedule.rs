@@ -70,6 +70,15 @@ impl Choice {
     }
 }
 
+/// A fault injected at a virtual time rather than at a step (the minimiser anchors node
+/// faults this way, so that removing other events does not move them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TimedFault {
+    pub at_ns: u64,
+    /// A fault code as in [`Choice::fault`]; only node faults (crash, isolate, clock jumps).
+    pub fault: u8,
+}
+
 /// A whole run's decisions, and which workload requests to leave out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -77,6 +86,9 @@ pub struct Schedule {
     /// Workload requests (by number, from 0) that are not sent.
     #[serde(default)]
     pub skip_requests: Vec<u64>,
+    /// Faults at times, applied before the first step at or after their time.
+    #[serde(default)]
+    pub timed: Vec<TimedFault>,
 }
 
 impl Schedule {
@@ -98,7 +110,7 @@ impl Schedule {
     }
 
     pub fn faults(&self) -> usize {
-        self.choices.iter().filter(|c| c.fault != 0).count()
+        self.choices.iter().filter(|c| c.fault != 0).count() + self.timed.len()
     }
 
     pub fn reorderings(&self) -> usize {

@@ -8,7 +8,7 @@ use crate::queue::{EventQueue, Handle};
 use crate::rng::{derive_seed, SimRng};
 use crate::scenario::{links_between_groups, FaultAction, LinkParams, Scenario};
 use crate::schedule::{
-    Candidate, Choice, Decider, Injected, Schedule, CRASH_DOWN_NS, ISOLATION_NS, WINDOW,
+    Candidate, Choice, Decider, Injected, Schedule, TimedFault, CRASH_DOWN_NS, ISOLATION_NS, WINDOW,
 };
 use crate::storage::Storage;
 use crate::trace::{
@@ -145,6 +145,8 @@ pub struct RunReport {
     /// Under a decider: the choices made (trailing defaults trimmed) and requests left out,
     /// which replay the run with [`Simulation::with_schedule`].
     pub schedule: Option<Schedule>,
+    /// Under a decider: the virtual time of each decision's step.
+    pub decision_times: Vec<u64>,
     /// Under a decider: which handlers ran — (node, message variant) for deliveries and
     /// requests, (node, tag) for timers — as opaque keys, for the fuzzer's coverage.
     pub coverage: BTreeSet<u64>,
@@ -427,6 +429,11 @@ pub struct Simulation<M: Model> {
     /// Fuzzing: who decides order and faults, what was decided, requests left out.
     decider: Option<Box<dyn Decider>>,
     taken: Vec<Choice>,
+    /// When each decision's event ran.
+    taken_at: Vec<u64>,
+    /// Faults at times still to apply, latest first.
+    timed: Vec<TimedFault>,
+    timed_all: Vec<TimedFault>,
     coverage: BTreeSet<u64>,
     skip_requests: BTreeSet<u64>,
     requests_drawn: u64,
@@ -548,6 +555,9 @@ impl<M: Model> Simulation<M> {
             memory_trace,
             decider: None,
             taken: Vec::new(),
+            taken_at: Vec::new(),
+            timed: Vec::new(),
+            timed_all: Vec::new(),
             coverage: BTreeSet::new(),
             skip_requests: BTreeSet::new(),
             requests_drawn: 0,
@@ -643,6 +653,9 @@ impl<M: Model> Simulation<M> {
     /// Replays a schedule: its choices, and the workload requests it leaves out.
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
         self.skip_requests = schedule.skip_requests.iter().copied().collect();
+        self.timed_all = schedule.timed.clone();
+        self.timed = schedule.timed.clone();
+        self.timed.sort_by(|a, b| b.cmp(a));
         self.decider = Some(Box::new(schedule));
         self
     }
@@ -723,11 +736,24 @@ impl<M: Model> Simulation<M> {
             .collect();
         let step = self.taken.len() as u64;
         let n = self.nodes.len();
+        // Faults anchored in time go first, once their time has come.
+        let front = window[0].0.max(self.core.now_ns);
+        while self.timed.last().is_some_and(|t| t.at_ns <= front) {
+            let Some(t) = self.timed.pop() else { break };
+            self.core.now_ns = self.core.now_ns.max(t.at_ns);
+            let fault = Choice {
+                order: 0,
+                fault: t.fault,
+            }
+            .injected(n);
+            self.inject_node_fault(fault, n);
+        }
         let choice = match self.decider.as_mut() {
             Some(d) => d.decide(step, &candidates, n),
             None => Choice::default(),
         };
         self.taken.push(choice);
+        self.taken_at.push(window[0].0.max(self.core.now_ns));
         let deliveries: Vec<usize> = (0..window.len())
             .filter(|&i| candidates[i].is_delivery)
             .collect();
@@ -771,22 +797,7 @@ impl<M: Model> Simulation<M> {
                     self.core.queue.push(now, copy);
                 }
             }
-            Some(Injected::Crash(node)) => self.handle(Pending::Fault(FaultAction::Crash {
-                node,
-                restart_after_ns: Some(CRASH_DOWN_NS),
-            })),
-            Some(Injected::Isolate(node)) => {
-                let group_of: Vec<usize> = (0..n).map(|i| usize::from(i == node.index())).collect();
-                let links = links_between_groups(&group_of);
-                self.handle(Pending::Fault(FaultAction::Cut {
-                    links,
-                    heal_after_ns: Some(ISOLATION_NS),
-                }))
-            }
-            Some(Injected::ClockJump(node, by_ns)) => {
-                self.handle(Pending::Fault(FaultAction::ClockJump { node, by_ns }))
-            }
-            None => {}
+            other => self.inject_node_fault(other, n),
         }
         if self.outcome.is_none() {
             self.cover(&pending);
@@ -810,6 +821,28 @@ impl<M: Model> Simulation<M> {
         }
         if self.coverage.len() < 1 << 16 {
             self.coverage.insert(h.finish());
+        }
+    }
+
+    /// Applies a crash, isolation or clock jump now (drops and duplicates need a message).
+    fn inject_node_fault(&mut self, fault: Option<Injected>, n: usize) {
+        match fault {
+            Some(Injected::Crash(node)) => self.handle(Pending::Fault(FaultAction::Crash {
+                node,
+                restart_after_ns: Some(CRASH_DOWN_NS),
+            })),
+            Some(Injected::Isolate(node)) => {
+                let group_of: Vec<usize> = (0..n).map(|i| usize::from(i == node.index())).collect();
+                let links = links_between_groups(&group_of);
+                self.handle(Pending::Fault(FaultAction::Cut {
+                    links,
+                    heal_after_ns: Some(ISOLATION_NS),
+                }))
+            }
+            Some(Injected::ClockJump(node, by_ns)) => {
+                self.handle(Pending::Fault(FaultAction::ClockJump { node, by_ns }))
+            }
+            Some(Injected::Drop | Injected::Duplicate) | None => {}
         }
     }
 
@@ -871,10 +904,12 @@ impl<M: Model> Simulation<M> {
             trace,
             trace_error,
             coverage: self.coverage,
+            decision_times: self.taken_at,
             schedule: self.decider.is_some().then(|| {
                 Schedule {
                     choices: self.taken,
                     skip_requests: self.skip_requests.into_iter().collect(),
+                    timed: self.timed_all,
                 }
                 .trimmed()
             }),
