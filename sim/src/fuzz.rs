@@ -276,6 +276,17 @@ fn ddmin_remove(
     removed
 }
 
+/// Deletes as many default choices as keep the failure: the remaining decisions come sooner.
+fn sooner(best: Schedule, budget: &mut u32, fails: &dyn Fn(&Schedule) -> bool) -> Schedule {
+    let defaults: Vec<usize> = (0..best.choices.len())
+        .filter(|&i| best.choices[i].is_default())
+        .collect();
+    let drop = ddmin_remove(defaults, budget, &mut |removed: &[usize]| {
+        fails(&without(&best, removed))
+    });
+    without(&best, &drop).trimmed()
+}
+
 /// Leaves out as many workload requests as possible.
 fn minimize_externals(
     best: &mut Schedule,
@@ -353,15 +364,9 @@ pub fn minimize<M: Model>(
         best = best.trimmed();
     }
     // 4. Sooner: delete default choices, which moves the remaining decisions to earlier
-    // steps; a fault that still breaks the invariant when it comes sooner makes a shorter run.
-    let defaults: Vec<usize> = (0..best.choices.len())
-        .filter(|&i| best.choices[i].is_default())
-        .collect();
-    let drop = ddmin_remove(defaults, &mut budget, &mut |removed: &[usize]| {
-        fails(&without(&best, removed))
-    });
-    best = without(&best, &drop).trimmed();
-    // 5. A shorter run may need fewer external requests again.
+    // steps; a fault that still breaks the invariant when it comes sooner makes a shorter
+    // run, which may need fewer external requests again.
+    best = sooner(best, &mut budget, &fails);
     minimize_externals(&mut best, &mut budget, &fails, |s| {
         replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
     });
@@ -412,13 +417,7 @@ pub fn minimize<M: Model>(
         }
     }
     // 8. And what that earlier failure no longer needs.
-    let defaults: Vec<usize> = (0..best.choices.len())
-        .filter(|&i| best.choices[i].is_default())
-        .collect();
-    let drop = ddmin_remove(defaults, &mut budget, &mut |removed: &[usize]| {
-        fails(&without(&best, removed))
-    });
-    best = without(&best, &drop).trimmed();
+    best = sooner(best, &mut budget, &fails);
     minimize_externals(&mut best, &mut budget, &fails, |s| {
         replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
     });

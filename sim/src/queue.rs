@@ -46,6 +46,11 @@ impl<T> EventQueue<T> {
     pub fn push(&mut self, time_ns: u64, item: T) -> Handle {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.place(time_ns, seq, item)
+    }
+
+    /// Stores `item` in a free slot under key (`time_ns`, `seq`).
+    fn place(&mut self, time_ns: u64, seq: u64, item: T) -> Handle {
         let slot = match self.free.pop() {
             Some(slot) => {
                 debug_assert!(self.slab[slot as usize].is_none());
@@ -111,20 +116,7 @@ impl<T> EventQueue<T> {
     /// Puts back an entry taken with [`EventQueue::pop_keyed`], in its old place.
     pub fn restore(&mut self, time_ns: u64, seq: u64, item: T) -> Handle {
         debug_assert!(seq < self.next_seq, "restore only what was popped");
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slab[slot as usize] = Some((seq, item));
-                slot
-            }
-            None => {
-                let slot = u32::try_from(self.slab.len()).expect("more than 2^32 pending events");
-                self.slab.push(Some((seq, item)));
-                slot
-            }
-        };
-        self.heap.push(Reverse(Key { time_ns, seq, slot }));
-        self.live += 1;
-        Handle { slot, seq }
+        self.place(time_ns, seq, item)
     }
 
     fn skip_stale(&mut self) {
