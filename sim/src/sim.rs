@@ -226,6 +226,12 @@ impl<M: Message> Core<M> {
         }
     }
 
+    /// Records that the message of the send at `send` will arrive twice.
+    fn note_duplicate(&mut self, send: u64) {
+        self.trace.push(|e, out| e.duplicate(out, send));
+        self.stats.duplicated += 1;
+    }
+
     fn drop_msg(&mut self, send: u64, reason: DropReason) {
         let now = self.now_ns;
         self.trace.push(|e, out| e.drop_msg(out, now, send, reason));
@@ -241,8 +247,7 @@ impl<M: Message> Core<M> {
             return self.drop_msg(send, DropReason::Loss);
         }
         if self.net_rng.chance(link.duplicate) {
-            self.trace.push(|e, out| e.duplicate(out, send));
-            self.stats.duplicated += 1;
+            self.note_duplicate(send);
             self.deliver_later(&link, from, to, msg.clone(), send, payload);
         }
         self.deliver_later(&link, from, to, msg, send, payload);
@@ -784,8 +789,7 @@ impl<M: Model> Simulation<M> {
                     payload,
                 } = &pending
                 {
-                    self.core.trace.push(|e, out| e.duplicate(out, *send));
-                    self.core.stats.duplicated += 1;
+                    self.core.note_duplicate(*send);
                     let copy = Pending::Deliver {
                         to: *to,
                         from: *from,
