@@ -46,6 +46,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole loop on built-in data: record a real kv cluster, kill its primary, merge,
+    /// replay, and open the TUI at the lost write
+    Demo(crate::demo::DemoArgs),
     /// Simulate a scenario, check invariants after every event, write the trace
     Run(RunArgs),
     /// Print a trace's records, one dense line each, and report any corruption
@@ -115,6 +118,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Demo(args) => crate::demo::demo(&registry, &args),
         Command::Run(args) => run(&registry, &args),
         Command::Show(args) => show(&registry, &args),
         Command::Models => {

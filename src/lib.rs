@@ -18,6 +18,7 @@ mod bench_fuzz;
 mod bench_record;
 mod bench_replay;
 pub mod cli;
+mod demo;
 pub mod fuzz_cli;
 mod record_cli;
 pub mod registry;

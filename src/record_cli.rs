@@ -48,28 +48,28 @@ pub struct NodeArgs {
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
     /// The scenario whose nodes to run
-    scenario: PathBuf,
+    pub(crate) scenario: PathBuf,
     /// Directory for the logs and manifest (created)
     #[arg(long, value_name = "DIR")]
-    record: PathBuf,
+    pub(crate) record: PathBuf,
     /// How long to run [default: the scenario's time_limit]
     #[arg(long)]
-    duration: Option<String>,
+    pub(crate) duration: Option<String>,
     /// When logs are forced to disk: always, batch, never
     #[arg(long, default_value = "batch")]
-    fsync: String,
+    pub(crate) fsync: String,
     /// Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
-    batch_ms: u64,
+    pub(crate) batch_ms: u64,
     /// Run the nodes without recording (for comparison)
     #[arg(long)]
-    no_record: bool,
+    pub(crate) no_record: bool,
     /// Nodes stop if recording fails
     #[arg(long)]
-    record_strict: bool,
+    pub(crate) record_strict: bool,
     /// Instead of the scenario's open-loop workload, N clients in a closed loop
     #[arg(long, value_name = "N")]
-    closed_loop: Option<usize>,
+    pub(crate) closed_loop: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -83,10 +83,10 @@ pub struct ClientArgs {
 #[derive(Args, Debug)]
 pub struct MergeArgs {
     /// A recorded run's directory (from `retrace cluster --record`)
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The trace to write
     #[arg(long, short = 'o', value_name = "TRACE")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -246,7 +246,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     );
     if report.duplicates_dropped + report.black_box_messages > 0 {
         println!(
-            "          {} duplicate deliveries dropped, {} messages from unrecorded senders shown as external inputs",
+            "          {} duplicate deliveries dropped, {} messages whose send was never logged (delivered without a causal link)",
             report.duplicates_dropped, report.black_box_messages
         );
     }

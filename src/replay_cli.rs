@@ -8,13 +8,15 @@ use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProf
 use retrace_replayer::{Causality, Steps};
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::{format_ns, RequestId, Trace};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
     /// The trace to re-execute
     pub(crate) trace: PathBuf,
-    /// No terminal UI: re-execute, report divergence or OK (the only mode until the TUI lands)
+    /// No terminal UI: re-execute, report the first divergence or OK (also what happens
+    /// when stdout is not a terminal, or with --to, --print or --json)
     #[arg(long)]
     pub(crate) headless: bool,
     /// Stop after the step holding this event index
@@ -82,6 +84,15 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
             args.trace.display()
         )
     })?;
+    let interactive = !(args.headless || args.json || args.print || args.to.is_some());
+    if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        let session = entry
+            .session(trace)
+            .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+        let mut app = retrace_tui::App::new(session);
+        retrace_tui::terminal::run(&mut app).map_err(|e| format!("terminal: {e}"))?;
+        return Ok(exit::OK);
+    }
     let started = std::time::Instant::now();
     let outcome = entry.replay(trace, args)?;
     let wall = started.elapsed();
@@ -91,8 +102,19 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
             serde_json::to_string_pretty(&outcome.json).map_err(|e| e.to_string())?
         );
     } else {
-        for v in &outcome.violations {
-            println!("invariant  {v}");
+        // An invariant stays broken for many steps once broken: name each one once.
+        let mut shown: Vec<&str> = Vec::new();
+        for (name, line) in &outcome.violations {
+            if !shown.contains(&name.as_str()) {
+                shown.push(name);
+                let after = outcome.violations.iter().filter(|(n, _)| n == name).count() - 1;
+                let more = if after > 0 {
+                    format!(" (still broken after {} later steps)", group(after as u64))
+                } else {
+                    String::new()
+                };
+                println!("invariant  {line}{more}");
+            }
         }
         match &outcome.divergence {
             Some(d) => {
@@ -127,7 +149,8 @@ pub struct ReplayOutcome {
     pub applied: usize,
     pub divergence: Option<String>,
     pub led_there: Vec<String>,
-    pub violations: Vec<String>,
+    /// Each violation: the invariant's name and the line that reports it.
+    pub violations: Vec<(String, String)>,
     pub json: serde_json::Value,
 }
 

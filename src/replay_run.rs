@@ -35,13 +35,14 @@ pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> Result<ReplayOutcome
         }
     }
     let r = cursor.replay();
-    let violations: Vec<String> = cursor
+    let violations: Vec<(String, String)> = cursor
         .violations()
         .map(|v| {
-            format!(
+            let line = format!(
                 "`{}` violated after event {}: {}",
                 v.invariant, v.input_index, v.message
-            )
+            );
+            (v.invariant.clone(), line)
         })
         .collect();
     let (divergence, led_there) = match cursor.divergence() {
@@ -78,7 +79,7 @@ pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> Result<ReplayOutcome
             "actual": d.actual,
             "changes": d.changes.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         })),
-        "invariant_violations": violations,
+        "invariant_violations": violations.iter().map(|(_, line)| line).collect::<Vec<_>>(),
     });
     Ok(ReplayOutcome {
         steps,

@@ -123,7 +123,10 @@ fn a_recorded_kv_cluster_verifies_and_merges_into_the_same_inputs() {
     }
     // Causality holds in the merged order: every delivery comes after its send.
     for e in &trace.events {
-        if let Record::Deliver { send, .. } = e.record {
+        if let Record::Deliver {
+            send: Some(send), ..
+        } = e.record
+        {
             assert!(send < e.index);
             assert!(matches!(
                 trace.events[send as usize].record,

@@ -310,7 +310,7 @@ fn hand_built(shape: &[(u32, Option<u32>, Option<usize>)], nodes: u32) -> Vec<Ev
                 digest: 0,
             },
         });
-        send_index_of_step.push(send);
+        send_index_of_step.push(Some(send));
     }
     events
 }

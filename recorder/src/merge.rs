@@ -28,7 +28,7 @@ pub struct MergeReport {
     pub steps: u64,
     pub records: u64,
     pub bytes: u64,
-    /// Messages whose send is not in any log, turned into external inputs.
+    /// Messages whose send is not in any log, delivered without a causal link.
     pub black_box_messages: u64,
     pub duplicates_dropped: u64,
     /// Missing, torn or incomplete logs, by name.
@@ -40,11 +40,15 @@ enum Input {
         seed: u64,
         restart: bool,
         storage_digest: u64,
+        /// What the node found on disk (kept for restarts: replay starts from it).
+        storage: Vec<(String, Vec<u8>)>,
     },
     Deliver {
         id: MsgId,
         payload: Vec<u8>,
         request_ids: Vec<RequestId>,
+        /// The sender's log lost the send (a black box): delivered with no causal link.
+        unsent: bool,
     },
     Timer {
         timer: u64,
@@ -141,6 +145,7 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
                         seed,
                         restart,
                         storage_digest: storage_digest(&storage),
+                        storage,
                     }),
                     LogRecord::Deliver {
                         id,
@@ -151,6 +156,7 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
                         id,
                         payload,
                         request_ids: request_ids.into_iter().map(RequestId).collect(),
+                        unsent: false,
                     }),
                     LogRecord::Timer {
                         timer,
@@ -227,7 +233,6 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
         .flat_map(|step| step.outputs.iter().filter_map(|o| step.sent_id(o)))
         .collect();
     // Deliveries: drop duplicates; those whose send is unknown become external inputs.
-    let mut synthetic_request = u64::MAX;
     for steps in per_node.iter_mut() {
         let mut seen = BTreeSet::new();
         steps.retain(|s| match &s.input {
@@ -242,22 +247,10 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
         });
         for (pos, s) in steps.iter_mut().enumerate() {
             s.local = pos;
-            if let Input::Deliver {
-                id,
-                payload,
-                request_ids,
-            } = &mut s.input
-            {
+            if let Input::Deliver { id, unsent, .. } = &mut s.input {
                 if !sent.contains(id) {
                     report.black_box_messages += 1;
-                    let request = request_ids.first().copied().unwrap_or_else(|| {
-                        synthetic_request -= 1;
-                        RequestId(synthetic_request)
-                    });
-                    s.input = Input::External {
-                        request,
-                        payload: std::mem::take(payload),
-                    };
+                    *unsent = true;
                 }
             }
         }
@@ -268,7 +261,10 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
     for (node, steps) in per_node.iter().enumerate() {
         blocked_by_send[node] = vec![false; steps.len()];
         for (pos, s) in steps.iter().enumerate() {
-            if let Input::Deliver { id, .. } = &s.input {
+            if let Input::Deliver {
+                id, unsent: false, ..
+            } = &s.input
+            {
                 waiting_on_send.entry(*id).or_default().push((node, pos));
                 blocked_by_send[node][pos] = true;
             }
@@ -321,29 +317,19 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
     while emitted < total {
         let Some(Reverse((_, node, pos))) = ready.pop() else {
             // A cycle can only come from inconsistent logs: free the earliest blocked step by
-            // treating its message as coming from outside.
+            // delivering its message with no causal link.
             let stuck = (0..per_node.len())
                 .filter(|&n| next_pos[n] < per_node[n].len())
                 .min_by_key(|&n| (per_node[n][next_pos[n]].wall_ns, n))
                 .ok_or("merge made no progress")?;
             let pos = next_pos[stuck];
             report.problems.push(format!(
-                "{}: step {pos} waits on a send that never comes; treated as external",
+                "{}: step {pos} waits on a send that never comes; delivered unlinked",
                 manifest.nodes[stuck].name
             ));
             blocked_by_send[stuck][pos] = false;
-            let s = &mut per_node[stuck][pos];
-            if let Input::Deliver {
-                payload,
-                request_ids,
-                ..
-            } = &mut s.input
-            {
-                let request = request_ids.first().copied().unwrap_or(RequestId(u64::MAX));
-                s.input = Input::External {
-                    request,
-                    payload: std::mem::take(payload),
-                };
+            if let Input::Deliver { unsent, .. } = &mut per_node[stuck][pos].input {
+                *unsent = true;
                 report.black_box_messages += 1;
             }
             push_if_ready(&mut ready, stuck, pos, &per_node, &blocked_by_send);
@@ -365,13 +351,23 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
                 seed,
                 restart: true,
                 storage_digest,
-            } => trace.push(|e, o| e.restart(o, id, now, p, *seed, *storage_digest)),
+                storage,
+            } => {
+                let index = trace.push(|e, o| e.restart(o, id, now, p, *seed, *storage_digest));
+                trace.push(|e, o| e.storage_image(o, storage));
+                index
+            }
             Input::Deliver {
                 id: msg,
                 payload,
                 request_ids,
+                unsent,
             } => {
-                let send = send_index[msg];
+                let send = if *unsent {
+                    None
+                } else {
+                    send_index.get(msg).copied()
+                };
                 let from = NodeId(msg.node);
                 trace.push(|e, o| e.deliver(o, id, now, p, from, send, request_ids, payload))
             }

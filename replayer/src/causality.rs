@@ -54,7 +54,9 @@ impl Causality {
             per_node[k].push(s);
             let record = &events[step.input].record;
             let sender = match record {
-                Record::Deliver { send, .. } => steps
+                Record::Deliver {
+                    send: Some(send), ..
+                } => steps
                     .step_of
                     .get(*send as usize)
                     .copied()

@@ -259,6 +259,11 @@ impl<M: Model> Cursor<M> {
         }
     }
 
+    /// The invariant violations met after step `step` (once the cursor has passed it).
+    pub fn violations_at(&self, step: usize) -> &[ReplayViolation] {
+        self.violations.get(&step).map_or(&[], Vec::as_slice)
+    }
+
     /// Whether `pred` holds at the current step.
     pub fn holds(&self, pred: &Predicate) -> bool {
         let Some(k) = self.current_step() else {
@@ -289,6 +294,7 @@ impl<M: Model> Cursor<M> {
                 .and_then(|s| s.as_ref())
                 .is_some_and(|s| format!("{s:?}").contains(contains.as_str())),
             Predicate::Invariant => self.violations.contains_key(&k),
+            Predicate::Any(preds) => preds.iter().any(|p| self.holds(p)),
             Predicate::Request(r) => match record {
                 Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
                     request_ids.contains(r)

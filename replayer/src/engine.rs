@@ -143,6 +143,7 @@ impl<M: Message> ReplayEnv<'_, M> {
                 Record::Drop { .. }
                 | Record::Duplicate { .. }
                 | Record::Queued { .. }
+                | Record::StorageImage { .. }
                 | Record::Violation { .. } => self.cursor += 1,
                 Record::Busy { .. } if !self.simulated => self.cursor += 1,
                 _ => return Some(self.cursor),
@@ -381,7 +382,17 @@ impl<M: Model> Replay<M> {
             Record::Start { seed, .. } | Record::Restart { seed, .. } => {
                 cluster.rngs[i] = SimRng::new(*seed);
                 cluster.nodes[i] = Some(M::build(&self.options, node));
-                if let Record::Restart { storage_digest, .. } = &input.record {
+                let image = self.trace.events[step.input..step.end]
+                    .iter()
+                    .find_map(|e| match &e.record {
+                        Record::StorageImage { entries } => Some(entries),
+                        _ => None,
+                    });
+                if let Some(entries) = image {
+                    // A recording: the node found this on disk. It may hold writes of steps
+                    // whose log records died with the process; replay goes on from it.
+                    cluster.storages[i] = Storage::from_synced(entries.iter().cloned().collect());
+                } else if let Record::Restart { storage_digest, .. } = &input.record {
                     let have = cluster.storages[i].synced_digest();
                     if have != *storage_digest {
                         return Err(diverge(

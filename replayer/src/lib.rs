@@ -11,6 +11,7 @@
 
 pub mod causality;
 pub mod cursor;
+pub mod describe;
 pub mod diff;
 pub mod engine;
 pub mod predicate;
@@ -19,6 +20,7 @@ pub mod steps;
 
 pub use causality::Causality;
 pub use cursor::{CheckpointPolicy, Cursor};
+pub use describe::{event_detail, event_line, node_name};
 pub use engine::{Cluster, Divergence, Replay, ReplayError, ReplayViolation};
 pub use predicate::Predicate;
 pub use steps::Steps;

@@ -18,6 +18,8 @@ pub enum Predicate {
     Invariant,
     /// A step of this request.
     Request(RequestId),
+    /// Any of these (a set of breakpoints).
+    Any(Vec<Predicate>),
 }
 
 impl Predicate {

@@ -209,7 +209,9 @@ impl<'a> Profiler<'a> {
             }
             let record = &t.events[st[s].input].record;
             let (p, at, kind) = match record {
-                Record::Deliver { send, .. } => {
+                Record::Deliver {
+                    send: Some(send), ..
+                } => {
                     match t.steps.step_of.get(*send as usize).copied().flatten() {
                         Some(p) => (p, *send as usize, Kind::Network),
                         None => break,

@@ -51,7 +51,10 @@ impl Steps {
             } else if let Some(last) = steps.last_mut().filter(|_| open) {
                 last.end = i + 1;
             }
-            if let Record::Deliver { send, .. } = e.record {
+            if let Record::Deliver {
+                send: Some(send), ..
+            } = e.record
+            {
                 delivery_of_send.entry(send).or_insert(i);
             }
             step_of.push(steps.len().checked_sub(1).filter(|&s| steps[s].end > i));

@@ -138,12 +138,13 @@ pub enum Record {
         seed: u64,
         storage_digest: u64,
     },
-    /// A message arrives; `send` is the index of the `Send` that produced it.
+    /// A message arrives; `send` is the index of the `Send` that produced it, `None` when the
+    /// sender's record of it is lost (a recorded node whose last log writes died with it).
     Deliver {
         node: NodeId,
         prev: Option<u64>,
         from: NodeId,
-        send: u64,
+        send: Option<u64>,
         request_ids: Vec<RequestId>,
         payload: Vec<u8>,
     },
@@ -202,6 +203,10 @@ pub enum Record {
     /// The step's input waited `ns` in the node's queue (behind earlier busy handlers)
     /// before it was handled.
     Queued { ns: u64 },
+    /// In-step input of a recorded `Restart`: the durable storage the node found. Which
+    /// writes survive a real crash is the OS's choice, and the writes of a log tail lost
+    /// in the crash are in it, so replay takes it as given.
+    StorageImage { entries: Vec<(String, Vec<u8>)> },
 }
 
 impl Record {
@@ -249,6 +254,7 @@ impl Record {
             Record::End { .. } => "end",
             Record::Busy { .. } => "busy",
             Record::Queued { .. } => "queued",
+            Record::StorageImage { .. } => "storage",
         }
     }
 }
@@ -285,6 +291,7 @@ mod tag {
     pub const END: u8 = 19;
     pub const BUSY: u8 = 20;
     pub const QUEUED: u8 = 21;
+    pub const STORAGE_IMAGE: u8 = 22;
 }
 
 /// Encodes record bodies (without framing) with delta state. The simulator's hot paths call
@@ -370,13 +377,14 @@ impl BodyEncoder {
         time_ns: u64,
         prev: Option<u64>,
         from: NodeId,
-        send: u64,
+        send: Option<u64>,
         request_ids: &[RequestId],
         payload: &[u8],
     ) {
         self.input_head(out, tag::DELIVER, node, time_ns, prev);
         put_uvarint(out, u64::from(from.0));
-        self.back(out, send);
+        // Same encoding as `prev`: 0 means no link.
+        self.prev(out, send);
         Self::request_ids(out, request_ids);
         put_bytes(out, payload);
     }
@@ -513,6 +521,15 @@ impl BodyEncoder {
         put_uvarint(out, ns);
     }
 
+    pub fn storage_image(&mut self, out: &mut Vec<u8>, entries: &[(String, Vec<u8>)]) {
+        out.push(tag::STORAGE_IMAGE);
+        put_uvarint(out, entries.len() as u64);
+        for (k, v) in entries {
+            put_bytes(out, k.as_bytes());
+            put_bytes(out, v);
+        }
+    }
+
     /// Encodes an owned record. `time_ns` is used only by timed records.
     pub fn record(&mut self, out: &mut Vec<u8>, time_ns: u64, record: &Record) {
         match record {
@@ -576,6 +593,7 @@ impl BodyEncoder {
             Record::End { outcome } => self.end(out, time_ns, *outcome),
             Record::Busy { ns } => self.busy(out, *ns),
             Record::Queued { ns } => self.queued(out, *ns),
+            Record::StorageImage { entries } => self.storage_image(out, entries),
         }
     }
 }
@@ -692,7 +710,7 @@ impl BodyDecoder {
             tag::DELIVER => {
                 let (node, prev) = self.input(&mut c)?;
                 let from = Self::node(&mut c)?;
-                let send = self.back(&mut c)?;
+                let send = self.prev(&mut c)?;
                 let request_ids = Self::request_ids(&mut c)?;
                 let payload = c.bytes()?.to_vec();
                 Record::Deliver {
@@ -800,6 +818,16 @@ impl BodyDecoder {
             }
             tag::BUSY => Record::Busy { ns: c.uvarint()? },
             tag::QUEUED => Record::Queued { ns: c.uvarint()? },
+            tag::STORAGE_IMAGE => {
+                // `count` is bounded by the bytes left, so this allocation is too.
+                let n = c.count()?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let key = Self::text(&mut c)?;
+                    entries.push((key, c.bytes()?.to_vec()));
+                }
+                Record::StorageImage { entries }
+            }
             other => return Err(BodyError::UnknownTag(other)),
         };
         if c.remaining() != 0 {

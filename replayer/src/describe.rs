@@ -1,0 +1,135 @@
+//! Events as people read them: one dense line per trace record.
+
+use retrace_sim::trace::{Event, FaultRecord, Header, Record};
+use retrace_sim::{format_ns, NodeId, RequestId};
+
+/// One dense line describing a trace event: index, time, node, kind, detail. `describe`
+/// renders a message payload.
+pub fn event_line(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> String) -> String {
+    let node = event
+        .node
+        .map(|id| node_name(header, id))
+        .unwrap_or_default();
+    format!(
+        "{:>8} {:>13} {:<10} {:<12} {}",
+        event.index,
+        format_ns(event.time_ns),
+        node,
+        event.record.kind(),
+        event_detail(header, event, describe)
+    )
+}
+
+/// A node's name from the trace header (`n7` if the header does not know it).
+pub fn node_name(header: &Header, id: NodeId) -> String {
+    header
+        .nodes
+        .get(id.index())
+        .map_or_else(|| format!("n{}", id.0), |n| n.name.clone())
+}
+
+/// What an event says, without its index, time, node and kind.
+pub fn event_detail(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> String) -> String {
+    let name = |id: NodeId| node_name(header, id);
+    let ids = |ids: &[RequestId]| {
+        if ids.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = ids.iter().map(|r| r.to_string()).collect();
+            format!(" [{}]", list.join(","))
+        }
+    };
+    match &event.record {
+        Record::Start { seed, .. } => format!("seed {seed:016x}"),
+        Record::Restart {
+            seed,
+            storage_digest,
+            ..
+        } => {
+            format!("seed {seed:016x}, storage {storage_digest:016x}")
+        }
+        Record::Deliver {
+            from,
+            send,
+            request_ids,
+            payload,
+            ..
+        } => {
+            let send = match send {
+                Some(s) => format!("send #{s}"),
+                None => "its send unrecorded".to_string(),
+            };
+            format!(
+                "from {} ({send}){} {}",
+                name(*from),
+                ids(request_ids),
+                describe(payload)
+            )
+        }
+        Record::Timer {
+            timer,
+            tag,
+            set,
+            request_ids,
+            ..
+        } => {
+            format!(
+                "timer t{} tag {tag} (set #{set}){}",
+                timer.0,
+                ids(request_ids)
+            )
+        }
+        Record::External {
+            request, payload, ..
+        } => format!("{request} {}", describe(payload)),
+        Record::Crash { .. } => "volatile state and unsynced writes lost".to_string(),
+        Record::Fault(FaultRecord::Cut { id, links }) => {
+            let shown: Vec<String> = links
+                .iter()
+                .take(6)
+                .map(|(a, b)| format!("{}->{}", name(*a), name(*b)))
+                .collect();
+            let more = if links.len() > 6 {
+                format!(" (+{} more)", links.len() - 6)
+            } else {
+                String::new()
+            };
+            format!("cut #{id}: {}{more}", shown.join(" "))
+        }
+        Record::Fault(FaultRecord::Heal { id }) => format!("heal cut #{id}"),
+        Record::Fault(FaultRecord::ClockJump { node, by_ns }) => {
+            let sign = if *by_ns < 0 { "-" } else { "+" };
+            format!(
+                "clock of {} jumps {sign}{}",
+                name(*node),
+                format_ns(by_ns.unsigned_abs())
+            )
+        }
+        Record::Drop { send, reason } => {
+            format!("message of send #{send} lost ({})", reason.as_str())
+        }
+        Record::Duplicate { send } => format!("message of send #{send} duplicated"),
+        Record::Send { to, digest } => format!("to {} (digest {digest:016x})", name(*to)),
+        Record::TimerSet {
+            timer,
+            tag,
+            after_ns,
+        } => format!("t{} tag {tag} in {}", timer.0, format_ns(*after_ns)),
+        Record::TimerCancel { timer } => format!("t{}", timer.0),
+        Record::Annotate { text } => format!("{text:?}"),
+        Record::ClockRead { value_ns } => format_ns(*value_ns),
+        Record::Respond { request, digest } => format!("{request} (digest {digest:016x})"),
+        Record::Violation {
+            step,
+            invariant,
+            message,
+        } => format!("after #{step}: {invariant}: {message}"),
+        Record::End { outcome } => outcome.as_str().to_string(),
+        Record::Busy { ns } => format!("service time {}", format_ns(*ns)),
+        Record::Queued { ns } => format!("waited {} for the node", format_ns(*ns)),
+        Record::StorageImage { entries } => {
+            let size: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+            format!("found {} stored keys ({size} bytes)", entries.len())
+        }
+    }
+}

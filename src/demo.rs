@@ -1,0 +1,227 @@
+//! `retrace demo`: the whole loop on built-in data. A real kv cluster with the
+//! ack-before-replicate bug runs as separate processes on 127.0.0.1 under load; its primary
+//! is SIGKILLed; the per-node logs are merged; the merged trace is replayed to the broken
+//! invariant; and the TUI opens at the acknowledged write that was lost, with its causal
+//! history highlighted (or, without a terminal, the same findings print as text).
+
+use crate::cli::exit;
+use crate::record_cli::{ClusterArgs, MergeArgs};
+use crate::registry::Registry;
+use crate::replay_cli::load;
+use clap::Args;
+use retrace_sim::trace::Record;
+use retrace_sim::{format_ns, RequestId};
+use retrace_tui::App;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// The demo's scenario: the kv store with the bug, its primary killed at 2 s.
+const SCENARIO: &str = include_str!("../scenarios/kv-ack-before-replicate.toml");
+const SCENARIO_FILE: &str = "kv-ack-before-replicate.toml";
+/// Long enough for the kill at 2 s and the failover after it.
+const DURATION: &str = "3s";
+/// Clients in a closed loop: enough load that writes are always waiting to be shipped.
+const CLOSED_LOOP_WORKERS: usize = 8;
+/// A run whose kill happens to land when nothing was left unreplicated loses no write;
+/// record again, up to this many times.
+const ATTEMPTS: usize = 3;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where to put the recording, the merged trace and the scenario
+    #[arg(long, default_value = "target/retrace/demo")]
+    dir: PathBuf,
+    /// Print the findings instead of opening the TUI (also without a terminal)
+    #[arg(long)]
+    headless: bool,
+}
+
+/// What the demo found in the replayed incident.
+struct Finding {
+    /// The step (number) where the primary acknowledged the lost write.
+    ack_step: usize,
+    request: RequestId,
+    violation_step: usize,
+    violation: String,
+    /// How the lost write's value appears in a printed message.
+    needle: String,
+}
+
+pub fn demo(registry: &Registry, args: &DemoArgs) -> Result<u8, String> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let scenario = args.dir.join(SCENARIO_FILE);
+    std::fs::write(&scenario, SCENARIO).map_err(|e| format!("{}: {e}", scenario.display()))?;
+    for attempt in 1..=ATTEMPTS {
+        let record = args.dir.join(format!("recording-{attempt}"));
+        let _ = std::fs::remove_dir_all(&record);
+        println!(
+            "demo      recording kv (3 replicas, 4 clients, bug ack-before-replicate) as 7 processes on 127.0.0.1; replica-0, the primary, is SIGKILLed at 2s"
+        );
+        crate::record_cli::cluster(
+            registry,
+            &ClusterArgs {
+                scenario: scenario.clone(),
+                record: record.clone(),
+                duration: Some(DURATION.into()),
+                fsync: "always".into(),
+                batch_ms: 20,
+                no_record: false,
+                record_strict: false,
+                closed_loop: Some(CLOSED_LOOP_WORKERS),
+            },
+        )?;
+        let trace_path = args.dir.join("incident.trace");
+        crate::record_cli::merge(&MergeArgs {
+            dir: record,
+            out: trace_path.clone(),
+        })?;
+        let trace = load(&trace_path)?;
+        let entry = registry
+            .get(&trace.header.model)
+            .ok_or("the demo's model is not registered")?;
+        let session = entry.session(trace)?;
+        let mut app = App::new(session);
+        if let Some(d) = app.session.divergence() {
+            return Err(format!("the recording does not replay: {d}"));
+        }
+        let Some(finding) = find_lost_write(&app) else {
+            println!(
+                "replay    no acknowledged write was lost this time (the kill fell between two replications); recording again"
+            );
+            continue;
+        };
+        let interactive =
+            !args.headless && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+        if interactive {
+            open_tui(&mut app, &finding)?;
+        } else {
+            report(&mut app, &finding, &trace_path);
+        }
+        return Ok(exit::OK);
+    }
+    Err(format!(
+        "no acknowledged write was lost in {ATTEMPTS} recordings; the bug needs the kill to land between an acknowledgement and the next replication"
+    ))
+}
+
+/// The first violation of the kv durability invariant, and the request whose write it
+/// lost: the violation names the lost value, and the request that wrote it carries it.
+fn find_lost_write(app: &App) -> Option<Finding> {
+    let v = app.session.first_violation()?;
+    // The invariant reports `key` = "value" at Version ...: the value is unique per write.
+    let value = v.message.split(" = \"").nth(1)?.split('"').next()?.to_string();
+    let needle = format!("value: \"{value}\"");
+    let trace = app.session.trace();
+    let steps = app.session.steps();
+    let request = steps.steps.iter().find_map(|st| match &trace.events[st.input].record {
+        Record::External { request, payload, .. }
+            if app.session.describe(payload).contains(&needle) =>
+        {
+            Some(*request)
+        }
+        _ => None,
+    })?;
+    // The acknowledgement: the request's step on a replica (the client's own steps are the
+    // request and the reply).
+    let ack_step = app.causality.request(request).iter().copied().find(|&s| {
+        let node = steps.steps[s].node.index();
+        trace.header.nodes.get(node).is_some_and(|n| n.role == "replica")
+    })?;
+    Some(Finding {
+        ack_step,
+        request,
+        violation_step: v.step,
+        violation: format!("`{}`: {}", v.invariant, v.message),
+        needle,
+    })
+}
+
+fn select_step(app: &mut App, step: usize) {
+    let input = app.session.steps().steps[step].input;
+    let row = app.timeline.row_of(input);
+    app.select(row);
+}
+
+fn open_tui(app: &mut App, f: &Finding) -> Result<(), String> {
+    let crash = crash_after(app, f.ack_step);
+    select_step(app, f.violation_step);
+    app.run_command("bookmark violation");
+    if let Some(c) = crash {
+        select_step(app, c);
+        app.run_command("bookmark kill");
+    }
+    select_step(app, f.ack_step);
+    app.run_command("bookmark write");
+    app.why();
+    app.message = Some(format!(
+        "the lost write ({}): acknowledged here; `:goto kill`, `:goto violation`, `r` follows the request",
+        f.request
+    ));
+    retrace_tui::terminal::run(app).map_err(|e| format!("terminal: {e}"))
+}
+
+/// The first crash of the acknowledging node after the acknowledgement.
+fn crash_after(app: &App, ack_step: usize) -> Option<usize> {
+    let steps = &app.session.steps().steps;
+    let node = steps[ack_step].node;
+    let events = &app.session.trace().events;
+    (ack_step + 1..steps.len())
+        .find(|&s| steps[s].node == node && matches!(events[steps[s].input].record, Record::Crash { .. }))
+}
+
+fn report(app: &mut App, f: &Finding, trace_path: &std::path::Path) {
+    let trace = app.session.trace();
+    let steps = app.session.steps();
+    let line = |s: usize| app.row_text(app.timeline.row_of(steps.steps[s].input));
+    let ack = &steps.steps[f.ack_step];
+    let primary = app.node_name(ack.node);
+    println!("found     invariant broken at event {}:", steps.steps[f.violation_step].input);
+    println!("          {}", f.violation);
+    println!("the lost write, request {} across every node:", f.request);
+    for &s in app.causality.request(f.request) {
+        println!("  {}", line(s));
+    }
+    match crash_after(app, f.ack_step) {
+        Some(c) => {
+            let gap = steps.steps[c].time_ns.saturating_sub(ack.time_ns);
+            println!(
+                "{primary} acknowledged it at event {} and was killed at event {}, {} later.",
+                ack.input,
+                steps.steps[c].input,
+                format_ns(gap)
+            );
+        }
+        None => println!("{primary} acknowledged it at event {}.", ack.input),
+    }
+    // Did any message the primary sent to another replica after acknowledging carry the
+    // write? Read the deliveries of its sends.
+    let (mut sent, mut carried) = (0usize, 0usize);
+    for st in &steps.steps[f.ack_step..] {
+        if let Record::Deliver { send: Some(send), payload, node, .. } = &trace.events[st.input].record {
+            let from_primary_after = (*send as usize) > ack.input
+                && trace.events[*send as usize].node == Some(ack.node);
+            let to_replica = trace.header.nodes.get(node.index()).is_some_and(|i| i.role == "replica");
+            if from_primary_after && to_replica {
+                sent += 1;
+                carried += usize::from(app.session.describe(payload).contains(&f.needle));
+            }
+        }
+    }
+    println!(
+        "Of the {sent} messages {primary} sent the other replicas after acknowledging it, {carried} carried the write{}",
+        if carried == 0 { ": it died with the primary." } else { "." }
+    );
+    let history = app.causality.why(f.ack_step);
+    let shown = history.len().min(8);
+    println!(
+        "causal history of the acknowledgement: {} events; the {shown} most recent:",
+        history.len()
+    );
+    for &s in &history[history.len() - shown..] {
+        println!("  {}", line(s));
+    }
+    println!(
+        "explore:  retrace replay {}   (opens at the broken invariant; `w` what led there, `r` the request, `?` help)",
+        trace_path.display()
+    );
+}

@@ -1,0 +1,646 @@
+//! The app: all state the screen shows, and the update function that keys drive. Rendering
+//! (in `ui`) only reads it, so tests drive [`App::key`] and assert on the app's fields.
+
+use crate::command::Command;
+use crate::session::{Scan, Session, StepStates};
+use crate::timeline::Timeline;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use retrace_replayer::profile::{Profiler, RequestProfile};
+use retrace_replayer::{event_detail, Causality, Predicate};
+use retrace_sim::trace::{Origin, Record};
+use retrace_sim::{NodeId, RequestId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The largest count a number prefix can reach (a motion repeated more is a jump).
+const COUNT_MAX: usize = 1_000_000;
+/// How long opening may re-execute to find a divergence or violation to open at.
+pub const OPEN_SCAN_BUDGET: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Main,
+    Profile,
+    Help,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Normal,
+    Command(String),
+    Search(String),
+}
+
+/// A set of steps shown bright while everything else is dimmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Highlight {
+    pub label: String,
+    /// Sorted step numbers.
+    pub steps: Vec<usize>,
+}
+
+impl Highlight {
+    pub fn contains(&self, step: usize) -> bool {
+        self.steps.binary_search(&step).is_ok()
+    }
+}
+
+/// The step the selected row shows, with its detail.
+pub struct Detail {
+    pub step: Option<usize>,
+    pub states: StepStates,
+}
+
+pub struct App {
+    pub session: Box<dyn Session>,
+    pub timeline: Timeline,
+    pub causality: Causality,
+    pub node_names: Vec<String>,
+    /// The selected row of the event list.
+    pub sel: usize,
+    pub view: View,
+    pub input: Input,
+    count: Option<usize>,
+    pub breakpoints: Vec<(String, Predicate)>,
+    pub highlight: Option<Highlight>,
+    pub bookmarks: BTreeMap<String, usize>,
+    /// Feedback from the last action, shown on the status line.
+    pub message: Option<String>,
+    pub last_search: Option<String>,
+    pub detail: Detail,
+    pub detail_scroll: u16,
+    /// Diagram: characters per lane, first lane shown, events per row (time zoom).
+    pub lane_width: u16,
+    pub lane_offset: usize,
+    pub zoom: usize,
+    /// First row shown by the list (kept by the renderer so the selection stays in view).
+    pub list_top: usize,
+    pub profile: Option<RequestProfile>,
+    pub profile_sel: usize,
+    pub quit: bool,
+    /// Simulated traces have virtual time; recordings wall time.
+    pub virtual_time: bool,
+}
+
+impl App {
+    /// Opens a session at the interesting place: a recorded invariant violation, else the
+    /// first divergence or violation re-execution meets within [`OPEN_SCAN_BUDGET`], else
+    /// the start.
+    pub fn new(session: Box<dyn Session>) -> App {
+        Self::with_scan_budget(session, OPEN_SCAN_BUDGET)
+    }
+
+    pub fn with_scan_budget(mut session: Box<dyn Session>, budget: Duration) -> App {
+        let trace = session.trace();
+        let node_names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+        let timeline = Timeline::new(&trace.events, node_names.len());
+        let causality = Causality::new(session.steps(), &trace.events, node_names.len());
+        let virtual_time = matches!(trace.header.origin, Origin::Simulated { .. });
+        let recorded_violation = timeline.recorded_violation.as_ref().map(|(i, _)| *i);
+        let mut message = None;
+        let start_at = match recorded_violation {
+            Some(index) => Some(index),
+            None => match session.scan(budget) {
+                Scan::Violation(step) => Some(session.steps().steps[step].input),
+                Scan::Finished => session.divergence().map(|d| d.record_index),
+                Scan::OutOfTime => {
+                    message = Some(format!(
+                        "re-executed {} of {} steps while opening: no divergence or violation so far",
+                        session.position(),
+                        session.steps().len()
+                    ));
+                    None
+                }
+            },
+        };
+        let mut app = App {
+            session,
+            timeline,
+            causality,
+            node_names,
+            sel: 0,
+            view: View::Main,
+            input: Input::Normal,
+            count: None,
+            breakpoints: Vec::new(),
+            highlight: None,
+            bookmarks: BTreeMap::new(),
+            message,
+            last_search: None,
+            detail: Detail {
+                step: None,
+                states: StepStates::default(),
+            },
+            detail_scroll: 0,
+            lane_width: 0,
+            lane_offset: 0,
+            zoom: 1,
+            list_top: 0,
+            profile: None,
+            profile_sel: 0,
+            quit: false,
+            virtual_time,
+        };
+        let row = start_at.map_or(0, |i| app.timeline.row_of(i));
+        app.select(row);
+        if start_at.is_some() && app.message.is_none() {
+            app.message = Some("opened at the first problem: `w` shows what led here".into());
+        }
+        app
+    }
+
+    // ----- what the selection is -----
+
+    pub fn rows(&self) -> usize {
+        self.timeline.rows.len()
+    }
+
+    /// The trace index of a row's event.
+    pub fn record_of(&self, row: usize) -> usize {
+        self.timeline.rows[row]
+    }
+
+    /// The step a row shows the state after (its own, or the last before it).
+    pub fn step_of_row(&self, row: usize) -> Option<usize> {
+        self.session.steps().step_at_or_before(self.record_of(row))
+    }
+
+    /// The step a row *is* (None for world events).
+    pub fn own_step(&self, row: usize) -> Option<usize> {
+        let i = self.record_of(row);
+        let s = self.session.steps().step_at_or_before(i)?;
+        (self.session.steps().steps[s].input == i).then_some(s)
+    }
+
+    /// The node a row's event happens on (for a drop or duplicate, the message's receiver).
+    pub fn node_of_row(&self, row: usize) -> Option<NodeId> {
+        let events = &self.session.trace().events;
+        let e = &events[self.record_of(row)];
+        match &e.record {
+            Record::Drop { send, .. } | Record::Duplicate { send } => match events.get(*send as usize).map(|e| &e.record) {
+                Some(Record::Send { to, .. }) => Some(*to),
+                _ => None,
+            },
+            Record::Fault(retrace_sim::trace::FaultRecord::ClockJump { node, .. }) => Some(*node),
+            _ => e.node,
+        }
+    }
+
+    /// The request ids of a row's event.
+    pub fn requests_of_row(&self, row: usize) -> Vec<RequestId> {
+        match &self.session.trace().events[self.record_of(row)].record {
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => request_ids.clone(),
+            Record::External { request, .. } => vec![*request],
+            _ => Vec::new(),
+        }
+    }
+
+    /// One dense line for a row: index, time, node, kind, what.
+    pub fn row_text(&self, row: usize) -> String {
+        let trace = self.session.trace();
+        let e = &trace.events[self.record_of(row)];
+        let describe = |p: &[u8]| self.session.describe(p);
+        format!(
+            "{:>7} {:>10} {:<10} {:<9} {}",
+            e.index,
+            crate::ui::short_time(e.time_ns.saturating_sub(self.timeline.base_ns)),
+            e.node.map(|n| self.node_name(n)).unwrap_or_default(),
+            e.record.kind(),
+            event_detail(&trace.header, e, &describe)
+        )
+    }
+
+    pub fn node_name(&self, n: NodeId) -> String {
+        self.node_names.get(n.index()).cloned().unwrap_or_else(|| n.to_string())
+    }
+
+    // ----- moving -----
+
+    /// Selects a row and moves the replay there.
+    pub fn select(&mut self, row: usize) {
+        let row = row.min(self.rows().saturating_sub(1));
+        self.sel = row;
+        let step = self.step_of_row(row);
+        if step != self.detail.step || self.session.position() != step.map_or(0, |s| s + 1) {
+            self.detail = Detail {
+                step,
+                states: match step {
+                    Some(s) => self.session.step_states(s),
+                    None => {
+                        self.session.goto(0);
+                        StepStates::default()
+                    }
+                },
+            };
+            self.detail_scroll = 0;
+        }
+        // The replay stops at a divergence: the selection cannot go past it either.
+        if let Some(d) = self.session.divergence() {
+            if step.is_some_and(|s| s > d.step) {
+                let row = self.timeline.row_of(d.input_index);
+                self.sel = row;
+                self.message = Some("the replay diverged here: it cannot go further".into());
+            }
+        }
+    }
+
+    fn select_step(&mut self, step: usize) {
+        let input = self.session.steps().steps[step].input;
+        let row = self.timeline.row_of(input);
+        self.select(row);
+    }
+
+    fn take_count(&mut self) -> usize {
+        self.count.take().unwrap_or(1)
+    }
+
+    fn step_rows(&mut self, by: isize) {
+        let target = (self.sel as isize + by).clamp(0, self.rows() as isize - 1);
+        self.select(target as usize);
+    }
+
+    fn on_node(&mut self, forward: bool, times: usize) {
+        let Some(node) = self.node_of_row(self.sel) else {
+            self.message = Some("this event is on no node".into());
+            return;
+        };
+        let mut row = self.sel;
+        for _ in 0..times {
+            let next = if forward {
+                (row + 1..self.rows()).find(|&r| self.node_of_row(r) == Some(node))
+            } else {
+                (0..row).rev().find(|&r| self.node_of_row(r) == Some(node))
+            };
+            match next {
+                Some(r) => row = r,
+                None => {
+                    self.message = Some(format!("no {} event on {}", if forward { "later" } else { "earlier" }, self.node_name(node)));
+                    break;
+                }
+            }
+        }
+        self.select(row);
+    }
+
+    fn continue_to_break(&mut self, forward: bool, times: usize) {
+        let pred = Predicate::Any(self.breakpoints.iter().map(|(_, p)| p.clone()).collect());
+        // Start from the selected row's state.
+        let step = self.step_of_row(self.sel);
+        self.session.goto(step.map_or(0, |s| s + 1));
+        let mut hit = false;
+        for _ in 0..times {
+            hit = if forward { self.session.run_forward_until(&pred) } else { self.session.run_backward_until(&pred) };
+            if !hit {
+                break;
+            }
+        }
+        let pos = self.session.position();
+        self.message = Some(match (hit, self.breakpoints.is_empty()) {
+            (true, _) => {
+                let which: Vec<&str> = self.breakpoints.iter().filter(|(_, p)| self.session.holds(p)).map(|(t, _)| t.as_str()).collect();
+                format!("breakpoint: {}", which.join(", "))
+            }
+            (false, true) if forward => "no breakpoints (`:break PREDICATE`): ran to the end".into(),
+            (false, true) => "no breakpoints (`:break PREDICATE`): back at the start".into(),
+            (false, false) if forward => "no breakpoint hit before the end".into(),
+            (false, false) => "no breakpoint hit before the start".into(),
+        });
+        match pos.checked_sub(1) {
+            Some(s) if hit || forward => self.select_step(s),
+            _ if !forward => self.select(if hit { self.sel } else { 0 }),
+            _ => self.select(self.rows().saturating_sub(1)),
+        }
+    }
+
+    /// Next or previous highlighted row.
+    fn next_highlighted(&mut self, forward: bool, times: usize) {
+        let Some(h) = &self.highlight else {
+            self.message = Some("nothing highlighted: `w` (why), `r` (request), `:effects`".into());
+            return;
+        };
+        let cur = self.step_of_row(self.sel);
+        let mut target = None;
+        let mut from = cur;
+        for _ in 0..times {
+            let next = if forward {
+                let k = from.map_or(0, |c| h.steps.partition_point(|&s| s <= c));
+                h.steps.get(k).copied()
+            } else {
+                let k = from.map_or(0, |c| h.steps.partition_point(|&s| s < c));
+                k.checked_sub(1).map(|k| h.steps[k])
+            };
+            match next {
+                Some(s) => {
+                    target = Some(s);
+                    from = Some(s);
+                }
+                None => break,
+            }
+        }
+        match target {
+            Some(s) => self.select_step(s),
+            None => self.message = Some(format!("no {} highlighted event", if forward { "later" } else { "earlier" })),
+        }
+    }
+
+    fn search(&mut self, forward: bool, times: usize) {
+        let Some(text) = self.last_search.clone() else {
+            self.message = Some("no search yet: `/` searches the event list".into());
+            return;
+        };
+        let needle = text.to_lowercase();
+        let mut row = self.sel;
+        for _ in 0..times {
+            let found = if forward {
+                (row + 1..self.rows()).find(|&r| self.row_text(r).to_lowercase().contains(&needle))
+            } else {
+                (0..row).rev().find(|&r| self.row_text(r).to_lowercase().contains(&needle))
+            };
+            match found {
+                Some(r) => row = r,
+                None => {
+                    self.message = Some(format!("`{text}` not found {}", if forward { "below" } else { "above" }));
+                    break;
+                }
+            }
+        }
+        self.select(row);
+    }
+
+    // ----- causality -----
+
+    pub fn why(&mut self) {
+        let Some(s) = self.own_step(self.sel).or(self.step_of_row(self.sel)) else {
+            return;
+        };
+        let mut steps = self.causality.why(s);
+        steps.push(s);
+        steps.sort_unstable();
+        self.message = Some(format!("{} earlier events led to this one (`]`/`[` move through them, `w` again clears)", steps.len() - 1));
+        self.highlight = Some(Highlight { label: format!("why #{}", self.session.steps().steps[s].input), steps });
+    }
+
+    pub fn effects(&mut self) {
+        let Some(s) = self.own_step(self.sel).or(self.step_of_row(self.sel)) else {
+            return;
+        };
+        let mut steps = self.causality.effects(s);
+        steps.push(s);
+        steps.sort_unstable();
+        self.message = Some(format!("{} later events follow from this one", steps.len() - 1));
+        self.highlight = Some(Highlight { label: format!("effects of #{}", self.session.steps().steps[s].input), steps });
+    }
+
+    pub fn follow_request(&mut self, r: RequestId) {
+        let mut steps = self.causality.request(r).to_vec();
+        steps.sort_unstable();
+        if steps.is_empty() {
+            self.message = Some(format!("no event carries request {r}"));
+            return;
+        }
+        let nodes: std::collections::BTreeSet<usize> = steps.iter().map(|&s| self.session.steps().steps[s].node.index()).collect();
+        self.message = Some(format!("request {r}: {} events on {} nodes", steps.len(), nodes.len()));
+        self.highlight = Some(Highlight { label: format!("request {r}"), steps });
+    }
+
+    pub fn open_profile(&mut self, r: Option<RequestId>) {
+        let r = match r.or_else(|| self.requests_of_row(self.sel).first().copied()) {
+            Some(r) => r,
+            None => {
+                self.message = Some("this event belongs to no request: `:profile ID`".into());
+                return;
+            }
+        };
+        let trace = self.session.trace();
+        let profiler = Profiler::new(&trace.events, self.session.steps(), &self.causality, &self.node_names);
+        match profiler.request(r) {
+            Some(p) => {
+                self.profile = Some(p);
+                self.profile_sel = 0;
+                self.view = View::Profile;
+            }
+            None => self.message = Some(format!("request {r} has no reply in this trace: nothing to profile")),
+        }
+    }
+
+    // ----- keys -----
+
+    /// Handles one key press.
+    pub fn key(&mut self, key: KeyEvent) {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return;
+        }
+        match self.input.clone() {
+            Input::Command(mut line) => match key.code {
+                KeyCode::Enter => {
+                    self.input = Input::Normal;
+                    self.run_command(&line);
+                }
+                KeyCode::Esc => self.input = Input::Normal,
+                KeyCode::Backspace => {
+                    if line.pop().is_none() {
+                        self.input = Input::Normal;
+                    } else {
+                        self.input = Input::Command(line);
+                    }
+                }
+                KeyCode::Char(c) => {
+                    line.push(c);
+                    self.input = Input::Command(line);
+                }
+                _ => {}
+            },
+            Input::Search(mut line) => match key.code {
+                KeyCode::Enter => {
+                    self.input = Input::Normal;
+                    if !line.is_empty() {
+                        self.last_search = Some(line);
+                    }
+                    self.search(true, 1);
+                }
+                KeyCode::Esc => self.input = Input::Normal,
+                KeyCode::Backspace => {
+                    if line.pop().is_none() {
+                        self.input = Input::Normal;
+                    } else {
+                        self.input = Input::Search(line);
+                    }
+                }
+                KeyCode::Char(c) => {
+                    line.push(c);
+                    self.input = Input::Search(line);
+                }
+                _ => {}
+            },
+            Input::Normal => match self.view {
+                View::Help => {
+                    if matches!(key.code, KeyCode::Esc | KeyCode::Char('q' | '?')) {
+                        self.view = View::Main;
+                    }
+                }
+                View::Profile => self.profile_key(key),
+                View::Main => self.main_key(key),
+            },
+        }
+    }
+
+    fn profile_key(&mut self, key: KeyEvent) {
+        let hops = self.profile.as_ref().map_or(0, |p| p.path.len());
+        match key.code {
+            KeyCode::Esc | KeyCode::Char('q' | 'p') => self.view = View::Main,
+            KeyCode::Char('j') | KeyCode::Down => self.profile_sel = (self.profile_sel + 1).min(hops.saturating_sub(1)),
+            KeyCode::Char('k') | KeyCode::Up => self.profile_sel = self.profile_sel.saturating_sub(1),
+            KeyCode::Enter => {
+                if let Some(h) = self.profile.as_ref().and_then(|p| p.path.get(self.profile_sel)) {
+                    let row = self.timeline.row_of(h.event);
+                    self.view = View::Main;
+                    self.select(row);
+                }
+            }
+            KeyCode::Char('?') => self.view = View::Help,
+            _ => {}
+        }
+    }
+
+    fn main_key(&mut self, key: KeyEvent) {
+        if let KeyCode::Char(c @ '0'..='9') = key.code {
+            if c != '0' || self.count.is_some() {
+                let d = c as usize - '0' as usize;
+                self.count = Some((self.count.unwrap_or(0) * 10 + d).min(COUNT_MAX));
+                return;
+            }
+        }
+        self.message = None;
+        let counted = self.count.is_some();
+        let n = self.take_count();
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down => self.step_rows(n as isize),
+            KeyCode::Char('k') | KeyCode::Up => self.step_rows(-(n as isize)),
+            KeyCode::PageDown => self.step_rows(20 * n as isize),
+            KeyCode::PageUp => self.step_rows(-20 * n as isize),
+            KeyCode::Char('l') | KeyCode::Right => self.on_node(true, n),
+            KeyCode::Char('h') | KeyCode::Left => self.on_node(false, n),
+            KeyCode::Char('g') | KeyCode::Home => self.select(0),
+            KeyCode::Char('G') | KeyCode::End => {
+                if counted {
+                    let row = self.timeline.row_of(n);
+                    self.select(row);
+                } else {
+                    self.select(self.rows().saturating_sub(1));
+                }
+            }
+            KeyCode::Char('c') => self.continue_to_break(true, n),
+            KeyCode::Char('C') => self.continue_to_break(false, n),
+            KeyCode::Char('n') => self.search(true, n),
+            KeyCode::Char('N') => self.search(false, n),
+            KeyCode::Char(']') => self.next_highlighted(true, n),
+            KeyCode::Char('[') => self.next_highlighted(false, n),
+            KeyCode::Char('w') => {
+                // Again on the same event clears; elsewhere, shows that event's history.
+                let label = self
+                    .own_step(self.sel)
+                    .or(self.step_of_row(self.sel))
+                    .map(|s| format!("why #{}", self.session.steps().steps[s].input));
+                if label.is_some() && self.highlight.as_ref().map(|h| &h.label) == label.as_ref() {
+                    self.highlight = None;
+                } else {
+                    self.why();
+                }
+            }
+            KeyCode::Char('e') => self.effects(),
+            KeyCode::Char('r') => match self.requests_of_row(self.sel).first() {
+                Some(&r) => self.follow_request(r),
+                None => self.message = Some("this event belongs to no request".into()),
+            },
+            KeyCode::Char('p') => self.open_profile(None),
+            KeyCode::Esc => self.highlight = None,
+            KeyCode::Char(':') => self.input = Input::Command(String::new()),
+            KeyCode::Char('/') => self.input = Input::Search(String::new()),
+            KeyCode::Char('?') => self.view = View::Help,
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('+') => self.lane_width = (self.lane_width.max(3) + 1).min(24),
+            KeyCode::Char('-') => self.lane_width = self.lane_width.max(3).saturating_sub(1).max(2),
+            KeyCode::Char('z') => self.zoom = (self.zoom * 2).min(1 << 20),
+            KeyCode::Char('Z') => self.zoom = (self.zoom / 2).max(1),
+            KeyCode::Char('>') => self.lane_offset = (self.lane_offset + 1).min(self.node_names.len().saturating_sub(1)),
+            KeyCode::Char('<') => self.lane_offset = self.lane_offset.saturating_sub(1),
+            KeyCode::Char('}') => self.detail_scroll = self.detail_scroll.saturating_add(5),
+            KeyCode::Char('{') => self.detail_scroll = self.detail_scroll.saturating_sub(5),
+            _ => {}
+        }
+    }
+
+    /// Runs one `:` command line.
+    pub fn run_command(&mut self, line: &str) {
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.message = Some(e);
+                return;
+            }
+        };
+        match cmd {
+            Command::GotoEvent(i) => {
+                let len = self.session.trace().events.len();
+                if i >= len {
+                    self.message = Some(format!("no event {i}: the trace has {len}"));
+                } else {
+                    let row = self.timeline.row_of(i);
+                    self.select(row);
+                }
+            }
+            Command::GotoTime(ns) => {
+                let at = self.timeline.base_ns.saturating_add(ns);
+                let trace = self.session.trace();
+                let row = self.timeline.rows.partition_point(|&i| trace.events[i].time_ns < at);
+                self.select(row.min(self.rows().saturating_sub(1)));
+            }
+            Command::GotoBookmark(name) => match self.bookmarks.get(&name) {
+                Some(&row) => self.select(row),
+                None => {
+                    let names: Vec<&str> = self.bookmarks.keys().map(String::as_str).collect();
+                    self.message = Some(format!("no bookmark `{name}`; bookmarks: {}", if names.is_empty() { "none".into() } else { names.join(", ") }));
+                }
+            },
+            Command::Break(None) => {
+                self.message = Some(if self.breakpoints.is_empty() {
+                    "no breakpoints; add one with `:break invariant`, `:break node NAME`, `:break msg VARIANT`, ...".into()
+                } else {
+                    let list: Vec<String> = self.breakpoints.iter().enumerate().map(|(i, (t, _))| format!("{}: {t}", i + 1)).collect();
+                    list.join("  ")
+                });
+            }
+            Command::Break(Some(text)) => match Predicate::parse(&text, &self.node_names) {
+                Ok(p) => {
+                    self.breakpoints.push((text.clone(), p));
+                    self.message = Some(format!("breakpoint {}: {text} (`c` continues to it)", self.breakpoints.len()));
+                }
+                Err(e) => self.message = Some(e),
+            },
+            Command::Delete(None) => {
+                self.breakpoints.clear();
+                self.message = Some("all breakpoints deleted".into());
+            }
+            Command::Delete(Some(n)) => {
+                if n >= 1 && n <= self.breakpoints.len() {
+                    let (t, _) = self.breakpoints.remove(n - 1);
+                    self.message = Some(format!("deleted breakpoint {n}: {t}"));
+                } else {
+                    self.message = Some(format!("no breakpoint {n}"));
+                }
+            }
+            Command::Why => self.why(),
+            Command::Effects => self.effects(),
+            Command::Request(r) => self.follow_request(r),
+            Command::Clear => self.highlight = None,
+            Command::Bookmark(name) => {
+                self.message = Some(format!("bookmark `{name}` at event {}", self.record_of(self.sel)));
+                self.bookmarks.insert(name, self.sel);
+            }
+            Command::Profile(r) => self.open_profile(r),
+            Command::Help => self.view = View::Help,
+            Command::Quit => self.quit = true,
+        }
+    }
+}

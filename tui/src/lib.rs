@@ -1,0 +1,22 @@
+//! # retrace-tui
+//!
+//! The time-travel terminal UI over a replayed run: a space-time diagram (one lane per
+//! node, arrows from send to delivery), the event list, the selected event's detail (its
+//! message, the node's state before and after with a structural diff, the timers and
+//! messages pending at that moment), breakpoints, causal highlighting and request profiles.
+//!
+//! - [`session`]: the replay behind the screen, with the model's types erased;
+//! - [`timeline`]: what is precomputed when a trace opens;
+//! - [`app`]: state and the key-driven update function (what tests drive);
+//! - [`ui`]: rendering, a pure function of the app;
+//! - [`terminal`]: the event loop on a real terminal.
+
+pub mod app;
+pub mod command;
+pub mod session;
+pub mod terminal;
+pub mod timeline;
+pub mod ui;
+
+pub use app::App;
+pub use session::{ModelSession, Session};

@@ -1,0 +1,173 @@
+//! The TUI's view of a replay, with the model's types erased: the app drives any model's
+//! [`Cursor`] through [`Session`], and sees states and messages as text.
+
+use retrace_replayer::diff::{diff_states, Change};
+use retrace_replayer::{CheckpointPolicy, Cursor, Divergence, Predicate, Replay, ReplayViolation, Steps};
+use retrace_sim::{codec, Model, Node, Trace};
+use std::time::{Duration, Instant};
+
+/// A node's state before and after one step, as text, and what changed.
+#[derive(Clone, Debug, Default)]
+pub struct StepStates {
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub changes: Vec<Change>,
+}
+
+/// How far a bounded forward scan got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// Reached the end of the run (or the divergence).
+    Finished,
+    /// Met an invariant violation at this step.
+    Violation(usize),
+    /// Ran out of time before either.
+    OutOfTime,
+}
+
+/// A replay the TUI can move through, whatever the model.
+pub trait Session {
+    fn trace(&self) -> &Trace;
+    fn steps(&self) -> &Steps;
+    /// Steps applied: the state shown is the cluster after steps `0..position()`.
+    fn position(&self) -> usize;
+    /// Moves to the state after `position` steps (clamped; stops at a divergence).
+    fn goto(&mut self, position: usize);
+    /// Forward until `pred` holds after a step; false (at the end) if it never does.
+    fn run_forward_until(&mut self, pred: &Predicate) -> bool;
+    /// Backward until `pred` holds; false (where it started) if it never does.
+    fn run_backward_until(&mut self, pred: &Predicate) -> bool;
+    /// Whether `pred` holds at the current position.
+    fn holds(&self, pred: &Predicate) -> bool;
+    /// Moves forward until the end, a divergence or a violation, for at most `budget`.
+    fn scan(&mut self, budget: Duration) -> Scan;
+    fn divergence(&self) -> Option<&Divergence>;
+    /// Violations met so far after step `step`.
+    fn violations_at(&self, step: usize) -> Vec<ReplayViolation>;
+    /// The first violation met so far.
+    fn first_violation(&self) -> Option<ReplayViolation>;
+    /// An encoded message, on one line.
+    fn describe(&self, payload: &[u8]) -> String;
+    /// An encoded message, pretty-printed over several lines.
+    fn describe_pretty(&self, payload: &[u8]) -> String;
+    /// The state of step `step`'s node before and after it. Leaves the cursor after the step.
+    fn step_states(&mut self, step: usize) -> StepStates;
+}
+
+/// [`Session`] over a model's cursor.
+pub struct ModelSession<M: Model> {
+    cursor: Cursor<M>,
+}
+
+impl<M: Model> ModelSession<M> {
+    pub fn new(replay: Replay<M>) -> Self {
+        ModelSession {
+            cursor: Cursor::new(replay, CheckpointPolicy::default()),
+        }
+    }
+
+    pub fn cursor(&self) -> &Cursor<M> {
+        &self.cursor
+    }
+}
+
+fn pretty<T: std::fmt::Debug>(value: &T) -> String {
+    format!("{value:#?}")
+}
+
+impl<M: Model> Session for ModelSession<M> {
+    fn trace(&self) -> &Trace {
+        &self.cursor.replay().trace
+    }
+
+    fn steps(&self) -> &Steps {
+        &self.cursor.replay().steps
+    }
+
+    fn position(&self) -> usize {
+        self.cursor.position()
+    }
+
+    fn goto(&mut self, position: usize) {
+        self.cursor.goto(position);
+    }
+
+    fn run_forward_until(&mut self, pred: &Predicate) -> bool {
+        self.cursor.run_forward_until(pred)
+    }
+
+    fn run_backward_until(&mut self, pred: &Predicate) -> bool {
+        self.cursor.run_backward_until(pred)
+    }
+
+    fn holds(&self, pred: &Predicate) -> bool {
+        self.cursor.holds(pred)
+    }
+
+    fn scan(&mut self, budget: Duration) -> Scan {
+        let started = Instant::now();
+        // Check the clock every so many steps: a step costs about a microsecond.
+        let mut since_check = 0u32;
+        loop {
+            let k = self.cursor.position();
+            if !self.cursor.forward() {
+                return Scan::Finished;
+            }
+            if !self.cursor.violations_at(k).is_empty() {
+                return Scan::Violation(k);
+            }
+            since_check += 1;
+            if since_check >= 1024 {
+                since_check = 0;
+                if started.elapsed() >= budget {
+                    return Scan::OutOfTime;
+                }
+            }
+        }
+    }
+
+    fn divergence(&self) -> Option<&Divergence> {
+        self.cursor.divergence()
+    }
+
+    fn violations_at(&self, step: usize) -> Vec<ReplayViolation> {
+        self.cursor.violations_at(step).to_vec()
+    }
+
+    fn first_violation(&self) -> Option<ReplayViolation> {
+        self.cursor.violations().next().cloned()
+    }
+
+    fn describe(&self, payload: &[u8]) -> String {
+        match codec::decode::<<M::Node as Node>::Msg>(payload) {
+            Ok(m) => format!("{m:?}"),
+            Err(_) => format!("<{} bytes>", payload.len()),
+        }
+    }
+
+    fn describe_pretty(&self, payload: &[u8]) -> String {
+        match codec::decode::<<M::Node as Node>::Msg>(payload) {
+            Ok(m) => pretty(&m),
+            Err(_) => format!("<{} bytes that do not decode as this model's message>", payload.len()),
+        }
+    }
+
+    fn step_states(&mut self, step: usize) -> StepStates {
+        let Some(node) = self.steps().steps.get(step).map(|s| s.node.index()) else {
+            return StepStates::default();
+        };
+        // Stepping forward from just before the step is one step of work; anything else
+        // goes through the cursor's checkpoints.
+        if self.cursor.position() != step {
+            self.cursor.goto(step);
+        }
+        let before = self.cursor.nodes().get(node).cloned().flatten();
+        self.cursor.goto(step + 1);
+        let after = self.cursor.nodes().get(node).cloned().flatten();
+        StepStates {
+            changes: diff_states(before.as_ref(), after.as_ref()),
+            before: before.as_ref().map(pretty),
+            after: after.as_ref().map(pretty),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The selected event's detail: what happened (with the message pretty-printed and the
+//! step's outputs), the node's state before and after with a structural diff, and what was
+//! pending in the whole cluster at that moment.
+
+use super::{fit, style};
+use crate::app::App;
+use crate::timeline::Pending;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+use retrace_replayer::event_detail;
+use retrace_sim::trace::Record;
+
+/// Pending messages and timers listed at most.
+const PENDING_SHOWN: usize = 12;
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let two_columns = area.width >= 100;
+    let (left, right) = if two_columns {
+        let [l, r] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+        (l, Some(r))
+    } else {
+        (area, None)
+    };
+    let mut event = event_lines(app, left.width.saturating_sub(2) as usize);
+    let mut state = state_lines(app);
+    if right.is_none() {
+        event.push(Line::default());
+        event.append(&mut state);
+    }
+    let index = app.record_of(app.sel);
+    let block = Block::bordered().title(format!(" event {index} "));
+    frame.render_widget(
+        Paragraph::new(event).block(block).scroll((app.detail_scroll, 0)),
+        left,
+    );
+    if let Some(r) = right {
+        let title = match app.detail.step {
+            Some(s) => format!(
+                " state of {} ",
+                app.node_name(app.session.steps().steps[s].node)
+            ),
+            None => " state ".to_string(),
+        };
+        frame.render_widget(
+            Paragraph::new(state)
+                .block(Block::bordered().title(title))
+                .scroll((app.detail_scroll, 0)),
+            r,
+        );
+    }
+}
+
+fn event_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+    let trace = app.session.trace();
+    let i = app.record_of(app.sel);
+    let e = &trace.events[i];
+    let describe = |p: &[u8]| app.session.describe(p);
+    let mut lines = vec![Line::styled(
+        fit(
+            &format!(
+                "{} {} at +{}{}",
+                e.record.kind(),
+                e.node.map(|n| app.node_name(n)).unwrap_or_default(),
+                super::short_time(e.time_ns.saturating_sub(app.timeline.base_ns)),
+                if app.virtual_time { "" } else { " (wall)" }
+            ),
+            width,
+        ),
+        style::title(),
+    )];
+    let payload = match &e.record {
+        Record::Deliver { payload, .. } | Record::External { payload, .. } => Some(payload),
+        _ => None,
+    };
+    match payload {
+        Some(p) => {
+            let head = event_detail(&trace.header, e, &|_: &[u8]| String::new());
+            lines.push(Line::from(head.trim_end().to_string()));
+            lines.push(Line::styled("message:", style::title()));
+            for l in app.session.describe_pretty(p).lines() {
+                lines.push(Line::from(format!("  {l}")));
+            }
+        }
+        None => lines.push(Line::from(event_detail(&trace.header, e, &describe))),
+    }
+    // The step's own records: what the handler did.
+    if let Some(s) = app.own_step(app.sel) {
+        let st = &app.session.steps().steps[s];
+        if st.end > st.input + 1 {
+            lines.push(Line::styled("the step did:", style::title()));
+            for out in &trace.events[st.input + 1..st.end] {
+                lines.push(Line::from(format!(
+                    "  {:<12} {}",
+                    out.record.kind(),
+                    event_detail(&trace.header, out, &describe)
+                )));
+            }
+        }
+        for v in app.session.violations_at(s) {
+            lines.push(Line::styled(
+                format!("invariant `{}` broken after this step: {}", v.invariant, v.message),
+                style::bad(),
+            ));
+        }
+    }
+    if let Some(d) = app.session.divergence() {
+        if app.step_of_row(app.sel) == Some(d.step) {
+            for l in d.to_string().lines() {
+                lines.push(Line::styled(l.to_string(), style::bad()));
+            }
+        }
+    }
+    lines
+}
+
+fn state_lines(app: &App) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let states = &app.detail.states;
+    if app.detail.step.is_some() {
+        if states.changes.is_empty() {
+            lines.push(Line::styled("no change to the node's state", style::dim()));
+        } else {
+            lines.push(Line::styled(format!("changed ({}):", states.changes.len()), style::title()));
+            for c in &states.changes {
+                lines.push(Line::styled(format!("  {c}"), Style::default().fg(Color::Yellow)));
+            }
+        }
+        lines.push(Line::styled("after:", style::title()));
+        match &states.after {
+            Some(s) => lines.extend(s.lines().map(|l| Line::from(format!("  {l}")))),
+            None => lines.push(Line::styled("  (down)", style::dim())),
+        }
+    }
+    lines.extend(pending_lines(app));
+    lines
+}
+
+fn pending_lines(app: &App) -> Vec<Line<'static>> {
+    let trace = app.session.trace();
+    let i = app.record_of(app.sel);
+    let now = trace.events[i].time_ns;
+    let (pending, total) = app.timeline.pending_at(i, PENDING_SHOWN);
+    let mut lines = vec![Line::styled(
+        format!("pending in the cluster: {total}"),
+        style::title(),
+    )];
+    for p in pending {
+        let text = match p {
+            Pending::Message { send } => {
+                let from = trace.events[send].node.map(|n| app.node_name(n)).unwrap_or_default();
+                let to = match &trace.events[send].record {
+                    Record::Send { to, .. } => app.node_name(*to),
+                    _ => String::new(),
+                };
+                format!(
+                    "  msg   #{send} {from} → {to}, sent {} ago",
+                    super::short_time(now.saturating_sub(trace.events[send].time_ns))
+                )
+            }
+            Pending::Timer { set } => {
+                let on = trace.events[set].node.map(|n| app.node_name(n)).unwrap_or_default();
+                match &trace.events[set].record {
+                    Record::TimerSet { timer, tag, after_ns } => {
+                        let due = trace.events[set].time_ns + after_ns;
+                        format!(
+                            "  timer t{} tag {tag} on {on}, due in {}",
+                            timer.0,
+                            super::short_time(due.saturating_sub(now))
+                        )
+                    }
+                    _ => String::new(),
+                }
+            }
+        };
+        lines.push(Line::from(text));
+    }
+    if total > PENDING_SHOWN {
+        lines.push(Line::styled(format!("  … and {} more", total - PENDING_SHOWN), style::dim()));
+    }
+    lines
+}

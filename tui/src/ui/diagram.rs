@@ -1,0 +1,238 @@
+//! The space-time diagram: one lane per node, time flowing down, one row per event (or per
+//! `zoom` events), an arrow from the sender's lane to the receiver's at each delivery, drops
+//! and crashes marked, the causal highlight bright and the rest dimmed.
+
+use super::{cells_line, fit, short_name, style};
+use crate::app::App;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+use retrace_sim::trace::{FaultRecord, Record};
+use retrace_sim::NodeId;
+
+/// How strongly a mark claims a lane when several events share a row (zoomed out).
+fn rank(c: char) -> u8 {
+    match c {
+        '!' => 9,
+        '×' => 8,
+        '✗' => 7,
+        '▲' | '△' => 6,
+        '◆' => 5,
+        '#' | '±' => 4,
+        '●' => 3,
+        '○' => 2,
+        '+' => 1,
+        _ => 0,
+    }
+}
+
+struct Lanes {
+    first: usize,
+    count: usize,
+    width: usize,
+}
+
+impl Lanes {
+    /// The column of a node's lifeline, if its lane is shown.
+    fn col(&self, node: NodeId) -> Option<usize> {
+        let k = node.index().checked_sub(self.first)?;
+        (k < self.count).then(|| k * self.width + self.width / 2)
+    }
+
+    fn clamp_col(&self, node: NodeId) -> usize {
+        match node.index().checked_sub(self.first) {
+            None => 0,
+            Some(k) if k >= self.count => self.count * self.width - 1,
+            Some(k) => k * self.width + self.width / 2,
+        }
+    }
+}
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
+    let zoom = app.zoom.max(1);
+    let title = if zoom == 1 {
+        " time ↓ ".to_string()
+    } else {
+        format!(" time ↓ ×{zoom} ")
+    };
+    let block = Block::bordered().title(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width as usize;
+    let lane_w = (lane_w as usize).max(2);
+    let n = app.node_names.len();
+    let first = app.lane_offset.min(n.saturating_sub(1));
+    let lanes = Lanes {
+        first,
+        count: (width / lane_w).min(n - first).max(1),
+        width: lane_w,
+    };
+    let shown_w = lanes.count * lane_w;
+    // Header: node names, one per lane.
+    let mut header = String::new();
+    for k in 0..lanes.count {
+        let name = &app.node_names[first + k];
+        header.push_str(&format!("{:^w$}", short_name(name, lane_w - 1), w = lane_w));
+    }
+    let mut lines = vec![Line::styled(fit(&header, width), style::title())];
+    let height = inner.height.saturating_sub(1) as usize;
+    let rows = app.rows();
+    // With one event per row the diagram scrolls with the list; zoomed out it centres the
+    // selection's bucket.
+    let (top_bucket, sel_bucket) = if zoom == 1 {
+        (app.list_top, app.sel)
+    } else {
+        let sel = app.sel / zoom;
+        (sel.saturating_sub(height / 2), sel)
+    };
+    for b in top_bucket..top_bucket + height {
+        let lo = b * zoom;
+        if lo >= rows {
+            break;
+        }
+        let hi = (lo + zoom).min(rows);
+        let mut cells = vec![(' ', Style::default()); shown_w];
+        // Lifelines: solid while the node is up.
+        for k in 0..lanes.count {
+            let node = NodeId((first + k) as u32);
+            let up = app.timeline.is_up(node, hi - 1);
+            cells[k * lane_w + lane_w / 2] = if up { ('│', style::dim()) } else { ('┊', style::dim()) };
+        }
+        let mut any_lit = app.highlight.is_none();
+        for row in lo..hi {
+            let lit = match &app.highlight {
+                Some(h) => app.own_step(row).is_some_and(|s| h.contains(s)),
+                None => true,
+            };
+            any_lit |= lit;
+            mark(app, row, &lanes, &mut cells, zoom == 1, lit);
+        }
+        if !any_lit {
+            for c in cells.iter_mut() {
+                c.1 = style::dim();
+            }
+        }
+        if b == sel_bucket {
+            for c in cells.iter_mut() {
+                c.1 = c.1.add_modifier(Modifier::REVERSED);
+            }
+        }
+        lines.push(cells_line(&cells));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// Draws one event into a row's cells. `arrows`: draw message lines (one event per row).
+fn mark(app: &App, row: usize, lanes: &Lanes, cells: &mut [(char, Style)], arrows: bool, lit: bool) {
+    let events = &app.session.trace().events;
+    let e = &events[app.record_of(row)];
+    let kind_style = if lit { style::kind(e.record.kind()) } else { style::dim() };
+    let put = |cells: &mut [(char, Style)], col: usize, c: char, s: Style| {
+        if col < cells.len() && rank(c) >= rank(cells[col].0) {
+            cells[col] = (c, s);
+        }
+    };
+    // A line between two lanes, with an arrowhead at the receiving end.
+    let line = |cells: &mut [(char, Style)], from: NodeId, to: NodeId, dash: char, s: Style| {
+        let (a, b) = (lanes.clamp_col(from), lanes.clamp_col(to));
+        if a == b {
+            return;
+        }
+        let (lo, hi) = (a.min(b), a.max(b));
+        for cell in cells.iter_mut().take(hi).skip(lo + 1) {
+            *cell = (dash, s);
+        }
+        if lanes.col(from).is_some() {
+            cells[a] = (if a < b { '├' } else { '┤' }, s);
+        }
+        if lanes.col(to).is_some() {
+            let head = if a < b { b - 1 } else { b + 1 };
+            if head != a {
+                cells[head] = (if a < b { '▶' } else { '◀' }, s);
+            }
+        }
+    };
+    let sender_of = |send: u64| events.get(send as usize).and_then(|e| e.node);
+    match &e.record {
+        Record::Deliver { node, from, send, .. } => {
+            if arrows {
+                let s = if lit { Style::default().fg(Color::Blue) } else { style::dim() };
+                line(cells, *from, *node, '─', s);
+            }
+            let c = if send.is_none() { '?' } else { '●' };
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, c, kind_style);
+            }
+        }
+        Record::Drop { send, .. } | Record::Duplicate { send } => {
+            let to = match events.get(*send as usize).map(|e| &e.record) {
+                Some(Record::Send { to, .. }) => Some(*to),
+                _ => None,
+            };
+            let dropped = matches!(e.record, Record::Drop { .. });
+            if let (Some(from), Some(to)) = (sender_of(*send), to) {
+                if arrows {
+                    line(cells, from, to, '┄', kind_style);
+                }
+                if let Some(col) = lanes.col(to) {
+                    put(cells, col, if dropped { '✗' } else { '+' }, kind_style);
+                }
+            }
+        }
+        Record::Timer { node, .. } => {
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, '○', kind_style);
+            }
+        }
+        Record::External { node, .. } => {
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, '◆', kind_style);
+            }
+        }
+        Record::Start { node, .. } | Record::Restart { node, .. } => {
+            let c = if matches!(e.record, Record::Start { .. }) { '▲' } else { '△' };
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, c, kind_style);
+            }
+        }
+        Record::Crash { node, .. } => {
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, '×', if lit { style::bad() } else { style::dim() });
+            }
+        }
+        Record::Fault(FaultRecord::Cut { links, .. }) => {
+            for (a, b) in links {
+                for n in [a, b] {
+                    if let Some(col) = lanes.col(*n) {
+                        put(cells, col, '#', kind_style);
+                    }
+                }
+            }
+        }
+        Record::Fault(FaultRecord::Heal { .. }) => {
+            for k in 0..lanes.count {
+                put(cells, k * lanes.width + lanes.width / 2, '=', if lit { Style::default().fg(Color::Green) } else { style::dim() });
+            }
+        }
+        Record::Fault(FaultRecord::ClockJump { node, .. }) => {
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, '±', kind_style);
+            }
+        }
+        Record::Violation { .. } => {
+            for c in cells.iter_mut() {
+                if c.0 == ' ' {
+                    *c = ('!', style::bad());
+                }
+            }
+        }
+        Record::End { .. } => {
+            for c in cells.iter_mut() {
+                *c = ('═', style::dim());
+            }
+        }
+        _ => {}
+    }
+}

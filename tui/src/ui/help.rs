@@ -1,0 +1,54 @@
+//! The help view: every key and command.
+
+use super::style;
+use crate::app::App;
+use ratatui::layout::Rect;
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+
+const KEYS: &[(&str, &str)] = &[
+    ("j k  ↓ ↑", "next / previous event (a number first repeats: 20j)"),
+    ("l h  → ←", "next / previous event on the same node"),
+    ("g G", "start / end (NG: event N)"),
+    ("c C", "continue / reverse-continue to the next breakpoint"),
+    ("w", "causal history of the event: what led to it (again: clear)"),
+    ("e", "what the event caused"),
+    ("r", "follow the event's request across every node"),
+    ("] [", "next / previous highlighted event"),
+    ("p", "profile the event's request (critical path)"),
+    ("/ n N", "search the event list; next / previous match"),
+    ("z Z", "zoom the diagram out / in (events per row)"),
+    ("+ - < >", "wider / narrower lanes; scroll lanes"),
+    ("{ }", "scroll the detail"),
+    ("Esc", "clear the highlight"),
+    (":", "command line"),
+    ("q", "quit"),
+];
+
+const COMMANDS: &[(&str, &str)] = &[
+    ("goto N | goto 12.5ms | goto NAME", "an event, a time from the start, a bookmark"),
+    ("break PREDICATE", "add a breakpoint; `break` lists them, `delete [N]` removes"),
+    ("why | effects | clear", "highlight causes, effects, nothing"),
+    ("request ID", "highlight one request's events"),
+    ("bookmark NAME", "name the current event"),
+    ("profile [ID]", "critical path of a request"),
+];
+
+const PREDICATES: &str = "node NAME · kind KIND · msg VARIANT · contains TEXT · state NAME TEXT · invariant · request ID";
+
+pub fn render(_app: &App, frame: &mut Frame, area: Rect) {
+    let mut lines = vec![Line::styled("keys", style::title())];
+    for (k, what) in KEYS {
+        lines.push(Line::from(format!("  {k:<10} {what}")));
+    }
+    lines.push(Line::default());
+    lines.push(Line::styled("commands (after :)", style::title()));
+    for (c, what) in COMMANDS {
+        lines.push(Line::from(format!("  {c:<34} {what}")));
+    }
+    lines.push(Line::default());
+    lines.push(Line::styled("breakpoint predicates", style::title()));
+    lines.push(Line::from(format!("  {PREDICATES}")));
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" help ")), area);
+}

@@ -1,0 +1,192 @@
+//! The app driven by keys, as a user drives it, on a small fixed trace that loses a write.
+
+mod common;
+
+use common::{app, keys, screen, LOST_WRITE};
+use retrace_sim::trace::Record;
+use retrace_tui::app::{Input, View};
+use retrace_tui::App;
+
+fn kind(app: &App) -> &'static str {
+    app.session.trace().events[app.record_of(app.sel)].record.kind()
+}
+
+fn text(app: &App) -> String {
+    app.row_text(app.sel)
+}
+
+#[test]
+fn it_opens_at_the_violation() {
+    let app = app(LOST_WRITE);
+    let (at, _) = app.timeline.recorded_violation.clone().expect("the trace has a violation");
+    assert_eq!(app.record_of(app.sel), at);
+    assert!(app.session.steps().steps[app.step_of_row(app.sel).unwrap()].input == at);
+}
+
+#[test]
+fn motions_step_rewind_and_repeat() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g");
+    assert_eq!(app.sel, 0);
+    keys(&mut app, "jjj");
+    assert_eq!(app.sel, 3);
+    keys(&mut app, "2k");
+    assert_eq!(app.sel, 1);
+    keys(&mut app, "10j");
+    assert_eq!(app.sel, 11);
+    keys(&mut app, "G");
+    assert_eq!(app.sel, app.rows() - 1);
+    keys(&mut app, "40G");
+    assert_eq!(app.sel, app.timeline.row_of(40));
+    // Rewinding shows the same state a fresh replay shows at that point.
+    keys(&mut app, "G5k");
+    let row = app.sel;
+    let step = app.step_of_row(row).unwrap();
+    assert_eq!(app.session.position(), step + 1);
+    let rewound = app.detail.states.after.clone();
+    let mut fresh = common::app(LOST_WRITE);
+    keys(&mut fresh, "g");
+    fresh.select(row);
+    assert_eq!(fresh.detail.states.after, rewound);
+    assert!(rewound.is_some());
+}
+
+#[test]
+fn same_node_motion_skips_other_nodes() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g");
+    let node = app.node_of_row(app.sel).unwrap();
+    let from = app.sel;
+    keys(&mut app, "l");
+    assert_eq!(app.node_of_row(app.sel), Some(node));
+    assert!((from + 1..app.sel).all(|r| app.node_of_row(r) != Some(node)));
+    keys(&mut app, "h");
+    assert_eq!(app.sel, from);
+}
+
+#[test]
+fn breakpoints_stop_forward_and_backward() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, ":break msg ViewChange<Enter>");
+    assert_eq!(app.breakpoints.len(), 1);
+    keys(&mut app, "gc");
+    assert!(text(&app).contains("ViewChange {"), "{}", text(&app));
+    let first = app.sel;
+    keys(&mut app, "c");
+    assert!(app.sel > first);
+    assert!(text(&app).contains("ViewChange {"), "{}", text(&app));
+    keys(&mut app, "C");
+    assert_eq!(app.sel, first);
+    // An invalid predicate is refused with a message naming the choices.
+    keys(&mut app, ":break frob<Enter>");
+    assert_eq!(app.breakpoints.len(), 1);
+    assert!(app.message.as_deref().unwrap_or("").contains("unknown predicate"));
+    keys(&mut app, ":delete<Enter>");
+    assert!(app.breakpoints.is_empty());
+}
+
+#[test]
+fn why_highlights_exactly_the_causal_history() {
+    let mut app = app(LOST_WRITE);
+    let step = app.step_of_row(app.sel).unwrap();
+    keys(&mut app, "w");
+    let h = app.highlight.clone().expect("highlight");
+    let mut expected = app.causality.why(step);
+    expected.push(step);
+    expected.sort_unstable();
+    assert_eq!(h.steps, expected);
+    // `[` walks back through the highlighted events only.
+    keys(&mut app, "[");
+    let s = app.step_of_row(app.sel).unwrap();
+    assert!(h.contains(s) && s < step);
+    keys(&mut app, "w");
+    assert!(app.highlight.is_some(), "w elsewhere highlights that event's history");
+    keys(&mut app, "<Esc>");
+    assert!(app.highlight.is_none());
+}
+
+#[test]
+fn request_follows_one_request_across_nodes() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g/external<Enter>");
+    assert_eq!(kind(&app), "external");
+    let r = app.requests_of_row(app.sel)[0];
+    keys(&mut app, "r");
+    let h = app.highlight.clone().expect("highlight");
+    assert_eq!(h.steps, app.causality.request(r).to_vec());
+    let nodes: std::collections::BTreeSet<_> = h
+        .steps
+        .iter()
+        .map(|&s| app.session.steps().steps[s].node)
+        .collect();
+    assert!(nodes.len() >= 2, "a request crosses client and replica");
+    for &s in &h.steps {
+        let input = app.session.steps().steps[s].input;
+        let carries = match &app.session.trace().events[input].record {
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
+                request_ids.contains(&r)
+            }
+            Record::External { request, .. } => *request == r,
+            _ => false,
+        };
+        assert!(carries, "event {input} does not carry {r}");
+    }
+    // `]` visits them in order.
+    keys(&mut app, "]");
+    assert_eq!(app.step_of_row(app.sel), Some(h.steps[1]));
+}
+
+#[test]
+fn profile_opens_for_the_selected_request_and_goes_back() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g/external<Enter>p");
+    assert_eq!(app.view, View::Profile);
+    let p = app.profile.clone().expect("profile");
+    assert!(p.latency_ns > 0 && !p.path.is_empty());
+    assert_eq!(p.path.iter().map(|h| h.ns).sum::<u64>(), p.latency_ns);
+    keys(&mut app, "<Enter>");
+    assert_eq!(app.view, View::Main);
+    assert_eq!(app.record_of(app.sel), p.path[0].event);
+}
+
+#[test]
+fn search_command_line_and_bookmarks() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g/put<Enter>");
+    assert!(text(&app).contains("Put"));
+    let first = app.sel;
+    keys(&mut app, "n");
+    assert!(app.sel > first && text(&app).contains("Put"));
+    keys(&mut app, "N");
+    assert_eq!(app.sel, first);
+    keys(&mut app, ":bookmark here<Enter>G:goto here<Enter>");
+    assert_eq!(app.sel, first);
+    keys(&mut app, ":goto 100ms<Enter>");
+    let t = app.session.trace().events[app.record_of(app.sel)].time_ns - app.timeline.base_ns;
+    assert!(t >= 100_000_000, "{t}");
+    keys(&mut app, ":frobnicate<Enter>");
+    assert!(app.message.as_deref().unwrap().contains("unknown command"));
+    keys(&mut app, ":goto 99999<Enter>");
+    assert!(app.message.as_deref().unwrap().contains("no event 99999"));
+    keys(&mut app, ":wh<Backspace><Backspace><Backspace>");
+    assert_eq!(app.input, Input::Normal);
+    keys(&mut app, "q");
+    assert!(app.quit);
+}
+
+#[test]
+fn a_huge_count_is_a_jump_not_a_hang() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g99999999999j");
+    assert_eq!(app.sel, app.rows() - 1);
+}
+
+#[test]
+fn every_size_renders_and_tiny_ones_say_so() {
+    let mut app = app(LOST_WRITE);
+    assert!(screen(&mut app, 50, 10).contains("terminal too small"));
+    for (w, h) in [(60, 16), (80, 24), (200, 60), (61, 17)] {
+        let s = screen(&mut app, w, h);
+        assert!(s.contains("j/k event"), "{w}x{h}:\n{s}");
+    }
+}

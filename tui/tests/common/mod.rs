@@ -1,0 +1,91 @@
+//! A small fixed trace, the app over it, keys, and the screen as text.
+#![allow(dead_code)]
+
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::Terminal;
+use retrace_models::kv::KvModel;
+use retrace_replayer::Replay;
+use retrace_sim::{scenario, Simulation, Trace, TraceSink};
+use retrace_tui::{ui, App, ModelSession};
+use std::time::Duration;
+
+/// kv with the ack-before-replicate bug, one client, the primary killed mid-run: small
+/// enough to read on one screen, and it loses an acknowledged write.
+pub const LOST_WRITE: &str = r#"
+model = "kv"
+seed = 3
+time_limit = "400ms"
+
+[model_options]
+replicas = 3
+clients = 1
+keys = 2
+bug = "ack-before-replicate"
+
+[network]
+latency = "1ms..3ms"
+
+[workload]
+rate = "100/s"
+start = "10ms"
+
+[[faults]]
+at = "150ms"
+crash = "replica-0"
+"#;
+
+pub fn trace(source: &str) -> Trace {
+    let s = scenario::parse::<KvModel>("lost-write.toml", source).expect("scenario");
+    let seed = s.seed;
+    let report = Simulation::<KvModel>::new(&s, seed, TraceSink::Memory).run();
+    Trace::from_bytes(&report.trace.expect("trace"), "lost-write").expect("trace decodes")
+}
+
+pub fn app(source: &str) -> App {
+    let replay = Replay::<KvModel>::new(trace(source)).expect("replay");
+    App::with_scan_budget(Box::new(ModelSession::new(replay)), Duration::from_secs(30))
+}
+
+/// Presses keys written as text: plain characters, `<Enter>`, `<Esc>`, `<Down>`, ...
+pub fn keys(app: &mut App, text: &str) {
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '<' {
+            if let Some(end) = rest.find('>') {
+                let code = match &rest[1..end] {
+                    "Enter" => KeyCode::Enter,
+                    "Esc" => KeyCode::Esc,
+                    "Down" => KeyCode::Down,
+                    "Up" => KeyCode::Up,
+                    "Left" => KeyCode::Left,
+                    "Right" => KeyCode::Right,
+                    "Backspace" => KeyCode::Backspace,
+                    other => panic!("unknown key <{other}>"),
+                };
+                app.key(KeyEvent::from(code));
+                rest = &rest[end + 1..];
+                continue;
+            }
+        }
+        app.key(KeyEvent::from(KeyCode::Char(c)));
+        rest = &rest[c.len_utf8()..];
+    }
+}
+
+/// The screen as text, one line per row, trailing spaces trimmed.
+pub fn screen(app: &mut App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("backend");
+    terminal.draw(|f| ui::render(app, f)).expect("draw");
+    let buffer = terminal.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..height {
+        let mut line = String::new();
+        for x in 0..width {
+            line.push_str(buffer[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
