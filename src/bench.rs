@@ -20,6 +20,8 @@ pub enum BenchTarget {
     Replay,
     /// The fuzzer: time and runs to each known bug, minimised sizes, runs per second
     Fuzz,
+    /// The TUI: opening a long trace, keypress-to-frame time per motion
+    Tui,
 }
 
 #[derive(Args, Debug)]
@@ -45,7 +47,7 @@ pub struct BenchArgs {
     /// (fuzz) Master seeds per known bug
     #[arg(long, default_value_t = 10)]
     pub(crate) seeds: u64,
-    /// (replay) Records of the trace re-executed and queried
+    /// (replay, tui) Records of the trace re-executed and queried
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) replay_events: u64,
     /// (replay) Records of the trace to jump around in
@@ -179,6 +181,7 @@ pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8,
         BenchTarget::Record => return crate::bench_record::run(registry, args),
         BenchTarget::Replay => return crate::bench_replay::run(args),
         BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds),
+        BenchTarget::Tui => return crate::bench_tui::run(args),
         BenchTarget::Sim => {}
     }
     println!(

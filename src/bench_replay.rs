@@ -10,7 +10,14 @@ use retrace_sim::{scenario, SimRng, Simulation, Trace, TraceSink};
 use std::time::{Duration, Instant};
 
 /// kv with 5 replicas and 10 clients under load, with a crash: run until `records` records.
-fn kv_trace(records: u64) -> Result<(Trace, Duration), String> {
+pub(crate) fn kv_trace(records: u64) -> Result<(Trace, Duration), String> {
+    let (bytes, sim) = kv_trace_bytes(records)?;
+    let trace = Trace::from_bytes(&bytes, "bench-kv").map_err(|e| e.to_string())?;
+    Ok((trace, sim))
+}
+
+/// The same trace, encoded as a file holds it.
+pub(crate) fn kv_trace_bytes(records: u64) -> Result<(Vec<u8>, Duration), String> {
     // About 120 k records per virtual second at this load; `max_events` stops it there.
     let seconds = (records as f64 / 100_000.0).ceil().max(1.0) as u64;
     let source = format!(
@@ -23,11 +30,10 @@ fn kv_trace(records: u64) -> Result<(Trace, Duration), String> {
     let report = Simulation::<KvModel>::new(&s, 1, TraceSink::Memory).run();
     let sim = started.elapsed();
     let bytes = report.trace.ok_or("no trace kept")?;
-    let trace = Trace::from_bytes(&bytes, "bench-kv").map_err(|e| e.to_string())?;
-    Ok((trace, sim))
+    Ok((bytes, sim))
 }
 
-fn peak_rss() -> String {
+pub(crate) fn peak_rss() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

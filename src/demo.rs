@@ -109,23 +109,34 @@ pub fn demo(registry: &Registry, args: &DemoArgs) -> Result<u8, String> {
 fn find_lost_write(app: &App) -> Option<Finding> {
     let v = app.session.first_violation()?;
     // The invariant reports `key` = "value" at Version ...: the value is unique per write.
-    let value = v.message.split(" = \"").nth(1)?.split('"').next()?.to_string();
+    let value = v
+        .message
+        .split(" = \"")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .to_string();
     let needle = format!("value: \"{value}\"");
     let trace = app.session.trace();
     let steps = app.session.steps();
-    let request = steps.steps.iter().find_map(|st| match &trace.events[st.input].record {
-        Record::External { request, payload, .. }
-            if app.session.describe(payload).contains(&needle) =>
-        {
-            Some(*request)
-        }
-        _ => None,
-    })?;
+    let request = steps
+        .steps
+        .iter()
+        .find_map(|st| match &trace.events[st.input].record {
+            Record::External {
+                request, payload, ..
+            } if app.session.describe(payload).contains(&needle) => Some(*request),
+            _ => None,
+        })?;
     // The acknowledgement: the request's step on a replica (the client's own steps are the
     // request and the reply).
     let ack_step = app.causality.request(request).iter().copied().find(|&s| {
         let node = steps.steps[s].node.index();
-        trace.header.nodes.get(node).is_some_and(|n| n.role == "replica")
+        trace
+            .header
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.role == "replica")
     })?;
     Some(Finding {
         ack_step,
@@ -165,8 +176,9 @@ fn crash_after(app: &App, ack_step: usize) -> Option<usize> {
     let steps = &app.session.steps().steps;
     let node = steps[ack_step].node;
     let events = &app.session.trace().events;
-    (ack_step + 1..steps.len())
-        .find(|&s| steps[s].node == node && matches!(events[steps[s].input].record, Record::Crash { .. }))
+    (ack_step + 1..steps.len()).find(|&s| {
+        steps[s].node == node && matches!(events[steps[s].input].record, Record::Crash { .. })
+    })
 }
 
 fn report(app: &mut App, f: &Finding, trace_path: &std::path::Path) {
@@ -175,7 +187,10 @@ fn report(app: &mut App, f: &Finding, trace_path: &std::path::Path) {
     let line = |s: usize| app.row_text(app.timeline.row_of(steps.steps[s].input));
     let ack = &steps.steps[f.ack_step];
     let primary = app.node_name(ack.node);
-    println!("found     invariant broken at event {}:", steps.steps[f.violation_step].input);
+    println!(
+        "found     invariant broken at event {}:",
+        steps.steps[f.violation_step].input
+    );
     println!("          {}", f.violation);
     println!("the lost write, request {} across every node:", f.request);
     for &s in app.causality.request(f.request) {
@@ -197,10 +212,20 @@ fn report(app: &mut App, f: &Finding, trace_path: &std::path::Path) {
     // write? Read the deliveries of its sends.
     let (mut sent, mut carried) = (0usize, 0usize);
     for st in &steps.steps[f.ack_step..] {
-        if let Record::Deliver { send: Some(send), payload, node, .. } = &trace.events[st.input].record {
-            let from_primary_after = (*send as usize) > ack.input
-                && trace.events[*send as usize].node == Some(ack.node);
-            let to_replica = trace.header.nodes.get(node.index()).is_some_and(|i| i.role == "replica");
+        if let Record::Deliver {
+            send: Some(send),
+            payload,
+            node,
+            ..
+        } = &trace.events[st.input].record
+        {
+            let from_primary_after =
+                (*send as usize) > ack.input && trace.events[*send as usize].node == Some(ack.node);
+            let to_replica = trace
+                .header
+                .nodes
+                .get(node.index())
+                .is_some_and(|i| i.role == "replica");
             if from_primary_after && to_replica {
                 sent += 1;
                 carried += usize::from(app.session.describe(payload).contains(&f.needle));

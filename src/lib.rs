@@ -17,6 +17,7 @@ pub mod bench;
 mod bench_fuzz;
 mod bench_record;
 mod bench_replay;
+mod bench_tui;
 pub mod cli;
 mod demo;
 pub mod fuzz_cli;

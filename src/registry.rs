@@ -78,10 +78,7 @@ pub trait ModelEntry: Send + Sync {
         args: &crate::replay_cli::ReplayArgs,
     ) -> Result<crate::replay_cli::ReplayOutcome, String>;
     /// Opens a trace of this model for the TUI.
-    fn session(
-        &self,
-        trace: retrace_sim::Trace,
-    ) -> Result<Box<dyn retrace_tui::Session>, String>;
+    fn session(&self, trace: retrace_sim::Trace) -> Result<Box<dyn retrace_tui::Session>, String>;
     /// Runs twice in memory and compares the traces.
     fn check_determinism(
         &self,
@@ -187,10 +184,7 @@ impl<M: Model> ModelEntry for Entry<M> {
         crate::replay_run::replay::<M>(trace, args)
     }
 
-    fn session(
-        &self,
-        trace: retrace_sim::Trace,
-    ) -> Result<Box<dyn retrace_tui::Session>, String> {
+    fn session(&self, trace: retrace_sim::Trace) -> Result<Box<dyn retrace_tui::Session>, String> {
         let replay = retrace_replayer::Replay::<M>::new(trace).map_err(|e| e.to_string())?;
         Ok(Box::new(retrace_tui::ModelSession::new(replay)))
     }

@@ -200,4 +200,3 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
 }
-

@@ -27,5 +27,9 @@ fn the_demo_records_kills_merges_replays_and_names_the_lost_write() {
     let o = retrace(&["replay", trace.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("replay    ok:"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("acknowledged write lost"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("acknowledged write lost"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -211,12 +211,10 @@ impl<'a> Profiler<'a> {
             let (p, at, kind) = match record {
                 Record::Deliver {
                     send: Some(send), ..
-                } => {
-                    match t.steps.step_of.get(*send as usize).copied().flatten() {
-                        Some(p) => (p, *send as usize, Kind::Network),
-                        None => break,
-                    }
-                }
+                } => match t.steps.step_of.get(*send as usize).copied().flatten() {
+                    Some(p) => (p, *send as usize, Kind::Network),
+                    None => break,
+                },
                 Record::Timer { set, .. } => {
                     match t.steps.step_of.get(*set as usize).copied().flatten() {
                         Some(p) => (p, *set as usize, Kind::Timer),

@@ -1016,7 +1016,16 @@ impl<M: Model> Simulation<M> {
                     }
                 };
                 let index = core.trace.push(|e, out| {
-                    e.deliver(out, to, now, prev, from, Some(send), ids.as_slice(), payload)
+                    e.deliver(
+                        out,
+                        to,
+                        now,
+                        prev,
+                        from,
+                        Some(send),
+                        ids.as_slice(),
+                        payload,
+                    )
                 });
                 core.stats.delivered += 1;
                 self.begin_step(to, ids, index);

@@ -177,10 +177,12 @@ impl App {
         let events = &self.session.trace().events;
         let e = &events[self.record_of(row)];
         match &e.record {
-            Record::Drop { send, .. } | Record::Duplicate { send } => match events.get(*send as usize).map(|e| &e.record) {
-                Some(Record::Send { to, .. }) => Some(*to),
-                _ => None,
-            },
+            Record::Drop { send, .. } | Record::Duplicate { send } => {
+                match events.get(*send as usize).map(|e| &e.record) {
+                    Some(Record::Send { to, .. }) => Some(*to),
+                    _ => None,
+                }
+            }
             Record::Fault(retrace_sim::trace::FaultRecord::ClockJump { node, .. }) => Some(*node),
             _ => e.node,
         }
@@ -189,7 +191,9 @@ impl App {
     /// The request ids of a row's event.
     pub fn requests_of_row(&self, row: usize) -> Vec<RequestId> {
         match &self.session.trace().events[self.record_of(row)].record {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => request_ids.clone(),
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
+                request_ids.clone()
+            }
             Record::External { request, .. } => vec![*request],
             _ => Vec::new(),
         }
@@ -211,7 +215,10 @@ impl App {
     }
 
     pub fn node_name(&self, n: NodeId) -> String {
-        self.node_names.get(n.index()).cloned().unwrap_or_else(|| n.to_string())
+        self.node_names
+            .get(n.index())
+            .cloned()
+            .unwrap_or_else(|| n.to_string())
     }
 
     // ----- moving -----
@@ -274,7 +281,11 @@ impl App {
             match next {
                 Some(r) => row = r,
                 None => {
-                    self.message = Some(format!("no {} event on {}", if forward { "later" } else { "earlier" }, self.node_name(node)));
+                    self.message = Some(format!(
+                        "no {} event on {}",
+                        if forward { "later" } else { "earlier" },
+                        self.node_name(node)
+                    ));
                     break;
                 }
             }
@@ -289,7 +300,11 @@ impl App {
         self.session.goto(step.map_or(0, |s| s + 1));
         let mut hit = false;
         for _ in 0..times {
-            hit = if forward { self.session.run_forward_until(&pred) } else { self.session.run_backward_until(&pred) };
+            hit = if forward {
+                self.session.run_forward_until(&pred)
+            } else {
+                self.session.run_backward_until(&pred)
+            };
             if !hit {
                 break;
             }
@@ -297,10 +312,17 @@ impl App {
         let pos = self.session.position();
         self.message = Some(match (hit, self.breakpoints.is_empty()) {
             (true, _) => {
-                let which: Vec<&str> = self.breakpoints.iter().filter(|(_, p)| self.session.holds(p)).map(|(t, _)| t.as_str()).collect();
+                let which: Vec<&str> = self
+                    .breakpoints
+                    .iter()
+                    .filter(|(_, p)| self.session.holds(p))
+                    .map(|(t, _)| t.as_str())
+                    .collect();
                 format!("breakpoint: {}", which.join(", "))
             }
-            (false, true) if forward => "no breakpoints (`:break PREDICATE`): ran to the end".into(),
+            (false, true) if forward => {
+                "no breakpoints (`:break PREDICATE`): ran to the end".into()
+            }
             (false, true) => "no breakpoints (`:break PREDICATE`): back at the start".into(),
             (false, false) if forward => "no breakpoint hit before the end".into(),
             (false, false) => "no breakpoint hit before the start".into(),
@@ -339,7 +361,12 @@ impl App {
         }
         match target {
             Some(s) => self.select_step(s),
-            None => self.message = Some(format!("no {} highlighted event", if forward { "later" } else { "earlier" })),
+            None => {
+                self.message = Some(format!(
+                    "no {} highlighted event",
+                    if forward { "later" } else { "earlier" }
+                ))
+            }
         }
     }
 
@@ -354,12 +381,17 @@ impl App {
             let found = if forward {
                 (row + 1..self.rows()).find(|&r| self.row_text(r).to_lowercase().contains(&needle))
             } else {
-                (0..row).rev().find(|&r| self.row_text(r).to_lowercase().contains(&needle))
+                (0..row)
+                    .rev()
+                    .find(|&r| self.row_text(r).to_lowercase().contains(&needle))
             };
             match found {
                 Some(r) => row = r,
                 None => {
-                    self.message = Some(format!("`{text}` not found {}", if forward { "below" } else { "above" }));
+                    self.message = Some(format!(
+                        "`{text}` not found {}",
+                        if forward { "below" } else { "above" }
+                    ));
                     break;
                 }
             }
@@ -376,8 +408,14 @@ impl App {
         let mut steps = self.causality.why(s);
         steps.push(s);
         steps.sort_unstable();
-        self.message = Some(format!("{} earlier events led to this one (`]`/`[` move through them, `w` again clears)", steps.len() - 1));
-        self.highlight = Some(Highlight { label: format!("why #{}", self.session.steps().steps[s].input), steps });
+        self.message = Some(format!(
+            "{} earlier events led to this one (`]`/`[` move through them, `w` again clears)",
+            steps.len() - 1
+        ));
+        self.highlight = Some(Highlight {
+            label: format!("why #{}", self.session.steps().steps[s].input),
+            steps,
+        });
     }
 
     pub fn effects(&mut self) {
@@ -387,8 +425,14 @@ impl App {
         let mut steps = self.causality.effects(s);
         steps.push(s);
         steps.sort_unstable();
-        self.message = Some(format!("{} later events follow from this one", steps.len() - 1));
-        self.highlight = Some(Highlight { label: format!("effects of #{}", self.session.steps().steps[s].input), steps });
+        self.message = Some(format!(
+            "{} later events follow from this one",
+            steps.len() - 1
+        ));
+        self.highlight = Some(Highlight {
+            label: format!("effects of #{}", self.session.steps().steps[s].input),
+            steps,
+        });
     }
 
     pub fn follow_request(&mut self, r: RequestId) {
@@ -398,9 +442,19 @@ impl App {
             self.message = Some(format!("no event carries request {r}"));
             return;
         }
-        let nodes: std::collections::BTreeSet<usize> = steps.iter().map(|&s| self.session.steps().steps[s].node.index()).collect();
-        self.message = Some(format!("request {r}: {} events on {} nodes", steps.len(), nodes.len()));
-        self.highlight = Some(Highlight { label: format!("request {r}"), steps });
+        let nodes: std::collections::BTreeSet<usize> = steps
+            .iter()
+            .map(|&s| self.session.steps().steps[s].node.index())
+            .collect();
+        self.message = Some(format!(
+            "request {r}: {} events on {} nodes",
+            steps.len(),
+            nodes.len()
+        ));
+        self.highlight = Some(Highlight {
+            label: format!("request {r}"),
+            steps,
+        });
     }
 
     pub fn open_profile(&mut self, r: Option<RequestId>) {
@@ -412,14 +466,23 @@ impl App {
             }
         };
         let trace = self.session.trace();
-        let profiler = Profiler::new(&trace.events, self.session.steps(), &self.causality, &self.node_names);
+        let profiler = Profiler::new(
+            &trace.events,
+            self.session.steps(),
+            &self.causality,
+            &self.node_names,
+        );
         match profiler.request(r) {
             Some(p) => {
                 self.profile = Some(p);
                 self.profile_sel = 0;
                 self.view = View::Profile;
             }
-            None => self.message = Some(format!("request {r} has no reply in this trace: nothing to profile")),
+            None => {
+                self.message = Some(format!(
+                    "request {r} has no reply in this trace: nothing to profile"
+                ))
+            }
         }
     }
 
@@ -489,10 +552,18 @@ impl App {
         let hops = self.profile.as_ref().map_or(0, |p| p.path.len());
         match key.code {
             KeyCode::Esc | KeyCode::Char('q' | 'p') => self.view = View::Main,
-            KeyCode::Char('j') | KeyCode::Down => self.profile_sel = (self.profile_sel + 1).min(hops.saturating_sub(1)),
-            KeyCode::Char('k') | KeyCode::Up => self.profile_sel = self.profile_sel.saturating_sub(1),
+            KeyCode::Char('j') | KeyCode::Down => {
+                self.profile_sel = (self.profile_sel + 1).min(hops.saturating_sub(1))
+            }
+            KeyCode::Char('k') | KeyCode::Up => {
+                self.profile_sel = self.profile_sel.saturating_sub(1)
+            }
             KeyCode::Enter => {
-                if let Some(h) = self.profile.as_ref().and_then(|p| p.path.get(self.profile_sel)) {
+                if let Some(h) = self
+                    .profile
+                    .as_ref()
+                    .and_then(|p| p.path.get(self.profile_sel))
+                {
                     let row = self.timeline.row_of(h.event);
                     self.view = View::Main;
                     self.select(row);
@@ -563,7 +634,10 @@ impl App {
             KeyCode::Char('-') => self.lane_width = self.lane_width.max(3).saturating_sub(1).max(2),
             KeyCode::Char('z') => self.zoom = (self.zoom * 2).min(1 << 20),
             KeyCode::Char('Z') => self.zoom = (self.zoom / 2).max(1),
-            KeyCode::Char('>') => self.lane_offset = (self.lane_offset + 1).min(self.node_names.len().saturating_sub(1)),
+            KeyCode::Char('>') => {
+                self.lane_offset =
+                    (self.lane_offset + 1).min(self.node_names.len().saturating_sub(1))
+            }
             KeyCode::Char('<') => self.lane_offset = self.lane_offset.saturating_sub(1),
             KeyCode::Char('}') => self.detail_scroll = self.detail_scroll.saturating_add(5),
             KeyCode::Char('{') => self.detail_scroll = self.detail_scroll.saturating_sub(5),
@@ -593,28 +667,46 @@ impl App {
             Command::GotoTime(ns) => {
                 let at = self.timeline.base_ns.saturating_add(ns);
                 let trace = self.session.trace();
-                let row = self.timeline.rows.partition_point(|&i| trace.events[i].time_ns < at);
+                let row = self
+                    .timeline
+                    .rows
+                    .partition_point(|&i| trace.events[i].time_ns < at);
                 self.select(row.min(self.rows().saturating_sub(1)));
             }
             Command::GotoBookmark(name) => match self.bookmarks.get(&name) {
                 Some(&row) => self.select(row),
                 None => {
                     let names: Vec<&str> = self.bookmarks.keys().map(String::as_str).collect();
-                    self.message = Some(format!("no bookmark `{name}`; bookmarks: {}", if names.is_empty() { "none".into() } else { names.join(", ") }));
+                    self.message = Some(format!(
+                        "no bookmark `{name}`; bookmarks: {}",
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ));
                 }
             },
             Command::Break(None) => {
                 self.message = Some(if self.breakpoints.is_empty() {
                     "no breakpoints; add one with `:break invariant`, `:break node NAME`, `:break msg VARIANT`, ...".into()
                 } else {
-                    let list: Vec<String> = self.breakpoints.iter().enumerate().map(|(i, (t, _))| format!("{}: {t}", i + 1)).collect();
+                    let list: Vec<String> = self
+                        .breakpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (t, _))| format!("{}: {t}", i + 1))
+                        .collect();
                     list.join("  ")
                 });
             }
             Command::Break(Some(text)) => match Predicate::parse(&text, &self.node_names) {
                 Ok(p) => {
                     self.breakpoints.push((text.clone(), p));
-                    self.message = Some(format!("breakpoint {}: {text} (`c` continues to it)", self.breakpoints.len()));
+                    self.message = Some(format!(
+                        "breakpoint {}: {text} (`c` continues to it)",
+                        self.breakpoints.len()
+                    ));
                 }
                 Err(e) => self.message = Some(e),
             },
@@ -635,7 +727,10 @@ impl App {
             Command::Request(r) => self.follow_request(r),
             Command::Clear => self.highlight = None,
             Command::Bookmark(name) => {
-                self.message = Some(format!("bookmark `{name}` at event {}", self.record_of(self.sel)));
+                self.message = Some(format!(
+                    "bookmark `{name}` at event {}",
+                    self.record_of(self.sel)
+                ));
                 self.bookmarks.insert(name, self.sel);
             }
             Command::Profile(r) => self.open_profile(r),

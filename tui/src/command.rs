@@ -113,13 +113,27 @@ mod tests {
     #[test]
     fn commands_parse() {
         assert_eq!(Command::parse("goto 42"), Ok(Command::GotoEvent(42)));
-        assert_eq!(Command::parse("goto 12.5ms"), Ok(Command::GotoTime(12_500_000)));
-        assert_eq!(Command::parse("goto lost"), Ok(Command::GotoBookmark("lost".into())));
-        assert_eq!(Command::parse("break msg Request"), Ok(Command::Break(Some("msg Request".into()))));
-        assert_eq!(Command::parse("request r7"), Ok(Command::Request(RequestId(7))));
+        assert_eq!(
+            Command::parse("goto 12.5ms"),
+            Ok(Command::GotoTime(12_500_000))
+        );
+        assert_eq!(
+            Command::parse("goto lost"),
+            Ok(Command::GotoBookmark("lost".into()))
+        );
+        assert_eq!(
+            Command::parse("break msg Request"),
+            Ok(Command::Break(Some("msg Request".into())))
+        );
+        assert_eq!(
+            Command::parse("request r7"),
+            Ok(Command::Request(RequestId(7)))
+        );
         assert_eq!(Command::parse("profile"), Ok(Command::Profile(None)));
         assert!(Command::parse("goto").is_err());
         assert!(Command::parse("why now").is_err());
-        assert!(Command::parse("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(Command::parse("frobnicate")
+            .unwrap_err()
+            .contains("unknown command"));
     }
 }

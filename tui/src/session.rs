@@ -2,7 +2,9 @@
 //! [`Cursor`] through [`Session`], and sees states and messages as text.
 
 use retrace_replayer::diff::{diff_states, Change};
-use retrace_replayer::{CheckpointPolicy, Cursor, Divergence, Predicate, Replay, ReplayViolation, Steps};
+use retrace_replayer::{
+    CheckpointPolicy, Cursor, Divergence, Predicate, Replay, ReplayViolation, Steps,
+};
 use retrace_sim::{codec, Model, Node, Trace};
 use std::time::{Duration, Instant};
 
@@ -148,7 +150,10 @@ impl<M: Model> Session for ModelSession<M> {
     fn describe_pretty(&self, payload: &[u8]) -> String {
         match codec::decode::<<M::Node as Node>::Msg>(payload) {
             Ok(m) => pretty(&m),
-            Err(_) => format!("<{} bytes that do not decode as this model's message>", payload.len()),
+            Err(_) => format!(
+                "<{} bytes that do not decode as this model's message>",
+                payload.len()
+            ),
         }
     }
 

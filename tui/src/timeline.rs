@@ -78,7 +78,11 @@ impl Timeline {
                         if let Some(l) = lifetimes.get_mut(node.index()) {
                             l.push((row, false));
                         }
-                        for t in timers_of_node.get_mut(node.index()).map(std::mem::take).unwrap_or_default() {
+                        for t in timers_of_node
+                            .get_mut(node.index())
+                            .map(std::mem::take)
+                            .unwrap_or_default()
+                        {
                             if let Some(s) = open_timers.remove(&t) {
                                 spans[s].end = i;
                             }
@@ -90,9 +94,16 @@ impl Timeline {
             match &e.record {
                 Record::Send { .. } => {
                     open_sends.insert(i, spans.len());
-                    spans.push(Span { start: i, end: n, what: Pending::Message { send: i } });
+                    spans.push(Span {
+                        start: i,
+                        end: n,
+                        what: Pending::Message { send: i },
+                    });
                 }
-                Record::Deliver { send: Some(send), .. } | Record::Drop { send, .. } => {
+                Record::Deliver {
+                    send: Some(send), ..
+                }
+                | Record::Drop { send, .. } => {
                     if let Some(s) = open_sends.remove(&(*send as usize)) {
                         spans[s].end = i;
                     }
@@ -102,7 +113,11 @@ impl Timeline {
                         timers_of_node[node.index()].push(*timer);
                     }
                     open_timers.insert(*timer, spans.len());
-                    spans.push(Span { start: i, end: n, what: Pending::Timer { set: i } });
+                    spans.push(Span {
+                        start: i,
+                        end: n,
+                        what: Pending::Timer { set: i },
+                    });
                 }
                 Record::Timer { timer, .. } | Record::TimerCancel { timer } => {
                     if let Some(s) = open_timers.remove(timer) {
@@ -113,12 +128,18 @@ impl Timeline {
             }
         }
         let recorded_violation = events.iter().find_map(|e| match &e.record {
-            Record::Violation { step, invariant, .. } => Some((*step as usize, invariant.clone())),
+            Record::Violation {
+                step, invariant, ..
+            } => Some((*step as usize, invariant.clone())),
             _ => None,
         });
         let mut buckets = vec![Vec::new(); n / BUCKET + 1];
         for (k, s) in spans.iter().enumerate() {
-            for b in buckets.iter_mut().take(s.end / BUCKET + 1).skip(s.start / BUCKET) {
+            for b in buckets
+                .iter_mut()
+                .take(s.end / BUCKET + 1)
+                .skip(s.start / BUCKET)
+            {
                 b.push(k as u32);
             }
         }
@@ -162,6 +183,9 @@ impl Timeline {
             .collect();
         found.sort_by_key(|s| s.start);
         let total = found.len();
-        (found.into_iter().take(limit).map(|s| s.what).collect(), total)
+        (
+            found.into_iter().take(limit).map(|s| s.what).collect(),
+            total,
+        )
     }
 }

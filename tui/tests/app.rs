@@ -8,7 +8,9 @@ use retrace_tui::app::{Input, View};
 use retrace_tui::App;
 
 fn kind(app: &App) -> &'static str {
-    app.session.trace().events[app.record_of(app.sel)].record.kind()
+    app.session.trace().events[app.record_of(app.sel)]
+        .record
+        .kind()
 }
 
 fn text(app: &App) -> String {
@@ -18,7 +20,11 @@ fn text(app: &App) -> String {
 #[test]
 fn it_opens_at_the_violation() {
     let app = app(LOST_WRITE);
-    let (at, _) = app.timeline.recorded_violation.clone().expect("the trace has a violation");
+    let (at, _) = app
+        .timeline
+        .recorded_violation
+        .clone()
+        .expect("the trace has a violation");
     assert_eq!(app.record_of(app.sel), at);
     assert!(app.session.steps().steps[app.step_of_row(app.sel).unwrap()].input == at);
 }
@@ -80,7 +86,11 @@ fn breakpoints_stop_forward_and_backward() {
     // An invalid predicate is refused with a message naming the choices.
     keys(&mut app, ":break frob<Enter>");
     assert_eq!(app.breakpoints.len(), 1);
-    assert!(app.message.as_deref().unwrap_or("").contains("unknown predicate"));
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("unknown predicate"));
     keys(&mut app, ":delete<Enter>");
     assert!(app.breakpoints.is_empty());
 }
@@ -100,7 +110,10 @@ fn why_highlights_exactly_the_causal_history() {
     let s = app.step_of_row(app.sel).unwrap();
     assert!(h.contains(s) && s < step);
     keys(&mut app, "w");
-    assert!(app.highlight.is_some(), "w elsewhere highlights that event's history");
+    assert!(
+        app.highlight.is_some(),
+        "w elsewhere highlights that event's history"
+    );
     keys(&mut app, "<Esc>");
     assert!(app.highlight.is_none());
 }

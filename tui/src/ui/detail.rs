@@ -19,8 +19,8 @@ const PENDING_SHOWN: usize = 12;
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let two_columns = area.width >= 100;
     let (left, right) = if two_columns {
-        let [l, r] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+        let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+            .areas(area);
         (l, Some(r))
     } else {
         (area, None)
@@ -34,7 +34,9 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let index = app.record_of(app.sel);
     let block = Block::bordered().title(format!(" event {index} "));
     frame.render_widget(
-        Paragraph::new(event).block(block).scroll((app.detail_scroll, 0)),
+        Paragraph::new(event)
+            .block(block)
+            .scroll((app.detail_scroll, 0)),
         left,
     );
     if let Some(r) = right {
@@ -102,7 +104,10 @@ fn event_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         }
         for v in app.session.violations_at(s) {
             lines.push(Line::styled(
-                format!("invariant `{}` broken after this step: {}", v.invariant, v.message),
+                format!(
+                    "invariant `{}` broken after this step: {}",
+                    v.invariant, v.message
+                ),
                 style::bad(),
             ));
         }
@@ -124,16 +129,27 @@ fn state_lines(app: &App) -> Vec<Line<'static>> {
         if states.changes.is_empty() {
             lines.push(Line::styled("no change to the node's state", style::dim()));
         } else {
-            lines.push(Line::styled(format!("changed ({}):", states.changes.len()), style::title()));
+            lines.push(Line::styled(
+                format!("changed ({}):", states.changes.len()),
+                style::title(),
+            ));
             for c in &states.changes {
-                lines.push(Line::styled(format!("  {c}"), Style::default().fg(Color::Yellow)));
+                lines.push(Line::styled(
+                    format!("  {c}"),
+                    Style::default().fg(Color::Yellow),
+                ));
             }
         }
-        lines.push(Line::styled("after:", style::title()));
-        match &states.after {
-            Some(s) => lines.extend(s.lines().map(|l| Line::from(format!("  {l}")))),
-            None => lines.push(Line::styled("  (down)", style::dim())),
+        // Pending work first: it is short, and the states can be long (`{`/`}` scroll).
+        lines.extend(pending_lines(app));
+        for (title, state) in [("after:", &states.after), ("before:", &states.before)] {
+            lines.push(Line::styled(title, style::title()));
+            match state {
+                Some(s) => lines.extend(s.lines().map(|l| Line::from(format!("  {l}")))),
+                None => lines.push(Line::styled("  (down)", style::dim())),
+            }
         }
+        return lines;
     }
     lines.extend(pending_lines(app));
     lines
@@ -151,7 +167,10 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
     for p in pending {
         let text = match p {
             Pending::Message { send } => {
-                let from = trace.events[send].node.map(|n| app.node_name(n)).unwrap_or_default();
+                let from = trace.events[send]
+                    .node
+                    .map(|n| app.node_name(n))
+                    .unwrap_or_default();
                 let to = match &trace.events[send].record {
                     Record::Send { to, .. } => app.node_name(*to),
                     _ => String::new(),
@@ -162,9 +181,16 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
                 )
             }
             Pending::Timer { set } => {
-                let on = trace.events[set].node.map(|n| app.node_name(n)).unwrap_or_default();
+                let on = trace.events[set]
+                    .node
+                    .map(|n| app.node_name(n))
+                    .unwrap_or_default();
                 match &trace.events[set].record {
-                    Record::TimerSet { timer, tag, after_ns } => {
+                    Record::TimerSet {
+                        timer,
+                        tag,
+                        after_ns,
+                    } => {
                         let due = trace.events[set].time_ns + after_ns;
                         format!(
                             "  timer t{} tag {tag} on {on}, due in {}",
@@ -179,7 +205,10 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
         lines.push(Line::from(text));
     }
     if total > PENDING_SHOWN {
-        lines.push(Line::styled(format!("  … and {} more", total - PENDING_SHOWN), style::dim()));
+        lines.push(Line::styled(
+            format!("  … and {} more", total - PENDING_SHOWN),
+            style::dim(),
+        ));
     }
     lines
 }

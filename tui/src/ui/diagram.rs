@@ -98,7 +98,11 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
         for k in 0..lanes.count {
             let node = NodeId((first + k) as u32);
             let up = app.timeline.is_up(node, hi - 1);
-            cells[k * lane_w + lane_w / 2] = if up { ('│', style::dim()) } else { ('┊', style::dim()) };
+            cells[k * lane_w + lane_w / 2] = if up {
+                ('│', style::dim())
+            } else {
+                ('┊', style::dim())
+            };
         }
         let mut any_lit = app.highlight.is_none();
         for row in lo..hi {
@@ -125,10 +129,21 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
 }
 
 /// Draws one event into a row's cells. `arrows`: draw message lines (one event per row).
-fn mark(app: &App, row: usize, lanes: &Lanes, cells: &mut [(char, Style)], arrows: bool, lit: bool) {
+fn mark(
+    app: &App,
+    row: usize,
+    lanes: &Lanes,
+    cells: &mut [(char, Style)],
+    arrows: bool,
+    lit: bool,
+) {
     let events = &app.session.trace().events;
     let e = &events[app.record_of(row)];
-    let kind_style = if lit { style::kind(e.record.kind()) } else { style::dim() };
+    let kind_style = if lit {
+        style::kind(e.record.kind())
+    } else {
+        style::dim()
+    };
     let put = |cells: &mut [(char, Style)], col: usize, c: char, s: Style| {
         if col < cells.len() && rank(c) >= rank(cells[col].0) {
             cells[col] = (c, s);
@@ -156,9 +171,15 @@ fn mark(app: &App, row: usize, lanes: &Lanes, cells: &mut [(char, Style)], arrow
     };
     let sender_of = |send: u64| events.get(send as usize).and_then(|e| e.node);
     match &e.record {
-        Record::Deliver { node, from, send, .. } => {
+        Record::Deliver {
+            node, from, send, ..
+        } => {
             if arrows {
-                let s = if lit { Style::default().fg(Color::Blue) } else { style::dim() };
+                let s = if lit {
+                    Style::default().fg(Color::Blue)
+                } else {
+                    style::dim()
+                };
                 line(cells, *from, *node, '─', s);
             }
             let c = if send.is_none() { '?' } else { '●' };
@@ -192,14 +213,23 @@ fn mark(app: &App, row: usize, lanes: &Lanes, cells: &mut [(char, Style)], arrow
             }
         }
         Record::Start { node, .. } | Record::Restart { node, .. } => {
-            let c = if matches!(e.record, Record::Start { .. }) { '▲' } else { '△' };
+            let c = if matches!(e.record, Record::Start { .. }) {
+                '▲'
+            } else {
+                '△'
+            };
             if let Some(col) = lanes.col(*node) {
                 put(cells, col, c, kind_style);
             }
         }
         Record::Crash { node, .. } => {
             if let Some(col) = lanes.col(*node) {
-                put(cells, col, '×', if lit { style::bad() } else { style::dim() });
+                put(
+                    cells,
+                    col,
+                    '×',
+                    if lit { style::bad() } else { style::dim() },
+                );
             }
         }
         Record::Fault(FaultRecord::Cut { links, .. }) => {
@@ -213,7 +243,16 @@ fn mark(app: &App, row: usize, lanes: &Lanes, cells: &mut [(char, Style)], arrow
         }
         Record::Fault(FaultRecord::Heal { .. }) => {
             for k in 0..lanes.count {
-                put(cells, k * lanes.width + lanes.width / 2, '=', if lit { Style::default().fg(Color::Green) } else { style::dim() });
+                put(
+                    cells,
+                    k * lanes.width + lanes.width / 2,
+                    '=',
+                    if lit {
+                        Style::default().fg(Color::Green)
+                    } else {
+                        style::dim()
+                    },
+                );
             }
         }
         Record::Fault(FaultRecord::ClockJump { node, .. }) => {

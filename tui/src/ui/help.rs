@@ -8,11 +8,17 @@ use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
 const KEYS: &[(&str, &str)] = &[
-    ("j k  ↓ ↑", "next / previous event (a number first repeats: 20j)"),
+    (
+        "j k  ↓ ↑",
+        "next / previous event (a number first repeats: 20j)",
+    ),
     ("l h  → ←", "next / previous event on the same node"),
     ("g G", "start / end (NG: event N)"),
     ("c C", "continue / reverse-continue to the next breakpoint"),
-    ("w", "causal history of the event: what led to it (again: clear)"),
+    (
+        "w",
+        "causal history of the event: what led to it (again: clear)",
+    ),
     ("e", "what the event caused"),
     ("r", "follow the event's request across every node"),
     ("] [", "next / previous highlighted event"),
@@ -27,9 +33,18 @@ const KEYS: &[(&str, &str)] = &[
 ];
 
 const COMMANDS: &[(&str, &str)] = &[
-    ("goto N | goto 12.5ms | goto NAME", "an event, a time from the start, a bookmark"),
-    ("break PREDICATE", "add a breakpoint; `break` lists them, `delete [N]` removes"),
-    ("why | effects | clear", "highlight causes, effects, nothing"),
+    (
+        "goto N | goto 12.5ms | goto NAME",
+        "an event, a time from the start, a bookmark",
+    ),
+    (
+        "break PREDICATE",
+        "add a breakpoint; `break` lists them, `delete [N]` removes",
+    ),
+    (
+        "why | effects | clear",
+        "highlight causes, effects, nothing",
+    ),
     ("request ID", "highlight one request's events"),
     ("bookmark NAME", "name the current event"),
     ("profile [ID]", "critical path of a request"),
@@ -50,5 +65,8 @@ pub fn render(_app: &App, frame: &mut Frame, area: Rect) {
     lines.push(Line::default());
     lines.push(Line::styled("breakpoint predicates", style::title()));
     lines.push(Line::from(format!("  {PREDICATES}")));
-    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" help ")), area);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" help ")),
+        area,
+    );
 }

@@ -23,7 +23,7 @@ pub(crate) fn scroll(top: usize, sel: usize, height: usize, rows: usize) -> usiz
     if sel + off >= top + height {
         top = (sel + off + 1).saturating_sub(height);
     }
-    top.min(rows.saturating_sub(height).max(0)).min(sel)
+    top.min(rows.saturating_sub(height)).min(sel)
 }
 
 pub fn render(app: &mut App, frame: &mut Frame, area: Rect) {
@@ -40,7 +40,10 @@ pub fn render(app: &mut App, frame: &mut Frame, area: Rect) {
     let width = inner.width as usize;
     let mut lines = vec![Line::styled(
         fit(
-            &format!("  {:>7} {:>10} {:<10} {:<9} what", "event", "time", "node", "kind"),
+            &format!(
+                "  {:>7} {:>10} {:<10} {:<9} what",
+                "event", "time", "node", "kind"
+            ),
             width,
         ),
         style::title(),

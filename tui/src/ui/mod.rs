@@ -122,7 +122,14 @@ pub(crate) fn short_name(name: &str, width: usize) -> String {
     if name.chars().count() <= width {
         return name.to_string();
     }
-    let digits: String = name.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
+    let digits: String = name
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let first = name.chars().next().map(String::from).unwrap_or_default();
     let short = format!("{first}{digits}");
     if short.chars().count() <= width {
@@ -149,7 +156,10 @@ pub(crate) fn cells_line(cells: &[(char, Style)]) -> Line<'static> {
     let mut run_style = None;
     for &(c, s) in cells {
         if run_style != Some(s) && !run.is_empty() {
-            spans.push(Span::styled(std::mem::take(&mut run), run_style.unwrap_or_default()));
+            spans.push(Span::styled(
+                std::mem::take(&mut run),
+                run_style.unwrap_or_default(),
+            ));
         }
         run_style = Some(s);
         run.push(c);

@@ -56,17 +56,32 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         let w = w.min(width.saturating_sub(used));
         used += w;
         let c = if k == app.profile_sel { '▓' } else { '█' };
-        bar.push(Span::styled(c.to_string().repeat(w), Style::default().fg(kind_color(h.place.kind))));
+        bar.push(Span::styled(
+            c.to_string().repeat(w),
+            Style::default().fg(kind_color(h.place.kind)),
+        ));
     }
     lines.push(Line::from(bar));
     lines.push(Line::from(vec![
-        Span::styled("█ service  ", Style::default().fg(kind_color(Kind::Service))),
-        Span::styled("█ queueing  ", Style::default().fg(kind_color(Kind::Queueing))),
-        Span::styled("█ network  ", Style::default().fg(kind_color(Kind::Network))),
+        Span::styled(
+            "█ service  ",
+            Style::default().fg(kind_color(Kind::Service)),
+        ),
+        Span::styled(
+            "█ queueing  ",
+            Style::default().fg(kind_color(Kind::Queueing)),
+        ),
+        Span::styled(
+            "█ network  ",
+            Style::default().fg(kind_color(Kind::Network)),
+        ),
         Span::styled("█ timer", Style::default().fg(kind_color(Kind::Timer))),
     ]));
     lines.push(Line::default());
-    lines.push(Line::styled("time per place on the critical path:", style::title()));
+    lines.push(Line::styled(
+        "time per place on the critical path:",
+        style::title(),
+    ));
     let mut places: Vec<_> = p.by_place().into_iter().collect();
     places.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     for (place, ns) in places.iter().take(8) {
@@ -85,17 +100,30 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     }
     lines.push(Line::default());
     lines.push(Line::styled(
-        fit(&format!("{:>3} {:<34} {:>10} {:>8}", "hop", "where", "time", "event"), width),
+        fit(
+            &format!("{:>3} {:<34} {:>10} {:>8}", "hop", "where", "time", "event"),
+            width,
+        ),
         style::title(),
     ));
     let room = (inner.height as usize).saturating_sub(lines.len());
     let first = app.profile_sel.saturating_sub(room.saturating_sub(1));
     for (k, h) in p.path.iter().enumerate().skip(first).take(room) {
         let text = fit(
-            &format!("{:>3} {:<34} {:>10} {:>8}", k + 1, h.place.to_string(), format_ns(h.ns), h.event),
+            &format!(
+                "{:>3} {:<34} {:>10} {:>8}",
+                k + 1,
+                h.place.to_string(),
+                format_ns(h.ns),
+                h.event
+            ),
             width,
         );
-        let s = if k == app.profile_sel { style::selected() } else { Style::default() };
+        let s = if k == app.profile_sel {
+            style::selected()
+        } else {
+            Style::default()
+        };
         lines.push(Line::styled(text, s));
     }
     frame.render_widget(Paragraph::new(lines), inner);

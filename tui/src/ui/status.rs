@@ -56,7 +56,10 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
     frame.render_widget(Paragraph::new(Line::from(spans)), status);
     if let Some(m) = &app.message {
         frame.render_widget(
-            Paragraph::new(Line::styled(fit(m, message.width as usize), Style::default().fg(Color::Yellow))),
+            Paragraph::new(Line::styled(
+                fit(m, message.width as usize),
+                Style::default().fg(Color::Yellow),
+            )),
             message,
         );
     }
