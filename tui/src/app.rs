@@ -401,38 +401,45 @@ impl App {
 
     // ----- causality -----
 
-    pub fn why(&mut self) {
-        let Some(s) = self.own_step(self.sel).or(self.step_of_row(self.sel)) else {
-            return;
-        };
-        let mut steps = self.causality.why(s);
-        steps.push(s);
-        steps.sort_unstable();
-        self.message = Some(format!(
-            "{} earlier events led to this one (`]`/`[` move through them, `w` again clears)",
-            steps.len() - 1
-        ));
+    /// The step the causality keys ask about: the selected event's own, or the last before it.
+    fn causal_step(&self) -> Option<usize> {
+        self.own_step(self.sel).or(self.step_of_row(self.sel))
+    }
+
+    /// Highlights `step` and `related`, labelled, with a message naming how many.
+    fn highlight_related(&mut self, step: usize, mut related: Vec<usize>, label: &str, what: &str) {
+        related.push(step);
+        related.sort_unstable();
+        self.message = Some(format!("{} {what}", related.len() - 1));
+        let input = self.session.steps().steps[step].input;
         self.highlight = Some(Highlight {
-            label: format!("why #{}", self.session.steps().steps[s].input),
-            steps,
+            label: format!("{label} #{input}"),
+            steps: related,
         });
     }
 
+    pub fn why(&mut self) {
+        if let Some(s) = self.causal_step() {
+            let related = self.causality.why(s);
+            self.highlight_related(
+                s,
+                related,
+                "why",
+                "earlier events led to this one (`]`/`[` move through them, `w` again clears)",
+            );
+        }
+    }
+
     pub fn effects(&mut self) {
-        let Some(s) = self.own_step(self.sel).or(self.step_of_row(self.sel)) else {
-            return;
-        };
-        let mut steps = self.causality.effects(s);
-        steps.push(s);
-        steps.sort_unstable();
-        self.message = Some(format!(
-            "{} later events follow from this one",
-            steps.len() - 1
-        ));
-        self.highlight = Some(Highlight {
-            label: format!("effects of #{}", self.session.steps().steps[s].input),
-            steps,
-        });
+        if let Some(s) = self.causal_step() {
+            let related = self.causality.effects(s);
+            self.highlight_related(
+                s,
+                related,
+                "effects of",
+                "later events follow from this one",
+            );
+        }
     }
 
     pub fn follow_request(&mut self, r: RequestId) {
@@ -610,8 +617,7 @@ impl App {
             KeyCode::Char('w') => {
                 // Again on the same event clears; elsewhere, shows that event's history.
                 let label = self
-                    .own_step(self.sel)
-                    .or(self.step_of_row(self.sel))
+                    .causal_step()
                     .map(|s| format!("why #{}", self.session.steps().steps[s].input));
                 if label.is_some() && self.highlight.as_ref().map(|h| &h.label) == label.as_ref() {
                     self.highlight = None;
