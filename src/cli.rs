@@ -61,6 +61,8 @@ enum Command {
     Why(crate::replay_cli::WhyArgs),
     /// Where requests spent their time: critical paths by node, link and kind
     Profile(crate::replay_cli::ProfileArgs),
+    /// Write a trace for Perfetto, OpenTelemetry, Jaeger, ShiViz or Graphviz
+    Export(crate::export_cli::ExportArgs),
     /// Run a scenario's nodes as real processes on 127.0.0.1 and record them
     Cluster(crate::record_cli::ClusterArgs),
     /// Merge a recorded run's per-node logs into one trace
@@ -133,6 +135,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             .and_then(|l| l.entry.fuzz(&l.file, &l.source, &args)),
         Command::Why(args) => crate::replay_cli::why(&args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
+        Command::Export(args) => crate::export_cli::export(&registry, &args),
         Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),
         Command::Merge(args) => crate::record_cli::merge(&args),
         Command::Verify(args) => crate::record_cli::verify(&registry, &args),

@@ -20,6 +20,7 @@ mod bench_replay;
 mod bench_tui;
 pub mod cli;
 mod demo;
+mod export_cli;
 pub mod fuzz_cli;
 mod record_cli;
 pub mod registry;

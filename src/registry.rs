@@ -44,6 +44,8 @@ pub trait ModelEntry: Send + Sync {
     ) -> Result<RunReport, ScenarioError>;
     /// Renders an encoded message of this model for display (its `Debug` form).
     fn describe_message(&self, payload: &[u8]) -> String;
+    /// The name of an encoded message's variant (the start of its `Debug` form), cheaply.
+    fn message_name(&self, payload: &[u8]) -> String;
     /// Runs one node of the scenario as this process, until `stop` fires.
     fn node(
         &self,
@@ -189,6 +191,13 @@ impl<M: Model> ModelEntry for Entry<M> {
         Ok(Box::new(retrace_tui::ModelSession::new(replay)))
     }
 
+    fn message_name(&self, payload: &[u8]) -> String {
+        match codec::decode::<<M::Node as Node>::Msg>(payload) {
+            Ok(msg) => debug_head(&msg),
+            Err(_) => format!("<{} bytes>", payload.len()),
+        }
+    }
+
     fn describe_message(&self, payload: &[u8]) -> String {
         match codec::decode::<<M::Node as Node>::Msg>(payload) {
             Ok(msg) => format!("{msg:?}"),
@@ -268,4 +277,32 @@ impl Registry {
             )
         })
     }
+}
+
+/// The head of a value's `Debug` form, up to its first space, brace or parenthesis (an
+/// enum's variant, a struct's name), without formatting the rest: the writer stops the
+/// formatter as soon as the head is complete.
+fn debug_head(value: &dyn std::fmt::Debug) -> String {
+    struct Head(String);
+    impl std::fmt::Write for Head {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match s.find([' ', '{', '(']) {
+                Some(end) => {
+                    self.0.push_str(&s[..end]);
+                    Err(std::fmt::Error)
+                }
+                None => {
+                    self.0.push_str(s);
+                    if self.0.len() > 64 {
+                        Err(std::fmt::Error)
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+    let mut head = Head(String::new());
+    let _ = std::fmt::write(&mut head, format_args!("{value:?}"));
+    head.0
 }

@@ -32,4 +32,12 @@ fn the_demo_records_kills_merges_replays_and_names_the_lost_write() {
         "{}",
         stdout(&o)
     );
+    // The real processes' `tracing` lines are in the merged trace, on the primary.
+    let o = retrace(&["show", trace.to_str().unwrap()]);
+    assert!(
+        stdout(&o).lines().any(|l| l.contains("replica-0")
+            && l.contains(" log ")
+            && l.contains("acknowledged before any backup has it")),
+        "no log line of replica-0 in the merged trace"
+    );
 }

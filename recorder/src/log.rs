@@ -92,6 +92,12 @@ pub enum LogRecord {
     Annotate {
         text: String,
     },
+    /// A `tracing` event the handler emitted (`retrace_sim::logs`).
+    Log {
+        level: u8,
+        target: String,
+        text: String,
+    },
     Respond {
         request: u64,
         digest: u64,

@@ -433,6 +433,13 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
                 LogRecord::Annotate { text } => {
                     trace.push(|e, out| e.annotate(out, text));
                 }
+                LogRecord::Log {
+                    level,
+                    target,
+                    text,
+                } => {
+                    trace.push(|e, out| e.log(out, *level, target, text));
+                }
                 LogRecord::ClockRead { value_ns } => {
                     trace.push(|e, out| e.clock_read(out, *value_ns));
                 }

@@ -13,6 +13,7 @@ use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordErro
 use crate::net::{self, PeerLink};
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
+use retrace_sim::logs::Capture;
 use retrace_sim::trace::NodeInfo;
 use retrace_sim::{
     Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, Storage, Time, TimerId,
@@ -374,6 +375,9 @@ pub fn run_node<M: Model>(
     let mut waiting: BTreeMap<RequestId, Sender<Vec<u8>>> = BTreeMap::new();
     let mut summary = NodeSummary::default();
     let mut node = M::build(&scenario.options, id);
+    // Node code's `tracing` events become log records of the event being handled.
+    let capture = Capture::new();
+    let _logs = capture.enter();
 
     // One event: record the input, run the handler, persist, commit, release.
     macro_rules! event {
@@ -381,7 +385,7 @@ pub fn run_node<M: Model>(
             let event_index = log.next_index();
             let mut input = $input;
             let started = Instant::now();
-            let outputs;
+            let mut outputs;
             let mut outbox = Vec::new();
             let mut replies = Vec::new();
             {
@@ -409,6 +413,11 @@ pub fn run_node<M: Model>(
                 }
                 outputs = std::mem::take(&mut env.outputs);
             }
+            outputs.extend(capture.take().into_iter().map(|l| LogRecord::Log {
+                level: l.level,
+                target: l.target,
+                text: l.text,
+            }));
             if let Some(t) = input.timing_mut() {
                 t.busy_us = started.elapsed().as_micros() as u64;
             }

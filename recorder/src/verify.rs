@@ -70,6 +70,10 @@ impl<M: Message> ReplayEnv<'_, M> {
         if self.mismatch.is_some() {
             return None;
         }
+        // Log lines are not checked: logging added to node code still verifies old logs.
+        while matches!(self.records.get(self.cursor), Some(LogRecord::Log { .. })) {
+            self.cursor += 1;
+        }
         let next = self
             .records
             .get(self.cursor)

@@ -127,6 +127,11 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> 
         Record::End { outcome } => outcome.as_str().to_string(),
         Record::Busy { ns } => format!("service time {}", format_ns(*ns)),
         Record::Queued { ns } => format!("waited {} for the node", format_ns(*ns)),
+        Record::Log {
+            level,
+            target,
+            text,
+        } => format!("{} {target}: {text}", retrace_sim::logs::level_name(*level)),
         Record::StorageImage { entries } => {
             let size: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
             format!("found {} stored keys ({size} bytes)", entries.len())

@@ -144,6 +144,7 @@ impl<M: Message> ReplayEnv<'_, M> {
                 | Record::Duplicate { .. }
                 | Record::Queued { .. }
                 | Record::StorageImage { .. }
+                | Record::Log { .. }
                 | Record::Violation { .. } => self.cursor += 1,
                 Record::Busy { .. } if !self.simulated => self.cursor += 1,
                 _ => return Some(self.cursor),

@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod describe;
 pub mod diff;
 pub mod engine;
+pub mod export;
 pub mod predicate;
 pub mod profile;
 pub mod steps;

@@ -2,6 +2,7 @@
 
 use crate::codec;
 use crate::ids::{format_ns, NodeId, RequestId, Time, TimerId};
+use crate::logs::Capture;
 use crate::model::{Invariant, Model, View};
 use crate::node::{Ctx, Env, Message, Node};
 use crate::queue::{EventQueue, Handle};
@@ -110,6 +111,8 @@ pub struct Stats {
     pub clock_reads: u64,
     pub annotations: u64,
     pub network_faults: u64,
+    /// `tracing` events recorded from node code.
+    pub log_lines: u64,
 }
 
 /// The first broken invariant of a run.
@@ -215,6 +218,8 @@ struct Core<M> {
     /// Per node: until when earlier handlers keep it busy.
     busy_until: Vec<u64>,
     stats: Stats,
+    /// `tracing` events node code emits, recorded as `Log` records of their step.
+    logs: Capture,
 }
 
 impl<M: Message> Core<M> {
@@ -230,6 +235,15 @@ impl<M: Message> Core<M> {
     fn note_duplicate(&mut self, send: u64) {
         self.trace.push(|e, out| e.duplicate(out, send));
         self.stats.duplicated += 1;
+    }
+
+    /// Records what the step's handler logged with `tracing`.
+    fn flush_logs(&mut self) {
+        for line in self.logs.take() {
+            self.trace
+                .push(|e, out| e.log(out, line.level, &line.target, &line.text));
+            self.stats.log_lines += 1;
+        }
     }
 
     fn drop_msg(&mut self, send: u64, reason: DropReason) {
@@ -521,6 +535,7 @@ impl<M: Model> Simulation<M> {
             queue: EventQueue::default(),
             trace: TraceOut::new(writer),
             scratch: Vec::with_capacity(256),
+            logs: Capture::new(),
             net: Network::new(scenario, &kinds),
             net_rng: SimRng::new(derive_seed(seed, "network", 0, 0)),
             clocks,
@@ -687,6 +702,8 @@ impl<M: Model> Simulation<M> {
 
     /// Runs one step. Returns `false` once the run is over.
     pub fn step(&mut self) -> bool {
+        // Node code's `tracing` events go to this run's capture, on this thread only.
+        let _logs = self.core.logs.enter();
         if self.outcome.is_some() {
             return false;
         }
@@ -1196,6 +1213,8 @@ impl<M: Model> Simulation<M> {
     }
 
     fn check_invariants(&mut self, node: NodeId, step_index: u64) {
+        // Every handler call is followed by this: the step's log lines close it.
+        self.core.flush_logs();
         // The step is over: its declared service time keeps the node busy from now on.
         let busy = std::mem::take(&mut self.core.step_busy_ns);
         if busy > 0 {

@@ -200,6 +200,11 @@ impl Replica {
         let epoch = self.epoch;
         if !self.unshipped.is_empty() {
             let writes = std::mem::take(&mut self.unshipped);
+            let _span = tracing::debug_span!("heartbeat", epoch).entered();
+            tracing::debug!(
+                writes = writes.len(),
+                "shipping the writes acknowledged since the last heartbeat"
+            );
             let slot = self.next_slot;
             self.next_slot += 1;
             for r in self.others().collect::<Vec<_>>() {
@@ -490,6 +495,7 @@ impl Replica {
                 self.store.insert(key.clone(), entry.clone());
                 self.persist(ctx);
                 if self.bug == Some(KvBug::AckBeforeReplicate) {
+                    tracing::debug!(key = %key, seq = version.seq, "acknowledged before any backup has it");
                     self.unshipped.push((key, entry));
                     return ctx.send(
                         client,

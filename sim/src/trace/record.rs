@@ -207,6 +207,13 @@ pub enum Record {
     /// writes survive a real crash is the OS's choice, and the writes of a log tail lost
     /// in the crash are in it, so replay takes it as given.
     StorageImage { entries: Vec<(String, Vec<u8>)> },
+    /// Output: a `tracing` event the handler emitted (see `sim::logs`). Replay does not
+    /// check these, so logging added to node code still replays old traces.
+    Log {
+        level: u8,
+        target: String,
+        text: String,
+    },
 }
 
 impl Record {
@@ -255,6 +262,7 @@ impl Record {
             Record::Busy { .. } => "busy",
             Record::Queued { .. } => "queued",
             Record::StorageImage { .. } => "storage",
+            Record::Log { .. } => "log",
         }
     }
 }
@@ -292,6 +300,7 @@ mod tag {
     pub const BUSY: u8 = 20;
     pub const QUEUED: u8 = 21;
     pub const STORAGE_IMAGE: u8 = 22;
+    pub const LOG: u8 = 23;
 }
 
 /// Encodes record bodies (without framing) with delta state. The simulator's hot paths call
@@ -521,6 +530,13 @@ impl BodyEncoder {
         put_uvarint(out, ns);
     }
 
+    pub fn log(&mut self, out: &mut Vec<u8>, level: u8, target: &str, text: &str) {
+        out.push(tag::LOG);
+        out.push(level);
+        put_bytes(out, target.as_bytes());
+        put_bytes(out, text.as_bytes());
+    }
+
     pub fn storage_image(&mut self, out: &mut Vec<u8>, entries: &[(String, Vec<u8>)]) {
         out.push(tag::STORAGE_IMAGE);
         put_uvarint(out, entries.len() as u64);
@@ -594,6 +610,11 @@ impl BodyEncoder {
             Record::Busy { ns } => self.busy(out, *ns),
             Record::Queued { ns } => self.queued(out, *ns),
             Record::StorageImage { entries } => self.storage_image(out, entries),
+            Record::Log {
+                level,
+                target,
+                text,
+            } => self.log(out, *level, target, text),
         }
     }
 }
@@ -818,6 +839,11 @@ impl BodyDecoder {
             }
             tag::BUSY => Record::Busy { ns: c.uvarint()? },
             tag::QUEUED => Record::Queued { ns: c.uvarint()? },
+            tag::LOG => Record::Log {
+                level: c.u8()?,
+                target: Self::text(&mut c)?,
+                text: Self::text(&mut c)?,
+            },
             tag::STORAGE_IMAGE => {
                 // `count` is bounded by the bytes left, so this allocation is too.
                 let n = c.count()?;

@@ -1,0 +1,180 @@
+//! Chrome trace-event JSON, which Perfetto UI and chrome://tracing open: one track (thread)
+//! per node, a complete slice per handled event lasting its service time, a flow arrow from
+//! each send to its delivery, instant markers for crashes, faults, drops, annotations, log
+//! lines and violations.
+
+use super::walk::{StepInfo, Visitor};
+use super::{json_str, label, micros, node_name, Options};
+use retrace_sim::trace::{Event, FaultRecord, Header, Record};
+use std::io::{self, Write};
+
+pub struct Perfetto<'a> {
+    out: &'a mut dyn Write,
+    header: &'a Header,
+    options: &'a Options<'a>,
+}
+
+const PID: u32 = 1;
+
+impl<'a> Perfetto<'a> {
+    pub fn new(
+        header: &'a Header,
+        options: &'a Options<'a>,
+        out: &'a mut dyn Write,
+    ) -> io::Result<Self> {
+        writeln!(out, "{{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
+        write!(
+            out,
+            "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{PID},\"tid\":0,\"args\":{{\"name\":{}}}}}",
+            json_str(&format!("{} ({})", header.scenario_name, header.model))
+        )?;
+        for (k, n) in header.nodes.iter().enumerate() {
+            write!(
+                out,
+                ",\n{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{PID},\"tid\":{},\"args\":{{\"name\":{}}}}}",
+                k + 1,
+                json_str(&n.name)
+            )?;
+            write!(
+                out,
+                ",\n{{\"ph\":\"M\",\"name\":\"thread_sort_index\",\"pid\":{PID},\"tid\":{},\"args\":{{\"sort_index\":{k}}}}}",
+                k + 1
+            )?;
+        }
+        Ok(Perfetto {
+            out,
+            header,
+            options,
+        })
+    }
+
+    fn instant(
+        &mut self,
+        name: &str,
+        tid: Option<usize>,
+        ts_ns: u64,
+        args: &str,
+    ) -> io::Result<()> {
+        match tid {
+            Some(t) => write!(
+                self.out,
+                ",\n{{\"ph\":\"i\",\"s\":\"t\",\"name\":{},\"pid\":{PID},\"tid\":{},\"ts\":{},\"args\":{{{args}}}}}",
+                json_str(name),
+                t,
+                micros(ts_ns)
+            ),
+            None => write!(
+                self.out,
+                ",\n{{\"ph\":\"i\",\"s\":\"g\",\"name\":{},\"pid\":{PID},\"tid\":0,\"ts\":{},\"args\":{{{args}}}}}",
+                json_str(name),
+                micros(ts_ns)
+            ),
+        }
+    }
+}
+
+impl Visitor for Perfetto<'_> {
+    fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
+        let tid = s.node.index() + 1;
+        let ts = s.input.time_ns;
+        let ids: Vec<String> = s
+            .request_ids
+            .iter()
+            .map(|r| json_str(&r.to_string()))
+            .collect();
+        write!(
+            self.out,
+            ",\n{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{PID},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"event\":{},\"queued_ns\":{},\"requests\":[{}]}}}}",
+            json_str(&label(s.input, self.options)),
+            s.input.record.kind(),
+            micros(ts),
+            micros(s.busy_ns),
+            s.input.index,
+            s.queued_ns,
+            ids.join(",")
+        )?;
+        if let Some(c) = s.cause.filter(|c| c.by_message) {
+            // Both ends of the flow are written at the delivery, so every arrow has two.
+            write!(
+                self.out,
+                ",\n{{\"ph\":\"s\",\"id\":{},\"name\":\"message\",\"cat\":\"message\",\"pid\":{PID},\"tid\":{},\"ts\":{}}}",
+                c.link,
+                c.node.index() + 1,
+                micros(c.time_ns)
+            )?;
+            write!(
+                self.out,
+                ",\n{{\"ph\":\"f\",\"bp\":\"e\",\"id\":{},\"name\":\"message\",\"cat\":\"message\",\"pid\":{PID},\"tid\":{tid},\"ts\":{}}}",
+                c.link,
+                micros(ts)
+            )?;
+        }
+        if let Record::Crash { .. } = s.input.record {
+            self.instant("crash", Some(tid), ts, "")?;
+        }
+        for e in s.rest {
+            match &e.record {
+                Record::Annotate { text } => {
+                    self.instant(text, Some(tid), ts, &format!("\"event\":{}", e.index))?
+                }
+                Record::Log { level, text, .. } => self.instant(
+                    text,
+                    Some(tid),
+                    ts,
+                    &format!(
+                        "\"event\":{},\"level\":\"{}\"",
+                        e.index,
+                        retrace_sim::logs::level_name(*level)
+                    ),
+                )?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn world(&mut self, e: &Event) -> io::Result<()> {
+        let args = format!("\"event\":{}", e.index);
+        match &e.record {
+            Record::Drop { reason, .. } => self.instant(
+                &format!("drop ({})", reason.as_str()),
+                None,
+                e.time_ns,
+                &args,
+            ),
+            Record::Duplicate { .. } => self.instant("duplicate", None, e.time_ns, &args),
+            Record::Fault(FaultRecord::ClockJump { node, by_ns }) => self.instant(
+                &format!("clock of {} jumps {by_ns}ns", node_name(self.header, *node)),
+                Some(node.index() + 1),
+                e.time_ns,
+                &args,
+            ),
+            Record::Fault(FaultRecord::Cut { id, .. }) => {
+                self.instant(&format!("partition #{id}"), None, e.time_ns, &args)
+            }
+            Record::Fault(FaultRecord::Heal { id }) => {
+                self.instant(&format!("heal #{id}"), None, e.time_ns, &args)
+            }
+            Record::Violation {
+                invariant, message, ..
+            } => self.instant(
+                &format!("invariant broken: {invariant}"),
+                None,
+                e.time_ns,
+                &format!("{args},\"message\":{}", json_str(message)),
+            ),
+            Record::End { outcome } => self.instant(
+                &format!("end: {}", outcome.as_str()),
+                None,
+                e.time_ns,
+                &args,
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        writeln!(self.out, "\n]}}")?;
+        self.out.flush()
+    }
+}

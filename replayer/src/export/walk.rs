@@ -1,0 +1,254 @@
+//! One streaming pass over a trace's records that hands each exporter whole steps with what
+//! they need (node, times, service time, request ids, the step that caused it, the vector
+//! clock) and the world events between them. State kept: one step's records, each node's
+//! clock, and the sends and timers still pending — never the whole trace.
+
+use retrace_sim::trace::{Event, Record};
+use retrace_sim::{NodeId, RequestId, TimerId};
+use std::collections::BTreeMap;
+use std::io;
+
+/// What caused a step: the step that sent its message or set its timer.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    /// The causing step's input record index.
+    pub index: u64,
+    pub node: NodeId,
+    pub time_ns: u64,
+    /// The `Send` or `TimerSet` record.
+    pub link: u64,
+    pub by_message: bool,
+    pub request_ids: Vec<RequestId>,
+}
+
+/// One step as exporters see it.
+pub struct StepInfo<'a> {
+    /// The step's number (0-based, trace order).
+    pub step: u64,
+    pub input: &'a Event,
+    /// The records after the input that belong to the step (outputs, clock reads, ...).
+    pub rest: &'a [Event],
+    pub node: NodeId,
+    pub busy_ns: u64,
+    pub queued_ns: u64,
+    pub request_ids: &'a [RequestId],
+    pub cause: Option<&'a Cause>,
+    /// The node's vector clock after this step (entry k: steps of node k that precede it,
+    /// itself included).
+    pub clock: &'a [u32],
+}
+
+pub trait Visitor {
+    fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()>;
+    /// A fault, drop, duplicate, violation or the end.
+    fn world(&mut self, e: &Event) -> io::Result<()>;
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Counts of what a walk saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Walked {
+    pub records: u64,
+    pub steps: u64,
+}
+
+struct Pending {
+    cause: Cause,
+    clock: Vec<u32>,
+    /// Deliveries (or drops) still to come.
+    remaining: u32,
+}
+
+struct Walker<'v> {
+    nodes: usize,
+    clocks: Vec<Vec<u32>>,
+    sends: BTreeMap<u64, Pending>,
+    timers: BTreeMap<u64, Pending>,
+    timer_sets: BTreeMap<TimerId, u64>,
+    timers_of_node: Vec<Vec<u64>>,
+    step: Vec<Event>,
+    walked: Walked,
+    visitor: &'v mut dyn Visitor,
+}
+
+impl Walker<'_> {
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(input) = self.step.first() else {
+            return Ok(());
+        };
+        let node = input.node.unwrap_or(NodeId(0));
+        let k = node.index().min(self.nodes - 1);
+        let request_ids: Vec<RequestId> = match &input.record {
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
+                request_ids.clone()
+            }
+            Record::External { request, .. } => vec![*request],
+            _ => Vec::new(),
+        };
+        let cause = match &input.record {
+            Record::Deliver { send: Some(s), .. } => match self.sends.get_mut(s) {
+                Some(p) => {
+                    p.remaining = p.remaining.saturating_sub(1);
+                    for (m, o) in self.clocks[k].iter_mut().zip(&p.clock) {
+                        *m = (*m).max(*o);
+                    }
+                    let c = p.cause.clone();
+                    if p.remaining == 0 {
+                        self.sends.remove(s);
+                    }
+                    Some(c)
+                }
+                None => None,
+            },
+            Record::Timer { set, .. } => self.timers.remove(set).map(|p| p.cause),
+            _ => None,
+        };
+        if let Record::Crash { .. } = input.record {
+            for set in std::mem::take(&mut self.timers_of_node[k]) {
+                self.timers.remove(&set);
+            }
+        }
+        self.clocks[k][k] += 1;
+        let (mut busy_ns, mut queued_ns) = (0, 0);
+        for e in &self.step[1..] {
+            match &e.record {
+                Record::Busy { ns } => busy_ns += ns,
+                Record::Queued { ns } => queued_ns += ns,
+                _ => {}
+            }
+        }
+        let info = StepInfo {
+            step: self.walked.steps,
+            input,
+            rest: &self.step[1..],
+            node,
+            busy_ns,
+            queued_ns,
+            request_ids: &request_ids,
+            cause: cause.as_ref(),
+            clock: &self.clocks[k],
+        };
+        self.visitor.step(&info)?;
+        // What this step left pending.
+        let me = Cause {
+            index: input.index,
+            node,
+            time_ns: input.time_ns,
+            link: 0,
+            by_message: true,
+            request_ids,
+        };
+        for e in &self.step[1..] {
+            match &e.record {
+                Record::Send { .. } => {
+                    self.sends.insert(
+                        e.index,
+                        Pending {
+                            cause: Cause {
+                                link: e.index,
+                                ..me.clone()
+                            },
+                            clock: self.clocks[k].clone(),
+                            remaining: 1,
+                        },
+                    );
+                }
+                Record::TimerSet { timer, .. } => {
+                    self.timer_sets.insert(*timer, e.index);
+                    self.timers_of_node[k].push(e.index);
+                    self.timers.insert(
+                        e.index,
+                        Pending {
+                            cause: Cause {
+                                link: e.index,
+                                by_message: false,
+                                ..me.clone()
+                            },
+                            clock: Vec::new(),
+                            remaining: 1,
+                        },
+                    );
+                }
+                Record::TimerCancel { timer } => {
+                    if let Some(set) = self.timer_sets.remove(timer) {
+                        self.timers.remove(&set);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Drops and duplicates decided while the step ran come after it.
+        let step = std::mem::take(&mut self.step);
+        for e in &step[1..] {
+            if matches!(e.record, Record::Drop { .. } | Record::Duplicate { .. }) {
+                self.world(e)?;
+            }
+        }
+        self.step = step;
+        self.walked.steps += 1;
+        self.step.clear();
+        Ok(())
+    }
+
+    fn world(&mut self, e: &Event) -> io::Result<()> {
+        match &e.record {
+            Record::Drop { send, .. } => {
+                if let Some(p) = self.sends.get_mut(send) {
+                    p.remaining = p.remaining.saturating_sub(1);
+                    if p.remaining == 0 {
+                        self.sends.remove(send);
+                    }
+                }
+            }
+            Record::Duplicate { send } => {
+                if let Some(p) = self.sends.get_mut(send) {
+                    p.remaining += 1;
+                }
+            }
+            _ => {}
+        }
+        self.visitor.world(e)
+    }
+}
+
+/// Walks `events` (in trace order) for a cluster of `nodes` nodes.
+pub fn walk(
+    nodes: usize,
+    events: impl Iterator<Item = Event>,
+    visitor: &mut dyn Visitor,
+) -> io::Result<Walked> {
+    let nodes = nodes.max(1);
+    let mut w = Walker {
+        nodes,
+        clocks: vec![vec![0; nodes]; nodes],
+        sends: BTreeMap::new(),
+        timers: BTreeMap::new(),
+        timer_sets: BTreeMap::new(),
+        timers_of_node: vec![Vec::new(); nodes],
+        step: Vec::new(),
+        walked: Walked::default(),
+        visitor,
+    };
+    for e in events {
+        w.walked.records += 1;
+        if e.record.input_node().is_some() {
+            w.flush()?;
+            w.step.push(e);
+        } else if matches!(
+            e.record,
+            Record::Fault(_) | Record::Violation { .. } | Record::End { .. }
+        ) {
+            w.flush()?;
+            w.world(&e)?;
+        } else if !w.step.is_empty() {
+            // Outputs, and drops or duplicates of messages the step may have just sent.
+            w.step.push(e);
+        } else if matches!(e.record, Record::Drop { .. } | Record::Duplicate { .. }) {
+            w.world(&e)?;
+        }
+    }
+    w.flush()?;
+    let walked = w.walked;
+    w.visitor.finish()?;
+    Ok(walked)
+}

@@ -1,0 +1,331 @@
+//! `retrace export`: each format parsed back and checked against its rules and against the
+//! trace's own causality.
+
+mod common;
+
+use common::{retrace, scratch_dir, stderr, stdout};
+use retrace::replayer::{Causality, Steps};
+use retrace::sim::trace::Record;
+use retrace::sim::Trace;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A simulated trace of a scenario, written to `dir`.
+fn simulate(dir: &Path, scenario: &str) -> PathBuf {
+    let out = dir.join("t.trace");
+    let o = retrace(&["run", scenario, "-o", out.to_str().unwrap()]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    out
+}
+
+fn export(trace: &Path, format: &str, extra: &[&str]) -> String {
+    let mut args = vec!["export", trace.to_str().unwrap(), "--format", format];
+    args.extend_from_slice(extra);
+    let o = retrace(&args);
+    assert_eq!(o.status.code(), Some(0), "{format}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("the export is JSON")
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+}
+
+#[test]
+fn perfetto_has_a_track_per_node_a_slice_per_event_and_matched_flows() {
+    let dir = scratch_dir("export-perfetto");
+    // webstack declares service times, so slices have real durations.
+    let trace_path = simulate(&dir, "scenarios/webstack-lunchtime.toml");
+    let trace = Trace::load(&trace_path).unwrap();
+    let v = json(&export(&trace_path, "perfetto", &[]));
+    let events = v["traceEvents"].as_array().unwrap();
+    let threads: BTreeSet<i64> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["tid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(threads.len(), trace.header.nodes.len());
+    let steps = Steps::new(&trace.events);
+    let slices: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(slices.len(), steps.len(), "one slice per handled event");
+    let mut with_duration = 0;
+    for s in &slices {
+        let i = s["args"]["event"].as_u64().unwrap() as usize;
+        // Exact times: microseconds with nanosecond decimals.
+        let ts_ns = (s["ts"].as_f64().unwrap() * 1000.0).round() as u64;
+        assert_eq!(ts_ns, trace.events[i].time_ns);
+        assert!(threads.contains(&s["tid"].as_i64().unwrap()));
+        with_duration += usize::from(s["dur"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        with_duration > slices.len() / 4,
+        "service times become durations"
+    );
+    let mut starts = BTreeMap::new();
+    let mut finishes = BTreeMap::new();
+    for e in events {
+        match e["ph"].as_str().unwrap() {
+            "s" => assert!(starts
+                .insert(e["id"].as_u64().unwrap(), e["ts"].as_f64().unwrap())
+                .is_none()),
+            "f" => assert!(finishes
+                .insert(e["id"].as_u64().unwrap(), e["ts"].as_f64().unwrap())
+                .is_none()),
+            _ => {}
+        }
+    }
+    assert!(!starts.is_empty());
+    assert_eq!(
+        starts.keys().collect::<Vec<_>>(),
+        finishes.keys().collect::<Vec<_>>(),
+        "every flow has both ends"
+    );
+    for (id, ts) in &starts {
+        assert!(finishes[id] >= *ts, "a message arrives after it is sent");
+        assert!(matches!(
+            trace.events[*id as usize].record,
+            Record::Send { .. }
+        ));
+    }
+}
+
+#[test]
+fn perfetto_marks_crashes_drops_and_the_violation() {
+    let dir = scratch_dir("export-perfetto-faults");
+    let trace_path = simulate(&dir, "scenarios/kv-ack-before-replicate.toml");
+    let v = json(&export(&trace_path, "perfetto", &[]));
+    let names: Vec<String> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "i")
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "crash"));
+    assert!(names.iter().any(|n| n.starts_with("drop (")));
+    assert!(names.iter().any(|n| n.starts_with("invariant broken")));
+    // The kv model logs with `tracing`: its lines are instants too.
+    assert!(names
+        .iter()
+        .any(|n| n.contains("acknowledged before any backup has it")));
+}
+
+/// (trace id, span id) -> parent span id, from OTLP.
+fn otlp_spans(v: &Value) -> Vec<(String, String, Option<String>, u64, u64)> {
+    let mut spans = Vec::new();
+    for rs in v["resourceSpans"].as_array().unwrap() {
+        let attrs = rs["resource"]["attributes"].as_array().unwrap();
+        assert!(attrs.iter().any(|a| a["key"] == "service.name"));
+        for ss in rs["scopeSpans"].as_array().unwrap() {
+            for s in ss["spans"].as_array().unwrap() {
+                let start: u64 = s["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
+                let end: u64 = s["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+                spans.push((
+                    s["traceId"].as_str().unwrap().to_string(),
+                    s["spanId"].as_str().unwrap().to_string(),
+                    s.get("parentSpanId")
+                        .map(|p| p.as_str().unwrap().to_string()),
+                    start,
+                    end,
+                ));
+            }
+        }
+    }
+    spans
+}
+
+#[test]
+fn otlp_has_a_trace_per_request_and_every_parent_exists() {
+    let dir = scratch_dir("export-otlp");
+    let trace_path = simulate(&dir, "scenarios/webstack-lunchtime.toml");
+    let spans = otlp_spans(&json(&export(&trace_path, "otlp", &[])));
+    assert!(spans.len() > 100);
+    let ids: BTreeSet<(String, String)> =
+        spans.iter().map(|s| (s.0.clone(), s.1.clone())).collect();
+    assert_eq!(ids.len(), spans.len(), "span ids are unique within a trace");
+    let mut roots = BTreeMap::new();
+    for (t, s, parent, start, end) in &spans {
+        assert!(is_hex(t, 32), "trace id {t}");
+        assert!(is_hex(s, 16), "span id {s}");
+        assert!(start <= end);
+        match parent {
+            Some(p) => assert!(
+                ids.contains(&(t.clone(), p.clone())),
+                "parent {p} of {s} in {t}"
+            ),
+            None => *roots.entry(t.clone()).or_insert(0) += 1,
+        }
+    }
+    let traces: BTreeSet<&String> = spans.iter().map(|s| &s.0).collect();
+    assert_eq!(roots.len(), traces.len(), "every request has its root span");
+    assert!(roots.values().all(|&n| n == 1), "and only one");
+}
+
+#[test]
+fn jaeger_references_resolve_and_ids_match_otlp() {
+    let dir = scratch_dir("export-jaeger");
+    let trace_path = simulate(&dir, "scenarios/webstack-lunchtime.toml");
+    let v = json(&export(&trace_path, "jaeger", &[]));
+    let mut jaeger_ids = BTreeSet::new();
+    for t in v["data"].as_array().unwrap() {
+        let tid = t["traceID"].as_str().unwrap();
+        let spans = t["spans"].as_array().unwrap();
+        let here: BTreeSet<&str> = spans
+            .iter()
+            .map(|s| s["spanID"].as_str().unwrap())
+            .collect();
+        for s in spans {
+            assert_eq!(s["traceID"], tid);
+            assert!(t["processes"][s["processID"].as_str().unwrap()]["serviceName"].is_string());
+            for r in s["references"].as_array().unwrap() {
+                assert_eq!(r["refType"], "CHILD_OF");
+                assert!(here.contains(r["spanID"].as_str().unwrap()));
+            }
+            jaeger_ids.insert((tid.to_string(), s["spanID"].as_str().unwrap().to_string()));
+        }
+    }
+    let otlp: BTreeSet<(String, String)> = otlp_spans(&json(&export(&trace_path, "otlp", &[])))
+        .into_iter()
+        .map(|s| (s.0, s.1))
+        .collect();
+    assert_eq!(jaeger_ids, otlp, "the same ids in both exports");
+    // One request only.
+    let one = &otlp.iter().next().unwrap().0;
+    let r = u64::from_str_radix(&one[16..], 16).unwrap();
+    let v = json(&export(
+        &trace_path,
+        "jaeger",
+        &["--request", &format!("r{r}")],
+    ));
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    assert_eq!(v["data"][0]["traceID"], one.as_str());
+}
+
+#[test]
+fn shiviz_clocks_are_the_traces_vector_clocks() {
+    let dir = scratch_dir("export-shiviz");
+    let trace_path = simulate(&dir, "scenarios/kv-ack-before-replicate.toml");
+    let trace = Trace::load(&trace_path).unwrap();
+    let steps = Steps::new(&trace.events);
+    let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
+    let names: Vec<&str> = trace.header.nodes.iter().map(|n| n.name.as_str()).collect();
+    let text = export(&trace_path, "shiviz", &[]);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(r"(?<host>\S*) (?<clock>{.*})\n(?<event>.*)")
+    );
+    assert_eq!(lines.next(), Some(""));
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest.len(), 2 * steps.len());
+    let mut last_own: BTreeMap<&str, u64> = BTreeMap::new();
+    for (s, pair) in rest.chunks(2).enumerate() {
+        let (host, clock) = pair[0].split_once(' ').unwrap();
+        let clock: BTreeMap<String, u64> = serde_json::from_str(clock).unwrap();
+        assert!(pair[1].starts_with(&format!("#{} ", steps.steps[s].input)));
+        // The host's own entry counts its events one by one.
+        let own = clock[host];
+        assert_eq!(own, last_own.get(host).map_or(1, |n| n + 1));
+        last_own.insert(host, own);
+        // And the whole clock is the replayer's happens-before clock.
+        let expected: BTreeMap<String, u64> = causality
+            .vector_clock(s)
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, &n)| (names[k].to_string(), u64::from(n)))
+            .collect();
+        assert_eq!(clock, expected, "event #{}", steps.steps[s].input);
+    }
+}
+
+#[test]
+fn dot_is_the_happens_before_graph_and_filters_by_request() {
+    let dir = scratch_dir("export-dot");
+    let trace_path = simulate(&dir, "scenarios/kv.toml");
+    let trace = Trace::load(&trace_path).unwrap();
+    let steps = Steps::new(&trace.events);
+    let check = |text: &str| {
+        assert!(text.starts_with("digraph happens_before {"));
+        assert!(text.trim_end().ends_with('}'));
+        let mut declared = BTreeSet::new();
+        let mut edges = 0;
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some((a, b)) = line.split_once(" -> ") {
+                let b = b.split(' ').next().unwrap();
+                assert!(declared.contains(a) && declared.contains(b), "{line}");
+                edges += 1;
+            } else if line.starts_with('e') && line.contains("[label=") {
+                declared.insert(line.split(' ').next().unwrap().to_string());
+            }
+        }
+        (declared, edges)
+    };
+    let (all, edges) = check(&export(&trace_path, "dot", &[]));
+    assert_eq!(all.len(), steps.len());
+    assert!(
+        edges >= steps.len() - trace.header.nodes.len(),
+        "program order at least"
+    );
+    // One request's events only.
+    let r = trace
+        .events
+        .iter()
+        .find_map(|e| match &e.record {
+            Record::External { request, .. } => Some(*request),
+            _ => None,
+        })
+        .unwrap();
+    let (some, _) = check(&export(
+        &trace_path,
+        "dot",
+        &["--request", &r.0.to_string()],
+    ));
+    assert!(some.len() >= 3 && some.len() < 50, "{}", some.len());
+    for v in &some {
+        let i: usize = v[1..].parse().unwrap();
+        let carries = match &trace.events[i].record {
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
+                request_ids.contains(&r)
+            }
+            Record::External { request, .. } => *request == r,
+            _ => false,
+        };
+        assert!(carries, "event {i}");
+    }
+}
+
+#[test]
+fn exports_are_byte_identical_for_one_trace_and_survive_a_torn_one() {
+    let dir = scratch_dir("export-stable");
+    let trace_path = simulate(&dir, "scenarios/pingpong.toml");
+    for f in ["perfetto", "otlp", "jaeger", "shiviz", "dot"] {
+        assert_eq!(
+            export(&trace_path, f, &[]),
+            export(&trace_path, f, &[]),
+            "{f}"
+        );
+    }
+    let bytes = std::fs::read(&trace_path).unwrap();
+    std::fs::write(&trace_path, &bytes[..bytes.len() - 9]).unwrap();
+    let o = retrace(&[
+        "export",
+        trace_path.to_str().unwrap(),
+        "--format",
+        "perfetto",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("exported the"), "{}", stderr(&o));
+    json(&stdout(&o));
+    let o = retrace(&["export", trace_path.to_str().unwrap(), "--format", "svg"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected one of perfetto, otlp, jaeger, shiviz, dot"));
+    let o = retrace(&["export", "no/such.trace", "--format", "dot"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no/such.trace"), "{}", stderr(&o));
+}
