@@ -22,6 +22,8 @@ pub enum BenchTarget {
     Fuzz,
     /// The TUI: opening a long trace, keypress-to-frame time per motion
     Tui,
+    /// The exports: each format's speed and peak memory on long traces
+    Export,
 }
 
 #[derive(Args, Debug)]
@@ -47,7 +49,7 @@ pub struct BenchArgs {
     /// (fuzz) Master seeds per known bug
     #[arg(long, default_value_t = 10)]
     pub(crate) seeds: u64,
-    /// (replay, tui) Records of the trace re-executed and queried
+    /// (replay, tui, export) Records of the trace re-executed and queried
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) replay_events: u64,
     /// (replay) Records of the trace to jump around in
@@ -182,6 +184,7 @@ pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8,
         BenchTarget::Replay => return crate::bench_replay::run(args),
         BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds),
         BenchTarget::Tui => return crate::bench_tui::run(args),
+        BenchTarget::Export => return crate::bench_export::run(args),
         BenchTarget::Sim => {}
     }
     println!(

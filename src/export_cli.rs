@@ -53,9 +53,16 @@ pub fn export(registry: &Registry, args: &ExportArgs) -> Result<u8, String> {
         Some(e) => e.message_name(p),
         None => format!("message ({} bytes)", p.len()),
     };
+    let ends = if format.two_passes() {
+        let (_, first) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
+        Some(retrace_replayer::export::request_ends(first))
+    } else {
+        None
+    };
     let options = Options {
         request,
         message_name: &message_name,
+        request_ends: ends.as_ref(),
     };
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bench;
+mod bench_export;
 mod bench_fuzz;
 mod bench_record;
 mod bench_replay;

@@ -1,6 +1,8 @@
 //! Jaeger's JSON, the format its UI's "JSON File" upload reads: `{"data":[trace...]}`, each
 //! trace with its spans (`CHILD_OF` the span that caused them) and processes (one per
-//! node). Jaeger wants each trace whole, so the spans are held until the end.
+//! node). Jaeger wants each trace whole: a trace's spans are held until its last event
+//! (when [`Options::request_ends`] says where that is, from a first pass over the file), or
+//! to the end of the export otherwise.
 
 use super::walk::{StepInfo, Visitor};
 use super::{json_str, label, span_id, trace_id, Options};
@@ -11,20 +13,57 @@ use std::io::{self, Write};
 
 pub struct Jaeger<'a> {
     out: &'a mut dyn Write,
-    header: &'a Header,
     options: &'a Options<'a>,
-    /// Per request: its spans, written as JSON objects.
-    traces: BTreeMap<RequestId, Vec<String>>,
+    /// Per request: its spans, written as comma-separated JSON objects.
+    traces: BTreeMap<RequestId, Vec<u8>>,
+    /// The `processes` object every trace repeats.
+    processes: String,
+    written: usize,
 }
 
 impl<'a> Jaeger<'a> {
-    pub fn new(header: &'a Header, options: &'a Options<'a>, out: &'a mut dyn Write) -> Self {
-        Jaeger {
+    pub fn new(
+        header: &'a Header,
+        options: &'a Options<'a>,
+        out: &'a mut dyn Write,
+    ) -> io::Result<Self> {
+        let processes: Vec<String> = header
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(k, n)| {
+                format!(
+                    "\"p{k}\":{{\"serviceName\":{},\"tags\":[{}]}}",
+                    json_str(&n.name),
+                    tag("role", &n.role)
+                )
+            })
+            .collect();
+        write!(out, "{{\"data\":[")?;
+        Ok(Jaeger {
             out,
-            header,
             options,
             traces: BTreeMap::new(),
-        }
+            processes: processes.join(","),
+            written: 0,
+        })
+    }
+
+    fn write_trace(&mut self, r: RequestId, spans: &[u8]) -> io::Result<()> {
+        write!(
+            self.out,
+            "{}\n{{\"traceID\":\"{}\",\"spans\":[",
+            if self.written == 0 { "" } else { "," },
+            trace_id(r)
+        )?;
+        self.out.write_all(spans)?;
+        write!(
+            self.out,
+            "],\"processes\":{{{}}},\"warnings\":null}}",
+            self.processes
+        )?;
+        self.written += 1;
+        Ok(())
     }
 }
 
@@ -65,21 +104,39 @@ impl Visitor for Jaeger<'_> {
                     _ => None,
                 })
                 .collect();
-            // Jaeger counts in microseconds; the exact nanoseconds ride along as tags.
-            let span = format!(
-                "{{\"traceID\":\"{tid}\",\"spanID\":\"{}\",\"operationName\":{},\"references\":[{references}],\"startTime\":{},\"duration\":{},\"tags\":[{},{},{},{}],\"logs\":[{}],\"processID\":\"p{}\",\"warnings\":null,\"flags\":1}}",
-                span_id(s.input.index),
+            // Jaeger counts in microseconds; the exact nanoseconds ride along as tags
+            // (numbers and a kind word: nothing to escape).
+            let buf = self.traces.entry(r).or_default();
+            if !buf.is_empty() {
+                buf.push(b',');
+            }
+            let (index, start_ns, busy_ns) = (s.input.index, s.input.time_ns, s.busy_ns);
+            write!(
+                buf,
+                "{{\"traceID\":\"{tid}\",\"spanID\":\"{}\",\"operationName\":{},\"references\":[{references}],\"startTime\":{},\"duration\":{},\"tags\":[\
+                 {{\"key\":\"retrace.event\",\"type\":\"int64\",\"value\":{index}}},\
+                 {{\"key\":\"retrace.kind\",\"type\":\"string\",\"value\":\"{}\"}},\
+                 {{\"key\":\"retrace.start_ns\",\"type\":\"int64\",\"value\":{start_ns}}},\
+                 {{\"key\":\"retrace.service_ns\",\"type\":\"int64\",\"value\":{busy_ns}}}],\
+                 \"logs\":[{}],\"processID\":\"p{}\",\"warnings\":null,\"flags\":1}}",
+                span_id(index),
                 json_str(&label(s.input, self.options)),
-                s.input.time_ns / 1000,
-                s.busy_ns / 1000,
-                tag("retrace.event", &s.input.index.to_string()),
-                tag("retrace.kind", s.input.record.kind()),
-                tag("retrace.start_ns", &s.input.time_ns.to_string()),
-                tag("retrace.service_ns", &s.busy_ns.to_string()),
+                start_ns / 1000,
+                busy_ns / 1000,
+                s.input.record.kind(),
                 logs.join(","),
                 s.node.index()
-            );
-            self.traces.entry(r).or_default().push(span);
+            )?;
+            // The request's last event: its trace is whole, write it and let it go.
+            let last = self
+                .options
+                .request_ends
+                .is_some_and(|ends| ends.get(&r) == Some(&s.input.index));
+            if last {
+                if let Some(spans) = self.traces.remove(&r) {
+                    self.write_trace(r, &spans)?;
+                }
+            }
         }
         Ok(())
     }
@@ -89,29 +146,8 @@ impl Visitor for Jaeger<'_> {
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        let processes: Vec<String> = self
-            .header
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(k, n)| {
-                format!(
-                    "\"p{k}\":{{\"serviceName\":{},\"tags\":[{}]}}",
-                    json_str(&n.name),
-                    tag("role", &n.role)
-                )
-            })
-            .collect();
-        let processes = processes.join(",");
-        write!(self.out, "{{\"data\":[")?;
-        for (k, (r, spans)) in std::mem::take(&mut self.traces).into_iter().enumerate() {
-            write!(
-                self.out,
-                "{}\n{{\"traceID\":\"{}\",\"spans\":[{}],\"processes\":{{{processes}}},\"warnings\":null}}",
-                if k == 0 { "" } else { "," },
-                trace_id(r),
-                spans.join(",")
-            )?;
+        for (r, spans) in std::mem::take(&mut self.traces) {
+            self.write_trace(r, &spans)?;
         }
         writeln!(self.out, "\n]}}")?;
         self.out.flush()

@@ -17,6 +17,7 @@ pub mod walk;
 
 use retrace_sim::trace::{Event, Header, Record};
 use retrace_sim::RequestId;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 /// The formats `retrace export` writes.
@@ -52,9 +53,9 @@ impl Format {
         Format::ALL.into_iter().find(|f| f.name() == text)
     }
 
-    /// Whether memory stays independent of the trace's length.
-    pub fn streams(self) -> bool {
-        !matches!(self, Format::Jaeger)
+    /// Whether it needs a first pass over the trace ([`request_ends`]) to stream.
+    pub fn two_passes(self) -> bool {
+        matches!(self, Format::Jaeger)
     }
 }
 
@@ -64,6 +65,28 @@ pub struct Options<'a> {
     pub request: Option<RequestId>,
     /// A message's name from its payload (the model's enum variant), for labels.
     pub message_name: &'a dyn Fn(&[u8]) -> String,
+    /// Each request's last event (see [`request_ends`]): lets Jaeger write each trace as
+    /// soon as it is whole instead of holding every span to the end.
+    pub request_ends: Option<&'a BTreeMap<RequestId, u64>>,
+}
+
+/// A first pass for Jaeger: the index of each request's last event.
+pub fn request_ends(events: impl Iterator<Item = Event>) -> BTreeMap<RequestId, u64> {
+    let mut ends = BTreeMap::new();
+    for e in events {
+        match &e.record {
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
+                for r in request_ids {
+                    ends.insert(*r, e.index);
+                }
+            }
+            Record::External { request, .. } => {
+                ends.insert(*request, e.index);
+            }
+            _ => {}
+        }
+    }
+    ends
 }
 
 /// Writes `events` (a trace's records in order, read from `header`'s trace) as `format`.
@@ -85,7 +108,7 @@ pub fn export(
         Format::Jaeger => walk::walk(
             nodes,
             events,
-            &mut jaeger::Jaeger::new(header, options, out),
+            &mut jaeger::Jaeger::new(header, options, out)?,
         ),
         Format::Shiviz => walk::walk(
             nodes,

@@ -4,7 +4,7 @@
 //! examples carry it the same way).
 
 use super::walk::{StepInfo, Visitor};
-use super::{kind_and_label, node_name, Options};
+use super::{json_str, kind_and_label, node_name, Options};
 use retrace_sim::trace::{Event, Header};
 use std::io::{self, Write};
 
@@ -13,9 +13,13 @@ pub const REGEX: &str = r"(?<host>\S*) (?<clock>{.*})\n(?<event>.*)";
 
 pub struct Shiviz<'a> {
     out: &'a mut dyn Write,
-    /// Host names as ShiViz needs them: without spaces, quoted for JSON once.
+    /// Host names as ShiViz needs them: without spaces.
     hosts: Vec<String>,
+    /// The same, as JSON keys (`"name":`), made once.
+    keys: Vec<String>,
     options: &'a Options<'a>,
+    /// One event's text, reused.
+    line: String,
 }
 
 impl<'a> Shiviz<'a> {
@@ -25,39 +29,50 @@ impl<'a> Shiviz<'a> {
         out: &'a mut dyn Write,
     ) -> io::Result<Self> {
         writeln!(out, "{REGEX}\n")?;
-        let hosts = (0..header.nodes.len())
+        let hosts: Vec<String> = (0..header.nodes.len())
             .map(|k| {
                 node_name(header, retrace_sim::NodeId(k as u32)).replace(char::is_whitespace, "_")
             })
             .collect();
+        let keys = hosts.iter().map(|h| format!("{}:", json_str(h))).collect();
         Ok(Shiviz {
             out,
             hosts,
+            keys,
             options,
+            line: String::new(),
         })
     }
 }
 
 impl Visitor for Shiviz<'_> {
     fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
-        let host = &self.hosts[s.node.index().min(self.hosts.len() - 1)];
-        let mut clock = String::from("{");
+        use std::fmt::Write as _;
+        let line = &mut self.line;
+        line.clear();
+        line.push_str(&self.hosts[s.node.index().min(self.hosts.len() - 1)]);
+        line.push_str(" {");
+        let mut first = true;
         for (k, &n) in s.clock.iter().enumerate() {
             if n > 0 {
-                if clock.len() > 1 {
-                    clock.push_str(", ");
+                if !first {
+                    line.push_str(", ");
                 }
-                clock.push_str(&format!("\"{}\":{n}", self.hosts[k]));
+                first = false;
+                line.push_str(&self.keys[k]);
+                let _ = write!(line, "{n}");
             }
         }
-        clock.push('}');
-        let text = format!(
-            "#{} {}",
-            s.input.index,
-            kind_and_label(s.input, self.options)
-        );
+        let _ = write!(line, "}}\n#{} ", s.input.index);
         // One line per event: a newline inside would break the regex.
-        writeln!(self.out, "{host} {clock}\n{}", text.replace('\n', " "))
+        let text = kind_and_label(s.input, self.options);
+        if text.contains('\n') {
+            line.push_str(&text.replace('\n', " "));
+        } else {
+            line.push_str(&text);
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes())
     }
 
     fn world(&mut self, _: &Event) -> io::Result<()> {
