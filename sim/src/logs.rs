@@ -106,7 +106,10 @@ impl Capture {
 
     /// The lines captured since the last call (cheap when there are none).
     pub fn take(&self) -> Vec<LogLine> {
-        if !self.shared.pending.swap(false, Ordering::AcqRel) {
+        // A plain load first: most steps log nothing, and a swap is a locked instruction.
+        if !self.shared.pending.load(Ordering::Acquire)
+            || !self.shared.pending.swap(false, Ordering::AcqRel)
+        {
             return Vec::new();
         }
         std::mem::take(&mut *lock(&self.shared.lines))

@@ -704,6 +704,12 @@ impl<M: Model> Simulation<M> {
     pub fn step(&mut self) -> bool {
         // Node code's `tracing` events go to this run's capture, on this thread only.
         let _logs = self.core.logs.enter();
+        self.step_captured()
+    }
+
+    /// [`Simulation::step`] with the capture already entered (`run` enters it once: doing
+    /// it per step costs more than a ping-pong step).
+    fn step_captured(&mut self) -> bool {
         if self.outcome.is_some() {
             return false;
         }
@@ -885,7 +891,9 @@ impl<M: Model> Simulation<M> {
 
     /// Runs to the end and reports.
     pub fn run(mut self) -> RunReport {
-        while self.step() {}
+        let logs = self.core.logs.enter();
+        while self.step_captured() {}
+        drop(logs);
         self.report()
     }
 
