@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// (record) Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
     pub(crate) batch_ms: u64,
+    /// (fuzz) Only the scenarios whose file name contains this
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) only: Option<String>,
     /// (fuzz) Master seeds per known bug
     #[arg(long, default_value_t = 10)]
     pub(crate) seeds: u64,
@@ -182,7 +185,7 @@ pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8,
     match args.target {
         BenchTarget::Record => return crate::bench_record::run(registry, args),
         BenchTarget::Replay => return crate::bench_replay::run(args),
-        BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds),
+        BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds, args.only.as_deref()),
         BenchTarget::Tui => return crate::bench_tui::run(args),
         BenchTarget::Export => return crate::bench_export::run(args),
         BenchTarget::Sim => {}

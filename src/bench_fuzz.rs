@@ -77,7 +77,8 @@ fn bug<M: Model>(
             Some((t, r, i, _)) => {
                 times.push(t);
                 runs.push(r);
-                if sizes.len() < 3 {
+                // Every seed where there is a hand-built run to compare with; else the first 3.
+                if sizes.len() < if by_hand.is_some() { seeds as usize } else { 3 } {
                     let seed = case_seed(master, i);
                     let case = run_case::<M>(&s, seed, strategy);
                     let Some(v) = case.report.violation.clone() else {
@@ -122,6 +123,20 @@ fn bug<M: Model>(
         group(*runs.last().unwrap_or(&0))
     );
     let hand = hand_built::<M>(by_hand)?;
+    if let Some(h) = hand {
+        let mut ratios: Vec<f64> = sizes
+            .iter()
+            .map(|(_, after)| after.events as f64 / h.max(1) as f64)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        if let (Some(median), Some(worst)) = (ratios.get(ratios.len() / 2), ratios.last()) {
+            let within = ratios.iter().filter(|&&r| r <= 2.0).count();
+            println!(
+                "  minimised vs hand   median {median:.2}x, worst {worst:.2}x the {h} steps of the run built by hand; {within} of {} within 2x",
+                ratios.len()
+            );
+        }
+    }
     for (before, after) in &sizes {
         let ratio = hand.map_or(String::new(), |h| {
             format!(
@@ -177,36 +192,53 @@ fn throughput<M: Model>(
     Ok(())
 }
 
-pub fn run(seeds: u64) -> Result<u8, String> {
+pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
+    let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let jobs = 2;
     println!(
         "retrace bench fuzz (searches stop at the first violation; sizes of the first 3 seeds)"
     );
-    bug::<KvModel>(
-        "kv-fuzz.toml",
-        Strategy::Random,
-        seeds,
-        jobs,
-        Some("tests/data/kv-hand-built.toml"),
-    )?;
-    bug::<RaftModel>("raft-double-vote.toml", Strategy::Random, seeds, jobs, None)?;
-    bug::<RaftModel>("raft-forget-vote.toml", Strategy::Swarm, seeds, jobs, None)?;
-    bug::<RaftModel>(
-        "raft-commit-old-term.toml",
-        Strategy::Swarm,
-        seeds,
-        jobs,
-        None,
-    )?;
-    bug::<TwoPcModel>(
-        "twopc-presumed-commit.toml",
-        Strategy::Random,
-        seeds,
-        jobs,
-        Some("tests/data/twopc-hand-built.toml"),
-    )?;
-    throughput::<RaftModel>("raft.toml", Strategy::Random, 10, jobs)?;
-    throughput::<TwoPcModel>("twopc.toml", Strategy::Random, 5, jobs)?;
-    throughput::<KvModel>("kv.toml", Strategy::Swarm, 5, jobs)?;
+    if wanted("kv-fuzz.toml") {
+        bug::<KvModel>(
+            "kv-fuzz.toml",
+            Strategy::Random,
+            seeds,
+            jobs,
+            Some("tests/data/kv-fuzz-hand-built.toml"),
+        )?;
+    }
+    if wanted("raft-double-vote.toml") {
+        bug::<RaftModel>("raft-double-vote.toml", Strategy::Random, seeds, jobs, None)?;
+    }
+    if wanted("raft-forget-vote.toml") {
+        bug::<RaftModel>("raft-forget-vote.toml", Strategy::Swarm, seeds, jobs, None)?;
+    }
+    if wanted("raft-commit-old-term.toml") {
+        bug::<RaftModel>(
+            "raft-commit-old-term.toml",
+            Strategy::Swarm,
+            seeds,
+            jobs,
+            None,
+        )?;
+    }
+    if wanted("twopc-presumed-commit.toml") {
+        bug::<TwoPcModel>(
+            "twopc-presumed-commit.toml",
+            Strategy::Random,
+            seeds,
+            jobs,
+            Some("tests/data/twopc-fuzz-hand-built.toml"),
+        )?;
+    }
+    if wanted("raft.toml") {
+        throughput::<RaftModel>("raft.toml", Strategy::Random, 10, jobs)?;
+    }
+    if wanted("twopc.toml") {
+        throughput::<TwoPcModel>("twopc.toml", Strategy::Random, 5, jobs)?;
+    }
+    if wanted("kv.toml") {
+        throughput::<KvModel>("kv.toml", Strategy::Swarm, 5, jobs)?;
+    }
     Ok(crate::cli::exit::OK)
 }

@@ -86,6 +86,12 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
     })?;
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
     if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        if trace.events.is_empty() {
+            return Err(format!(
+                "{}: no events to show (the trace holds only its header)",
+                args.trace.display()
+            ));
+        }
         let session = entry
             .session(trace)
             .map_err(|e| format!("{}: {e}", args.trace.display()))?;

@@ -297,6 +297,12 @@ fn hand_built_minimal_failures_fail() {
             "acknowledged write lost",
         ),
         ("tests/data/twopc-hand-built.toml", 11, "atomicity"),
+        (
+            "tests/data/kv-fuzz-hand-built.toml",
+            16,
+            "acknowledged write lost",
+        ),
+        ("tests/data/twopc-fuzz-hand-built.toml", 12, "atomicity"),
     ] {
         let o = retrace(&["run", file, "--no-trace"]);
         assert_eq!(o.status.code(), Some(1), "{file}: {}", stdout(&o));

@@ -232,6 +232,7 @@ fn without(schedule: &Schedule, positions: &[usize]) -> Schedule {
             .collect(),
         skip_requests: schedule.skip_requests.clone(),
         timed: schedule.timed.clone(),
+        workload_shift_ns: schedule.workload_shift_ns,
     }
 }
 
@@ -308,11 +309,55 @@ fn minimize_externals(
     best.skip_requests = (0..total).filter(|r| !keep.contains(r)).collect();
 }
 
+/// Rounds of [`minimize_round`] at most: each later round starts from a shorter run, where
+/// faults and reorderings that were needed before may no longer be.
+const MINIMIZE_ROUNDS: usize = 4;
+
 /// Shrinks a failing case as DEMi does: first the external inputs, then the injected faults,
 /// then the forced reorderings, then the wait before what is left (default choices are
 /// deleted so that the remaining ones come sooner), then external inputs again — keeping each
-/// removal only if the same invariant still breaks. Runs at most `budget` re-executions.
+/// removal only if the same invariant still breaks. Rounds repeat while the run gets
+/// shorter; each round runs at most `budget` re-executions (and the request shift its grid).
 pub fn minimize<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    invariant: &str,
+    budget: u32,
+) -> Schedule {
+    let steps = |s: &Schedule| {
+        let r = replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard);
+        r.violation
+            .as_ref()
+            .is_some_and(|v| v.invariant == invariant)
+            .then_some(r.stats.steps)
+    };
+    let mut best = schedule.clone();
+    let mut best_steps = steps(&best).unwrap_or(u64::MAX);
+    for _ in 0..MINIMIZE_ROUNDS {
+        let next = minimize_round::<M>(scenario, seed, strategy, &best, invariant, budget);
+        match steps(&next) {
+            Some(n) if n < best_steps => {
+                best = next;
+                best_steps = n;
+            }
+            // Same size: keep the round's result if it is simpler (fewer decisions).
+            Some(n)
+                if n == best_steps
+                    && next.faults() + next.reorderings() < best.faults() + best.reorderings() =>
+            {
+                best = next;
+                break;
+            }
+            _ => break,
+        }
+    }
+    best.trimmed()
+}
+
+/// One round of [`minimize`].
+fn minimize_round<M: Model>(
     scenario: &Scenario<M::Options>,
     seed: u64,
     strategy: Strategy,
@@ -416,13 +461,72 @@ pub fn minimize<M: Model>(
             }
         }
     }
-    // 8. And what that earlier failure no longer needs.
+    // 8. And what that earlier failure no longer needs: timed faults that stopped
+    // mattering, default choices, requests.
+    let mut k = 0;
+    while k < best.timed.len() && budget > 0 {
+        let mut s = best.clone();
+        s.timed.remove(k);
+        budget -= 1;
+        if fails(&s) {
+            best = s;
+        } else {
+            k += 1;
+        }
+    }
     best = sooner(best, &mut budget, &fails);
     minimize_externals(&mut best, &mut budget, &fails, |s| {
         replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
     });
+    // 9. The requests left still arrive when the workload first drew them, after idle time
+    // full of heartbeats: move them (and the timed faults with them) earlier.
+    let steps = |s: &Schedule| {
+        let r = replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard);
+        r.violation
+            .as_ref()
+            .is_some_and(|v| v.invariant == invariant)
+            .then_some(r.stats.steps)
+    };
+    best = earlier_requests(best, &steps);
     best.trimmed()
 }
+
+/// Shifts the workload and the timed faults earlier by the largest amount that still
+/// fails with fewer steps: a coarse grid from [`SHIFT_MAX_NS`] down, then each millisecond
+/// above the first hit. (Not a bisection: whether a shift fails depends on where the
+/// requests land between heartbeats, which is not monotone in the shift.)
+fn earlier_requests(best: Schedule, steps: &dyn Fn(&Schedule) -> Option<u64>) -> Schedule {
+    const COARSE_NS: u64 = 8_000_000;
+    const FINE_NS: u64 = 1_000_000;
+    let Some(base) = steps(&best) else {
+        return best;
+    };
+    let shifted = |shift: u64| {
+        let mut s = best.clone();
+        s.workload_shift_ns = best.workload_shift_ns.saturating_add(shift);
+        for t in &mut s.timed {
+            t.at_ns = t.at_ns.saturating_sub(shift);
+        }
+        s
+    };
+    let smaller = |s: &Schedule| steps(s).is_some_and(|n| n < base);
+    let Some(hit) = (1..=SHIFT_MAX_NS / COARSE_NS)
+        .rev()
+        .map(|k| k * COARSE_NS)
+        .find(|&shift| smaller(&shifted(shift)))
+    else {
+        return best;
+    };
+    // The largest shift that fails smaller is where the failure comes earliest.
+    (1..COARSE_NS / FINE_NS)
+        .rev()
+        .map(|k| hit + k * FINE_NS)
+        .find(|&shift| smaller(&shifted(shift)))
+        .map_or_else(|| shifted(hit), shifted)
+}
+
+/// How far `earlier_requests` moves requests at most.
+pub const SHIFT_MAX_NS: u64 = 2_000_000_000;
 
 /// A proptest strategy over schedules of up to `max_len` choices. proptest shrinks them
 /// towards fewer choices and zero (default order, no fault) values.
@@ -438,6 +542,7 @@ pub fn schedules(max_len: usize) -> impl proptest::strategy::Strategy<Value = Sc
             .collect(),
         skip_requests: Vec::new(),
         timed: Vec::new(),
+        workload_shift_ns: 0,
     })
 }
 

@@ -89,6 +89,10 @@ pub struct Schedule {
     /// Faults at times, applied before the first step at or after their time.
     #[serde(default)]
     pub timed: Vec<TimedFault>,
+    /// Workload requests after the first arrive this much earlier (never before the one
+    /// before them): the minimiser moves the requests a failure keeps towards its start.
+    #[serde(default)]
+    pub workload_shift_ns: u64,
 }
 
 impl Schedule {

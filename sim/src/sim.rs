@@ -456,6 +456,11 @@ pub struct Simulation<M: Model> {
     coverage: BTreeSet<u64>,
     skip_requests: BTreeSet<u64>,
     requests_drawn: u64,
+    /// When the workload's next request is due unshifted, and the schedule's shift.
+    workload_clock_ns: u64,
+    workload_shift_ns: u64,
+    /// When the pending workload tick was due.
+    workload_due_ns: u64,
 }
 
 /// The header a simulated run writes.
@@ -581,6 +586,9 @@ impl<M: Model> Simulation<M> {
             coverage: BTreeSet::new(),
             skip_requests: BTreeSet::new(),
             requests_drawn: 0,
+            workload_clock_ns: scenario.workload.map_or(0, |w| w.start_ns),
+            workload_shift_ns: 0,
+            workload_due_ns: scenario.workload.map_or(0, |w| w.start_ns),
         };
         for id in &ids {
             sim.core.queue.push(0, Pending::Boot { node: *id });
@@ -673,6 +681,7 @@ impl<M: Model> Simulation<M> {
     /// Replays a schedule: its choices, and the workload requests it leaves out.
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
         self.skip_requests = schedule.skip_requests.iter().copied().collect();
+        self.workload_shift_ns = schedule.workload_shift_ns;
         self.timed_all = schedule.timed.clone();
         self.timed = schedule.timed.clone();
         self.timed.sort_by(|a, b| b.cmp(a));
@@ -939,6 +948,7 @@ impl<M: Model> Simulation<M> {
                     choices: self.taken,
                     skip_requests: self.skip_requests.into_iter().collect(),
                     timed: self.timed_all,
+                    workload_shift_ns: self.workload_shift_ns,
                 }
                 .trimmed()
             }),
@@ -1189,7 +1199,19 @@ impl<M: Model> Simulation<M> {
             }
         }
         if let Some(mean) = w.rate.mean_interval_ns() {
-            let next = now.saturating_add(self.workload_rng.exponential_ns(mean).max(1));
+            // The draws follow the unshifted clock, so a shift moves arrivals, not requests.
+            // A tick the decider ran late delays the clock by as much (as without a shift).
+            let gap = self.workload_rng.exponential_ns(mean).max(1);
+            let late = now.saturating_sub(self.workload_due_ns);
+            self.workload_clock_ns = self
+                .workload_clock_ns
+                .saturating_add(late)
+                .saturating_add(gap);
+            let next = self
+                .workload_clock_ns
+                .saturating_sub(self.workload_shift_ns)
+                .max(now);
+            self.workload_due_ns = next;
             self.core.queue.push(next, Pending::WorkloadTick);
         }
     }

@@ -85,13 +85,17 @@ pub struct App {
 impl App {
     /// Opens a session at the interesting place: a recorded invariant violation, else the
     /// first divergence or violation re-execution meets within [`OPEN_SCAN_BUDGET`], else
-    /// the start.
+    /// the start. The trace must hold at least one event.
     pub fn new(session: Box<dyn Session>) -> App {
         Self::with_scan_budget(session, OPEN_SCAN_BUDGET)
     }
 
     pub fn with_scan_budget(mut session: Box<dyn Session>, budget: Duration) -> App {
         let trace = session.trace();
+        assert!(
+            !trace.events.is_empty(),
+            "the TUI needs a trace with at least one event (callers check)"
+        );
         let node_names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
         let timeline = Timeline::new(&trace.events, node_names.len());
         let causality = Causality::new(session.steps(), &trace.events, node_names.len());
