@@ -326,13 +326,7 @@ pub fn minimize<M: Model>(
     invariant: &str,
     budget: u32,
 ) -> Schedule {
-    let steps = |s: &Schedule| {
-        let r = replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard);
-        r.violation
-            .as_ref()
-            .is_some_and(|v| v.invariant == invariant)
-            .then_some(r.stats.steps)
-    };
+    let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
     let mut best = schedule.clone();
     let mut best_steps = steps(&best).unwrap_or(u64::MAX);
     for _ in 0..MINIMIZE_ROUNDS {
@@ -354,6 +348,21 @@ pub fn minimize<M: Model>(
         }
     }
     best.trimmed()
+}
+
+/// The steps of `schedule`'s run if it breaks `invariant`.
+fn failing_steps<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    invariant: &str,
+) -> Option<u64> {
+    let r = replay_case::<M>(scenario, seed, strategy, schedule, TraceSink::Discard);
+    r.violation
+        .as_ref()
+        .is_some_and(|v| v.invariant == invariant)
+        .then_some(r.stats.steps)
 }
 
 /// One round of [`minimize`].
@@ -480,13 +489,7 @@ fn minimize_round<M: Model>(
     });
     // 9. The requests left still arrive when the workload first drew them, after idle time
     // full of heartbeats: move them (and the timed faults with them) earlier.
-    let steps = |s: &Schedule| {
-        let r = replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard);
-        r.violation
-            .as_ref()
-            .is_some_and(|v| v.invariant == invariant)
-            .then_some(r.stats.steps)
-    };
+    let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
     best = earlier_requests(best, &steps);
     best.trimmed()
 }

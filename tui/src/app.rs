@@ -17,6 +17,30 @@ const COUNT_MAX: usize = 1_000_000;
 /// How long opening may re-execute to find a divergence or violation to open at.
 pub const OPEN_SCAN_BUDGET: Duration = Duration::from_millis(1500);
 
+/// What a key does to the `:` or `/` line being typed.
+enum Edit {
+    Done(String),
+    Cancel,
+    Editing(String),
+}
+
+fn edit_line(mut line: String, code: KeyCode) -> Edit {
+    match code {
+        KeyCode::Enter => Edit::Done(line),
+        KeyCode::Esc => Edit::Cancel,
+        // Backspace on an empty line leaves it, as in vim.
+        KeyCode::Backspace => match line.pop() {
+            Some(_) => Edit::Editing(line),
+            None => Edit::Cancel,
+        },
+        KeyCode::Char(c) => {
+            line.push(c);
+            Edit::Editing(line)
+        }
+        _ => Edit::Editing(line),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     Main,
@@ -506,46 +530,24 @@ impl App {
             return;
         }
         match self.input.clone() {
-            Input::Command(mut line) => match key.code {
-                KeyCode::Enter => {
+            Input::Command(line) => match edit_line(line, key.code) {
+                Edit::Done(line) => {
                     self.input = Input::Normal;
                     self.run_command(&line);
                 }
-                KeyCode::Esc => self.input = Input::Normal,
-                KeyCode::Backspace => {
-                    if line.pop().is_none() {
-                        self.input = Input::Normal;
-                    } else {
-                        self.input = Input::Command(line);
-                    }
-                }
-                KeyCode::Char(c) => {
-                    line.push(c);
-                    self.input = Input::Command(line);
-                }
-                _ => {}
+                Edit::Cancel => self.input = Input::Normal,
+                Edit::Editing(line) => self.input = Input::Command(line),
             },
-            Input::Search(mut line) => match key.code {
-                KeyCode::Enter => {
+            Input::Search(line) => match edit_line(line, key.code) {
+                Edit::Done(line) => {
                     self.input = Input::Normal;
                     if !line.is_empty() {
                         self.last_search = Some(line);
                     }
                     self.search(true, 1);
                 }
-                KeyCode::Esc => self.input = Input::Normal,
-                KeyCode::Backspace => {
-                    if line.pop().is_none() {
-                        self.input = Input::Normal;
-                    } else {
-                        self.input = Input::Search(line);
-                    }
-                }
-                KeyCode::Char(c) => {
-                    line.push(c);
-                    self.input = Input::Search(line);
-                }
-                _ => {}
+                Edit::Cancel => self.input = Input::Normal,
+                Edit::Editing(line) => self.input = Input::Search(line),
             },
             Input::Normal => match self.view {
                 View::Help => {

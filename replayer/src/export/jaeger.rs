@@ -5,7 +5,7 @@
 //! to the end of the export otherwise.
 
 use super::walk::{StepInfo, Visitor};
-use super::{json_str, label, span_id, trace_id, Options};
+use super::{json_str, label, notes, span_id, trace_id, Options};
 use retrace_sim::trace::{Event, Header};
 use retrace_sim::RequestId;
 use std::collections::BTreeMap;
@@ -91,17 +91,13 @@ impl Visitor for Jaeger<'_> {
                     )
                 })
                 .unwrap_or_default();
-            let logs: Vec<String> = s
-                .rest
-                .iter()
-                .filter_map(|e| match &e.record {
-                    retrace_sim::trace::Record::Annotate { text }
-                    | retrace_sim::trace::Record::Log { text, .. } => Some(format!(
+            let logs: Vec<String> = notes(s.rest)
+                .map(|text| {
+                    format!(
                         "{{\"timestamp\":{},\"fields\":[{}]}}",
                         s.input.time_ns / 1000,
                         tag("event", text)
-                    )),
-                    _ => None,
+                    )
                 })
                 .collect();
             // Jaeger counts in microseconds; the exact nanoseconds ride along as tags

@@ -161,6 +161,14 @@ pub(crate) fn kind_and_label(input: &Event, options: &Options<'_>) -> String {
     }
 }
 
+/// The free text a step carries: its annotations and `tracing` lines.
+pub(crate) fn notes(rest: &[Event]) -> impl Iterator<Item = &str> {
+    rest.iter().filter_map(|e| match &e.record {
+        Record::Annotate { text } | Record::Log { text, .. } => Some(text.as_str()),
+        _ => None,
+    })
+}
+
 /// The node's name from the header.
 pub(crate) fn node_name(header: &Header, node: retrace_sim::NodeId) -> String {
     crate::describe::node_name(header, node)

@@ -4,7 +4,7 @@
 //! `service.name`. Spans are written as they come, each in its own `resourceSpans` entry.
 
 use super::walk::{StepInfo, Visitor};
-use super::{json_str, label, node_name, span_id, trace_id, Options};
+use super::{json_str, label, node_name, notes, span_id, trace_id, Options};
 use retrace_sim::trace::{Event, Header};
 use std::io::{self, Write};
 
@@ -62,16 +62,12 @@ impl Visitor for Otlp<'_> {
                 attr_str("retrace.kind", s.input.record.kind()),
                 attr_int("retrace.queued_ns", s.queued_ns),
             ];
-            let events: Vec<String> = s
-                .rest
-                .iter()
-                .filter_map(|e| match &e.record {
-                    retrace_sim::trace::Record::Annotate { text }
-                    | retrace_sim::trace::Record::Log { text, .. } => Some(format!(
+            let events: Vec<String> = notes(s.rest)
+                .map(|text| {
+                    format!(
                         "{{\"timeUnixNano\":\"{start}\",\"name\":{}}}",
                         json_str(text)
-                    )),
-                    _ => None,
+                    )
                 })
                 .collect();
             write!(
