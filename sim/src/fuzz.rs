@@ -375,15 +375,11 @@ fn minimize_round<M: Model>(
     budget: u32,
 ) -> Schedule {
     let mut budget = budget;
-    let fails = |s: &Schedule| {
-        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard)
-            .violation
-            .is_some_and(|v| v.invariant == invariant)
-    };
+    let fails = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant).is_some();
+    let stats =
+        |s: &Schedule| replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats;
     let mut best = schedule.clone().trimmed();
-    minimize_externals(&mut best, &mut budget, &fails, |s| {
-        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
-    });
+    minimize_externals(&mut best, &mut budget, &fails, stats);
     // 2. Faults, then 3. reorderings: keep as few non-default positions as possible.
     for faults in [true, false] {
         let positions: Vec<usize> = best
@@ -421,9 +417,7 @@ fn minimize_round<M: Model>(
     // steps; a fault that still breaks the invariant when it comes sooner makes a shorter
     // run, which may need fewer external requests again.
     best = sooner(best, &mut budget, &fails);
-    minimize_externals(&mut best, &mut budget, &fails, |s| {
-        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
-    });
+    minimize_externals(&mut best, &mut budget, &fails, stats);
 
     // 6. Anchor node faults (crash, isolate, clock jump) in time: removing events elsewhere
     // then no longer moves them, which step numbers did.
@@ -453,9 +447,7 @@ fn minimize_round<M: Model>(
         }
     }
     best = best.trimmed();
-    minimize_externals(&mut best, &mut budget, &fails, |s| {
-        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
-    });
+    minimize_externals(&mut best, &mut budget, &fails, stats);
     // 7. Move each timed fault as early as it still breaks the invariant.
     for k in 0..best.timed.len() {
         let mut stride = best.timed[k].at_ns / 2;
@@ -484,9 +476,7 @@ fn minimize_round<M: Model>(
         }
     }
     best = sooner(best, &mut budget, &fails);
-    minimize_externals(&mut best, &mut budget, &fails, |s| {
-        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats
-    });
+    minimize_externals(&mut best, &mut budget, &fails, stats);
     // 9. The requests left still arrive when the workload first drew them, after idle time
     // full of heartbeats: move them (and the timed faults with them) earlier.
     let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
