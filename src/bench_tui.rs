@@ -5,7 +5,6 @@ use crate::bench::BenchArgs;
 use crate::bench_replay::{kv_trace_bytes, peak_rss};
 use crate::summary::{group, short_ns};
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Terminal;
 use retrace_models::KvModel;
 use retrace_replayer::Replay;
@@ -15,19 +14,6 @@ use std::time::{Duration, Instant};
 /// The screen the frames are drawn on.
 const WIDTH: u16 = 160;
 const HEIGHT: u16 = 50;
-
-fn press(app: &mut App, text: &str) {
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if let Some(after) = rest.strip_prefix("<Enter>") {
-            app.key(KeyEvent::from(KeyCode::Enter));
-            rest = after;
-            continue;
-        }
-        app.key(KeyEvent::from(KeyCode::Char(c)));
-        rest = &rest[c.len_utf8()..];
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -62,7 +48,7 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
 
     // Motions from the middle of the trace; each is timed from its last key to the frame.
     let middle = records * 9 / 10;
-    press(&mut app, &format!(":goto {middle}<Enter>"));
+    app.press(&format!(":goto {middle}<Enter>"));
     let back = middle.saturating_sub(500_000.min(records / 2));
     let motions: Vec<(&str, Vec<String>)> = vec![
         ("j (next event)", vec!["j".into(); 200]),
@@ -101,9 +87,9 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
                     (p[..p.len() - last.len()].to_string(), last)
                 }
             };
-            press(&mut app, &typing);
+            app.press(&typing);
             let t = Instant::now();
-            press(&mut app, &last);
+            app.press(&last);
             terminal
                 .draw(|f| ui::render(&mut app, f))
                 .map_err(|e| e.to_string())?;

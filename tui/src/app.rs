@@ -523,6 +523,38 @@ impl App {
 
     // ----- keys -----
 
+    /// Presses keys written as text — plain characters, and `<Enter>`, `<Esc>`, `<Up>`,
+    /// `<Down>`, `<Left>`, `<Right>`, `<Backspace>` — for tests, benchmarks and scripted
+    /// openings. A `<` that starts no key name is the character.
+    pub fn press(&mut self, text: &str) {
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            let named = rest.find('>').and_then(|end| {
+                let code = match &rest[..=end] {
+                    "<Enter>" => KeyCode::Enter,
+                    "<Esc>" => KeyCode::Esc,
+                    "<Down>" => KeyCode::Down,
+                    "<Up>" => KeyCode::Up,
+                    "<Left>" => KeyCode::Left,
+                    "<Right>" => KeyCode::Right,
+                    "<Backspace>" => KeyCode::Backspace,
+                    _ => return None,
+                };
+                Some((code, end + 1))
+            });
+            match named {
+                Some((code, len)) if c == '<' => {
+                    self.key(KeyEvent::from(code));
+                    rest = &rest[len..];
+                }
+                _ => {
+                    self.key(KeyEvent::from(KeyCode::Char(c)));
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+    }
+
     /// Handles one key press.
     pub fn key(&mut self, key: KeyEvent) {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {

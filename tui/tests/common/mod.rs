@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Terminal;
 use retrace_models::kv::KvModel;
 use retrace_replayer::Replay;
@@ -47,30 +46,9 @@ pub fn app(source: &str) -> App {
     App::with_scan_budget(Box::new(ModelSession::new(replay)), Duration::from_secs(30))
 }
 
-/// Presses keys written as text: plain characters, `<Enter>`, `<Esc>`, `<Down>`, ...
+/// Presses keys written as text (see [`App::press`]).
 pub fn keys(app: &mut App, text: &str) {
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if c == '<' {
-            if let Some(end) = rest.find('>') {
-                let code = match &rest[1..end] {
-                    "Enter" => KeyCode::Enter,
-                    "Esc" => KeyCode::Esc,
-                    "Down" => KeyCode::Down,
-                    "Up" => KeyCode::Up,
-                    "Left" => KeyCode::Left,
-                    "Right" => KeyCode::Right,
-                    "Backspace" => KeyCode::Backspace,
-                    other => panic!("unknown key <{other}>"),
-                };
-                app.key(KeyEvent::from(code));
-                rest = &rest[end + 1..];
-                continue;
-            }
-        }
-        app.key(KeyEvent::from(KeyCode::Char(c)));
-        rest = &rest[c.len_utf8()..];
-    }
+    app.press(text);
 }
 
 /// The screen as text, one line per row, trailing spaces trimmed.
