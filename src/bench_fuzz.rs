@@ -208,10 +208,22 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
         )?;
     }
     if wanted("raft-double-vote.toml") {
-        bug::<RaftModel>("raft-double-vote.toml", Strategy::Random, seeds, jobs, None)?;
+        bug::<RaftModel>(
+            "raft-double-vote.toml",
+            Strategy::Random,
+            seeds,
+            jobs,
+            Some("tests/data/raft-double-vote-hand-built.toml"),
+        )?;
     }
     if wanted("raft-forget-vote.toml") {
-        bug::<RaftModel>("raft-forget-vote.toml", Strategy::Swarm, seeds, jobs, None)?;
+        bug::<RaftModel>(
+            "raft-forget-vote.toml",
+            Strategy::Swarm,
+            seeds,
+            jobs,
+            Some("tests/data/raft-forget-vote-hand-built.toml"),
+        )?;
     }
     if wanted("raft-commit-old-term.toml") {
         bug::<RaftModel>(
@@ -219,7 +231,7 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
             Strategy::Swarm,
             seeds,
             jobs,
-            None,
+            Some("tests/data/raft-commit-old-term-hand-built.toml"),
         )?;
     }
     if wanted("twopc-presumed-commit.toml") {

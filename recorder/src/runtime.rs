@@ -16,7 +16,7 @@ use retrace_sim::codec;
 use retrace_sim::logs::Capture;
 use retrace_sim::trace::NodeInfo;
 use retrace_sim::{
-    Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, Storage, Time, TimerId,
+    Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage, Time, TimerId,
 };
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -94,7 +94,7 @@ struct RuntimeEnv<'a, M> {
     peers: &'a [NodeId],
     node_count: usize,
     outputs: Vec<LogRecord>,
-    rng: &'a mut SimRng,
+    rng: &'a mut StepRng,
     storage: &'a mut Storage,
     timers: &'a mut Timers,
     lamport: &'a mut u64,
@@ -191,7 +191,7 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
         }
     }
     fn rng(&mut self) -> &mut SimRng {
-        self.rng
+        self.rng.rng()
     }
     fn storage(&mut self) -> &mut Storage {
         self.storage
@@ -361,7 +361,7 @@ pub fn run_node<M: Model>(
     let mut storage = Storage::from_synced(found.clone());
     let mut persisted_syncs = storage.syncs();
     let seed = os_seed();
-    let mut rng = SimRng::new(seed);
+    let mut rng = StepRng::new(seed);
     let peers: Vec<NodeId> = (0..n as u32).map(NodeId).filter(|p| *p != id).collect();
     let mut timers = Timers {
         queue: BTreeMap::new(),
@@ -389,6 +389,8 @@ pub fn run_node<M: Model>(
             let mut outbox = Vec::new();
             let mut replies = Vec::new();
             {
+                let request_ids: Vec<RequestId> = $ids;
+                rng.begin_step(request_ids.first().map(|r| r.0));
                 let mut env = RuntimeEnv::<<M::Node as Node>::Msg> {
                     id,
                     incarnation: opts.incarnation,
@@ -401,7 +403,7 @@ pub fn run_node<M: Model>(
                     lamport: &mut lamport,
                     next_seq: &mut next_seq,
                     event_index,
-                    request_ids: $ids,
+                    request_ids,
                     outbox: &mut outbox,
                     replies: &mut replies,
                     _msg: std::marker::PhantomData,

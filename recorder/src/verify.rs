@@ -6,8 +6,8 @@
 use crate::log::{read_log, Log, LogRecord};
 use crate::manifest::Manifest;
 use retrace_sim::{
-    codec, Ctx, Env, Message, Model, Node, NodeId, RequestId, Scenario, SimRng, Storage, Time,
-    TimerId,
+    codec, Ctx, Env, Message, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage,
+    Time, TimerId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -52,7 +52,7 @@ struct ReplayEnv<'a, M> {
     /// Next record to compare.
     cursor: usize,
     request_ids: Vec<RequestId>,
-    rng: &'a mut SimRng,
+    rng: &'a mut StepRng,
     storage: &'a mut Storage,
     active_timers: &'a mut BTreeSet<u64>,
     mismatch: Option<(usize, String, String)>,
@@ -158,7 +158,7 @@ impl<M: Message> Env<M> for ReplayEnv<'_, M> {
         .is_some()
     }
     fn rng(&mut self) -> &mut SimRng {
-        self.rng
+        self.rng.rng()
     }
     fn storage(&mut self) -> &mut Storage {
         self.storage
@@ -218,7 +218,7 @@ pub fn verify_log<M: Model>(
     let peers: Vec<NodeId> = (0..n as u32).map(NodeId).filter(|p| *p != id).collect();
     let records = &log.records;
     let mut node: Option<M::Node> = None;
-    let mut rng = SimRng::new(0);
+    let mut rng = StepRng::new(0);
     let mut storage = Storage::default();
     let mut active_timers = BTreeSet::new();
     let mut events = 0u64;
@@ -254,7 +254,7 @@ pub fn verify_log<M: Model>(
             ..
         } = record
         {
-            rng = SimRng::new(*seed);
+            rng = StepRng::new(*seed);
             storage = Storage::from_synced(found.iter().cloned().collect::<BTreeMap<_, _>>());
             active_timers.clear();
             node = Some(M::build(&scenario.options, id));
@@ -270,6 +270,7 @@ pub fn verify_log<M: Model>(
                 "an input before the node started".into(),
             ));
         };
+        rng.begin_step(request_ids.first().map(|r| r.0));
         let mut env = ReplayEnv::<<M::Node as Node>::Msg> {
             id,
             peers: &peers,

@@ -6,7 +6,7 @@ use crate::steps::Steps;
 use retrace_sim::trace::{Origin, Record};
 use retrace_sim::{
     codec, scenario, Ctx, Env, Event, Invariant, Message, Model, Node, NodeId, RequestId, SimRng,
-    Storage, Time, TimerId, Trace, View,
+    StepRng, Storage, Time, TimerId, Trace, View,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub struct ReplayViolation {
 /// The whole cluster's state between two steps.
 pub struct Cluster<M: Model> {
     pub nodes: Vec<Option<M::Node>>,
-    rngs: Vec<SimRng>,
+    rngs: Vec<StepRng>,
     storages: Vec<Storage>,
     /// Active timers and their nodes.
     timers: BTreeMap<TimerId, NodeId>,
@@ -128,7 +128,7 @@ struct ReplayEnv<'a, M> {
     end: usize,
     simulated: bool,
     request_ids: Vec<RequestId>,
-    rng: &'a mut SimRng,
+    rng: &'a mut StepRng,
     storage: &'a mut Storage,
     timers: &'a mut BTreeMap<TimerId, NodeId>,
     mismatch: Option<(usize, String, String, Vec<Change>)>,
@@ -260,7 +260,7 @@ impl<M: Message> Env<M> for ReplayEnv<'_, M> {
         .is_some()
     }
     fn rng(&mut self) -> &mut SimRng {
-        self.rng
+        self.rng.rng()
     }
     fn storage(&mut self) -> &mut Storage {
         self.storage
@@ -341,7 +341,7 @@ impl<M: Model> Replay<M> {
         let n = self.node_names.len();
         Cluster {
             nodes: (0..n).map(|_| None).collect(),
-            rngs: (0..n).map(|_| SimRng::new(0)).collect(),
+            rngs: (0..n).map(|_| StepRng::new(0)).collect(),
             storages: vec![Storage::default(); n],
             timers: BTreeMap::new(),
             invariants: M::invariants(&self.options),
@@ -381,7 +381,7 @@ impl<M: Model> Replay<M> {
         let mut request_ids = Vec::new();
         match &input.record {
             Record::Start { seed, .. } | Record::Restart { seed, .. } => {
-                cluster.rngs[i] = SimRng::new(*seed);
+                cluster.rngs[i] = StepRng::new(*seed);
                 cluster.nodes[i] = Some(M::build(&self.options, node));
                 let image = self.trace.events[step.input..step.end]
                     .iter()
@@ -439,6 +439,7 @@ impl<M: Model> Replay<M> {
                 Vec::new(),
             ));
         };
+        cluster.rngs[i].begin_step(request_ids.first().map(|r| r.0));
         let mut env = ReplayEnv::<<M::Node as Node>::Msg> {
             node,
             peers: &peers,

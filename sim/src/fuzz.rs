@@ -230,9 +230,7 @@ fn without(schedule: &Schedule, positions: &[usize]) -> Schedule {
             .filter(|(i, _)| !gone.contains(i))
             .map(|(_, c)| *c)
             .collect(),
-        skip_requests: schedule.skip_requests.clone(),
-        timed: schedule.timed.clone(),
-        workload_shift_ns: schedule.workload_shift_ns,
+        ..schedule.clone()
     }
 }
 
@@ -293,10 +291,10 @@ fn minimize_externals(
     best: &mut Schedule,
     budget: &mut u32,
     fails: &dyn Fn(&Schedule) -> bool,
-    stats: impl Fn(&Schedule) -> crate::sim::Stats,
+    drawn: impl Fn(&Schedule) -> u64,
 ) {
-    let issued = stats(best);
-    let total = issued.requests + issued.requests_refused + best.skip_requests.len() as u64;
+    // Requests past the failing run's end are never sent (`requests_max`).
+    let total = drawn(best);
     let kept: Vec<u64> = (0..total)
         .filter(|r| !best.skip_requests.contains(r))
         .collect();
@@ -327,7 +325,14 @@ pub fn minimize<M: Model>(
     budget: u32,
 ) -> Schedule {
     let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
-    let mut best = schedule.clone();
+    // Requests drawn after the violation play no part in it; none are ever sent again, so
+    // moving the workload earlier (which would bring them inside the run) cannot add any.
+    let drawn =
+        replay_case::<M>(scenario, seed, strategy, schedule, TraceSink::Discard).requests_drawn;
+    let mut best = Schedule {
+        requests_max: Some(schedule.requests_max.map_or(drawn, |m| m.min(drawn))),
+        ..schedule.clone()
+    };
     let mut best_steps = steps(&best).unwrap_or(u64::MAX);
     for _ in 0..MINIMIZE_ROUNDS {
         let next = minimize_round::<M>(scenario, seed, strategy, &best, invariant, budget);
@@ -347,7 +352,83 @@ pub fn minimize<M: Model>(
             _ => break,
         }
     }
-    best.trimmed()
+    swap_for_a_crash::<M>(scenario, seed, strategy, &best.trimmed(), invariant, budget)
+}
+
+/// How many of a failing run's last decision moments [`swap_for_a_crash`] tries a crash at,
+/// and how many of the swaps that fail it minimises.
+const SWAP_MOMENTS: usize = 40;
+const SWAP_TRIES: usize = 3;
+
+/// Tries one crash in place of all of a run's injected faults: of each node, at each of the
+/// run's last [`SWAP_MOMENTS`] decision moments, latest first. A crash is the simplest fault,
+/// and a failure found through a partition or a clock jump often has a much shorter path
+/// through a crash at the right moment (kv's acknowledged write, lost by a primary that was
+/// isolated, is lost as surely by one that crashes right after acknowledging). A crash late
+/// in the run may need longer than the run has to break the invariant, so swaps are tried
+/// with [`SHIFT_MAX_NS`] more time (and, by `requests_max`, no requests past the original
+/// end) and then moved earlier by [`earlier_requests`]; each that
+/// then breaks the invariant within the scenario's own time gets a minimisation round of its
+/// own. The smallest run wins, the original if none is smaller.
+fn swap_for_a_crash<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    best: &Schedule,
+    invariant: &str,
+    budget: u32,
+) -> Schedule {
+    let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
+    let Some(base) = steps(best) else {
+        return best.clone();
+    };
+    let mut bare = best.clone();
+    for c in &mut bare.choices {
+        c.fault = 0;
+    }
+    bare.timed.clear();
+    let times = replay_case::<M>(scenario, seed, strategy, best, TraceSink::Discard).decision_times;
+    let mut longer = scenario.clone();
+    longer.time_limit_ns = longer.time_limit_ns.saturating_add(SHIFT_MAX_NS);
+    let steps_longer = |s: &Schedule| failing_steps::<M>(&longer, seed, strategy, s, invariant);
+    let nodes = scenario.nodes.len() as u32;
+    let mut moments: Vec<u64> = times.iter().rev().take(SWAP_MOMENTS).copied().collect();
+    moments.dedup();
+    let mut swaps = Vec::new();
+    // Crash (kind 2) first; an isolation (kind 3) keeps the node away for longer than a
+    // crash, which restarts it with whatever it had synced.
+    'search: for at_ns in moments {
+        for (kind, node) in [2, 3]
+            .into_iter()
+            .flat_map(|k| (0..nodes).map(move |n| (k, n)))
+        {
+            let mut s = bare.clone();
+            s.timed.push(TimedFault {
+                at_ns,
+                fault: Choice::fault_code(kind, node),
+            });
+            if steps_longer(&s).is_some() {
+                swaps.push(s);
+                if swaps.len() == SWAP_TRIES {
+                    break 'search;
+                }
+            }
+        }
+    }
+    let mut result = (best.clone(), base);
+    for swap in swaps {
+        let swap = earlier_requests(swap, &steps_longer);
+
+        if steps(&swap).is_none() {
+            continue;
+        }
+        let small = minimize_round::<M>(scenario, seed, strategy, &swap, invariant, budget);
+        match steps(&small) {
+            Some(n) if n < result.1 => result = (small.trimmed(), n),
+            _ => {}
+        }
+    }
+    result.0
 }
 
 /// The steps of `schedule`'s run if it breaks `invariant`.
@@ -376,10 +457,11 @@ fn minimize_round<M: Model>(
 ) -> Schedule {
     let mut budget = budget;
     let fails = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant).is_some();
-    let stats =
-        |s: &Schedule| replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).stats;
+    let drawn = |s: &Schedule| {
+        replay_case::<M>(scenario, seed, strategy, s, TraceSink::Discard).requests_drawn
+    };
     let mut best = schedule.clone().trimmed();
-    minimize_externals(&mut best, &mut budget, &fails, stats);
+    minimize_externals(&mut best, &mut budget, &fails, drawn);
     // 2. Faults, then 3. reorderings: keep as few non-default positions as possible.
     for faults in [true, false] {
         let positions: Vec<usize> = best
@@ -417,7 +499,7 @@ fn minimize_round<M: Model>(
     // steps; a fault that still breaks the invariant when it comes sooner makes a shorter
     // run, which may need fewer external requests again.
     best = sooner(best, &mut budget, &fails);
-    minimize_externals(&mut best, &mut budget, &fails, stats);
+    minimize_externals(&mut best, &mut budget, &fails, drawn);
 
     // 6. Anchor node faults (crash, isolate, clock jump) in time: removing events elsewhere
     // then no longer moves them, which step numbers did.
@@ -447,7 +529,7 @@ fn minimize_round<M: Model>(
         }
     }
     best = best.trimmed();
-    minimize_externals(&mut best, &mut budget, &fails, stats);
+    minimize_externals(&mut best, &mut budget, &fails, drawn);
     // 7. Move each timed fault as early as it still breaks the invariant.
     for k in 0..best.timed.len() {
         let mut stride = best.timed[k].at_ns / 2;
@@ -476,7 +558,7 @@ fn minimize_round<M: Model>(
         }
     }
     best = sooner(best, &mut budget, &fails);
-    minimize_externals(&mut best, &mut budget, &fails, stats);
+    minimize_externals(&mut best, &mut budget, &fails, drawn);
     // 9. The requests left still arrive when the workload first drew them, after idle time
     // full of heartbeats: move them (and the timed faults with them) earlier.
     let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
@@ -533,9 +615,7 @@ pub fn schedules(max_len: usize) -> impl proptest::strategy::Strategy<Value = Sc
             .into_iter()
             .map(|(order, fault)| crate::schedule::Choice { order, fault })
             .collect(),
-        skip_requests: Vec::new(),
-        timed: Vec::new(),
-        workload_shift_ns: 0,
+        ..Schedule::default()
     })
 }
 

@@ -71,7 +71,7 @@ pub use determinism::{check_determinism, first_difference, TraceDifference};
 pub use ids::{duration_ns, format_ns, NodeId, RequestId, Time, TimerId};
 pub use model::{invariant, Invariant, Model, NodeSpec, OptionError, View};
 pub use node::{Ctx, Env, Message, Node};
-pub use rng::SimRng;
+pub use rng::{SimRng, StepRng};
 pub use scenario::{Scenario, ScenarioError};
 pub use schedule::{Choice, Decider, Schedule};
 pub use sim::{sim_header, RunReport, Simulation, Stats, TraceSink, Violation, MAX_REQUEST_IDS};

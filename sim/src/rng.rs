@@ -109,6 +109,76 @@ impl RngCore for SimRng {
     }
 }
 
+/// How many requests a [`StepRng`] keeps draw counts for at once: a direct-mapped table by
+/// request id, so the cost is constant and memory bounded over any run length. Two requests
+/// whose ids differ by a multiple of this and that both draw while the other is still
+/// drawing reset each other's count (their later steps then reuse numbers); in practice
+/// requests that far apart are not alive together.
+pub const STEP_RNG_SLOTS: usize = 1024;
+
+/// Randomness drawn step by step: a node's in one incarnation (as every runtime hands it to
+/// node code through `Ctx::rng`), or the simulated network's.
+///
+/// A step that belongs to a request draws from a stream of its own, derived from the seed,
+/// the request id and how many earlier steps of that request drew; steps that belong to no
+/// request share one background stream seeded by the seed. So leaving a request out of a run
+/// (as the minimiser does) moves no other request's draws: the participant that votes no on
+/// one transaction still does, and its messages take as long, when the transactions before
+/// it are gone. The simulator, replay, the recorder and `verify` all draw node randomness
+/// through this type, so a recording replays with the same numbers.
+#[derive(Clone, Debug)]
+pub struct StepRng {
+    seed: u64,
+    background: SimRng,
+    /// The request the current step belongs to (its first id), if any.
+    step_request: Option<u64>,
+    /// The current step's own stream, made at its first draw.
+    step_stream: Option<SimRng>,
+    /// Per request slot: the request and how many of its steps have drawn (empty until a
+    /// request's step first draws).
+    draws_by_request: Vec<(u64, u32)>,
+}
+
+impl StepRng {
+    /// The randomness of an incarnation booted with `seed` (the seed its Start or Restart
+    /// record carries).
+    pub fn new(seed: u64) -> Self {
+        StepRng {
+            seed,
+            background: SimRng::new(seed),
+            step_request: None,
+            step_stream: None,
+            draws_by_request: Vec::new(),
+        }
+    }
+
+    /// A new step begins; `request` is the first request id of its input, if it has one.
+    pub fn begin_step(&mut self, request: Option<u64>) {
+        self.step_request = request;
+        self.step_stream = None;
+    }
+
+    /// The generator the current step draws from.
+    pub fn rng(&mut self) -> &mut SimRng {
+        let Some(request) = self.step_request else {
+            return &mut self.background;
+        };
+        let (seed, draws) = (self.seed, &mut self.draws_by_request);
+        self.step_stream.get_or_insert_with(|| {
+            if draws.is_empty() {
+                draws.resize(STEP_RNG_SLOTS, (0, 0));
+            }
+            let slot = &mut draws[(request % STEP_RNG_SLOTS as u64) as usize];
+            if slot.0 != request {
+                *slot = (request, 0);
+            }
+            let n = slot.1;
+            slot.1 = n.saturating_add(1);
+            SimRng::new(derive_seed(seed, "request", request, u64::from(n)))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +190,27 @@ mod tests {
         assert_ne!(a, derive_seed(7, "net", 0, 0));
         assert_ne!(a, derive_seed(8, "node", 0, 0));
         assert_eq!(a, derive_seed(7, "node", 0, 0));
+    }
+
+    #[test]
+    fn a_request_draws_the_same_numbers_whatever_other_requests_drew_before_it() {
+        let draw = |rng: &mut StepRng, request: Option<u64>| {
+            rng.begin_step(request);
+            rng.rng().next_u64()
+        };
+        let mut busy = StepRng::new(9);
+        draw(&mut busy, Some(1));
+        draw(&mut busy, None);
+        draw(&mut busy, Some(2));
+        let (busy_5, busy_bg) = (draw(&mut busy, Some(5)), draw(&mut busy, None));
+        let mut quiet = StepRng::new(9);
+        draw(&mut quiet, None);
+        assert_eq!(draw(&mut quiet, Some(5)), busy_5);
+        assert_eq!(draw(&mut quiet, None), busy_bg);
+        // A request's second step gets fresh numbers, and one step draws one stream.
+        let second = draw(&mut quiet, Some(5));
+        assert_ne!(second, busy_5);
+        assert_ne!(quiet.rng().next_u64(), second);
     }
 
     #[test]

@@ -93,6 +93,11 @@ pub struct Schedule {
     /// before them): the minimiser moves the requests a failure keeps towards its start.
     #[serde(default)]
     pub workload_shift_ns: u64,
+    /// Workload requests numbered this or later are not sent. The minimiser sets it to the
+    /// failing run's count, so that moving the workload earlier brings in no request that
+    /// came after the violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_max: Option<u64>,
 }
 
 impl Schedule {

@@ -6,7 +6,7 @@ use crate::logs::Capture;
 use crate::model::{Invariant, Model, View};
 use crate::node::{Ctx, Env, Message, Node};
 use crate::queue::{EventQueue, Handle};
-use crate::rng::{derive_seed, SimRng};
+use crate::rng::{derive_seed, SimRng, StepRng};
 use crate::scenario::{links_between_groups, FaultAction, LinkParams, Scenario};
 use crate::schedule::{
     Candidate, Choice, Decider, Injected, Schedule, TimedFault, CRASH_DOWN_NS, ISOLATION_NS, WINDOW,
@@ -150,6 +150,8 @@ pub struct RunReport {
     pub schedule: Option<Schedule>,
     /// Under a decider: the virtual time of each decision's step.
     pub decision_times: Vec<u64>,
+    /// Workload requests drawn, sent or not (their numbers are `0..requests_drawn`).
+    pub requests_drawn: u64,
     /// Under a decider: which handlers ran — (node, message variant) for deliveries and
     /// requests, (node, tag) for timers — as opaque keys, for the fuzzer's coverage.
     pub coverage: BTreeSet<u64>,
@@ -179,6 +181,8 @@ enum Pending<M> {
     External {
         node: NodeId,
         msg: M,
+        /// The workload's request number, which is its request id.
+        number: u64,
     },
     /// An input that arrived while its node was busy, waiting since `arrived_ns`.
     Deferred {
@@ -198,9 +202,10 @@ struct Core<M> {
     trace: TraceOut,
     scratch: Vec<u8>,
     net: Network,
-    net_rng: SimRng,
+    /// Drop, duplicate and latency draws, by the sending step's request (see [`StepRng`]).
+    net_rng: StepRng,
     clocks: Vec<Clock>,
-    rngs: Vec<SimRng>,
+    rngs: Vec<StepRng>,
     storages: Vec<Storage>,
     peers: Vec<Vec<NodeId>>,
     up: Vec<bool>,
@@ -208,7 +213,6 @@ struct Core<M> {
     last_input: Vec<Option<u64>>,
     timers: BTreeMap<TimerId, (NodeId, Handle)>,
     next_timer: u64,
-    next_request: u64,
     step_node: NodeId,
     step_ids: ReqIds,
     /// Service time declared so far in the current step.
@@ -257,10 +261,10 @@ impl<M: Message> Core<M> {
         if self.net.is_blocked(from, to) {
             return self.drop_msg(send, DropReason::Partition);
         }
-        if self.net_rng.chance(link.drop) {
+        if self.net_rng.rng().chance(link.drop) {
             return self.drop_msg(send, DropReason::Loss);
         }
-        if self.net_rng.chance(link.duplicate) {
+        if self.net_rng.rng().chance(link.duplicate) {
             self.note_duplicate(send);
             self.deliver_later(&link, from, to, msg.clone(), send, payload);
         }
@@ -279,8 +283,11 @@ impl<M: Message> Core<M> {
         payload: InlinePayload,
     ) {
         let departs = self.now_ns.saturating_add(self.step_busy_ns);
-        let at =
-            departs.saturating_add(self.net_rng.between(link.latency.lo_ns, link.latency.hi_ns));
+        let at = departs.saturating_add(
+            self.net_rng
+                .rng()
+                .between(link.latency.lo_ns, link.latency.hi_ns),
+        );
         let ids = self.step_ids;
         self.queue.push(
             at,
@@ -386,7 +393,7 @@ impl<M: Message> Env<M> for Core<M> {
     }
 
     fn rng(&mut self) -> &mut SimRng {
-        &mut self.rngs[self.step_node.index()]
+        self.rngs[self.step_node.index()].rng()
     }
 
     fn storage(&mut self) -> &mut Storage {
@@ -455,6 +462,7 @@ pub struct Simulation<M: Model> {
     timed_all: Vec<TimedFault>,
     coverage: BTreeSet<u64>,
     skip_requests: BTreeSet<u64>,
+    requests_max: Option<u64>,
     requests_drawn: u64,
     /// When the workload's next request is due unshifted, and the schedule's shift.
     workload_clock_ns: u64,
@@ -542,9 +550,9 @@ impl<M: Model> Simulation<M> {
             scratch: Vec::with_capacity(256),
             logs: Capture::new(),
             net: Network::new(scenario, &kinds),
-            net_rng: SimRng::new(derive_seed(seed, "network", 0, 0)),
+            net_rng: StepRng::new(derive_seed(seed, "network", 0, 0)),
             clocks,
-            rngs: (0..n).map(|_| SimRng::new(0)).collect(),
+            rngs: (0..n).map(|_| StepRng::new(0)).collect(),
             storages: vec![Storage::default(); n],
             peers: ids
                 .iter()
@@ -555,7 +563,6 @@ impl<M: Model> Simulation<M> {
             last_input: vec![None; n],
             timers: BTreeMap::new(),
             next_timer: 0,
-            next_request: 0,
             step_node: NodeId(0),
             step_ids: ReqIds::default(),
             step_busy_ns: 0,
@@ -585,6 +592,7 @@ impl<M: Model> Simulation<M> {
             timed_all: Vec::new(),
             coverage: BTreeSet::new(),
             skip_requests: BTreeSet::new(),
+            requests_max: None,
             requests_drawn: 0,
             workload_clock_ns: scenario.workload.map_or(0, |w| w.start_ns),
             workload_shift_ns: 0,
@@ -681,6 +689,7 @@ impl<M: Model> Simulation<M> {
     /// Replays a schedule: its choices, and the workload requests it leaves out.
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
         self.skip_requests = schedule.skip_requests.iter().copied().collect();
+        self.requests_max = schedule.requests_max;
         self.workload_shift_ns = schedule.workload_shift_ns;
         self.timed_all = schedule.timed.clone();
         self.timed = schedule.timed.clone();
@@ -850,7 +859,7 @@ impl<M: Model> Simulation<M> {
         match pending {
             Pending::Deliver { to, msg, .. } => (0u8, to, std::mem::discriminant(msg)).hash(&mut h),
             Pending::Timer { node, tag, .. } => (1u8, node, tag).hash(&mut h),
-            Pending::External { node, msg } => {
+            Pending::External { node, msg, .. } => {
                 (2u8, node, std::mem::discriminant(msg)).hash(&mut h)
             }
             _ => return,
@@ -943,12 +952,14 @@ impl<M: Model> Simulation<M> {
             trace_error,
             coverage: self.coverage,
             decision_times: self.taken_at,
+            requests_drawn: self.requests_drawn,
             schedule: self.decider.is_some().then(|| {
                 Schedule {
                     choices: self.taken,
                     skip_requests: self.skip_requests.into_iter().collect(),
                     timed: self.timed_all,
                     workload_shift_ns: self.workload_shift_ns,
+                    requests_max: self.requests_max,
                 }
                 .trimmed()
             }),
@@ -959,6 +970,9 @@ impl<M: Model> Simulation<M> {
     fn begin_step(&mut self, node: NodeId, ids: ReqIds, index: u64) {
         self.core.step_node = node;
         self.core.step_ids = ids;
+        let request = ids.as_slice().first().map(|r| r.0);
+        self.core.rngs[node.index()].begin_step(request);
+        self.core.net_rng.begin_step(request);
         self.core.step_busy_ns = 0;
         self.core.last_input[node.index()] = Some(index);
         self.core.stats.steps += 1;
@@ -1092,7 +1106,7 @@ impl<M: Model> Simulation<M> {
                 self.check_invariants(node, index);
             }
             Pending::WorkloadTick => self.workload_tick(),
-            Pending::External { node, msg } => self.external(node, msg),
+            Pending::External { node, msg, number } => self.external(node, msg, number),
             Pending::Deferred { .. } => unreachable!("wait_if_busy unwraps deferred inputs"),
             Pending::Fault(FaultAction::Crash {
                 node,
@@ -1155,7 +1169,7 @@ impl<M: Model> Simulation<M> {
         let incarnation = self.core.incarnation[i];
         self.core.incarnation[i] += 1;
         let seed = derive_seed(self.seed, "node", i as u64, incarnation);
-        self.core.rngs[i] = SimRng::new(seed);
+        self.core.rngs[i] = StepRng::new(seed);
         self.nodes[i] = Some(M::build(&self.options, node));
         self.core.up[i] = true;
         let prev = self.core.last_input[i];
@@ -1190,10 +1204,12 @@ impl<M: Model> Simulation<M> {
         if let Some((node, msg)) = M::request(&self.options, &mut self.workload_rng) {
             let number = self.requests_drawn;
             self.requests_drawn += 1;
-            if self.skip_requests.contains(&number) {
+            if self.skip_requests.contains(&number)
+                || self.requests_max.is_some_and(|max| number >= max)
+            {
                 // Left out by a schedule (minimisation); the workload's draws stay in step.
             } else if node.index() < self.nodes.len() && self.core.up[node.index()] {
-                self.handle(Pending::External { node, msg });
+                self.handle(Pending::External { node, msg, number });
             } else {
                 self.core.stats.requests_refused += 1;
             }
@@ -1216,15 +1232,16 @@ impl<M: Model> Simulation<M> {
         }
     }
 
-    /// A request from outside the cluster: a new request id, a step on `node`.
-    fn external(&mut self, node: NodeId, msg: <M::Node as Node>::Msg) {
+    /// A request from outside the cluster, a step on `node`. Its id is its number in the
+    /// workload, so leaving requests out (minimisation) renames none of the others, and
+    /// each request keeps its own random draws (see [`StepRng`]).
+    fn external(&mut self, node: NodeId, msg: <M::Node as Node>::Msg, number: u64) {
         let now = self.core.now_ns;
         if !self.core.up[node.index()] {
             self.core.stats.requests_refused += 1;
             return;
         }
-        let request = RequestId(self.core.next_request);
-        self.core.next_request += 1;
+        let request = RequestId(number);
         let prev = self.core.last_input[node.index()];
         let core = &mut self.core;
         if core.trace.enabled() {
