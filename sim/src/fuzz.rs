@@ -9,7 +9,8 @@ use crate::model::Model;
 use crate::rng::{derive_seed, SimRng};
 use crate::scenario::Scenario;
 use crate::schedule::{
-    Choice, Decider, Injected, PctDecider, RandomDecider, Schedule, TimedFault, FAULT_KINDS,
+    Choice, Decider, Injected, PctDecider, RandomDecider, Schedule, TimedFault, CRASH_DOWN_NS,
+    FAULT_KINDS, ISOLATION_NS,
 };
 use crate::sim::{RunReport, Simulation, TraceSink};
 use proptest::prelude::{prop_oneof, Just};
@@ -355,13 +356,50 @@ pub fn minimize<M: Model>(
     swap_for_a_crash::<M>(scenario, seed, strategy, &best.trimmed(), invariant, budget)
 }
 
+/// The outage lengths [`shorten_outages`] tries, shortest first.
+const SHORTER_OUTAGES_NS: [u64; 5] = [1_000_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000];
+
+/// Gives each timed crash or isolation the shortest length in [`SHORTER_OUTAGES_NS`] with
+/// which the run fails in fewer steps.
+fn shorten_outages(
+    best: &mut Schedule,
+    budget: &mut u32,
+    steps: &dyn Fn(&Schedule) -> Option<u64>,
+) {
+    let Some(mut base) = steps(best) else { return };
+    for k in 0..best.timed.len() {
+        let t = best.timed[k];
+        let lasts_ns = match t.fault.checked_sub(1).map(|code| code % FAULT_KINDS) {
+            Some(2) => t.lasts_ns.unwrap_or(CRASH_DOWN_NS),
+            Some(3) => t.lasts_ns.unwrap_or(ISOLATION_NS),
+            _ => continue,
+        };
+        for shorter in SHORTER_OUTAGES_NS.into_iter().take_while(|&l| l < lasts_ns) {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            let mut s = best.clone();
+            s.timed[k].lasts_ns = Some(shorter);
+            if let Some(n) = steps(&s).filter(|&n| n < base) {
+                *best = s;
+                base = n;
+                break;
+            }
+        }
+    }
+}
+
 /// How many of a failing run's last decision moments [`swap_for_a_crash`] tries a crash at,
-/// and how many of the swaps that fail it minimises.
+/// how many of the run without faults (before the failing run's end), and how many of the
+/// swaps that fail it minimises.
 const SWAP_MOMENTS: usize = 40;
+const SWAP_BARE_MOMENTS: usize = 400;
 const SWAP_TRIES: usize = 3;
 
 /// Tries one crash in place of all of a run's injected faults: of each node, at each of the
-/// run's last [`SWAP_MOMENTS`] decision moments, latest first. A crash is the simplest fault,
+/// run's last [`SWAP_MOMENTS`] decision moments and at moments of the run without faults,
+/// latest first. A crash is the simplest fault,
 /// and a failure found through a partition or a clock jump often has a much shorter path
 /// through a crash at the right moment (kv's acknowledged write, lost by a primary that was
 /// isolated, is lost as surely by one that crashes right after acknowledging). A crash late
@@ -392,13 +430,28 @@ fn swap_for_a_crash<M: Model>(
     longer.time_limit_ns = longer.time_limit_ns.saturating_add(SHIFT_MAX_NS);
     let steps_longer = |s: &Schedule| failing_steps::<M>(&longer, seed, strategy, s, invariant);
     let nodes = scenario.nodes.len() as u32;
+    // The failing run's last moments, and moments of the run without its faults up to where
+    // the failing one ended (without the faults, things happen at other times: the write a
+    // crash must catch unreplicated may be acknowledged much earlier).
+    let end_ns = times.last().copied().unwrap_or(0);
+    let bare_times: Vec<u64> =
+        replay_case::<M>(scenario, seed, strategy, &bare, TraceSink::Discard)
+            .decision_times
+            .into_iter()
+            .take_while(|&t| t <= end_ns)
+            .collect();
     let mut moments: Vec<u64> = times.iter().rev().take(SWAP_MOMENTS).copied().collect();
+    moments.extend(bare_times.iter().rev().take(SWAP_BARE_MOMENTS));
+    moments.sort_unstable_by(|a, b| b.cmp(a));
     moments.dedup();
     let mut swaps = Vec::new();
-    // Crash (kind 2) first; an isolation (kind 3) keeps the node away for longer than a
-    // crash, which restarts it with whatever it had synced.
+    // A crash (kind 2) as injected, then one for good, then an isolation (kind 3) as
+    // injected and one for good: a crash restarts the node 100 ms later with what it had
+    // synced, which may be all it needs; a failover may take longer than an isolation.
+    let forever = Some(longer.time_limit_ns);
+    let kinds = [(2, None), (2, forever), (3, None), (3, forever)];
     'search: for at_ns in moments {
-        for (kind, node) in [2, 3]
+        for ((kind, lasts_ns), node) in kinds
             .into_iter()
             .flat_map(|k| (0..nodes).map(move |n| (k, n)))
         {
@@ -406,6 +459,7 @@ fn swap_for_a_crash<M: Model>(
             s.timed.push(TimedFault {
                 at_ns,
                 fault: Choice::fault_code(kind, node),
+                lasts_ns,
             });
             if steps_longer(&s).is_some() {
                 swaps.push(s);
@@ -418,7 +472,6 @@ fn swap_for_a_crash<M: Model>(
     let mut result = (best.clone(), base);
     for swap in swaps {
         let swap = earlier_requests(swap, &steps_longer);
-
         if steps(&swap).is_none() {
             continue;
         }
@@ -522,7 +575,11 @@ fn minimize_round<M: Model>(
         }
         let mut s = best.clone();
         s.choices[pos].fault = 0;
-        s.timed.push(TimedFault { at_ns, fault: code });
+        s.timed.push(TimedFault {
+            at_ns,
+            fault: code,
+            lasts_ns: None,
+        });
         budget -= 1;
         if fails(&s) {
             best = s;
@@ -544,6 +601,11 @@ fn minimize_round<M: Model>(
             }
         }
     }
+    // 7b. Shorten crashes and isolations: a node back sooner may fail the same way sooner
+    // (a restarted node that forgot its vote can vote again in the same election).
+    shorten_outages(&mut best, &mut budget, &|s: &Schedule| {
+        failing_steps::<M>(scenario, seed, strategy, s, invariant)
+    });
     // 8. And what that earlier failure no longer needs: timed faults that stopped
     // mattering, default choices, requests.
     let mut k = 0;

@@ -77,6 +77,10 @@ pub struct TimedFault {
     pub at_ns: u64,
     /// A fault code as in [`Choice::fault`]; only node faults (crash, isolate, clock jumps).
     pub fault: u8,
+    /// How long a crash (until the restart) or an isolation (until it heals) lasts, if not
+    /// [`CRASH_DOWN_NS`] or [`ISOLATION_NS`]; past the run's end, it never ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lasts_ns: Option<u64>,
 }
 
 /// A whole run's decisions, and which workload requests to leave out.

@@ -792,7 +792,7 @@ impl<M: Model> Simulation<M> {
                 fault: t.fault,
             }
             .injected(n);
-            self.inject_node_fault(fault, n);
+            self.inject_node_fault(fault, n, t.lasts_ns);
         }
         let choice = match self.decider.as_mut() {
             Some(d) => d.decide(step, &candidates, n),
@@ -842,7 +842,7 @@ impl<M: Model> Simulation<M> {
                     self.core.queue.push(now, copy);
                 }
             }
-            other => self.inject_node_fault(other, n),
+            other => self.inject_node_fault(other, n, None),
         }
         if self.outcome.is_none() {
             self.cover(&pending);
@@ -869,19 +869,20 @@ impl<M: Model> Simulation<M> {
         }
     }
 
-    /// Applies a crash, isolation or clock jump now (drops and duplicates need a message).
-    fn inject_node_fault(&mut self, fault: Option<Injected>, n: usize) {
+    /// Applies a crash, isolation or clock jump now (drops and duplicates need a message);
+    /// `lasts_ns` overrides how long a crash or isolation lasts.
+    fn inject_node_fault(&mut self, fault: Option<Injected>, n: usize, lasts_ns: Option<u64>) {
         match fault {
             Some(Injected::Crash(node)) => self.handle(Pending::Fault(FaultAction::Crash {
                 node,
-                restart_after_ns: Some(CRASH_DOWN_NS),
+                restart_after_ns: Some(lasts_ns.unwrap_or(CRASH_DOWN_NS)),
             })),
             Some(Injected::Isolate(node)) => {
                 let group_of: Vec<usize> = (0..n).map(|i| usize::from(i == node.index())).collect();
                 let links = links_between_groups(&group_of);
                 self.handle(Pending::Fault(FaultAction::Cut {
                     links,
-                    heal_after_ns: Some(ISOLATION_NS),
+                    heal_after_ns: Some(lasts_ns.unwrap_or(ISOLATION_NS)),
                 }))
             }
             Some(Injected::ClockJump(node, by_ns)) => {
