@@ -14,19 +14,31 @@ fn kv(name: &str) -> retrace_sim::Scenario<retrace_models::kv::KvOptions> {
     scenario::parse::<KvModel>(name, &read(&path)).unwrap()
 }
 
+/// `retrace fuzz SCENARIO ARGS --out DIR`.
+fn fuzz_into(dir: &std::path::Path, scenario: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["fuzz", scenario];
+    all.extend_from_slice(args);
+    all.extend(["--out", dir.to_str().unwrap()]);
+    retrace(&all)
+}
+
+/// The failure trace `retrace fuzz` wrote into `dir`.
+fn written_trace(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "trace"))
+        .expect("a trace written")
+}
+
 #[test]
 fn retrace_fuzz_finds_minimises_and_saves_the_kv_bug() {
     let dir = scratch_dir("fuzz-kv");
-    let o = retrace(&[
-        "fuzz",
+    let o = fuzz_into(
+        &dir,
         "scenarios/kv-fuzz.toml",
-        "--cases",
-        "200",
-        "--jobs",
-        "2",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+        &["--cases", "200", "--jobs", "2"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("VIOLATED  case"), "{text}");
@@ -42,11 +54,7 @@ fn retrace_fuzz_finds_minimises_and_saves_the_kv_bug() {
         .unwrap();
     assert!(faults <= 2, "minimised to a crash or two: {after}");
     // The trace replays to the same violation, without divergence.
-    let trace = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "trace"))
-        .unwrap();
+    let trace = written_trace(&dir);
     let o = retrace(&["replay", trace.to_str().unwrap(), "--headless"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(
@@ -94,14 +102,11 @@ fn the_proptest_helper_finds_the_bug_and_shrinks_it() {
 #[test]
 fn retrace_fuzz_finds_the_twopc_bug_and_the_proptest_helper_too() {
     let dir = scratch_dir("fuzz-twopc");
-    let o = retrace(&[
-        "fuzz",
+    let o = fuzz_into(
+        &dir,
         "scenarios/twopc-presumed-commit.toml",
-        "--cases",
-        "500",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+        &["--cases", "500"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains("invariant `atomicity` violated"),
@@ -318,10 +323,10 @@ fn hand_built_minimal_failures_fail() {
             16,
             "acknowledged write lost",
         ),
-        ("tests/data/twopc-fuzz-hand-built.toml", 11, "atomicity"),
+        ("tests/data/twopc-fuzz-hand-built.toml", 9, "atomicity"),
         (
             "tests/data/raft-double-vote-hand-built.toml",
-            18,
+            15,
             "election safety",
         ),
         (
@@ -363,19 +368,10 @@ fn hand_built_minimal_failures_fail() {
 fn an_isolated_primary_and_a_moved_no_vote_minimise_within_twice_the_hand_built_runs() {
     for (scenario, steps_at_most, what) in [
         ("scenarios/kv-fuzz.toml", 2 * 16, "acknowledged write lost"),
-        ("scenarios/twopc-presumed-commit.toml", 2 * 11, "atomicity"),
+        ("scenarios/twopc-presumed-commit.toml", 2 * 9, "atomicity"),
     ] {
         let dir = scratch_dir("fuzz-minimal");
-        let o = retrace(&[
-            "fuzz",
-            scenario,
-            "--seed",
-            "10",
-            "--jobs",
-            "1",
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
+        let o = fuzz_into(&dir, scenario, &["--seed", "10", "--jobs", "1"]);
         assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
         let text = stdout(&o);
         let events: u64 = text
@@ -390,11 +386,7 @@ fn an_isolated_primary_and_a_moved_no_vote_minimise_within_twice_the_hand_built_
             })
             .unwrap_or_else(|| panic!("{scenario}: no size after minimisation: {text}"));
         assert!(events <= steps_at_most, "{scenario}: {text}");
-        let trace = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "trace"))
-            .unwrap();
+        let trace = written_trace(&dir);
         let o = retrace(&["replay", trace.to_str().unwrap(), "--headless"]);
         assert_eq!(o.status.code(), Some(0), "{scenario}: {}", stdout(&o));
         assert!(stdout(&o).contains(what), "{scenario}: {}", stdout(&o));

@@ -353,7 +353,7 @@ pub fn minimize<M: Model>(
             _ => break,
         }
     }
-    swap_for_a_crash::<M>(scenario, seed, strategy, &best.trimmed(), invariant, budget)
+    swap_for_one_outage::<M>(scenario, seed, strategy, &best.trimmed(), invariant, budget)
 }
 
 /// The outage lengths [`shorten_outages`] tries, shortest first.
@@ -390,25 +390,25 @@ fn shorten_outages(
     }
 }
 
-/// How many of a failing run's last decision moments [`swap_for_a_crash`] tries a crash at,
+/// How many of a failing run's last decision moments [`swap_for_one_outage`] tries a crash at,
 /// how many of the run without faults (before the failing run's end), and how many of the
 /// swaps that fail it minimises.
 const SWAP_MOMENTS: usize = 40;
 const SWAP_BARE_MOMENTS: usize = 400;
 const SWAP_TRIES: usize = 3;
 
-/// Tries one crash in place of all of a run's injected faults: of each node, at each of the
-/// run's last [`SWAP_MOMENTS`] decision moments and at moments of the run without faults,
-/// latest first. A crash is the simplest fault,
-/// and a failure found through a partition or a clock jump often has a much shorter path
-/// through a crash at the right moment (kv's acknowledged write, lost by a primary that was
-/// isolated, is lost as surely by one that crashes right after acknowledging). A crash late
-/// in the run may need longer than the run has to break the invariant, so swaps are tried
-/// with [`SHIFT_MAX_NS`] more time (and, by `requests_max`, no requests past the original
-/// end) and then moved earlier by [`earlier_requests`]; each that
-/// then breaks the invariant within the scenario's own time gets a minimisation round of its
-/// own. The smallest run wins, the original if none is smaller.
-fn swap_for_a_crash<M: Model>(
+/// Tries one crash or isolation in place of all of a run's injected faults: of each node,
+/// at each of the run's last [`SWAP_MOMENTS`] decision moments and at moments of the run
+/// without faults, latest first. A crash is the simplest fault, and a failure found through
+/// a partition or a clock jump often has a much shorter path through a crash at the right
+/// moment (kv's acknowledged write, lost by a primary that was isolated, is lost as surely
+/// by one that crashes right after acknowledging). A crash late in the run may need longer
+/// than the run has to break the invariant, so swaps are tried with [`SHIFT_MAX_NS`] more
+/// time (and, by `requests_max`, no requests past the original end) and then moved earlier
+/// by [`earlier_requests`]; each that then breaks the invariant within the scenario's own
+/// time gets a minimisation round of its own. The smallest run wins, the original if none
+/// is smaller.
+fn swap_for_one_outage<M: Model>(
     scenario: &Scenario<M::Options>,
     seed: u64,
     strategy: Strategy,
