@@ -353,7 +353,59 @@ pub fn minimize<M: Model>(
             _ => break,
         }
     }
-    swap_for_one_outage::<M>(scenario, seed, strategy, &best.trimmed(), invariant, budget)
+    let best =
+        swap_for_one_outage::<M>(scenario, seed, strategy, &best.trimmed(), invariant, budget);
+    add_a_quick_restart::<M>(scenario, seed, strategy, &best, invariant, budget)
+}
+
+/// How many of a failing run's last moments [`add_a_quick_restart`] tries.
+const QUICK_RESTART_MOMENTS: usize = 200;
+
+/// Tries adding one crash that restarts at once (after [`SHORTER_OUTAGES_NS`]`[0]`) to the
+/// failing run, of each node at each of its last [`QUICK_RESTART_MOMENTS`] moments: a node
+/// that forgets what it had not synced in the middle of a protocol round (a vote, a
+/// prepare) can break the invariant long before the faults that broke it did, which then
+/// are no longer needed. The candidate that fails in the fewest steps gets a minimisation
+/// round; its result is kept if it is smaller.
+fn add_a_quick_restart<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    best: &Schedule,
+    invariant: &str,
+    budget: u32,
+) -> Schedule {
+    let steps = |s: &Schedule| failing_steps::<M>(scenario, seed, strategy, s, invariant);
+    let Some(base) = steps(best) else {
+        return best.clone();
+    };
+    let mut moments =
+        replay_case::<M>(scenario, seed, strategy, best, TraceSink::Discard).decision_times;
+    moments.dedup();
+    let nodes = scenario.nodes.len() as u32;
+    let mut fastest: Option<(Schedule, u64)> = None;
+    for &at_ns in moments.iter().rev().take(QUICK_RESTART_MOMENTS) {
+        for node in 0..nodes {
+            let mut s = best.clone();
+            s.timed.push(TimedFault {
+                at_ns,
+                fault: Choice::fault_code(2, node),
+                lasts_ns: Some(SHORTER_OUTAGES_NS[0]),
+            });
+            match steps(&s) {
+                Some(n) if n < fastest.as_ref().map_or(base, |f| f.1) => fastest = Some((s, n)),
+                _ => {}
+            }
+        }
+    }
+    let Some((quick, _)) = fastest else {
+        return best.clone();
+    };
+    let small = minimize_round::<M>(scenario, seed, strategy, &quick, invariant, budget);
+    match steps(&small) {
+        Some(n) if n < base => small.trimmed(),
+        _ => best.clone(),
+    }
 }
 
 /// The outage lengths [`shorten_outages`] tries, shortest first.
@@ -445,11 +497,20 @@ fn swap_for_one_outage<M: Model>(
     moments.sort_unstable_by(|a, b| b.cmp(a));
     moments.dedup();
     let mut swaps = Vec::new();
-    // A crash (kind 2) as injected, then one for good, then an isolation (kind 3) as
-    // injected and one for good: a crash restarts the node 100 ms later with what it had
-    // synced, which may be all it needs; a failover may take longer than an isolation.
+    // A crash (kind 2) as injected, then one for good, then one that restarts at once, then
+    // an isolation (kind 3) as injected and one for good: a crash restarts the node 100 ms
+    // later with what it had synced, which may be all it needs; a node back at once has
+    // forgotten what it did not sync in the middle of what it was doing; a failover may take
+    // longer than an isolation.
     let forever = Some(longer.time_limit_ns);
-    let kinds = [(2, None), (2, forever), (3, None), (3, forever)];
+    let at_once = Some(SHORTER_OUTAGES_NS[0]);
+    let kinds = [
+        (2, None),
+        (2, forever),
+        (2, at_once),
+        (3, None),
+        (3, forever),
+    ];
     'search: for at_ns in moments {
         for ((kind, lasts_ns), node) in kinds
             .into_iter()
