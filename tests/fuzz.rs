@@ -208,7 +208,7 @@ fn every_known_raft_and_twopc_bug_is_found_within_bounded_runs() {
     use retrace_models::{RaftModel, TwoPcModel};
     // (scenario, strategy, master seed, runs at most, what the violation says). The bounds
     // are a little above where each search finds its bug from that seed (commit-old-term
-    // needs a median of ~50,000 runs: `retrace bench fuzz`; master seed 25 finds it sooner).
+    // needs a median of ~28,000 runs: `retrace bench fuzz`; master seed 25 finds it at 4,104).
     let cases: [(&str, Strategy, u64, u64, &str); 3] = [
         (
             "raft-double-vote.toml",
@@ -283,28 +283,116 @@ fn correct_raft_and_twopc_survive_every_fault_kind() {
     }
 }
 
+/// Each raft bug through the proptest helper, as a user's `proptest!` test would find it:
+/// (scenario, schedule length, cases at most, what the violation says). The runner is
+/// seeded, so each search is repeatable; the bounds are a little above where the bugs turn
+/// up (forget-vote at case 4,088, commit-old-term at 1,580). Shrinking is bounded: every
+/// failing case writes its trace.
 #[test]
-fn the_proptest_helper_finds_the_raft_double_vote() {
-    use proptest::strategy::Strategy as _;
+fn the_proptest_helper_finds_every_raft_bug() {
     use retrace_models::RaftModel;
-    let s = load::<RaftModel>("raft-double-vote.toml");
-    // Seeds vary with the schedules; the runner itself is seeded, so the search is repeatable.
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 4000,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        proptest::test_runner::TestRng::deterministic_rng(
-            proptest::test_runner::RngAlgorithm::ChaCha,
+    for (name, max_len, cases, what) in [
+        // Two leaders of a term may show first as a leader lacking the other's entries.
+        ("raft-double-vote.toml", 300, 4_000, "raft safety"),
+        ("raft-forget-vote.toml", 600, 5_000, "election safety"),
+        (
+            "raft-commit-old-term.toml",
+            600,
+            2_000,
+            "leader completeness",
         ),
-    );
-    let strategy = (0u64..1_000_000, schedules(300)).prop_map(|(seed, schedule)| (seed, schedule));
-    let result = runner.run(&strategy, |(seed, schedule)| {
-        check_schedule::<RaftModel>(&s, seed, &schedule)
-    });
-    let text = result.expect_err("double-vote is found").to_string();
-    assert!(text.contains("raft safety"), "{text}");
+    ] {
+        let s = load::<RaftModel>(name);
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases,
+                failure_persistence: None,
+                max_shrink_iters: 200,
+                ..Config::default()
+            },
+            proptest::test_runner::TestRng::deterministic_rng(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+            ),
+        );
+        let strategy = (0u64..1_000_000, schedules(max_len));
+        let result = runner.run(&strategy, |(seed, schedule)| {
+            check_schedule::<RaftModel>(&s, seed, &schedule)
+        });
+        let text = result.expect_err("the bug is found").to_string();
+        assert!(text.contains(what), "{name}: {text}");
+        assert!(
+            text.contains("replay it with: retrace replay target/retrace/proptest-raft-seed"),
+            "{name}: {text}"
+        );
+    }
+}
+
+/// Each raft bug through `retrace fuzz`, from a master seed where it turns up early (the
+/// searches' medians are in `retrace bench fuzz`); the saved schedule replays the failure.
+#[test]
+fn retrace_fuzz_finds_every_raft_bug_and_its_schedule_replays_it() {
+    for (scenario, strategy, master, cases, what) in [
+        (
+            "scenarios/raft-double-vote.toml",
+            "random",
+            "12",
+            "1000",
+            "election safety",
+        ),
+        (
+            "scenarios/raft-forget-vote.toml",
+            "swarm",
+            "6",
+            "300",
+            "election safety",
+        ),
+        (
+            "scenarios/raft-commit-old-term.toml",
+            "swarm",
+            "25",
+            "5000",
+            "leader completeness",
+        ),
+    ] {
+        let dir = scratch_dir("fuzz-raft");
+        let o = fuzz_into(
+            &dir,
+            scenario,
+            &[
+                "--strategy",
+                strategy,
+                "--seed",
+                master,
+                "--cases",
+                cases,
+                "--jobs",
+                "2",
+                "--no-minimize",
+            ],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{scenario}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(stdout(&o).contains(what), "{scenario}: {}", stdout(&o));
+        let schedule = written_trace(&dir).with_extension("schedule.json");
+        let o = retrace(&[
+            "run",
+            scenario,
+            "--schedule",
+            schedule.to_str().unwrap(),
+            "--no-trace",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{scenario}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("raft safety"),
+            "{scenario}: {}",
+            stdout(&o)
+        );
+    }
 }
 
 /// The smallest failing runs we could construct by hand, which the minimiser's results are
