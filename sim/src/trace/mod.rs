@@ -20,7 +20,9 @@ pub use writer::{frame_into, TraceOut, TraceWriter};
 
 /// The first bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"RETRACE\0";
-/// The version of the format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version of the format this build writes and reads. 2: node code's draws inside a
+/// request come from that request's stream (`rng::StepRng`), so a version-1 trace would
+/// re-execute with other numbers and diverge; it is refused instead.
+pub const FORMAT_VERSION: u16 = 2;
 /// No frame may claim more than this; a larger length is corruption, not a reason to allocate.
 pub const MAX_FRAME_BYTES: u64 = 16 << 20;
