@@ -1,0 +1,494 @@
+//! Minimisation: shrinking a failing case to a small run that breaks the same invariant.
+//!
+//! Every phase edits the case's [`Schedule`] and keeps an edit only if the run it replays
+//! still breaks the invariant (usually: in fewer steps). [`Target`] is the failure being
+//! shrunk, and answers those questions.
+
+use super::ddmin::{ddmin, ddmin_remove};
+use super::{replay_case, Strategy};
+use crate::model::Model;
+use crate::scenario::Scenario;
+use crate::schedule::{
+    Choice, Injected, Schedule, TimedFault, CRASH_DOWN_NS, FAULT_KINDS, ISOLATION_NS,
+};
+use crate::sim::{RunReport, TraceSink};
+
+/// How far `earlier_requests` moves requests at most.
+pub const SHIFT_MAX_NS: u64 = 2_000_000_000;
+
+/// Rounds of [`minimize_round`] at most: each later round starts from a shorter run, where
+/// faults and reorderings that were needed before may no longer be.
+const MINIMIZE_ROUNDS: usize = 4;
+
+/// The outage lengths [`shorten_outages`] tries, shortest first.
+const SHORTER_OUTAGES_NS: [u64; 5] = [1_000_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000];
+
+/// How many of a failing run's last decision moments [`swap_for_one_outage`] tries a crash
+/// at, how many of the run without faults (before the failing run's end), and how many of
+/// the swaps that fail it minimises.
+const SWAP_MOMENTS: usize = 40;
+const SWAP_BARE_MOMENTS: usize = 400;
+const SWAP_TRIES: usize = 3;
+
+/// How many of a failing run's last moments [`add_a_quick_restart`] tries.
+const QUICK_RESTART_MOMENTS: usize = 200;
+
+/// The failure being minimised: a case of a scenario, and the invariant every smaller run
+/// must still break.
+struct Target<'a, M: Model> {
+    scenario: &'a Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    invariant: &'a str,
+}
+
+impl<'a, M: Model> Target<'a, M> {
+    fn run(&self, schedule: &Schedule) -> RunReport {
+        replay_case::<M>(
+            self.scenario,
+            self.seed,
+            self.strategy,
+            schedule,
+            TraceSink::Discard,
+        )
+    }
+
+    /// The steps of `schedule`'s run if it breaks the invariant.
+    fn steps(&self, schedule: &Schedule) -> Option<u64> {
+        let r = self.run(schedule);
+        r.violation
+            .as_ref()
+            .is_some_and(|v| v.invariant == self.invariant)
+            .then_some(r.stats.steps)
+    }
+
+    fn fails(&self, schedule: &Schedule) -> bool {
+        self.steps(schedule).is_some()
+    }
+
+    /// The virtual time of each decision of `schedule`'s run.
+    fn decision_times(&self, schedule: &Schedule) -> Vec<u64> {
+        self.run(schedule).decision_times
+    }
+
+    /// How many workload requests `schedule`'s run drew, sent or not.
+    fn requests_drawn(&self, schedule: &Schedule) -> u64 {
+        self.run(schedule).requests_drawn
+    }
+
+    /// The same failure in `scenario` (the same one with other limits).
+    fn within<'b>(&self, scenario: &'b Scenario<M::Options>) -> Target<'b, M>
+    where
+        'a: 'b,
+    {
+        Target {
+            scenario,
+            seed: self.seed,
+            strategy: self.strategy,
+            invariant: self.invariant,
+        }
+    }
+
+    /// Minimises `candidate` by a round and returns it if it then fails in fewer than
+    /// `steps_to_beat` steps.
+    fn minimised_if_smaller(
+        &self,
+        candidate: &Schedule,
+        steps_to_beat: u64,
+        budget: u32,
+    ) -> Option<(Schedule, u64)> {
+        let small = minimize_round(self, candidate, budget);
+        let n = self.steps(&small).filter(|&n| n < steps_to_beat)?;
+        Some((small.trimmed(), n))
+    }
+}
+
+/// Shrinks a failing case as DEMi does: first the external inputs, then the injected faults,
+/// then the forced reorderings, then the wait before what is left (default choices are
+/// deleted so that the remaining ones come sooner), then external inputs again — keeping each
+/// removal only if the same invariant still breaks. Rounds repeat while the run gets
+/// shorter; each round runs at most `budget` re-executions (and the request shift its grid).
+/// Then one outage tried in place of all the faults, and one quick restart added.
+pub fn minimize<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    invariant: &str,
+    budget: u32,
+) -> Schedule {
+    let target = Target::<M> {
+        scenario,
+        seed,
+        strategy,
+        invariant,
+    };
+    // Requests drawn after the violation play no part in it; none are ever sent again, so
+    // moving the workload earlier (which would bring them inside the run) cannot add any.
+    let drawn = target.requests_drawn(schedule);
+    let mut best = Schedule {
+        requests_max: Some(schedule.requests_max.map_or(drawn, |m| m.min(drawn))),
+        ..schedule.clone()
+    };
+    let mut best_steps = target.steps(&best).unwrap_or(u64::MAX);
+    for _ in 0..MINIMIZE_ROUNDS {
+        let next = minimize_round(&target, &best, budget);
+        match target.steps(&next) {
+            Some(n) if n < best_steps => {
+                best = next;
+                best_steps = n;
+            }
+            // Same size: keep the round's result if it is simpler (fewer decisions).
+            Some(n)
+                if n == best_steps
+                    && next.faults() + next.reorderings() < best.faults() + best.reorderings() =>
+            {
+                best = next;
+                break;
+            }
+            _ => break,
+        }
+    }
+    let best = swap_for_one_outage(&target, &best.trimmed(), budget);
+    add_a_quick_restart(&target, &best, budget)
+}
+
+/// One round of [`minimize`].
+fn minimize_round<M: Model>(target: &Target<'_, M>, schedule: &Schedule, budget: u32) -> Schedule {
+    let mut budget = budget;
+    let fails = |s: &Schedule| target.fails(s);
+    let mut best = schedule.clone().trimmed();
+    minimize_externals(target, &mut best, &mut budget);
+    // 2. Faults, then 3. reorderings: keep as few non-default positions as possible.
+    for faults in [true, false] {
+        let positions: Vec<usize> = best
+            .choices
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| if faults { c.fault != 0 } else { c.order != 0 })
+            .map(|(i, _)| i)
+            .collect();
+        let keep = ddmin(positions.clone(), &mut budget, &mut |subset: &[usize]| {
+            let mut s = best.clone();
+            for p in &positions {
+                if !subset.contains(p) {
+                    if faults {
+                        s.choices[*p].fault = 0;
+                    } else {
+                        s.choices[*p].order = 0;
+                    }
+                }
+            }
+            fails(&s)
+        });
+        for p in &positions {
+            if !keep.contains(p) {
+                if faults {
+                    best.choices[*p].fault = 0;
+                } else {
+                    best.choices[*p].order = 0;
+                }
+            }
+        }
+        best = best.trimmed();
+    }
+    // 4. Sooner: delete default choices, which moves the remaining decisions to earlier
+    // steps; a fault that still breaks the invariant when it comes sooner makes a shorter
+    // run, which may need fewer external requests again.
+    best = sooner(best, &mut budget, &fails);
+    minimize_externals(target, &mut best, &mut budget);
+
+    // 6. Anchor node faults (crash, isolate, clock jump) in time: removing events elsewhere
+    // then no longer moves them, which step numbers did.
+    let nodes = target.scenario.nodes.len();
+    let times = target.decision_times(&best);
+    for pos in 0..best.choices.len() {
+        let code = best.choices[pos].fault;
+        let node_fault = matches!(
+            Choice {
+                order: 0,
+                fault: code
+            }
+            .injected(nodes),
+            Some(Injected::Crash(_) | Injected::Isolate(_) | Injected::ClockJump(..))
+        );
+        let Some(&at_ns) = times.get(pos) else { break };
+        if !node_fault || budget == 0 {
+            continue;
+        }
+        let mut s = best.clone();
+        s.choices[pos].fault = 0;
+        s.timed.push(TimedFault {
+            at_ns,
+            fault: code,
+            lasts_ns: None,
+        });
+        budget -= 1;
+        if fails(&s) {
+            best = s;
+        }
+    }
+    best = best.trimmed();
+    minimize_externals(target, &mut best, &mut budget);
+    // 7. Move each timed fault as early as it still breaks the invariant.
+    for k in 0..best.timed.len() {
+        let mut stride = best.timed[k].at_ns / 2;
+        while stride >= 100_000 && budget > 0 {
+            let mut s = best.clone();
+            s.timed[k].at_ns -= stride.min(s.timed[k].at_ns);
+            budget -= 1;
+            if fails(&s) {
+                best = s;
+            } else {
+                stride /= 2;
+            }
+        }
+    }
+    // 7b. Shorten crashes and isolations: a node back sooner may fail the same way sooner
+    // (a restarted node that forgot its vote can vote again in the same election).
+    shorten_outages(&mut best, &mut budget, &|s: &Schedule| target.steps(s));
+    // 8. And what that earlier failure no longer needs: timed faults that stopped
+    // mattering, default choices, requests.
+    let mut k = 0;
+    while k < best.timed.len() && budget > 0 {
+        let mut s = best.clone();
+        s.timed.remove(k);
+        budget -= 1;
+        if fails(&s) {
+            best = s;
+        } else {
+            k += 1;
+        }
+    }
+    best = sooner(best, &mut budget, &fails);
+    minimize_externals(target, &mut best, &mut budget);
+    // 9. The requests left still arrive when the workload first drew them, after idle time
+    // full of heartbeats: move them (and the timed faults with them) earlier.
+    best = earlier_requests(best, &|s: &Schedule| target.steps(s));
+    best.trimmed()
+}
+
+/// `schedule` with the choices at `positions` deleted.
+fn without(schedule: &Schedule, positions: &[usize]) -> Schedule {
+    let gone: std::collections::BTreeSet<usize> = positions.iter().copied().collect();
+    Schedule {
+        choices: schedule
+            .choices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(i))
+            .map(|(_, c)| *c)
+            .collect(),
+        ..schedule.clone()
+    }
+}
+
+/// Deletes as many default choices as keep the failure: the remaining decisions come sooner.
+fn sooner(best: Schedule, budget: &mut u32, fails: &dyn Fn(&Schedule) -> bool) -> Schedule {
+    let defaults: Vec<usize> = (0..best.choices.len())
+        .filter(|&i| best.choices[i].is_default())
+        .collect();
+    let drop = ddmin_remove(defaults, budget, &mut |removed: &[usize]| {
+        fails(&without(&best, removed))
+    });
+    without(&best, &drop).trimmed()
+}
+
+/// Leaves out as many workload requests as possible.
+fn minimize_externals<M: Model>(target: &Target<'_, M>, best: &mut Schedule, budget: &mut u32) {
+    // Requests past the failing run's end are never sent (`requests_max`).
+    let total = target.requests_drawn(best);
+    let kept: Vec<u64> = (0..total)
+        .filter(|r| !best.skip_requests.contains(r))
+        .collect();
+    let snapshot = best.clone();
+    let keep = ddmin(kept, budget, &mut |subset: &[u64]| {
+        let mut s = snapshot.clone();
+        s.skip_requests = (0..total).filter(|r| !subset.contains(r)).collect();
+        target.fails(&s)
+    });
+    best.skip_requests = (0..total).filter(|r| !keep.contains(r)).collect();
+}
+
+/// Gives each timed crash or isolation the shortest length in [`SHORTER_OUTAGES_NS`] with
+/// which the run fails in fewer steps.
+fn shorten_outages(
+    best: &mut Schedule,
+    budget: &mut u32,
+    steps: &dyn Fn(&Schedule) -> Option<u64>,
+) {
+    let Some(mut base) = steps(best) else { return };
+    for k in 0..best.timed.len() {
+        let t = best.timed[k];
+        let lasts_ns = match t.fault.checked_sub(1).map(|code| code % FAULT_KINDS) {
+            Some(2) => t.lasts_ns.unwrap_or(CRASH_DOWN_NS),
+            Some(3) => t.lasts_ns.unwrap_or(ISOLATION_NS),
+            _ => continue,
+        };
+        for shorter in SHORTER_OUTAGES_NS.into_iter().take_while(|&l| l < lasts_ns) {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            let mut s = best.clone();
+            s.timed[k].lasts_ns = Some(shorter);
+            if let Some(n) = steps(&s).filter(|&n| n < base) {
+                *best = s;
+                base = n;
+                break;
+            }
+        }
+    }
+}
+
+/// Shifts the workload and the timed faults earlier by the largest amount that still
+/// fails with fewer steps: a coarse grid from [`SHIFT_MAX_NS`] down, then each millisecond
+/// above the first hit. (Not a bisection: whether a shift fails depends on where the
+/// requests land between heartbeats, which is not monotone in the shift.)
+fn earlier_requests(best: Schedule, steps: &dyn Fn(&Schedule) -> Option<u64>) -> Schedule {
+    const COARSE_NS: u64 = 8_000_000;
+    const FINE_NS: u64 = 1_000_000;
+    let Some(base) = steps(&best) else {
+        return best;
+    };
+    let shifted = |shift: u64| {
+        let mut s = best.clone();
+        s.workload_shift_ns = best.workload_shift_ns.saturating_add(shift);
+        for t in &mut s.timed {
+            t.at_ns = t.at_ns.saturating_sub(shift);
+        }
+        s
+    };
+    let smaller = |s: &Schedule| steps(s).is_some_and(|n| n < base);
+    let Some(hit) = (1..=SHIFT_MAX_NS / COARSE_NS)
+        .rev()
+        .map(|k| k * COARSE_NS)
+        .find(|&shift| smaller(&shifted(shift)))
+    else {
+        return best;
+    };
+    // The largest shift that fails smaller is where the failure comes earliest.
+    (1..COARSE_NS / FINE_NS)
+        .rev()
+        .map(|k| hit + k * FINE_NS)
+        .find(|&shift| smaller(&shifted(shift)))
+        .map_or_else(|| shifted(hit), shifted)
+}
+
+/// Tries one crash or isolation in place of all of a run's injected faults: of each node,
+/// at each of the run's last [`SWAP_MOMENTS`] decision moments and at moments of the run
+/// without faults, latest first. A crash is the simplest fault, and a failure found through
+/// a partition or a clock jump often has a much shorter path through a crash at the right
+/// moment (kv's acknowledged write, lost by a primary that was isolated, is lost as surely
+/// by one that crashes right after acknowledging). A crash late in the run may need longer
+/// than the run has to break the invariant, so swaps are tried with [`SHIFT_MAX_NS`] more
+/// time (and, by `requests_max`, no requests past the original end) and then moved earlier
+/// by [`earlier_requests`]; each that then breaks the invariant within the scenario's own
+/// time gets a minimisation round of its own. The smallest run wins, the original if none
+/// is smaller.
+fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget: u32) -> Schedule {
+    let Some(base) = target.steps(best) else {
+        return best.clone();
+    };
+    let mut bare = best.clone();
+    for c in &mut bare.choices {
+        c.fault = 0;
+    }
+    bare.timed.clear();
+    let times = target.decision_times(best);
+    let mut longer_scenario = target.scenario.clone();
+    longer_scenario.time_limit_ns = longer_scenario.time_limit_ns.saturating_add(SHIFT_MAX_NS);
+    let longer = target.within(&longer_scenario);
+    let nodes = target.scenario.nodes.len() as u32;
+    // The failing run's last moments, and moments of the run without its faults up to where
+    // the failing one ended (without the faults, things happen at other times: the write a
+    // crash must catch unreplicated may be acknowledged much earlier).
+    let end_ns = times.last().copied().unwrap_or(0);
+    let bare_times: Vec<u64> = target
+        .decision_times(&bare)
+        .into_iter()
+        .take_while(|&t| t <= end_ns)
+        .collect();
+    let mut moments: Vec<u64> = times.iter().rev().take(SWAP_MOMENTS).copied().collect();
+    moments.extend(bare_times.iter().rev().take(SWAP_BARE_MOMENTS));
+    moments.sort_unstable_by(|a, b| b.cmp(a));
+    moments.dedup();
+    let mut swaps = Vec::new();
+    // A crash (kind 2) as injected, then one for good, then one that restarts at once, then
+    // an isolation (kind 3) as injected and one for good: a crash restarts the node 100 ms
+    // later with what it had synced, which may be all it needs; a node back at once has
+    // forgotten what it did not sync in the middle of what it was doing; a failover may take
+    // longer than an isolation.
+    let forever = Some(longer_scenario.time_limit_ns);
+    let at_once = Some(SHORTER_OUTAGES_NS[0]);
+    let kinds = [
+        (2, None),
+        (2, forever),
+        (2, at_once),
+        (3, None),
+        (3, forever),
+    ];
+    'search: for at_ns in moments {
+        for ((kind, lasts_ns), node) in kinds
+            .into_iter()
+            .flat_map(|k| (0..nodes).map(move |n| (k, n)))
+        {
+            let mut s = bare.clone();
+            s.timed.push(TimedFault {
+                at_ns,
+                fault: Choice::fault_code(kind, node),
+                lasts_ns,
+            });
+            if longer.fails(&s) {
+                swaps.push(s);
+                if swaps.len() == SWAP_TRIES {
+                    break 'search;
+                }
+            }
+        }
+    }
+    let mut result = (best.clone(), base);
+    for swap in swaps {
+        let swap = earlier_requests(swap, &|s: &Schedule| longer.steps(s));
+        if !target.fails(&swap) {
+            continue;
+        }
+        if let Some(smaller) = target.minimised_if_smaller(&swap, result.1, budget) {
+            result = smaller;
+        }
+    }
+    result.0
+}
+
+/// Tries adding one crash that restarts at once (after [`SHORTER_OUTAGES_NS`]`[0]`) to the
+/// failing run, of each node at each of its last [`QUICK_RESTART_MOMENTS`] moments: a node
+/// that forgets what it had not synced in the middle of a protocol round (a vote, a
+/// prepare) can break the invariant long before the faults that broke it did, which then
+/// are no longer needed. The candidate that fails in the fewest steps gets a minimisation
+/// round; its result is kept if it is smaller.
+fn add_a_quick_restart<M: Model>(target: &Target<'_, M>, best: &Schedule, budget: u32) -> Schedule {
+    let Some(base) = target.steps(best) else {
+        return best.clone();
+    };
+    let mut moments = target.decision_times(best);
+    moments.dedup();
+    let nodes = target.scenario.nodes.len() as u32;
+    let mut fastest: Option<(Schedule, u64)> = None;
+    for &at_ns in moments.iter().rev().take(QUICK_RESTART_MOMENTS) {
+        for node in 0..nodes {
+            let mut s = best.clone();
+            s.timed.push(TimedFault {
+                at_ns,
+                fault: Choice::fault_code(2, node),
+                lasts_ns: Some(SHORTER_OUTAGES_NS[0]),
+            });
+            match target.steps(&s) {
+                Some(n) if n < fastest.as_ref().map_or(base, |f| f.1) => fastest = Some((s, n)),
+                _ => {}
+            }
+        }
+    }
+    fastest
+        .and_then(|(quick, _)| target.minimised_if_smaller(&quick, base, budget))
+        .map_or_else(|| best.clone(), |(small, _)| small)
+}

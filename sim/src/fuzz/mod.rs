@@ -1,0 +1,183 @@
+//! Searching for bugs: many runs of a scenario, each under a decider that reorders messages
+//! and injects faults; the failures found; and their minimisation.
+//!
+//! A case is a seed. The seed fixes the run's own randomness and the decider's, so a case
+//! replays exactly; its decisions are also recorded as a [`Schedule`], which replays it
+//! without the decider and which the minimiser edits.
+//!
+//! `minimize.rs` shrinks a failing case; `ddmin.rs` holds the delta-debugging searches it
+//! uses; `property.rs` is the proptest side (a schedule strategy and `check_schedule`).
+
+mod ddmin;
+mod minimize;
+mod property;
+
+pub use minimize::{minimize, SHIFT_MAX_NS};
+pub use property::{check_schedule, schedules};
+
+use crate::model::Model;
+use crate::rng::{derive_seed, SimRng};
+use crate::scenario::Scenario;
+use crate::schedule::{Decider, PctDecider, RandomDecider, Schedule, FAULT_KINDS};
+use crate::sim::{RunReport, Simulation, TraceSink};
+
+/// How cases choose their decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Reorder and inject faults at random, every kind on.
+    Random,
+    /// Probabilistic concurrency testing (ordering only) of depth 3.
+    Pct,
+    /// Random, with whole fault kinds switched off per case (and swarm network faults).
+    Swarm,
+}
+
+impl Strategy {
+    pub fn parse(text: &str) -> Result<Strategy, String> {
+        match text {
+            "random" => Ok(Strategy::Random),
+            "pct" => Ok(Strategy::Pct),
+            "swarm" => Ok(Strategy::Swarm),
+            other => Err(format!(
+                "unknown strategy `{other}` (use random, pct or swarm)"
+            )),
+        }
+    }
+}
+
+/// The seed of case `i` of a search from `master`.
+pub fn case_seed(master: u64, i: u64) -> u64 {
+    derive_seed(master, "fuzz-case", i, 0)
+}
+
+fn decider_for(
+    strategy: Strategy,
+    seed: u64,
+    nodes: usize,
+    expected_steps: u64,
+) -> Box<dyn Decider> {
+    let mut rng = SimRng::new(derive_seed(seed, "decider", 0, 0));
+    match strategy {
+        Strategy::Random => Box::new(RandomDecider {
+            rng,
+            reorder: 0.1,
+            fault: 0.01,
+            kinds: (0..FAULT_KINDS).collect(),
+        }),
+        Strategy::Pct => Box::new(PctDecider::new(&mut rng, nodes, 3, expected_steps)),
+        Strategy::Swarm => {
+            let mut kinds: Vec<u8> = (0..FAULT_KINDS).filter(|_| rng.chance(0.5)).collect();
+            if kinds.is_empty() {
+                kinds.push(rng.below(u64::from(FAULT_KINDS)) as u8);
+            }
+            let reorder = if rng.chance(0.5) { 0.2 } else { 0.0 };
+            Box::new(RandomDecider {
+                rng,
+                reorder,
+                fault: 0.02,
+                kinds,
+            })
+        }
+    }
+}
+
+/// What `retrace fuzz` writes beside a failure's trace: enough to replay it exactly
+/// (`retrace run SCENARIO --schedule FILE`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleFile {
+    pub model: String,
+    pub scenario: String,
+    /// The case's seed (the run's seed).
+    pub seed: u64,
+    /// `random`, `pct` or `swarm` (swarm runs also switch network fault kinds per seed).
+    pub strategy: String,
+    pub invariant: String,
+    pub schedule: Schedule,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+            Strategy::Pct => "pct",
+            Strategy::Swarm => "swarm",
+        }
+    }
+}
+
+/// One run of a search.
+pub struct Case {
+    pub seed: u64,
+    pub report: RunReport,
+    /// The decisions made, which replay the case.
+    pub schedule: Schedule,
+}
+
+/// Runs case `seed` of `scenario` under `strategy`, keeping no trace.
+pub fn run_case<M: Model>(scenario: &Scenario<M::Options>, seed: u64, strategy: Strategy) -> Case {
+    let mut s = scenario.clone();
+    if strategy == Strategy::Swarm {
+        s.swarm = true;
+    }
+    let expected = s.max_events.min(10_000);
+    let decider = decider_for(strategy, seed, s.nodes.len(), expected);
+    let report = Simulation::<M>::new(&s, seed, TraceSink::Discard)
+        .with_decider(decider)
+        .run();
+    let schedule = report.schedule.clone().unwrap_or_default();
+    Case {
+        seed,
+        report,
+        schedule,
+    }
+}
+
+/// Replays a case from its schedule, with the trace going to `sink`.
+pub fn replay_case<M: Model>(
+    scenario: &Scenario<M::Options>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    sink: TraceSink,
+) -> RunReport {
+    let mut s = scenario.clone();
+    if strategy == Strategy::Swarm {
+        s.swarm = true;
+    }
+    Simulation::<M>::new(&s, seed, sink)
+        .with_schedule(schedule.clone())
+        .run()
+}
+
+/// The size of a run, as the minimiser reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Size {
+    pub events: u64,
+    pub deliveries: u64,
+    pub external: u64,
+    pub faults: u64,
+    pub reorderings: u64,
+}
+
+impl Size {
+    pub fn of(report: &RunReport, schedule: &Schedule) -> Size {
+        let s = &report.stats;
+        Size {
+            events: s.steps,
+            deliveries: s.delivered,
+            external: s.requests,
+            faults: schedule.faults() as u64,
+            reorderings: schedule.reorderings() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events, {} deliveries, {} external requests, {} injected faults, {} forced reorderings",
+            self.events, self.deliveries, self.external, self.faults, self.reorderings
+        )
+    }
+}
