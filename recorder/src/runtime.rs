@@ -390,7 +390,7 @@ pub fn run_node<M: Model>(
             let mut replies = Vec::new();
             {
                 let request_ids: Vec<RequestId> = $ids;
-                rng.begin_step(request_ids.first().map(|r| r.0));
+                rng.begin_step(&request_ids);
                 let mut env = RuntimeEnv::<<M::Node as Node>::Msg> {
                     id,
                     incarnation: opts.incarnation,

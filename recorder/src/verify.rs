@@ -270,7 +270,7 @@ pub fn verify_log<M: Model>(
                 "an input before the node started".into(),
             ));
         };
-        rng.begin_step(request_ids.first().map(|r| r.0));
+        rng.begin_step(&request_ids);
         let mut env = ReplayEnv::<<M::Node as Node>::Msg> {
             id,
             peers: &peers,

@@ -439,7 +439,7 @@ impl<M: Model> Replay<M> {
                 Vec::new(),
             ));
         };
-        cluster.rngs[i].begin_step(request_ids.first().map(|r| r.0));
+        cluster.rngs[i].begin_step(&request_ids);
         let mut env = ReplayEnv::<<M::Node as Node>::Msg> {
             node,
             peers: &peers,

@@ -2,6 +2,7 @@
 //! from the run's seed, one stream per purpose, so adding a draw in one place never shifts
 //! the draws of another.
 
+use crate::ids::RequestId;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -152,9 +153,9 @@ impl StepRng {
         }
     }
 
-    /// A new step begins; `request` is the first request id of its input, if it has one.
-    pub fn begin_step(&mut self, request: Option<u64>) {
-        self.step_request = request;
+    /// A new step begins; `request_ids` are its input's (the first one keys the stream).
+    pub fn begin_step(&mut self, request_ids: &[RequestId]) {
+        self.step_request = request_ids.first().map(|r| r.0);
         self.step_stream = None;
     }
 
@@ -195,7 +196,7 @@ mod tests {
     #[test]
     fn a_request_draws_the_same_numbers_whatever_other_requests_drew_before_it() {
         let draw = |rng: &mut StepRng, request: Option<u64>| {
-            rng.begin_step(request);
+            rng.begin_step(request.map(RequestId).as_slice());
             rng.rng().next_u64()
         };
         let mut busy = StepRng::new(9);

@@ -971,9 +971,8 @@ impl<M: Model> Simulation<M> {
     fn begin_step(&mut self, node: NodeId, ids: ReqIds, index: u64) {
         self.core.step_node = node;
         self.core.step_ids = ids;
-        let request = ids.as_slice().first().map(|r| r.0);
-        self.core.rngs[node.index()].begin_step(request);
-        self.core.net_rng.begin_step(request);
+        self.core.rngs[node.index()].begin_step(ids.as_slice());
+        self.core.net_rng.begin_step(ids.as_slice());
         self.core.step_busy_ns = 0;
         self.core.last_input[node.index()] = Some(index);
         self.core.stats.steps += 1;
