@@ -55,11 +55,15 @@ impl<'a, M: Model> Target<'a, M> {
 
     /// The steps of `schedule`'s run if it breaks the invariant.
     fn steps(&self, schedule: &Schedule) -> Option<u64> {
-        let r = self.run(schedule);
-        r.violation
+        self.steps_of(&self.run(schedule))
+    }
+
+    /// The steps of a run if it broke the invariant.
+    fn steps_of(&self, run: &RunReport) -> Option<u64> {
+        run.violation
             .as_ref()
             .is_some_and(|v| v.invariant == self.invariant)
-            .then_some(r.stats.steps)
+            .then_some(run.stats.steps)
     }
 
     fn fails(&self, schedule: &Schedule) -> bool {
@@ -125,12 +129,14 @@ pub fn minimize<M: Model>(
     };
     // Requests drawn after the violation play no part in it; none are ever sent again, so
     // moving the workload earlier (which would bring them inside the run) cannot add any.
-    let drawn = target.requests_drawn(schedule);
+    // (The cap leaves this run as it is: it drew no request past it.)
+    let first = target.run(schedule);
+    let drawn = first.requests_drawn;
     let mut best = Schedule {
         requests_max: Some(schedule.requests_max.map_or(drawn, |m| m.min(drawn))),
         ..schedule.clone()
     };
-    let mut best_steps = target.steps(&best).unwrap_or(u64::MAX);
+    let mut best_steps = target.steps_of(&first).unwrap_or(u64::MAX);
     for _ in 0..MINIMIZE_ROUNDS {
         let next = minimize_round(&target, &best, budget);
         match target.steps(&next) {
@@ -387,15 +393,16 @@ fn earlier_requests(best: Schedule, steps: &dyn Fn(&Schedule) -> Option<u64>) ->
 /// time gets a minimisation round of its own. The smallest run wins, the original if none
 /// is smaller.
 fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget: u32) -> Schedule {
-    let Some(base) = target.steps(best) else {
+    let run = target.run(best);
+    let Some(base) = target.steps_of(&run) else {
         return best.clone();
     };
+    let times = run.decision_times;
     let mut bare = best.clone();
     for c in &mut bare.choices {
         c.fault = 0;
     }
     bare.timed.clear();
-    let times = target.decision_times(best);
     let mut longer_scenario = target.scenario.clone();
     longer_scenario.time_limit_ns = longer_scenario.time_limit_ns.saturating_add(SHIFT_MAX_NS);
     let longer = target.within(&longer_scenario);
@@ -467,10 +474,11 @@ fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
 /// are no longer needed. The candidate that fails in the fewest steps gets a minimisation
 /// round; its result is kept if it is smaller.
 fn add_a_quick_restart<M: Model>(target: &Target<'_, M>, best: &Schedule, budget: u32) -> Schedule {
-    let Some(base) = target.steps(best) else {
+    let run = target.run(best);
+    let Some(base) = target.steps_of(&run) else {
         return best.clone();
     };
-    let mut moments = target.decision_times(best);
+    let mut moments = run.decision_times;
     moments.dedup();
     let nodes = target.scenario.nodes.len() as u32;
     let mut fastest: Option<(Schedule, u64)> = None;
