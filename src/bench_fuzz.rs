@@ -51,13 +51,15 @@ fn search<M: Model>(
     (i != u64::MAX).then_some((elapsed, i + 1, i, next.load(Ordering::Relaxed)))
 }
 
-/// Steps of the smallest failing run built by hand for a scenario, if there is one.
-fn hand_built<M: Model>(file: Option<&str>) -> Result<Option<u64>, String> {
-    let Some(file) = file else { return Ok(None) };
+/// Steps of the smallest failing run built by hand for a scenario.
+fn hand_built<M: Model>(file: &str) -> Result<u64, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let s = scenario::parse::<M>(file, &text).map_err(|e| e.to_string())?;
     let r = retrace_sim::Simulation::<M>::new(&s, s.seed, TraceSink::Discard).run();
-    Ok(r.violation.is_some().then_some(r.stats.steps))
+    match r.violation {
+        Some(_) => Ok(r.stats.steps),
+        None => Err(format!("{file}: the run built by hand breaks no invariant")),
+    }
 }
 
 fn bug<M: Model>(
@@ -65,7 +67,7 @@ fn bug<M: Model>(
     strategy: Strategy,
     seeds: u64,
     jobs: usize,
-    by_hand: Option<&str>,
+    by_hand: &str,
 ) -> Result<(), String> {
     let s = load::<M>(name)?;
     let mut times = Vec::new();
@@ -77,21 +79,17 @@ fn bug<M: Model>(
             Some((t, r, i, _)) => {
                 times.push(t);
                 runs.push(r);
-                // Every seed where there is a hand-built run to compare with; else the first 3.
-                if sizes.len() < if by_hand.is_some() { seeds as usize } else { 3 } {
-                    let seed = case_seed(master, i);
-                    let case = run_case::<M>(&s, seed, strategy);
-                    let Some(v) = case.report.violation.clone() else {
-                        continue;
-                    };
-                    let small =
-                        minimize::<M>(&s, seed, strategy, &case.schedule, &v.invariant, 2000);
-                    let after = replay_case::<M>(&s, seed, strategy, &small, TraceSink::Discard);
-                    sizes.push((
-                        Size::of(&case.report, &case.schedule),
-                        Size::of(&after, &small),
-                    ));
-                }
+                let seed = case_seed(master, i);
+                let case = run_case::<M>(&s, seed, strategy);
+                let Some(v) = case.report.violation.clone() else {
+                    continue;
+                };
+                let small = minimize::<M>(&s, seed, strategy, &case.schedule, &v.invariant, 2000);
+                let after = replay_case::<M>(&s, seed, strategy, &small, TraceSink::Discard);
+                sizes.push((
+                    Size::of(&case.report, &case.schedule),
+                    Size::of(&after, &small),
+                ));
             }
             None => missed += 1,
         }
@@ -122,32 +120,23 @@ fn bug<M: Model>(
         group(runs[runs.len() / 2]),
         group(*runs.last().unwrap_or(&0))
     );
-    let hand = hand_built::<M>(by_hand)?;
-    if let Some(h) = hand {
-        let mut ratios: Vec<f64> = sizes
-            .iter()
-            .map(|(_, after)| after.events as f64 / h.max(1) as f64)
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        if let (Some(median), Some(worst)) = (ratios.get(ratios.len() / 2), ratios.last()) {
-            let within = ratios.iter().filter(|&&r| r <= 2.0).count();
-            println!(
-                "  minimised vs hand   median {median:.2}x, worst {worst:.2}x the {h} steps of the run built by hand; {within} of {} within 2x",
-                ratios.len()
-            );
-        }
+    let h = hand_built::<M>(by_hand)?;
+    let ratio = |after: &Size| after.events as f64 / h.max(1) as f64;
+    let mut ratios: Vec<f64> = sizes.iter().map(|(_, after)| ratio(after)).collect();
+    ratios.sort_by(f64::total_cmp);
+    if let (Some(median), Some(worst)) = (ratios.get(ratios.len() / 2), ratios.last()) {
+        let within = ratios.iter().filter(|&&r| r <= 2.0).count();
+        println!(
+            "  minimised vs hand   median {median:.2}x, worst {worst:.2}x the {h} steps of the run built by hand; {within} of {} within 2x",
+            ratios.len()
+        );
     }
     for (before, after) in &sizes {
-        let ratio = hand.map_or(String::new(), |h| {
-            format!(
-                " ({:.1}x the {h} of a run built by hand)",
-                after.events as f64 / h.max(1) as f64
-            )
-        });
         println!(
-            "  minimised           {} -> {} events{ratio}; {} -> {} faults; {} -> {} reorderings",
+            "  minimised           {} -> {} events ({:.1}x the {h} of a run built by hand); {} -> {} faults; {} -> {} reorderings",
             before.events,
             after.events,
+            ratio(after),
             before.faults,
             after.faults,
             before.reorderings,
@@ -211,7 +200,7 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
             Strategy::Random,
             seeds,
             jobs,
-            Some("tests/data/kv-fuzz-hand-built.toml"),
+            "tests/data/kv-fuzz-hand-built.toml",
         )?;
     }
     if wanted("raft-double-vote.toml") {
@@ -220,7 +209,7 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
             Strategy::Random,
             seeds,
             jobs,
-            Some("tests/data/raft-double-vote-hand-built.toml"),
+            "tests/data/raft-double-vote-hand-built.toml",
         )?;
     }
     if wanted("raft-forget-vote.toml") {
@@ -229,7 +218,7 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
             Strategy::Swarm,
             seeds,
             jobs,
-            Some("tests/data/raft-forget-vote-hand-built.toml"),
+            "tests/data/raft-forget-vote-hand-built.toml",
         )?;
     }
     if wanted("raft-commit-old-term.toml") {
@@ -238,7 +227,7 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
             Strategy::Swarm,
             seeds,
             jobs,
-            Some("tests/data/raft-commit-old-term-hand-built.toml"),
+            "tests/data/raft-commit-old-term-hand-built.toml",
         )?;
     }
     if wanted("twopc-presumed-commit.toml") {
@@ -247,7 +236,7 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
             Strategy::Random,
             seeds,
             jobs,
-            Some("tests/data/twopc-fuzz-hand-built.toml"),
+            "tests/data/twopc-fuzz-hand-built.toml",
         )?;
     }
     if wanted("raft.toml") {

@@ -43,6 +43,14 @@ impl Strategy {
             )),
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+            Strategy::Pct => "pct",
+            Strategy::Swarm => "swarm",
+        }
+    }
 }
 
 /// The seed of case `i` of a search from `master`.
@@ -93,16 +101,6 @@ pub struct ScheduleFile {
     pub strategy: String,
     pub invariant: String,
     pub schedule: Schedule,
-}
-
-impl Strategy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Random => "random",
-            Strategy::Pct => "pct",
-            Strategy::Swarm => "swarm",
-        }
-    }
 }
 
 /// One run of a search.
