@@ -182,8 +182,8 @@ pub(crate) fn load_scenario<'r>(
     path: &Path,
 ) -> Result<LoadedScenario<'r>, String> {
     let file = path.display().to_string();
-    let source =
-        std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
+    let source = read_bounded(path, retrace_sim::limits::MAX_SCENARIO_BYTES)
+        .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
     let entry = registry
         .for_scenario(&file, &source)
         .map_err(|e| e.to_string())?;
@@ -192,6 +192,12 @@ pub(crate) fn load_scenario<'r>(
         source,
         entry,
     })
+}
+
+/// A whole file as text, refusing more than `max_bytes` before reading it all (`retrace run
+/// /dev/zero` must end with an error, not fill memory).
+pub(crate) fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    retrace_sim::limits::read_text_bounded(File::open(path)?, max_bytes)
 }
 
 fn default_trace_path(scenario: &Path, seed: u64) -> PathBuf {
@@ -228,7 +234,8 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
 
     let started = Instant::now();
     let report = if let Some(path) = &args.schedule {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = read_bounded(path, retrace_sim::limits::MAX_SCHEDULE_BYTES)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let sf: retrace_sim::fuzz::ScheduleFile = serde_json::from_str(&text).map_err(|e| {
             format!(
                 "{}:{}:{}: not a schedule file: {e}",
@@ -245,6 +252,9 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
                 entry.name()
             ));
         }
+        sf.schedule
+            .check(info.time_limit_ns, info.max_events)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let sink = match &trace_path {
             Some(p) => TraceSink::Stream(Box::new(create_trace_file(p)?)),
             None => TraceSink::Discard,

@@ -74,6 +74,12 @@ pub fn export(registry: &Registry, args: &ExportArgs) -> Result<u8, String> {
     let walked = write_export(&header, reader.by_ref(), format, &options, &mut out)
         .map_err(|e| format!("writing the export: {e}"))?;
     drop(out);
+    if let Some(tail) = reader.tail_error().filter(|t| t.is_structural()) {
+        return Err(format!(
+            "{}: {tail}; the export stops there and is not usable",
+            args.trace.display()
+        ));
+    }
     if let Some(tail) = reader.tail_error() {
         eprintln!(
             "warning: {}: {tail}; exported the {} records before it",

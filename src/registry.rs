@@ -20,6 +20,7 @@ pub struct ScenarioInfo {
     pub description: String,
     pub seed: u64,
     pub time_limit_ns: u64,
+    pub max_events: u64,
     pub nodes: Vec<NodeSpec>,
 }
 
@@ -114,6 +115,7 @@ impl<M: Model> ModelEntry for Entry<M> {
             description: s.description.clone(),
             seed: seed.unwrap_or(s.seed),
             time_limit_ns: s.time_limit_ns,
+            max_events: s.max_events,
             nodes: s.nodes.clone(),
         })
     }

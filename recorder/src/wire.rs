@@ -77,6 +77,7 @@ impl std::fmt::Display for WireError {
             }
             WireError::Frame(TailErrorKind::BadRecord(e)) => write!(f, "bad frame: {e}"),
             WireError::Frame(TailErrorKind::Io(e)) => write!(f, "read error: {e}"),
+            WireError::Frame(TailErrorKind::Invalid(e)) => write!(f, "invalid frame: {e}"),
             WireError::Decode(e) => write!(f, "undecodable frame: {e}"),
         }
     }

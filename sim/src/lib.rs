@@ -55,6 +55,7 @@ pub mod codec;
 mod determinism;
 pub mod fuzz;
 mod ids;
+pub mod limits;
 pub mod logs;
 mod model;
 mod node;

@@ -122,6 +122,38 @@ impl Schedule {
         self
     }
 
+    /// Checks a schedule that came from outside (a schedule file) against the scenario it
+    /// is for: every value within what a run of that scenario can use. Without this a
+    /// `workload_shift_ns` of 2^64-1 would pin the workload's clock at the current instant
+    /// and issue requests there forever. The error names the field.
+    pub fn check(&self, time_limit_ns: u64, max_events: u64) -> Result<(), String> {
+        let limit = crate::limits::MAX_SCHEDULE_ENTRIES;
+        if self.workload_shift_ns > time_limit_ns {
+            return Err(format!(
+                "schedule.workload_shift_ns = {} exceeds the scenario's time limit ({} ns)",
+                self.workload_shift_ns, time_limit_ns
+            ));
+        }
+        if self.choices.len() as u64 > max_events {
+            return Err(format!(
+                "schedule.choices has {} entries, more than the scenario's max_events ({max_events})",
+                self.choices.len()
+            ));
+        }
+        for (what, n) in [("skip_requests", self.skip_requests.len()), ("timed", self.timed.len())] {
+            if n > limit {
+                return Err(format!("schedule.{what} has {n} entries; the limit is {limit}"));
+            }
+        }
+        if let Some(i) = self.timed.iter().position(|t| t.at_ns > time_limit_ns) {
+            return Err(format!(
+                "schedule.timed[{i}].at_ns = {} is past the scenario's time limit ({} ns)",
+                self.timed[i].at_ns, time_limit_ns
+            ));
+        }
+        Ok(())
+    }
+
     pub fn faults(&self) -> usize {
         self.choices.iter().filter(|c| c.fault != 0).count() + self.timed.len()
     }

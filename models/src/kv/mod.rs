@@ -117,8 +117,10 @@ impl Model for KvModel {
         if !(1..=64).contains(&o.replicas) {
             return err("replicas", "must be between 1 and 64");
         }
-        if !(1..=100_000).contains(&o.clients) {
-            return err("clients", "must be between 1 and 100000");
+        // Replicas and clients together stay within the cluster limit.
+        let clients_max = retrace_sim::limits::MAX_NODES as u32 - 64;
+        if !(1..=clients_max).contains(&o.clients) {
+            return err("clients", &format!("must be between 1 and {clients_max}"));
         }
         if o.keys == 0 {
             return err("keys", "must be at least 1");

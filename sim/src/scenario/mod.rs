@@ -4,6 +4,7 @@
 mod error;
 mod units;
 
+use crate::limits;
 pub use error::ScenarioError;
 pub use units::{parse_duration_ns, Dur, DurRange, Prob, Rate, SignedDur, SignedDurRange};
 
@@ -20,6 +21,17 @@ struct ModelName {
 
 /// Reads the `model = "..."` key of a scenario.
 pub fn model_name(file: &str, source: &str) -> Result<String, ScenarioError> {
+    // Checked before anything parses it: the whole text goes into every trace header.
+    if source.len() as u64 > limits::MAX_SCENARIO_BYTES {
+        return Err(ScenarioError::whole_file(
+            file,
+            format!(
+                "scenario of {} bytes exceeds the {}-byte limit",
+                source.len(),
+                limits::MAX_SCENARIO_BYTES
+            ),
+        ));
+    }
     let parsed: ModelName = toml::from_str(source).map_err(|e| toml_error(file, source, &e))?;
     parsed.model.map(Spanned::into_inner).ok_or_else(|| {
         ScenarioError::whole_file(
@@ -276,6 +288,35 @@ pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>,
     M::validate(&f.model_options)
         .map_err(|e| ScenarioError::at_key(file, source, "model_options", &e.field, e.message))?;
     let nodes = M::nodes(&f.model_options);
+    if nodes.is_empty() || nodes.len() > limits::MAX_NODES {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "",
+            "model_options",
+            format!(
+                "these options make a cluster of {} nodes; a cluster has 1 to {}",
+                nodes.len(),
+                limits::MAX_NODES
+            ),
+        ));
+    }
+    if let Some(long) = nodes
+        .iter()
+        .find(|n| n.name.len() > limits::MAX_NAME_BYTES || n.role.len() > limits::MAX_NAME_BYTES)
+    {
+        return Err(ScenarioError::at_key(
+            file,
+            source,
+            "",
+            "model_options",
+            format!(
+                "node name or role longer than {} bytes: `{:.40}…`",
+                limits::MAX_NAME_BYTES,
+                long.name
+            ),
+        ));
+    }
     let resolve = |s: &Spanned<String>| -> Result<NodeId, ScenarioError> {
         nodes
             .iter()

@@ -9,6 +9,7 @@
 mod header;
 mod reader;
 mod record;
+mod validate;
 mod writer;
 
 pub use header::{Header, NodeInfo, Origin};
@@ -16,6 +17,7 @@ pub use reader::{read_frame, TailError, TailErrorKind, Trace, TraceError, TraceR
 pub use record::{
     BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, Outcome, Record,
 };
+pub use validate::Validator;
 pub use writer::{frame_into, TraceOut, TraceWriter};
 
 /// The first bytes of every trace file.

@@ -1,4 +1,6 @@
-use super::{BodyDecoder, BodyError, Event, Header, FORMAT_VERSION, MAGIC, MAX_FRAME_BYTES};
+use super::{
+    BodyDecoder, BodyError, Event, Header, Validator, FORMAT_VERSION, MAGIC, MAX_FRAME_BYTES,
+};
 use crate::codec;
 use std::fmt;
 use std::fs::File;
@@ -12,6 +14,9 @@ pub enum TraceError {
     NotATrace { path: PathBuf },
     UnsupportedVersion { path: PathBuf, version: u16 },
     BadHeader { path: PathBuf, reason: String },
+    /// A record that decodes but says something no writer says (see [`Validator`]):
+    /// consumers would index past their arrays, so the whole trace is refused.
+    Invalid { path: PathBuf, tail: TailError },
 }
 
 impl fmt::Display for TraceError {
@@ -29,6 +34,7 @@ impl fmt::Display for TraceError {
             TraceError::BadHeader { path, reason } => {
                 write!(f, "{}: unreadable trace header at offset 10: {reason}", path.display())
             }
+            TraceError::Invalid { path, tail } => write!(f, "{}: {tail}", path.display()),
         }
     }
 }
@@ -48,6 +54,17 @@ pub enum TailErrorKind {
     BadRecord(BodyError),
     /// Reading failed.
     Io(String),
+    /// The record decodes but its structure is impossible (a node past the cluster, a
+    /// link to a record of the wrong kind): not a torn tail but a forged or broken file.
+    Invalid(String),
+}
+
+impl TailError {
+    /// Whether the trace is broken inside rather than cut short: a consumer must refuse
+    /// it (exit 2) instead of using the prefix.
+    pub fn is_structural(&self) -> bool {
+        matches!(self.kind, TailErrorKind::Invalid(_))
+    }
 }
 
 /// The first bad frame: everything before `offset` (records `0..index`) is valid.
@@ -82,6 +99,7 @@ impl fmt::Display for TailError {
             }
             TailErrorKind::BadRecord(e) => write!(f, "corrupt record: {e}"),
             TailErrorKind::Io(e) => write!(f, "read error: {e}"),
+            TailErrorKind::Invalid(e) => write!(f, "invalid record: {e}"),
         }
     }
 }
@@ -154,6 +172,7 @@ pub struct TraceReader<R> {
     index: u64,
     tail: Option<TailError>,
     done: bool,
+    validator: Validator,
 }
 
 impl TraceReader<BufReader<File>> {
@@ -223,6 +242,10 @@ impl<R: Read> TraceReader<R> {
             path: path_buf(),
             reason: e.to_string(),
         })?;
+        let validator = Validator::new(&header).map_err(|reason| TraceError::BadHeader {
+            path: path_buf(),
+            reason,
+        })?;
         let reader = TraceReader {
             input,
             decoder: BodyDecoder::default(),
@@ -231,6 +254,7 @@ impl<R: Read> TraceReader<R> {
             index: 0,
             tail: None,
             done: false,
+            validator,
         };
         Ok((header, reader))
     }
@@ -272,10 +296,16 @@ impl<R: Read> Iterator for TraceReader<R> {
             Err(kind) => return fail(self, kind),
         }
         match self.decoder.decode(&self.body) {
-            Ok(event) => {
-                self.index += 1;
-                Some(event)
-            }
+            Ok(event) => match self.validator.check(&event) {
+                Ok(()) => {
+                    self.index += 1;
+                    Some(event)
+                }
+                Err(e) => {
+                    self.offset = start;
+                    fail(self, TailErrorKind::Invalid(e))
+                }
+            },
             Err(e) => {
                 self.offset = start;
                 fail(self, TailErrorKind::BadRecord(e))
@@ -296,13 +326,29 @@ pub struct Trace {
 impl Trace {
     /// Loads a trace file.
     pub fn load(path: &Path) -> Result<Trace, TraceError> {
-        let (header, mut reader) = TraceReader::open(path)?;
+        let (header, reader) = TraceReader::open(path)?;
+        Self::collect(header, reader, path)
+    }
+
+    /// Every record of `reader`; a structural error refuses the whole trace (a torn tail
+    /// keeps the prefix).
+    fn collect<R: Read>(
+        header: Header,
+        mut reader: TraceReader<R>,
+        path: &Path,
+    ) -> Result<Trace, TraceError> {
         let events: Vec<Event> = reader.by_ref().collect();
-        Ok(Trace {
-            header,
-            events,
-            tail: reader.tail.take(),
-        })
+        match reader.tail.take() {
+            Some(tail) if tail.is_structural() => Err(TraceError::Invalid {
+                path: path.to_owned(),
+                tail,
+            }),
+            tail => Ok(Trace {
+                header,
+                events,
+                tail,
+            }),
+        }
     }
 
     /// Whether the trace ends with its end record: a run that was cut short (a crash of the
@@ -317,12 +363,7 @@ impl Trace {
 
     /// Loads a trace held in memory; `name` names it in errors.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Trace, TraceError> {
-        let (header, mut reader) = TraceReader::new(bytes, Path::new(name))?;
-        let events: Vec<Event> = reader.by_ref().collect();
-        Ok(Trace {
-            header,
-            events,
-            tail: reader.tail.take(),
-        })
+        let (header, reader) = TraceReader::new(bytes, Path::new(name))?;
+        Self::collect(header, reader, Path::new(name))
     }
 }
