@@ -13,6 +13,23 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// Exit codes, as documented in the README.
+/// `println!` that cannot panic: a closed pipe or a full disk under stdout loses the line
+/// instead of taking the process (a node, the launcher) down with it.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+/// `eprintln!` that cannot panic (see [`say`]).
+macro_rules! tell {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+pub(crate) use {say, tell};
+
 pub mod exit {
     /// Every invariant held (or the command succeeded).
     pub const OK: u8 = 0;
@@ -145,7 +162,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            eprintln!("error: {message}");
+            tell!("error: {message}");
             ExitCode::from(exit::BAD_INPUT)
         }
     }

@@ -1,6 +1,6 @@
 //! The recording commands: `node`, `cluster`, `client`, `merge`, `verify`.
 
-use crate::cli::{exit, load_scenario, LoadedScenario};
+use crate::cli::{exit, load_scenario, say, tell, LoadedScenario};
 use crate::registry::Registry;
 use crate::summary::{bytes, group};
 use clap::Args;
@@ -124,7 +124,7 @@ pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
         let _ = stop_tx.send(());
     });
     let summary = entry.node(&file, &source, &opts, stop_rx)?;
-    eprintln!(
+    tell!(
         "node {} stopped: {} events, {} delivered ({} duplicates dropped), {} external, log {}{}",
         args.id,
         summary.events,
@@ -170,16 +170,16 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
     };
     let manifest = entry.cluster(&file, &source, &opts)?;
     for w in &manifest.warnings {
-        eprintln!("warning: {w}");
+        tell!("warning: {w}");
     }
     let w = &manifest.workload;
-    println!(
+    say!(
         "cluster   {file} (model {}), {} nodes for {:.1}s",
         manifest.model,
         manifest.nodes.len(),
         duration.as_secs_f64()
     );
-    println!(
+    say!(
         "requests  {} sent, {} answered, {} failed; {:.0}/s; latency p50 {}us p99 {}us",
         group(w.sent),
         group(w.answered),
@@ -198,7 +198,7 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
             .map(|m| m.len())
             .sum();
         total += size;
-        println!(
+        say!(
             "  {:<12} {:<8} {:<22} log {}",
             n.name,
             n.role,
@@ -206,7 +206,7 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
             bytes(size)
         );
     }
-    println!(
+    say!(
         "recorded  {} ({} of logs); next: retrace merge {} -o incident.trace",
         args.record.display(),
         bytes(total),
@@ -223,7 +223,7 @@ pub fn client(args: &ClientArgs) -> Result<u8, String> {
     let reply = c
         .request(args.request.as_bytes())
         .map_err(|e| format!("{}: {e}", args.addr))?;
-    println!("{reply}");
+    say!("{reply}");
     Ok(if reply.get("error").is_some() {
         exit::BAD_INPUT
     } else {
@@ -234,9 +234,9 @@ pub fn client(args: &ClientArgs) -> Result<u8, String> {
 pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     let report = retrace_recorder::merge::merge(&args.dir, &args.out)?;
     for p in &report.problems {
-        eprintln!("warning: {p}");
+        tell!("warning: {p}");
     }
-    println!(
+    say!(
         "merged    {} logs into {}: {} steps, {} records, {}",
         report.logs,
         args.out.display(),
@@ -245,7 +245,7 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
         bytes(report.bytes)
     );
     if report.duplicates_dropped + report.black_box_messages > 0 {
-        println!(
+        say!(
             "          {} duplicate deliveries dropped, {} messages whose send was never logged (delivered without a causal link)",
             report.duplicates_dropped, report.black_box_messages
         );
@@ -260,20 +260,29 @@ pub fn verify(registry: &Registry, args: &VerifyArgs) -> Result<u8, String> {
         .for_scenario(&file, &manifest.scenario_toml)
         .map_err(|e| e.to_string())?;
     let report = entry.verify(&args.dir, &file, &manifest.scenario_toml)?;
-    for s in &report.skipped {
-        eprintln!("warning: not checked: {s}");
+    for c in &report.cut {
+        tell!("note: {c}");
+    }
+    for s in &report.unreadable {
+        tell!("error: not verified: {s}");
     }
     for m in &report.mismatches {
-        println!("MISMATCH  {m}");
+        say!("MISMATCH  {m}");
     }
-    println!(
-        "verified  {} logs: {} events, {} outputs re-executed; {} mismatches",
+    say!(
+        "verified  {} logs: {} events, {} outputs re-executed; {} mismatches{}",
         report.logs,
         group(report.events),
         group(report.outputs),
-        report.mismatches.len()
+        report.mismatches.len(),
+        match report.unreadable.len() {
+            0 => String::new(),
+            n => format!("; {n} logs could not be read (the run is not verified)"),
+        }
     );
-    Ok(if report.mismatches.is_empty() {
+    Ok(if !report.unreadable.is_empty() {
+        exit::BAD_INPUT
+    } else if report.mismatches.is_empty() {
         exit::OK
     } else {
         exit::VIOLATION

@@ -80,10 +80,7 @@ fn a_delivery_linked_to_a_record_that_is_not_a_send_is_refused_by_every_consumer
     });
     let path = write(&dir, "forged.trace", &bytes);
     let at = forged_at.expect("the trace has a delivery");
-    assert_refused_by_every_consumer(
-        &path,
-        &format!("record {at} at byte offset"),
-    );
+    assert_refused_by_every_consumer(&path, &format!("record {at} at byte offset"));
     assert_refused_by_every_consumer(&path, "points at record 0, which is not a send");
 }
 
@@ -134,8 +131,7 @@ fn a_header_claiming_100000_nodes_is_refused_by_every_consumer() {
 #[test]
 fn kv_with_100000_clients_is_refused_at_its_option() {
     let dir = scratch_dir("kv-clients");
-    let source = read(&root().join("scenarios/kv.toml"))
-        .replace("clients = 4", "clients = 100000");
+    let source = read(&root().join("scenarios/kv.toml")).replace("clients = 4", "clients = 100000");
     let path = write(&dir, "kv-many.toml", source.as_bytes());
     let out = retrace(&["run", &path, "--no-trace"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -151,7 +147,8 @@ fn a_scenario_from_dev_zero_is_refused_without_reading_it_all() {
     let out = retrace(&["run", "/dev/zero", "--no-trace"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("/dev/zero: cannot read scenario: larger than the 1048576-byte limit"),
+        stderr(&out)
+            .contains("/dev/zero: cannot read scenario: larger than the 1048576-byte limit"),
         "{}",
         stderr(&out)
     );
@@ -165,7 +162,12 @@ fn a_17_mb_description_is_refused_so_every_trace_written_can_be_read() {
         &format!("description = \"{}\"", "x".repeat(17 << 20)),
     );
     let path = write(&dir, "huge.toml", source.as_bytes());
-    let out = retrace(&["run", &path, "-o", &dir.join("t.trace").display().to_string()]);
+    let out = retrace(&[
+        "run",
+        &path,
+        "-o",
+        &dir.join("t.trace").display().to_string(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("byte limit"), "{}", stderr(&out));
     // At the limit, what is written reads back.
@@ -193,7 +195,13 @@ fn a_schedule_shifting_the_workload_by_2_pow_64_is_refused_instead_of_hanging() 
         "schedule": { "choices": [], "workload_shift_ns": u64::MAX },
     });
     let path = write(&dir, "s.json", schedule.to_string().as_bytes());
-    let out = retrace(&["run", "scenarios/kv.toml", "--schedule", &path, "--no-trace"]);
+    let out = retrace(&[
+        "run",
+        "scenarios/kv.toml",
+        "--schedule",
+        &path,
+        "--no-trace",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("schedule.workload_shift_ns = 18446744073709551615 exceeds"),

@@ -22,10 +22,10 @@ impl DurableFile {
     pub fn load(&self) -> BTreeMap<String, Vec<u8>> {
         match std::fs::read(&self.path) {
             Ok(bytes) => codec::decode(&bytes).unwrap_or_else(|e| {
-                eprintln!(
+                crate::diag::warn(format_args!(
                     "warning: {}: unreadable storage ({e}); starting empty",
                     self.path.display()
-                );
+                ));
                 BTreeMap::new()
             }),
             Err(_) => BTreeMap::new(),

@@ -4,6 +4,7 @@
 //! manifest in the run's directory.
 
 use crate::client::Client;
+use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
 use crate::manifest::{Incarnation, Manifest, ManifestNode, WorkloadStats};
 use retrace_sim::rng::derive_seed;
@@ -114,15 +115,71 @@ struct Proc {
     stdin: Option<ChildStdin>,
 }
 
+/// What nodes reported on their status pipes: (node, incarnation, why recording stopped).
+type Notices = Arc<Mutex<Vec<(usize, u32, String)>>>;
+
+/// Reads a node's status lines (`diag::status`) off its stdout pipe: a recording that
+/// stopped reaches the operator once, through the launcher's stderr, and the manifest —
+/// not through the node's own stderr file, which sits on the disk that just filled.
+fn relay_status(
+    out: std::process::ChildStdout,
+    name: String,
+    node: usize,
+    incarnation: u32,
+    notices: Notices,
+) {
+    let _ = thread::Builder::new()
+        .name(format!("status-{name}"))
+        .spawn(move || {
+            use std::io::{BufRead, Read};
+            let mut lines = std::io::BufReader::new(out);
+            let mut line = String::new();
+            // A line longer than this is not a status line; the limit bounds the buffer.
+            while matches!(Read::by_ref(&mut lines).take(64 << 10).read_line(&mut line), Ok(n) if n > 0) {
+                match diag::parse_status(&line) {
+                    Some(Status::RecordingStopped { reason, .. }) => {
+                        diag::warn(format_args!(
+                            "warning: {name} (life {incarnation}): recording stopped: {reason}; the node keeps serving unrecorded"
+                        ));
+                        if let Ok(mut n) = notices.lock() {
+                            n.push((node, incarnation, reason));
+                        }
+                    }
+                    Some(Status::StorageNotPersisted { reason }) => diag::warn(format_args!(
+                        "warning: {name} (life {incarnation}): its durable storage is not persisted: {reason}"
+                    )),
+                    None => {}
+                }
+                line.clear();
+            }
+        });
+}
+
 struct Cluster<'a> {
     opts: &'a ClusterOptions,
     peers: Vec<SocketAddr>,
     clients: Vec<SocketAddr>,
     procs: Vec<Option<Proc>>,
     manifest: Manifest,
+    notices: Notices,
 }
 
 impl Cluster<'_> {
+    /// Writes the manifest with what nodes have reported so far.
+    fn write_manifest(&mut self) -> Result<(), String> {
+        if let Ok(notices) = self.notices.lock() {
+            for (node, inc, reason) in notices.iter() {
+                if let Some(i) = self.manifest.nodes[*node]
+                    .incarnations
+                    .get_mut(*inc as usize)
+                {
+                    i.recording_stopped = Some(reason.clone());
+                }
+            }
+        }
+        self.manifest.write(&self.opts.dir)
+    }
+
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let incarnation = self.manifest.nodes[i].incarnations.len() as u32;
         let name = self.manifest.nodes[i].name.clone();
@@ -141,11 +198,14 @@ impl Cluster<'_> {
         let mut child = Command::new(&self.opts.exe)
             .args(&args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.opts.exe.display()))?;
         let stdin = child.stdin.take();
+        if let Some(out) = child.stdout.take() {
+            relay_status(out, name.clone(), i, incarnation, self.notices.clone());
+        }
         self.procs[i] = Some(Proc { child, stdin });
         self.manifest.nodes[i].incarnations.push(Incarnation {
             log: if self.opts.record {
@@ -155,6 +215,7 @@ impl Cluster<'_> {
             },
             started_wall_ns: wall_now_ns(),
             ended: "running".into(),
+            recording_stopped: None,
         });
         Ok(())
     }
@@ -435,13 +496,16 @@ pub fn run_cluster<M: Model>(
         clients: clients.to_vec(),
         procs: (0..n).map(|_| None).collect(),
         manifest,
+        notices: Arc::new(Mutex::new(Vec::new())),
     };
     let result = drive::<M>(scenario, &mut cluster);
     cluster.stop_all();
     cluster.manifest.ended_wall_ns = wall_now_ns();
     let stats = result?;
     cluster.manifest.workload = stats;
-    cluster.manifest.write(&opts.dir)?;
+    // Give the status relays a moment to read what stopped nodes printed last.
+    thread::sleep(Duration::from_millis(50));
+    cluster.write_manifest()?;
     Ok(cluster.manifest)
 }
 
@@ -456,8 +520,9 @@ fn drive<M: Model>(
     for i in 0..n {
         cluster.wait_ready(i)?;
     }
-    // Written now too, so that tools (and tests) can find the nodes while they run.
-    cluster.manifest.write(&cluster.opts.dir)?;
+    // Written now too, so that tools (and tests) can find the nodes while they run; this
+    // also reserves the file's room for the final write (`Manifest::write`).
+    cluster.write_manifest()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(LoadStats {
         sent: AtomicU64::new(0),

@@ -7,6 +7,7 @@
 //! from its log and checks it makes the recorded outputs.
 
 pub mod client;
+pub mod diag;
 pub mod durable;
 pub mod launcher;
 pub mod log;

@@ -278,7 +278,15 @@ pub struct LogWriter {
     records: u64,
     bytes: u64,
     failed: Option<String>,
+    /// Writes past this many bytes fail as on a full disk: set from
+    /// [`INJECT_DISK_FULL_ENV`], for tests on machines where no small filesystem can be
+    /// mounted.
+    disk_full_after: Option<u64>,
 }
+
+/// An environment variable that makes a node's log behave as if its disk filled after
+/// that many bytes (tests only: where a real small tmpfs cannot be mounted).
+pub const INJECT_DISK_FULL_ENV: &str = "RETRACE_INJECT_DISK_FULL_AFTER_BYTES";
 
 impl LogWriter {
     /// Creates the log and writes its header. An unwritable log is an error only when
@@ -302,6 +310,9 @@ impl LogWriter {
             records: 0,
             bytes: 0,
             failed: None,
+            disk_full_after: std::env::var(INJECT_DISK_FULL_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
         };
         match OpenOptions::new()
             .create(true)
@@ -341,6 +352,7 @@ impl LogWriter {
             records: 0,
             bytes: 0,
             failed: Some("recording is off".into()),
+            disk_full_after: None,
         }
     }
 
@@ -363,9 +375,16 @@ impl LogWriter {
             return Err(RecordError(format!("recording failed: {reason}")));
         }
         if self.failed.is_none() {
-            eprintln!("warning: {reason}; recording stops, the node keeps running (the log is marked incomplete)");
-            // Best effort: a marker beside the log, and a last record in it.
-            let _ = std::fs::write(self.path.with_extension("incomplete"), reason.as_bytes());
+            crate::diag::warn(format_args!(
+                "warning: {reason}; recording stops, the node keeps running (the log is marked incomplete)"
+            ));
+            crate::diag::status(&crate::diag::Status::RecordingStopped {
+                log: self.path.display().to_string(),
+                reason: reason.clone(),
+            });
+            // Best effort, as the disk may be full: a marker beside the log, and a last
+            // record in it (the launcher also notes it in the manifest).
+            let _ = std::fs::write(incomplete_marker(&self.path), reason.as_bytes());
             if let Some(f) = self.file.as_mut() {
                 let mut last = Vec::new();
                 let mut rec = LogRecord::Incomplete {
@@ -414,7 +433,16 @@ impl LogWriter {
             return Ok(());
         };
         if !self.buf.is_empty() {
-            if let Err(e) = file.write_all(&self.buf) {
+            let written = match self.disk_full_after {
+                Some(max) if self.bytes + self.buf.len() as u64 > max => {
+                    // As a full disk does: part of the write lands, then ENOSPC.
+                    let fits = max.saturating_sub(self.bytes) as usize;
+                    let _ = file.write_all(&self.buf[..fits]);
+                    Err(std::io::Error::from_raw_os_error(28))
+                }
+                _ => file.write_all(&self.buf),
+            };
+            if let Err(e) = written {
                 return self.fail(format!("writing {}: {e}", self.path.display()));
             }
             self.bytes += self.buf.len() as u64;
@@ -494,27 +522,82 @@ pub fn wall_now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// A log read back: its header, its valid records, and what stopped the reading.
+/// The file beside a log that says why its recording stopped, when the log itself had no
+/// room for its `Incomplete` record.
+pub fn incomplete_marker(log: &Path) -> PathBuf {
+    log.with_extension("incomplete")
+}
+
+/// A log read back: its header, the records of its complete steps, and where and why it
+/// was cut if it was.
 #[derive(Debug)]
 pub struct Log {
     pub path: PathBuf,
     pub header: LogHeader,
+    /// Every record of every complete step. A cut log loses its last step whole (see
+    /// [`LogCut`]), so a reader never sees a step with some of its outputs missing.
     pub records: Vec<LogRecord>,
+    pub cut: Option<LogCut>,
+}
+
+/// Where a log stops early, and why: a torn or corrupt frame, or a recording that stopped
+/// itself (its disk filled). The records after the last step boundary before the cut are
+/// left out: which of that step's outputs reached the file is not known, and re-executing
+/// a step against a partial record of it would report outputs that were made but never
+/// written as mismatches.
+#[derive(Debug, Clone)]
+pub struct LogCut {
+    /// The first bad frame, if reading stopped on one.
     pub tail: Option<TailError>,
+    /// Why the recording stopped itself (its `Incomplete` record or the marker beside it).
+    pub stopped: Option<String>,
+    /// Bytes of the file from the first bad frame to its end.
+    pub unreadable_bytes: u64,
+    /// Valid records left out because their step may be incomplete.
+    pub dropped_records: usize,
+}
+
+impl LogCut {
+    /// Whether the cut is what a crash or a full disk leaves, rather than corruption: a
+    /// recording that stopped itself, or one frame torn at the very end of the file.
+    pub fn is_expected(&self) -> bool {
+        match &self.tail {
+            _ if self.stopped.is_some() => true,
+            None => true,
+            Some(t) => matches!(t.kind, TailErrorKind::Torn { .. }),
+        }
+    }
+}
+
+impl std::fmt::Display for LogCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.tail {
+            Some(t) => write!(f, "cut at {t} ({} bytes unreadable)", self.unreadable_bytes)?,
+            None => f.write_str("cut short")?,
+        }
+        if let Some(reason) = &self.stopped {
+            write!(f, "; recording stopped: {reason}")?;
+        }
+        if self.dropped_records > 0 {
+            write!(
+                f,
+                "; the last step's {} records are left out, as it may be incomplete",
+                self.dropped_records
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Log {
     /// Whether the node stopped cleanly with its recording intact.
     pub fn is_complete(&self) -> bool {
-        self.tail.is_none() && matches!(self.records.last(), Some(LogRecord::Stop { .. }))
+        self.cut.is_none() && matches!(self.records.last(), Some(LogRecord::Stop { .. }))
     }
 
-    /// Whether recording stopped early on its own (a failed write).
+    /// Why recording stopped early on its own (a failed write), if it did.
     pub fn gave_up(&self) -> Option<&str> {
-        self.records.iter().find_map(|r| match r {
-            LogRecord::Incomplete { reason, .. } => Some(reason.as_str()),
-            _ => None,
-        })
+        self.cut.as_ref().and_then(|c| c.stopped.as_deref())
     }
 }
 
@@ -599,10 +682,35 @@ pub fn read_log(path: &Path) -> Result<Log, LogError> {
             }
         }
     }
+    let mut stopped = records.iter().find_map(|r| match r {
+        LogRecord::Incomplete { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    if stopped.is_none() {
+        stopped = std::fs::read(incomplete_marker(path))
+            .ok()
+            .map(|b| match b.len() {
+                0 => "its marker is empty (no room was left for the reason)".to_string(),
+                n => String::from_utf8_lossy(&b[..n.min(4096)]).into_owned(),
+            });
+    }
+    let cut = (tail.is_some() || stopped.is_some()).then(|| {
+        let size = input.get_ref().metadata().map_or(0, |m| m.len());
+        let unreadable_bytes = tail.as_ref().map_or(0, |t| size.saturating_sub(t.offset));
+        let keep = records.iter().rposition(LogRecord::is_input).unwrap_or(0);
+        let dropped_records = records.len() - keep;
+        records.truncate(keep);
+        LogCut {
+            tail,
+            stopped,
+            unreadable_bytes,
+            dropped_records,
+        }
+    });
     Ok(Log {
         path: path.to_owned(),
         header,
         records,
-        tail,
+        cut,
     })
 }

@@ -119,15 +119,9 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
                 }
             };
             report.logs += 1;
-            if let Some(tail) = &log.tail {
+            if let Some(cut) = &log.cut {
                 report.problems.push(format!(
-                    "{}: log {} is torn at {tail}; its valid prefix is merged",
-                    mn.name, incarnation.log
-                ));
-            }
-            if let Some(reason) = log.gave_up() {
-                report.problems.push(format!(
-                    "{}: log {} stopped early: {reason}",
+                    "{}: log {} {cut}; its complete steps are merged",
                     mn.name, incarnation.log
                 ));
             }

@@ -157,16 +157,16 @@ fn read_peer(conn: TcpStream, deliver: impl Fn(u32, u32, Envelope) -> bool, labe
             }
             Ok(Some(Wire::Msg(env))) => {
                 let Some((node, incarnation)) = from else {
-                    eprintln!(
+                    crate::diag::warn(format_args!(
                         "[{label}] peer {remote}: message before hello; closing the connection"
-                    );
+                    ));
                     return;
                 };
                 if env.id.node != node || env.id.incarnation != incarnation {
-                    eprintln!(
+                    crate::diag::warn(format_args!(
                         "[{label}] peer {remote}: message id {} does not match its hello; closing",
                         env.id
-                    );
+                    ));
                     return;
                 }
                 if !deliver(node, incarnation, env) {
@@ -174,11 +174,15 @@ fn read_peer(conn: TcpStream, deliver: impl Fn(u32, u32, Envelope) -> bool, labe
                 }
             }
             Ok(Some(Wire::Hello { .. })) => {
-                eprintln!("[{label}] peer {remote}: second hello; closing the connection");
+                crate::diag::warn(format_args!(
+                    "[{label}] peer {remote}: second hello; closing the connection"
+                ));
                 return;
             }
             Err(e) => {
-                eprintln!("[{label}] peer {remote}: {e}; closing the connection");
+                crate::diag::warn(format_args!(
+                    "[{label}] peer {remote}: {e}; closing the connection"
+                ));
                 return;
             }
         }

@@ -8,6 +8,7 @@
 //! replies: nothing leaves a node that its log does not already hold.
 
 use crate::client;
+use crate::diag::{self, Status};
 use crate::durable::DurableFile;
 use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
 use crate::net::{self, PeerLink};
@@ -243,7 +244,7 @@ fn serve_clients<M: retrace_sim::Message>(
                             Ok(b) => b,
                             Err(client::FrameError::Closed) => return,
                             Err(e) => {
-                                eprintln!("[{label}] client: {e}; closing the connection");
+                                diag::warn(format_args!("[{label}] client: {e}; closing the connection"));
                                 let err = serde_json::json!({ "error": e.to_string() });
                                 let _ = client::write_frame(&mut conn, err.to_string().as_bytes());
                                 return;
@@ -360,6 +361,7 @@ pub fn run_node<M: Model>(
     let restart = opts.incarnation > 0;
     let mut storage = Storage::from_synced(found.clone());
     let mut persisted_syncs = storage.syncs();
+    let mut storage_failed = false;
     let seed = os_seed();
     let mut rng = StepRng::new(seed);
     let peers: Vec<NodeId> = (0..n as u32).map(NodeId).filter(|p| *p != id).collect();
@@ -430,7 +432,16 @@ pub fn run_node<M: Model>(
             }
             if storage.syncs() != persisted_syncs {
                 if let Err(e) = durable.store(storage.synced()) {
-                    eprintln!("[{name}] warning: persisting storage failed: {e}");
+                    // Once per life: a full disk fails every store after the first.
+                    if !storage_failed {
+                        storage_failed = true;
+                        diag::warn(format_args!(
+                            "[{name}] warning: persisting storage failed: {e}"
+                        ));
+                        diag::status(&Status::StorageNotPersisted {
+                            reason: e.to_string(),
+                        });
+                    }
                 }
                 persisted_syncs = storage.syncs();
             }
@@ -479,7 +490,10 @@ pub fn run_node<M: Model>(
                     match codec::decode::<<M::Node as Node>::Msg>(&env.payload) {
                         Err(e) => {
                             summary.undecodable += 1;
-                            eprintln!("[{name}] message {} does not decode: {e}; dropped", env.id);
+                            diag::warn(format_args!(
+                                "[{name}] message {} does not decode: {e}; dropped",
+                                env.id
+                            ));
                         }
                         Ok(msg) => {
                             lamport = lamport.max(env.lamport) + 1;

@@ -3,7 +3,7 @@
 //! firings, external requests, clock readings, the random seed, the storage found at boot —
 //! and the node's code regenerates the outputs, which must match record for record.
 
-use crate::log::{read_log, Log, LogRecord};
+use crate::log::{incomplete_marker, read_log, Log, LogRecord};
 use crate::manifest::Manifest;
 use retrace_sim::{
     codec, Ctx, Env, Message, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage,
@@ -40,8 +40,12 @@ pub struct VerifyReport {
     pub events: u64,
     pub outputs: u64,
     pub mismatches: Vec<Mismatch>,
-    /// Logs that could not be checked (missing, unreadable), by name.
-    pub skipped: Vec<String>,
+    /// Logs that could not be checked (missing, unreadable, corrupt), by name: the run
+    /// is not verified while any is listed.
+    pub unreadable: Vec<String>,
+    /// Logs cut where a crash or a full disk cuts them, verified up to their last
+    /// complete step: where, why, and how much was left out.
+    pub cut: Vec<String>,
 }
 
 struct ReplayEnv<'a, M> {
@@ -355,19 +359,46 @@ pub fn verify_dir<M: Model>(
 ) -> Result<VerifyReport, String> {
     let manifest = Manifest::read(dir)?;
     let mut report = VerifyReport::default();
-    for mn in &manifest.nodes {
+    for (node, mn) in manifest.nodes.iter().enumerate() {
         for inc in &mn.incarnations {
             if inc.log.is_empty() {
                 continue;
             }
-            let log = match read_log(&dir.join(&inc.log)) {
+            let path = dir.join(&inc.log);
+            let log = match read_log(&path) {
                 Ok(log) => log,
+                // A life that started on a full disk has a log with no room for its header.
+                Err(e) if inc.recording_stopped.is_some() || incomplete_marker(&path).exists() => {
+                    report.cut.push(format!(
+                        "{}: {} recorded nothing ({e}): its recording had stopped",
+                        mn.name, inc.log
+                    ));
+                    continue;
+                }
                 Err(e) => {
-                    report.skipped.push(format!("{}: {e}", mn.name));
+                    report.unreadable.push(format!("{}: {e}", mn.name));
                     continue;
                 }
             };
             report.logs += 1;
+            if let Some(cut) = &log.cut {
+                let line = format!("{}: {} {cut}", mn.name, inc.log);
+                if cut.is_expected() || inc.recording_stopped.is_some() {
+                    report.cut.push(line);
+                } else {
+                    report
+                        .unreadable
+                        .push(format!("{line} (corrupt: bytes after it are lost)"));
+                }
+            }
+            let expected_node = NodeId(node as u32);
+            if NodeId(log.header.node) != expected_node {
+                report.unreadable.push(format!(
+                    "{}: {} is node {}'s log, not node {}'s",
+                    mn.name, inc.log, log.header.node, expected_node.0
+                ));
+                continue;
+            }
             match verify_log::<M>(scenario, &log, &inc.log) {
                 Ok((events, outputs)) => {
                     report.events += events;

@@ -140,9 +140,14 @@ impl Schedule {
                 self.choices.len()
             ));
         }
-        for (what, n) in [("skip_requests", self.skip_requests.len()), ("timed", self.timed.len())] {
+        for (what, n) in [
+            ("skip_requests", self.skip_requests.len()),
+            ("timed", self.timed.len()),
+        ] {
             if n > limit {
-                return Err(format!("schedule.{what} has {n} entries; the limit is {limit}"));
+                return Err(format!(
+                    "schedule.{what} has {n} entries; the limit is {limit}"
+                ));
             }
         }
         if let Some(i) = self.timed.iter().position(|t| t.at_ns > time_limit_ns) {

@@ -10,13 +10,27 @@ use std::path::{Path, PathBuf};
 /// The trace cannot be read at all: nothing before the first record is usable.
 #[derive(Debug)]
 pub enum TraceError {
-    Io { path: PathBuf, error: io::Error },
-    NotATrace { path: PathBuf },
-    UnsupportedVersion { path: PathBuf, version: u16 },
-    BadHeader { path: PathBuf, reason: String },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+    NotATrace {
+        path: PathBuf,
+    },
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u16,
+    },
+    BadHeader {
+        path: PathBuf,
+        reason: String,
+    },
     /// A record that decodes but says something no writer says (see [`Validator`]):
     /// consumers would index past their arrays, so the whole trace is refused.
-    Invalid { path: PathBuf, tail: TailError },
+    Invalid {
+        path: PathBuf,
+        tail: TailError,
+    },
 }
 
 impl fmt::Display for TraceError {

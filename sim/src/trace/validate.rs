@@ -84,7 +84,9 @@ impl Validator {
 
     fn link(&self, what: &str, to: u64, kind: &str, bits: &Bits) -> Result<(), String> {
         if !bits.get(to) {
-            return Err(format!("{what} points at record {to}, which is not a {kind}"));
+            return Err(format!(
+                "{what} points at record {to}, which is not a {kind}"
+            ));
         }
         Ok(())
     }
@@ -121,11 +123,15 @@ impl Validator {
                     self.link("its send link", *s, "send", &self.sends)?;
                 }
             }
-            Record::Timer { set, .. } => self.link("its timer link", *set, "timer-set", &self.timer_sets)?,
+            Record::Timer { set, .. } => {
+                self.link("its timer link", *set, "timer-set", &self.timer_sets)?
+            }
             Record::Drop { send, .. } | Record::Duplicate { send } => {
                 self.link("its send link", *send, "send", &self.sends)?
             }
-            Record::Violation { step, .. } => self.link("its step link", *step, "input", &self.inputs)?,
+            Record::Violation { step, .. } => {
+                self.link("its step link", *step, "input", &self.inputs)?
+            }
             Record::Send { to, .. } => {
                 self.node("its destination", *to)?;
                 self.sends.set(e.index);
