@@ -15,8 +15,32 @@ const SCENARIO: &str =
     "# written by `retrace bench record`\nmodel = \"kv\"\nseed = 1\ntime_limit = \"1h\"\n\
     [model_options]\nreplicas = 3\nclients = 3\nkeys = 64\n";
 
-struct Round {
+/// What a round runs: recording on or off, peer links over mutual TLS or plaintext.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Mode {
     recording: bool,
+    tls: bool,
+}
+
+/// The modes, alternated round by round so that each sees the same machine conditions:
+/// recording off and on (both over TLS, the default), and TLS off (recording on).
+const MODES: [Mode; 3] = [
+    Mode {
+        recording: false,
+        tls: true,
+    },
+    Mode {
+        recording: true,
+        tls: true,
+    },
+    Mode {
+        recording: true,
+        tls: false,
+    },
+];
+
+struct Round {
+    mode: Mode,
     manifest: Manifest,
     log_bytes: u64,
     records: u64,
@@ -72,8 +96,9 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
         args.workers, args.fsync, args.batch_ms, args.rounds, args.round_seconds
     );
     let mut rounds = Vec::new();
-    for r in 0..args.rounds.max(2) {
-        let recording = r % 2 == 1;
+    for r in 0..(args.rounds as usize).max(MODES.len()) {
+        let mode = MODES[r % MODES.len()];
+        let recording = mode.recording;
         let run_dir = dir.join(format!("round-{r}"));
         let opts = ClusterOptions {
             exe: exe.clone(),
@@ -87,6 +112,7 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
             load: Load::Closed {
                 workers: args.workers,
             },
+            tls: mode.tls,
         };
         let manifest = entry.cluster(&file, SCENARIO, &opts)?;
         let (log_bytes, records, deliveries, payload_bytes) = if recording {
@@ -96,8 +122,9 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
         };
         let w = &manifest.workload;
         println!(
-            "  round {r} recording {:<3}  {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
+            "  round {r} recording {:<3} tls {:<3}  {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
             if recording { "on" } else { "off" },
+            if mode.tls { "on" } else { "off" },
             w.throughput_per_s,
             w.p50_us,
             w.p99_us,
@@ -105,7 +132,7 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
             group(w.errors)
         );
         rounds.push(Round {
-            recording,
+            mode,
             manifest,
             log_bytes,
             records,
@@ -113,31 +140,38 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
             payload_bytes,
         });
     }
-    let by = |on: bool| rounds.iter().filter(move |r| r.recording == on);
-    let tput = |on: bool| median(by(on).map(|r| r.manifest.workload.throughput_per_s));
-    let p50 = |on: bool| median(by(on).map(|r| r.manifest.workload.p50_us as f64));
-    let p99 = |on: bool| median(by(on).map(|r| r.manifest.workload.p99_us as f64));
-    let (off_t, on_t) = (tput(false), tput(true));
+    let by = |m: Mode| rounds.iter().filter(move |r| r.mode == m);
+    let tput = |m: Mode| median(by(m).map(|r| r.manifest.workload.throughput_per_s));
+    let p50 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p50_us as f64));
+    let p99 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p99_us as f64));
+    let [off, on, plain] = MODES;
     println!("summary (medians over rounds)");
-    println!(
-        "  recording off  {off_t:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
-        p50(false),
-        p99(false)
-    );
-    println!(
-        "  recording on   {on_t:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
-        p50(true),
-        p99(true)
-    );
-    println!(
-        "  cost           throughput {:+.1}%, p99 {:+.1}%",
-        (on_t / off_t.max(1e-9) - 1.0) * 100.0,
-        (p99(true) / p99(false).max(1e-9) - 1.0) * 100.0
-    );
-    let bytes: u64 = by(true).map(|r| r.log_bytes).sum();
-    let records: u64 = by(true).map(|r| r.records).sum();
-    let deliveries: u64 = by(true).map(|r| r.deliveries).sum();
-    let payload: u64 = by(true).map(|r| r.payload_bytes).sum();
+    for (name, m) in [
+        ("recording off, TLS", off),
+        ("recording on,  TLS", on),
+        ("recording on,  plaintext", plain),
+    ] {
+        println!(
+            "  {name:<26} {:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+            tput(m),
+            p50(m),
+            p99(m)
+        );
+    }
+    let cost = |what: &str, base: Mode, with: Mode| {
+        println!(
+            "  {what:<26} throughput {:+.1}%, p99 {:+.1}%",
+            (tput(with) / tput(base).max(1e-9) - 1.0) * 100.0,
+            (p99(with) / p99(base).max(1e-9) - 1.0) * 100.0
+        )
+    };
+    cost("cost of recording (TLS)", off, on);
+    cost("cost of TLS (recording)", plain, on);
+    let recorded = || rounds.iter().filter(|r| r.mode.recording);
+    let bytes: u64 = recorded().map(|r| r.log_bytes).sum();
+    let records: u64 = recorded().map(|r| r.records).sum();
+    let deliveries: u64 = recorded().map(|r| r.deliveries).sum();
+    let payload: u64 = recorded().map(|r| r.payload_bytes).sum();
     println!(
         "  log size       {:.1} B/record; {:.1} B per delivery = {:.1} B payload + {:.1} B other",
         bytes as f64 / records.max(1) as f64,

@@ -68,6 +68,7 @@ pub fn demo(registry: &Registry, args: &DemoArgs) -> Result<u8, String> {
                 no_record: false,
                 record_strict: false,
                 closed_loop: Some(CLOSED_LOOP_WORKERS),
+                insecure_plaintext: false,
             },
         )?;
         let trace_path = args.dir.join("incident.trace");

@@ -5,7 +5,10 @@ use crate::registry::Registry;
 use crate::summary::{bytes, group};
 use clap::Args;
 use retrace_recorder::launcher::{ClusterOptions, Load};
+use retrace_recorder::net::{Limits, Transport};
+use retrace_recorder::tls::{Tls, TlsFiles};
 use retrace_recorder::{Fsync, NodeOptions};
+use std::sync::Arc;
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::NodeId;
 use std::net::SocketAddr;
@@ -43,6 +46,26 @@ pub struct NodeArgs {
     /// Stop the node if recording fails (default: warn, stop recording, keep serving)
     #[arg(long)]
     record_strict: bool,
+    /// This node's certificate chain (PEM), for mutual TLS between nodes; its name must be
+    /// `node-ID.retrace`
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM)
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present certificates it signed
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Run peer links as plaintext TCP: INSECURE, anyone who reaches the peer port can
+    /// claim to be any node
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    insecure_plaintext: bool,
+    /// Open connections allowed on the peer port [default: 64, or twice the node count]
+    #[arg(long, value_name = "N")]
+    max_peer_connections: Option<usize>,
+    /// Open connections allowed on the client port
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_client_connections: usize,
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +93,10 @@ pub struct ClusterArgs {
     /// Instead of the scenario's open-loop workload, N clients in a closed loop
     #[arg(long, value_name = "N")]
     pub(crate) closed_loop: Option<usize>,
+    /// Run peer links as plaintext TCP instead of mutual TLS: INSECURE, anyone who reaches
+    /// a peer port can claim to be any node
+    #[arg(long)]
+    pub(crate) insecure_plaintext: bool,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +128,25 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("--duration {e}"))
 }
 
+/// Mutual TLS from the node's files, or plaintext when asked for by name: never plaintext
+/// by default.
+fn node_transport(args: &NodeArgs) -> Result<Transport, String> {
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let files = TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            };
+            Ok(Transport::Tls(Arc::new(Tls::load(&files)?)))
+        }
+        _ if args.insecure_plaintext => Ok(Transport::Plaintext),
+        _ => Err("peer links need --tls-cert, --tls-key and --tls-ca (mutual TLS), or \
+             --insecure-plaintext to run them unauthenticated"
+            .into()),
+    }
+}
+
 pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
     let LoadedScenario {
         file,
@@ -116,6 +162,14 @@ pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
         storage_path: args.storage.clone(),
         fsync: Fsync::parse(&args.fsync, args.batch_ms)?,
         strict: args.record_strict,
+        transport: node_transport(args)?,
+        limits: Limits {
+            peer_connections_max: args
+                .max_peer_connections
+                .unwrap_or_else(|| Limits::default().peer_connections_max.max(2 * args.peers.len())),
+            client_connections_max: args.max_client_connections,
+            ..Limits::default()
+        },
     };
     // The launcher stops a node by closing its stdin.
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -167,6 +221,7 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
         load: args
             .closed_loop
             .map_or(Load::Scenario, |workers| Load::Closed { workers }),
+        tls: !args.insecure_plaintext,
     };
     let manifest = entry.cluster(&file, &source, &opts)?;
     for w in &manifest.warnings {

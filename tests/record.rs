@@ -304,6 +304,7 @@ fn a_full_disk_stops_recording_but_not_the_node_unless_strict() {
             dir.join("s").to_str().unwrap().into(),
             "--fsync".into(),
             "never".into(),
+            "--insecure-plaintext".into(),
         ];
         if strict {
             args.push("--record-strict".into());

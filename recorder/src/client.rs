@@ -23,6 +23,8 @@ pub enum FrameError {
     Closed,
     TooLong(u32),
     Truncated,
+    /// The node's inbound byte budget had no room for the frame in time.
+    Busy(u32),
     Io(std::io::Error),
 }
 
@@ -35,6 +37,7 @@ impl std::fmt::Display for FrameError {
                 "frame of {n} bytes exceeds the {MAX_CLIENT_FRAME_BYTES}-byte limit"
             ),
             FrameError::Truncated => f.write_str("connection closed inside a frame"),
+            FrameError::Busy(n) => write!(f, "no room in the node's inbound budget for a {n}-byte frame"),
             FrameError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -42,6 +45,15 @@ impl std::fmt::Display for FrameError {
 
 /// Reads one frame; the length is checked before anything is allocated.
 pub fn read_frame(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    read_frame_with(input, |_| true)
+}
+
+/// [`read_frame`], asking `reserve` for the frame's length before reading its body (a
+/// node holds a share of its inbound byte budget for it); `false` refuses the frame.
+pub fn read_frame_with(
+    input: &mut impl Read,
+    reserve: impl FnOnce(u32) -> bool,
+) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -56,6 +68,9 @@ pub fn read_frame(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
     let len = u32::from_be_bytes(len);
     if len > MAX_CLIENT_FRAME_BYTES {
         return Err(FrameError::TooLong(len));
+    }
+    if !reserve(len) {
+        return Err(FrameError::Busy(len));
     }
     let mut body = Vec::new();
     let n = input

@@ -7,6 +7,7 @@ use crate::client::Client;
 use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
 use crate::manifest::{Incarnation, Manifest, ManifestNode, WorkloadStats};
+use crate::tls::TlsFiles;
 use retrace_sim::rng::derive_seed;
 use retrace_sim::scenario::FaultAction;
 use retrace_sim::{Model, NodeId, Scenario, SimRng};
@@ -53,6 +54,9 @@ pub struct ClusterOptions {
     pub record: bool,
     pub strict: bool,
     pub load: Load,
+    /// Peer links over mutual TLS with a throwaway cluster CA made for the run (written to
+    /// `DIR/tls/`); `false` runs them as plaintext, which anyone on the network can forge.
+    pub tls: bool,
 }
 
 /// The command line of one node process: the one place that spells `retrace node`'s flags
@@ -90,6 +94,18 @@ pub fn node_args(
     ];
     if opts.record {
         args.extend(["--log".to_string(), log.display().to_string()]);
+    }
+    if opts.tls {
+        let files = TlsFiles::in_dir(&opts.dir.join("tls"), id.0);
+        for (flag, path) in [
+            ("--tls-cert", files.cert),
+            ("--tls-key", files.key),
+            ("--tls-ca", files.ca),
+        ] {
+            args.extend([flag.to_string(), path.display().to_string()]);
+        }
+    } else {
+        args.push("--insecure-plaintext".into());
     }
     if opts.strict {
         args.push("--record-strict".into());
@@ -214,6 +230,7 @@ impl Cluster<'_> {
                 String::new()
             },
             started_wall_ns: wall_now_ns(),
+            pid: self.procs[i].as_ref().map_or(0, |p| p.child.id()),
             ended: "running".into(),
             recording_stopped: None,
         });
@@ -439,6 +456,9 @@ pub fn run_cluster<M: Model>(
     let n = scenario.nodes.len();
     std::fs::create_dir_all(opts.dir.join("data"))
         .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    if opts.tls {
+        crate::tls::generate_cluster(&opts.dir.join("tls"), n)?;
+    }
     let addrs = free_addrs(2 * n)?;
     let (peers, clients) = addrs.split_at(n);
     let mut manifest = Manifest {
@@ -447,6 +467,11 @@ pub fn run_cluster<M: Model>(
         scenario_toml: scenario.source.clone(),
         recording: opts.record,
         fsync: opts.fsync.clone(),
+        transport: if opts.tls {
+            "mutual TLS (a throwaway CA in tls/)".into()
+        } else {
+            "plaintext (insecure: peers are not authenticated)".into()
+        },
         started_wall_ns: wall_now_ns(),
         ..Manifest::default()
     };

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod merge;
 pub mod net;
 pub mod runtime;
+pub mod tls;
 pub mod verify;
 pub mod wire;
 

@@ -9,6 +9,9 @@ pub struct Incarnation {
     /// The log's file name, relative to the run's directory.
     pub log: String,
     pub started_wall_ns: u64,
+    /// The node process's id while it ran.
+    #[serde(default)]
+    pub pid: u32,
     /// `stopped` (clean shutdown), `killed` (a fault), or `exited N`.
     pub ended: String,
     /// Why the node's recording stopped early (its disk filled), as the node reported it
@@ -43,6 +46,9 @@ pub struct Manifest {
     pub scenario_toml: String,
     pub recording: bool,
     pub fsync: String,
+    /// How peer links were carried.
+    #[serde(default)]
+    pub transport: String,
     pub started_wall_ns: u64,
     pub ended_wall_ns: u64,
     pub nodes: Vec<ManifestNode>,

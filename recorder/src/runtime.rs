@@ -11,7 +11,7 @@ use crate::client;
 use crate::diag::{self, Status};
 use crate::durable::DurableFile;
 use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
-use crate::net::{self, PeerLink};
+use crate::net::{self, ByteBudget, Deadline, Limits, PeerLink, PeerPort, Permit, Transport};
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
 use retrace_sim::logs::Capture;
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
@@ -48,7 +49,17 @@ pub struct NodeOptions {
     pub fsync: Fsync,
     /// A recording failure ends the node instead of only stopping the recording.
     pub strict: bool,
+    /// How peer links are carried (mutual TLS, or plaintext only when asked for).
+    pub transport: Transport,
+    /// Bounds on what connections may cost the node.
+    pub limits: Limits,
 }
+
+/// How far past the next expected sequence number of a sender's life a message may be.
+/// Numbers grow by one per message sent, and a gap means messages the sender dropped (its
+/// queue to us was full); a number far beyond any gap a real sender leaves is forged or
+/// corrupt, and believing it would make every later real message look like a duplicate.
+pub const SEQ_WINDOW: u64 = 1 << 24;
 
 /// What a node did, printed when it stops.
 #[derive(Debug, Default)]
@@ -63,12 +74,14 @@ pub struct NodeSummary {
 }
 
 enum Inbound<M> {
-    /// A message, with when its frame was read off the connection.
-    Peer(Envelope, Instant),
+    /// A message, with when its frame was read off the connection; its permit holds its
+    /// bytes in the node's inbound budget until it is handled.
+    Peer(Envelope, Instant, Permit),
     Request {
         msg: M,
         reply: Sender<Vec<u8>>,
         received: Instant,
+        _permit: Permit,
     },
     Shutdown,
 }
@@ -225,53 +238,81 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
     }
 }
 
+/// Serves the client port: framed JSON requests in, replies out. Connections are capped,
+/// a connection idle longer than the limit or stalled inside a frame is closed, and each
+/// request holds its share of the inbound byte budget until handled.
 fn serve_clients<M: retrace_sim::Message>(
     listener: TcpListener,
     tx: SyncSender<Inbound<M>>,
     label: String,
-) {
-    thread::Builder::new()
-        .name("client-listener".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let tx = tx.clone();
-                let label = label.clone();
-                let _ = thread::Builder::new().name("client".into()).spawn(move || {
-                    let _ = conn.set_nodelay(true);
-                    loop {
-                        let bytes = match client::read_frame(&mut conn) {
-                            Ok(b) => b,
-                            Err(client::FrameError::Closed) => return,
-                            Err(e) => {
-                                diag::warn(format_args!("[{label}] client: {e}; closing the connection"));
-                                let err = serde_json::json!({ "error": e.to_string() });
-                                let _ = client::write_frame(&mut conn, err.to_string().as_bytes());
-                                return;
-                            }
-                        };
-                        let reply = match serde_json::from_slice::<M>(&bytes) {
-                            Err(e) => serde_json::json!({ "error": format!("not a request of this model: {e}") })
-                                .to_string()
-                                .into_bytes(),
-                            Ok(msg) => {
-                                let (rtx, rrx) = mpsc::channel();
-                                if tx.send(Inbound::Request { msg, reply: rtx, received: Instant::now() }).is_err() {
-                                    return;
-                                }
-                                rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
-                                    serde_json::json!({ "error": "no reply" }).to_string().into_bytes()
-                                })
-                            }
-                        };
-                        if client::write_frame(&mut conn, &reply).is_err() {
-                            return;
-                        }
-                    }
-                });
+    limits: Limits,
+    budget: Arc<ByteBudget>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let max = limits.client_connections_max;
+    // A client says nothing to introduce itself: each counts as introduced at once.
+    net::serve(listener, max, max, format!("{label}-clients"), stop, move |conn, mut slot| {
+        slot.established();
+        let _ = conn.set_nodelay(true);
+        let Ok(mut conn) = Deadline::new(conn) else {
+            return;
+        };
+        let warn = |e: &dyn std::fmt::Display| {
+            diag::warn(format_args!("[{label}] client: {e}; closing the connection"))
+        };
+        loop {
+            // Between requests a client may be idle up to its limit; once a frame has
+            // begun it must arrive within the stall limit.
+            conn.deadline = Some(Instant::now() + limits.client_idle_timeout);
+            let mut first = [0u8; 1];
+            match conn.read(&mut first) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => return warn(&e),
             }
-        })
-        .expect("spawn the client listener");
+            let deadline = Instant::now() + limits.stall_timeout;
+            conn.deadline = Some(deadline);
+            let mut permit = None;
+            let frame = client::read_frame_with(&mut (&first[..]).chain(&mut conn), |len| {
+                permit = budget.acquire(u64::from(len), deadline);
+                permit.is_some()
+            });
+            let bytes = match frame {
+                Ok(b) => b,
+                Err(client::FrameError::Closed) => return,
+                Err(e) => {
+                    warn(&e);
+                    let err = serde_json::json!({ "error": e.to_string() });
+                    let _ = client::write_frame(&mut conn, err.to_string().as_bytes());
+                    return;
+                }
+            };
+            let reply = match (serde_json::from_slice::<M>(&bytes), permit) {
+                (Err(e), _) => serde_json::json!({ "error": format!("not a request of this model: {e}") })
+                    .to_string()
+                    .into_bytes(),
+                (Ok(_), None) => return,
+                (Ok(msg), Some(permit)) => {
+                    let (rtx, rrx) = mpsc::channel();
+                    let request = Inbound::Request {
+                        msg,
+                        reply: rtx,
+                        received: Instant::now(),
+                        _permit: permit,
+                    };
+                    if tx.send(request).is_err() {
+                        return;
+                    }
+                    rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
+                        serde_json::json!({ "error": "no reply" }).to_string().into_bytes()
+                    })
+                }
+            };
+            if client::write_frame(&mut conn, &reply).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Runs node `opts.id` of `scenario` until `stop` says so (or its inbound channel closes).
@@ -303,13 +344,30 @@ pub fn run_node<M: Model>(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::sync_channel::<Inbound<<M::Node as Node>::Msg>>(INBOUND_QUEUE);
     let peer_tx = tx.clone();
-    net::serve_peers(
-        peer_listener,
-        move |_, _, env| peer_tx.send(Inbound::Peer(env, Instant::now())).is_ok(),
+    let budget = ByteBudget::new(opts.limits.inbound_bytes_max);
+    let spawn_err = |e: std::io::Error| RecordError(format!("{name}: cannot start a thread: {e}"));
+    let port = PeerPort {
+        node_count: n,
+        transport: opts.transport.clone(),
+        limits: opts.limits,
+        budget: budget.clone(),
+        label: name.clone(),
+    };
+    net::serve_peers(peer_listener, port, stop.clone(), move |env, permit| {
+        peer_tx
+            .send(Inbound::Peer(env, Instant::now(), permit))
+            .is_ok()
+    })
+    .map_err(spawn_err)?;
+    serve_clients(
+        client_listener,
+        tx.clone(),
         name.clone(),
+        opts.limits,
+        budget,
         stop.clone(),
-    );
-    serve_clients(client_listener, tx.clone(), name.clone());
+    )
+    .map_err(spawn_err)?;
     if let Some(stop_rx) = stop_rx {
         let tx = tx.clone();
         thread::spawn(move || {
@@ -330,8 +388,18 @@ pub fn run_node<M: Model>(
     let links: Vec<PeerLink> = opts
         .peer_addrs
         .iter()
-        .map(|addr| PeerLink::start(*addr, hello.clone(), stop.clone()))
-        .collect();
+        .enumerate()
+        .map(|(to, addr)| {
+            PeerLink::start(
+                to as u32,
+                *addr,
+                hello.clone(),
+                opts.transport.clone(),
+                stop.clone(),
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(spawn_err)?;
 
     let header = LogHeader {
         node: id.0,
@@ -481,39 +549,48 @@ pub fn run_node<M: Model>(
             wait = wait.min(sync_in);
         }
         match rx.recv_timeout(wait) {
-            Ok(Inbound::Peer(env, received)) => {
+            Ok(Inbound::Peer(env, received, _permit)) => {
                 let sender = (env.id.node, env.id.incarnation);
-                if last_seen.get(&sender).is_some_and(|&seq| env.id.seq <= seq) {
-                    summary.duplicates_dropped += 1;
+                let last = last_seen.get(&sender).copied();
+                // Nothing about the sender is believed until the whole message checks
+                // out: its number is new and within the window, and its payload decodes.
+                let next = last.map_or(0, |s| s.saturating_add(1));
+                let checked = if last.is_some_and(|seq| env.id.seq <= seq) {
+                    Err(None)
+                } else if env.id.seq > next.saturating_add(SEQ_WINDOW) {
+                    Err(Some(format!(
+                        "message {} is numbered past the window after #{next}",
+                        env.id
+                    )))
                 } else {
-                    last_seen.insert(sender, env.id.seq);
-                    match codec::decode::<<M::Node as Node>::Msg>(&env.payload) {
-                        Err(e) => {
-                            summary.undecodable += 1;
-                            diag::warn(format_args!(
-                                "[{name}] message {} does not decode: {e}; dropped",
-                                env.id
-                            ));
-                        }
-                        Ok(msg) => {
-                            lamport = lamport.max(env.lamport) + 1;
-                            let from = NodeId(env.id.node);
-                            let ids = env.request_ids.iter().map(|&r| RequestId(r)).collect();
-                            let input = LogRecord::Deliver {
-                                wall_ns: wall_now_ns(),
-                                id: env.id,
-                                sender_event: env.sender_event,
-                                lamport: env.lamport,
-                                request_ids: env.request_ids,
-                                payload: env.payload,
-                                timing: Timing {
-                                    queued_us: received.elapsed().as_micros() as u64,
-                                    busy_us: 0,
-                                },
-                            };
-                            summary.delivered += 1;
-                            event!(input, ids, |state, ctx| state.on_message(ctx, from, msg));
-                        }
+                    codec::decode::<<M::Node as Node>::Msg>(&env.payload)
+                        .map_err(|e| Some(format!("message {} does not decode: {e}", env.id)))
+                };
+                match checked {
+                    Err(None) => summary.duplicates_dropped += 1,
+                    Err(Some(why)) => {
+                        summary.undecodable += 1;
+                        diag::warn(format_args!("[{name}] {why}; dropped"));
+                    }
+                    Ok(msg) => {
+                        last_seen.insert(sender, env.id.seq);
+                        lamport = lamport.max(env.lamport) + 1;
+                        let from = NodeId(env.id.node);
+                        let ids = env.request_ids.iter().map(|&r| RequestId(r)).collect();
+                        let input = LogRecord::Deliver {
+                            wall_ns: wall_now_ns(),
+                            id: env.id,
+                            sender_event: env.sender_event,
+                            lamport: env.lamport,
+                            request_ids: env.request_ids,
+                            payload: env.payload,
+                            timing: Timing {
+                                queued_us: received.elapsed().as_micros() as u64,
+                                busy_us: 0,
+                            },
+                        };
+                        summary.delivered += 1;
+                        event!(input, ids, |state, ctx| state.on_message(ctx, from, msg));
                     }
                 }
             }
@@ -521,6 +598,7 @@ pub fn run_node<M: Model>(
                 msg,
                 reply,
                 received,
+                _permit,
             }) => {
                 // Unique per node and life, and small for the log's varints: the counter in
                 // the high bits, then 12 bits of incarnation and 12 of node id.

@@ -3,7 +3,7 @@
 //! never sees it.
 
 use retrace_sim::codec::{self, CodecError};
-use retrace_sim::trace::{frame_into, read_frame, TailErrorKind};
+use retrace_sim::trace::{frame_into, read_frame_with, TailErrorKind};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -85,8 +85,18 @@ impl std::fmt::Display for WireError {
 
 /// Reads the next wire value; `Ok(None)` at a clean end of stream.
 pub fn read(input: &mut impl Read, body: &mut Vec<u8>) -> Result<Option<Wire>, WireError> {
+    read_with(input, body, |_| Ok(()))
+}
+
+/// [`read`], reserving the frame's size with `reserve` before its body is read (see
+/// `retrace_sim::trace::read_frame_with`).
+pub fn read_with(
+    input: &mut impl Read,
+    body: &mut Vec<u8>,
+    reserve: impl FnOnce(u64) -> Result<(), TailErrorKind>,
+) -> Result<Option<Wire>, WireError> {
     let mut offset = 0;
-    match read_frame(input, body, &mut offset) {
+    match read_frame_with(input, body, &mut offset, reserve) {
         Ok(false) => Ok(None),
         Ok(true) => codec::decode(body).map(Some).map_err(WireError::Decode),
         Err(kind) => Err(WireError::Frame(kind)),

@@ -127,6 +127,19 @@ pub fn read_frame(
     body: &mut Vec<u8>,
     offset: &mut u64,
 ) -> Result<bool, TailErrorKind> {
+    read_frame_with(r, body, offset, |_| Ok(()))
+}
+
+/// [`read_frame`], asking `reserve` for the frame's size once its length is known and
+/// checked, before any byte of its body is read: a network reader uses it to hold a share
+/// of the node's inbound byte budget for the frame, so many connections each sending part
+/// of a large frame cannot together hold more memory than the budget.
+pub fn read_frame_with(
+    r: &mut impl Read,
+    body: &mut Vec<u8>,
+    offset: &mut u64,
+    reserve: impl FnOnce(u64) -> Result<(), TailErrorKind>,
+) -> Result<bool, TailErrorKind> {
     let io = |e: io::Error| TailErrorKind::Io(e.to_string());
     // The length varint, byte by byte: EOF before its first byte is the clean end.
     let mut len: u64 = 0;
@@ -156,6 +169,7 @@ pub fn read_frame(
         return Err(TailErrorKind::AbsurdLength { len });
     }
     let needed = 4 + len;
+    reserve(needed)?;
     body.clear();
     // `take` + `read_to_end` grows the buffer only as bytes arrive, so a short file with a
     // plausible-but-wrong length never allocates the claimed size.
