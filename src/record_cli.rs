@@ -8,11 +8,11 @@ use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::net::{Limits, Transport};
 use retrace_recorder::tls::{Tls, TlsFiles};
 use retrace_recorder::{Fsync, NodeOptions};
-use std::sync::Arc;
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::NodeId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -141,9 +141,11 @@ fn node_transport(args: &NodeArgs) -> Result<Transport, String> {
             Ok(Transport::Tls(Arc::new(Tls::load(&files)?)))
         }
         _ if args.insecure_plaintext => Ok(Transport::Plaintext),
-        _ => Err("peer links need --tls-cert, --tls-key and --tls-ca (mutual TLS), or \
+        _ => Err(
+            "peer links need --tls-cert, --tls-key and --tls-ca (mutual TLS), or \
              --insecure-plaintext to run them unauthenticated"
-            .into()),
+                .into(),
+        ),
     }
 }
 
@@ -164,9 +166,11 @@ pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
         strict: args.record_strict,
         transport: node_transport(args)?,
         limits: Limits {
-            peer_connections_max: args
-                .max_peer_connections
-                .unwrap_or_else(|| Limits::default().peer_connections_max.max(2 * args.peers.len())),
+            peer_connections_max: args.max_peer_connections.unwrap_or_else(|| {
+                Limits::default()
+                    .peer_connections_max
+                    .max(2 * args.peers.len())
+            }),
             client_connections_max: args.max_client_connections,
             ..Limits::default()
         },

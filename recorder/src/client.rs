@@ -37,7 +37,10 @@ impl std::fmt::Display for FrameError {
                 "frame of {n} bytes exceeds the {MAX_CLIENT_FRAME_BYTES}-byte limit"
             ),
             FrameError::Truncated => f.write_str("connection closed inside a frame"),
-            FrameError::Busy(n) => write!(f, "no room in the node's inbound budget for a {n}-byte frame"),
+            FrameError::Busy(n) => write!(
+                f,
+                "no room in the node's inbound budget for a {n}-byte frame"
+            ),
             FrameError::Io(e) => write!(f, "{e}"),
         }
     }

@@ -183,7 +183,12 @@ impl Read for Deadline {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.sock.read(buf) {
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if self.deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
                     }

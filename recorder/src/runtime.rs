@@ -21,9 +21,9 @@ use retrace_sim::{
 };
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
@@ -251,68 +251,81 @@ fn serve_clients<M: retrace_sim::Message>(
 ) -> std::io::Result<()> {
     let max = limits.client_connections_max;
     // A client says nothing to introduce itself: each counts as introduced at once.
-    net::serve(listener, max, max, format!("{label}-clients"), stop, move |conn, mut slot| {
-        slot.established();
-        let _ = conn.set_nodelay(true);
-        let Ok(mut conn) = Deadline::new(conn) else {
-            return;
-        };
-        let warn = |e: &dyn std::fmt::Display| {
-            diag::warn(format_args!("[{label}] client: {e}; closing the connection"))
-        };
-        loop {
-            // Between requests a client may be idle up to its limit; once a frame has
-            // begun it must arrive within the stall limit.
-            conn.deadline = Some(Instant::now() + limits.client_idle_timeout);
-            let mut first = [0u8; 1];
-            match conn.read(&mut first) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) => return warn(&e),
-            }
-            let deadline = Instant::now() + limits.stall_timeout;
-            conn.deadline = Some(deadline);
-            let mut permit = None;
-            let frame = client::read_frame_with(&mut (&first[..]).chain(&mut conn), |len| {
-                permit = budget.acquire(u64::from(len), deadline);
-                permit.is_some()
-            });
-            let bytes = match frame {
-                Ok(b) => b,
-                Err(client::FrameError::Closed) => return,
-                Err(e) => {
-                    warn(&e);
-                    let err = serde_json::json!({ "error": e.to_string() });
-                    let _ = client::write_frame(&mut conn, err.to_string().as_bytes());
-                    return;
-                }
+    net::serve(
+        listener,
+        max,
+        max,
+        format!("{label}-clients"),
+        stop,
+        move |conn, mut slot| {
+            slot.established();
+            let _ = conn.set_nodelay(true);
+            let Ok(mut conn) = Deadline::new(conn) else {
+                return;
             };
-            let reply = match (serde_json::from_slice::<M>(&bytes), permit) {
-                (Err(e), _) => serde_json::json!({ "error": format!("not a request of this model: {e}") })
-                    .to_string()
-                    .into_bytes(),
-                (Ok(_), None) => return,
-                (Ok(msg), Some(permit)) => {
-                    let (rtx, rrx) = mpsc::channel();
-                    let request = Inbound::Request {
-                        msg,
-                        reply: rtx,
-                        received: Instant::now(),
-                        _permit: permit,
-                    };
-                    if tx.send(request).is_err() {
+            let warn = |e: &dyn std::fmt::Display| {
+                diag::warn(format_args!(
+                    "[{label}] client: {e}; closing the connection"
+                ))
+            };
+            loop {
+                // Between requests a client may be idle up to its limit; once a frame has
+                // begun it must arrive within the stall limit.
+                conn.deadline = Some(Instant::now() + limits.client_idle_timeout);
+                let mut first = [0u8; 1];
+                match conn.read(&mut first) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => return warn(&e),
+                }
+                let deadline = Instant::now() + limits.stall_timeout;
+                conn.deadline = Some(deadline);
+                let mut permit = None;
+                let frame = client::read_frame_with(&mut (&first[..]).chain(&mut conn), |len| {
+                    permit = budget.acquire(u64::from(len), deadline);
+                    permit.is_some()
+                });
+                let bytes = match frame {
+                    Ok(b) => b,
+                    Err(client::FrameError::Closed) => return,
+                    Err(e) => {
+                        warn(&e);
+                        let err = serde_json::json!({ "error": e.to_string() });
+                        let _ = client::write_frame(&mut conn, err.to_string().as_bytes());
                         return;
                     }
-                    rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
-                        serde_json::json!({ "error": "no reply" }).to_string().into_bytes()
-                    })
+                };
+                let reply = match (serde_json::from_slice::<M>(&bytes), permit) {
+                    (Err(e), _) => {
+                        serde_json::json!({ "error": format!("not a request of this model: {e}") })
+                            .to_string()
+                            .into_bytes()
+                    }
+                    (Ok(_), None) => return,
+                    (Ok(msg), Some(permit)) => {
+                        let (rtx, rrx) = mpsc::channel();
+                        let request = Inbound::Request {
+                            msg,
+                            reply: rtx,
+                            received: Instant::now(),
+                            _permit: permit,
+                        };
+                        if tx.send(request).is_err() {
+                            return;
+                        }
+                        rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
+                            serde_json::json!({ "error": "no reply" })
+                                .to_string()
+                                .into_bytes()
+                        })
+                    }
+                };
+                if client::write_frame(&mut conn, &reply).is_err() {
+                    return;
                 }
-            };
-            if client::write_frame(&mut conn, &reply).is_err() {
-                return;
             }
-        }
-    })
+        },
+    )
 }
 
 /// Runs node `opts.id` of `scenario` until `stop` says so (or its inbound channel closes).

@@ -101,9 +101,8 @@ impl Tls {
     /// The name a dialler checks on node `node`'s certificate.
     pub fn server_name(node: u32) -> ServerName<'static> {
         // `node-N.retrace` is always a valid DNS name.
-        ServerName::try_from(node_name(node)).unwrap_or_else(|_| ServerName::from(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-        ))
+        ServerName::try_from(node_name(node))
+            .unwrap_or_else(|_| ServerName::from(std::net::IpAddr::from([127, 0, 0, 1])))
     }
 }
 

@@ -13,7 +13,9 @@ mod validate;
 mod writer;
 
 pub use header::{Header, NodeInfo, Origin};
-pub use reader::{read_frame, read_frame_with, TailError, TailErrorKind, Trace, TraceError, TraceReader};
+pub use reader::{
+    read_frame, read_frame_with, TailError, TailErrorKind, Trace, TraceError, TraceReader,
+};
 pub use record::{
     BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, Outcome, Record,
 };
