@@ -18,6 +18,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The caller waits for the child (`finish`); clippy cannot see through the return.
+#[allow(clippy::zombie_processes)]
 fn start_cluster(dir: &Path, seconds: &str, extra: &[&str]) -> (Child, Manifest) {
     let mut args = vec![
         "cluster",
@@ -30,7 +32,7 @@ fn start_cluster(dir: &Path, seconds: &str, extra: &[&str]) -> (Child, Manifest)
         "2",
     ];
     args.extend_from_slice(extra);
-    let child = Command::new(env!("CARGO_BIN_EXE_retrace"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retrace"))
         .args(&args)
         .current_dir(root())
         .stdout(Stdio::piped())
@@ -42,7 +44,11 @@ fn start_cluster(dir: &Path, seconds: &str, extra: &[&str]) -> (Child, Manifest)
         if let Ok(m) = Manifest::read(dir) {
             return (child, m);
         }
-        assert!(Instant::now() < deadline, "no manifest");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the cluster never wrote its manifest");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -118,17 +124,17 @@ fn get_k1(manifest: &Manifest) -> String {
 fn a_forged_hello_over_tls_is_refused_and_changes_nothing() {
     let dir = scratch_dir("attack-tls-hello");
     let (child, manifest) = start_cluster(&dir, "3s", &[]);
-    let target: std::net::SocketAddr = manifest.nodes[1].peer_addr.parse().unwrap();
-    // Node 0's real certificate, claiming to be node 999, then node 2.
+    let target: std::net::SocketAddr = manifest.nodes[2].peer_addr.parse().unwrap();
+    // Node 0's real certificate, claiming to be node 999, then node 1.
     let node0 = Arc::new(Tls::load(&TlsFiles::in_dir(&dir.join("tls"), 0)).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
-    for claimed in [999, 2] {
+    for claimed in [999, 1] {
         let hello = frame(&Wire::Hello {
             node: claimed,
             incarnation: 0,
         });
         let link = PeerLink::start(
-            1,
+            2,
             target,
             hello,
             Transport::Tls(node0.clone()),
@@ -151,18 +157,17 @@ fn a_forged_hello_over_tls_is_refused_and_changes_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!get_k1(&manifest).contains("forged"));
     finish(child);
-    let err = read(&dir.join("replica-1.0.stderr"));
+    let err = read(&dir.join("replica-2.0.stderr"));
     assert!(
         err.contains("hello from node 999, but the cluster has 7 nodes"),
         "{err}"
     );
     assert!(
-        err.contains("hello as node 2, but its certificate is not node 2's"),
+        err.contains("hello as node 1, but its certificate is not node 1's"),
         "{err}"
     );
-    assert!(deliveries_from(&dir.join("replica-1.0.log"), 999).is_empty());
-    // Every message replica-1 took from "node 2" is one node 2 really sent: its log
-    // re-executes, and the merged trace links each delivery to a send.
+    assert!(deliveries_from(&dir.join("replica-2.0.log"), 999).is_empty());
+    // Every message replica-2 took is one a real node sent: its log re-executes.
     let o = retrace(&["verify", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
@@ -171,7 +176,7 @@ fn a_forged_hello_over_tls_is_refused_and_changes_nothing() {
 fn a_poisoned_sequence_number_over_plaintext_is_refused_and_later_real_frames_still_arrive() {
     let dir = scratch_dir("attack-seq");
     let (child, manifest) = start_cluster(&dir, "3s", &["--insecure-plaintext"]);
-    let target = &manifest.nodes[1].peer_addr;
+    let target = &manifest.nodes[2].peer_addr;
     let attacked_at = retrace_recorder::log::wall_now_ns();
     {
         // Node 999 does not exist.
@@ -194,12 +199,12 @@ fn a_poisoned_sequence_number_over_plaintext_is_refused_and_later_real_frames_st
     }
     assert!(!get_k1(&manifest).contains("forged"));
     finish(child);
-    let err = read(&dir.join("replica-1.0.stderr"));
+    let err = read(&dir.join("replica-2.0.stderr"));
     assert!(err.contains("hello from node 999"), "{err}");
     assert!(err.contains("is numbered past the window"), "{err}");
     // The primary's real messages after the attack were still delivered (before the fix,
     // every one of them was dropped as a duplicate of #2^64-1).
-    let after = deliveries_from(&dir.join("replica-1.0.log"), 0)
+    let after = deliveries_from(&dir.join("replica-2.0.log"), 0)
         .into_iter()
         .filter(|(wall, _)| *wall > attacked_at + 300_000_000)
         .count();
@@ -207,7 +212,7 @@ fn a_poisoned_sequence_number_over_plaintext_is_refused_and_later_real_frames_st
         after > 10,
         "{after} deliveries from the primary after the attack"
     );
-    assert!(deliveries_from(&dir.join("replica-1.0.log"), 999).is_empty());
+    assert!(deliveries_from(&dir.join("replica-2.0.log"), 999).is_empty());
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -235,8 +240,8 @@ fn a_flood_of_2000_connections_and_held_giant_frames_keeps_the_node_serving_with
     let dir = scratch_dir("attack-flood");
     // Plaintext: the worst case, where an attacker can say hello as a real node.
     let (child, manifest) = start_cluster(&dir, "12s", &["--insecure-plaintext"]);
-    let target = manifest.nodes[1].peer_addr.clone();
-    let pid = manifest.nodes[1].incarnations[0].pid;
+    let target = manifest.nodes[2].peer_addr.clone();
+    let pid = manifest.nodes[2].incarnations[0].pid;
     let client_port = manifest.nodes[3].client_addr.clone();
     // 40 connections as node 0 each start a frame that claims 16 MiB, send 1 MiB of it and
     // hold; then 2,000 connections that say nothing.
@@ -294,7 +299,7 @@ fn a_flood_of_2000_connections_and_held_giant_frames_keeps_the_node_serving_with
         answered >= 10,
         "{answered} requests answered during the flood\n{out}"
     );
-    assert!(out.contains("replica-1"), "{out}");
+    assert!(out.contains("replica-2"), "{out}");
     assert!(
         peak_threads < 64 + 256 + 40,
         "{peak_threads} threads under the flood"
@@ -304,6 +309,59 @@ fn a_flood_of_2000_connections_and_held_giant_frames_keeps_the_node_serving_with
         "{peak_rss} KiB resident under the flood"
     );
     eprintln!("flooded node: peak {peak_threads} threads, {peak_rss} KiB resident, {answered} requests answered");
-    let err = read(&dir.join("replica-1.0.stderr"));
+    let err = read(&dir.join("replica-2.0.stderr"));
     assert!(err.contains("connections open"), "{err}");
+}
+
+#[test]
+fn connections_that_never_say_hello_or_stall_inside_a_frame_are_closed_at_their_deadlines() {
+    use std::io::Read;
+    let dir = scratch_dir("attack-slowloris");
+    let (child, manifest) = start_cluster(&dir, "16s", &["--insecure-plaintext"]);
+    let peer = &manifest.nodes[2].peer_addr;
+    let client = &manifest.nodes[3].client_addr;
+    // How long after it connected the node closed `s`.
+    let closed_after = |(mut s, started): (TcpStream, Instant)| {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 64];
+        // Closed: EOF, or a reset; either way the read returns, and well before 20 s.
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        started.elapsed()
+    };
+    // Silent on the peer port: the hello deadline (5 s).
+    let silent = (TcpStream::connect(peer).unwrap(), Instant::now());
+    // A hello, then a frame that begins and stalls: the stall deadline (10 s).
+    let stalled_at = Instant::now();
+    let mut stalled = TcpStream::connect(peer).unwrap();
+    stalled
+        .write_all(&frame(&Wire::Hello {
+            node: 0,
+            incarnation: 0,
+        }))
+        .unwrap();
+    stalled.write_all(&[0x20, 1, 2]).unwrap();
+    // A client request that begins and stalls.
+    let slow_at = Instant::now();
+    let mut slow_client = TcpStream::connect(client).unwrap();
+    slow_client.write_all(&[0, 0]).unwrap();
+    let (stalled, slow_client) = ((stalled, stalled_at), (slow_client, slow_at));
+    let (a, b, c) = std::thread::scope(|s| {
+        let a = s.spawn(|| closed_after(silent));
+        let b = s.spawn(|| closed_after(stalled));
+        let c = s.spawn(|| closed_after(slow_client));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    assert!(
+        a >= Duration::from_secs(4) && a < Duration::from_secs(8),
+        "silent: {a:?}"
+    );
+    assert!(
+        b >= Duration::from_secs(9) && b < Duration::from_secs(13),
+        "stalled: {b:?}"
+    );
+    assert!(
+        c >= Duration::from_secs(9) && c < Duration::from_secs(13),
+        "slow client: {c:?}"
+    );
+    finish(child);
 }

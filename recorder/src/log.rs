@@ -614,7 +614,17 @@ impl std::fmt::Display for LogError {
 /// Reads a log: every valid record, stopping at the first bad frame.
 pub fn read_log(path: &Path) -> Result<Log, LogError> {
     let file = File::open(path).map_err(|e| LogError(format!("{}: {e}", path.display())))?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
+    let size = file.metadata().map_or(0, |m| m.len());
+    read_log_from(BufReader::with_capacity(1 << 20, file), size, path)
+}
+
+/// Reads a log of `size` bytes from `input`; `path` names it in errors (and locates the
+/// marker beside it).
+pub fn read_log_from(
+    mut input: impl std::io::Read,
+    size: u64,
+    path: &Path,
+) -> Result<Log, LogError> {
     let mut magic = [0u8; 10];
     std::io::Read::read_exact(&mut input, &mut magic)
         .map_err(|_| LogError(format!("{}: not a retrace log (too short)", path.display())))?;
@@ -695,7 +705,6 @@ pub fn read_log(path: &Path) -> Result<Log, LogError> {
             });
     }
     let cut = (tail.is_some() || stopped.is_some()).then(|| {
-        let size = input.get_ref().metadata().map_or(0, |m| m.len());
         let unreadable_bytes = tail.as_ref().map_or(0, |t| size.saturating_sub(t.offset));
         let keep = records.iter().rposition(LogRecord::is_input).unwrap_or(0);
         let dropped_records = records.len() - keep;

@@ -69,7 +69,12 @@ impl Manifest {
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = limits::read_text_bounded(file, limits::MAX_MANIFEST_BYTES)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: Manifest = serde_json::from_str(&text)
+        Manifest::parse(&text, &path)
+    }
+
+    /// Parses and checks a manifest's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, String> {
+        let m: Manifest = serde_json::from_str(text)
             .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
         m.check().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(m)
