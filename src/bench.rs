@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// What to measure
     #[arg(value_enum, default_value_t = BenchTarget::Sim)]
     pub(crate) target: BenchTarget,
-    /// (record) Rounds, alternating recording off and on
+    /// (record) Rounds, alternating recording off, on, and on with plaintext peer links
     #[arg(long, default_value_t = 6)]
     pub(crate) rounds: u32,
     /// (record) Seconds per round
