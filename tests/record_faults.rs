@@ -141,9 +141,9 @@ fn flip_in_record(log: &Path, record: usize) {
     std::fs::write(log, bytes).unwrap();
 }
 
-#[test]
-fn verify_refuses_a_log_whose_checksum_fails_at_record_1_instead_of_saying_0_mismatches() {
-    let dir = scratch_dir("verify-flipped");
+/// A short recorded kv run in a fresh directory.
+fn recorded_kv(name: &str, duration: &str) -> PathBuf {
+    let dir = scratch_dir(name);
     let d = dir.to_str().unwrap();
     let o = retrace(&[
         "cluster",
@@ -151,9 +151,16 @@ fn verify_refuses_a_log_whose_checksum_fails_at_record_1_instead_of_saying_0_mis
         "--record",
         d,
         "--duration",
-        "1500ms",
+        duration,
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    dir
+}
+
+#[test]
+fn verify_refuses_a_log_whose_checksum_fails_at_record_1_instead_of_saying_0_mismatches() {
+    let dir = recorded_kv("verify-flipped", "1500ms");
+    let d = dir.to_str().unwrap();
     flip_in_record(&dir.join("replica-2.0.log"), 1);
     let o = retrace(&["verify", d]);
     let err = stderr(&o);
@@ -170,17 +177,8 @@ fn verify_refuses_a_log_whose_checksum_fails_at_record_1_instead_of_saying_0_mis
 
 #[test]
 fn verify_refuses_a_run_with_a_log_it_cannot_read() {
-    let dir = scratch_dir("verify-missing");
+    let dir = recorded_kv("verify-missing", "1s");
     let d = dir.to_str().unwrap();
-    let o = retrace(&[
-        "cluster",
-        "scenarios/kv.toml",
-        "--record",
-        d,
-        "--duration",
-        "1s",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     std::fs::remove_file(dir.join("client-1.0.log")).unwrap();
     let o = retrace(&["verify", d]);
     assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
@@ -233,6 +231,36 @@ fn a_manifest_pointing_10007_nodes_at_one_log_is_refused_before_reading_any() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("`one.log` is listed twice"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn merge_refuses_a_log_whose_timer_fires_without_being_set_instead_of_writing_an_unreadable_trace()
+{
+    use retrace_recorder::log::{read_log, Fsync, LogRecord, LogWriter};
+    let dir = recorded_kv("merge-unset-timer", "1s");
+    let path = dir.join("replica-2.0.log");
+    let log = read_log(&path).unwrap();
+    let mut w = LogWriter::create(&path, &log.header, Fsync::Never, true).unwrap();
+    let mut forged = false;
+    for mut r in log.records {
+        if let LogRecord::Timer { timer, .. } = &mut r {
+            if !forged {
+                *timer = 999_999;
+                forged = true;
+            }
+        }
+        w.append(r).unwrap();
+    }
+    w.flush().unwrap();
+    assert!(forged, "replica-2 fired a timer");
+    let out = dir.join("t.trace");
+    let o = retrace(&["merge", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("replica-2: life 0: timer 999999 fires but its log never set it"),
         "{}",
         stderr(&o)
     );

@@ -15,7 +15,7 @@ use crate::log::{read_log, LogRecord, Timing};
 use crate::manifest::Manifest;
 use crate::wire::MsgId;
 use retrace_sim::codec;
-use retrace_sim::trace::{Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
+use retrace_sim::trace::{Header, NodeInfo, Origin, Outcome, TraceOut, TraceReader, TraceWriter};
 use retrace_sim::{NodeId, RequestId, TimerId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -370,10 +370,18 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
                 tag,
                 request_ids,
             } => {
+                // A node's log holds a timer's setting before its firing; a log without
+                // it is not one a node wrote, and a trace linking the firing elsewhere
+                // would be refused by every reader.
                 let (tid, set) = timer_ids
                     .get(&(step.node, step.incarnation, *timer))
                     .copied()
-                    .unwrap_or((TimerId(u64::MAX), index_or_self(&trace)));
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: life {}: timer {timer} fires but its log never set it",
+                            manifest.nodes[step.node as usize].name, step.incarnation
+                        )
+                    })?;
                 trace.push(|e, o| e.timer(o, id, now, p, tid, *tag, set, request_ids))
             }
             Input::External { request, payload } => {
@@ -458,11 +466,21 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
     report.bytes = writer
         .finish()
         .map_err(|e| format!("{}: {e}", out.display()))?;
+    check_readable(out)?;
     Ok(report)
 }
 
-/// A timer firing whose setting was not recorded links to itself-to-be: the index the next
-/// record will get minus one is the closest earlier record, which keeps links backwards.
-fn index_or_self(trace: &TraceOut) -> u64 {
-    trace.next_index().saturating_sub(1)
+/// Reads the merged trace back through the reader every consumer uses: what merge writes,
+/// every tool must be able to read, so a trace the validator would refuse is merge's
+/// error, reported here rather than by the first tool to open it.
+fn check_readable(out: &Path) -> Result<(), String> {
+    let (_, mut reader) = TraceReader::open(out).map_err(|e| e.to_string())?;
+    reader.by_ref().for_each(drop);
+    match reader.tail_error() {
+        Some(tail) => Err(format!(
+            "{}: the merged trace does not read back: {tail}",
+            out.display()
+        )),
+        None => Ok(()),
+    }
 }

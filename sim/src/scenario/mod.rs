@@ -288,34 +288,24 @@ pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>,
     M::validate(&f.model_options)
         .map_err(|e| ScenarioError::at_key(file, source, "model_options", &e.field, e.message))?;
     let nodes = M::nodes(&f.model_options);
+    let at_options =
+        |message: String| ScenarioError::at_key(file, source, "", "model_options", message);
     if nodes.is_empty() || nodes.len() > limits::MAX_NODES {
-        return Err(ScenarioError::at_key(
-            file,
-            source,
-            "",
-            "model_options",
-            format!(
-                "these options make a cluster of {} nodes; a cluster has 1 to {}",
-                nodes.len(),
-                limits::MAX_NODES
-            ),
-        ));
+        return Err(at_options(format!(
+            "these options make a cluster of {} nodes; a cluster has 1 to {}",
+            nodes.len(),
+            limits::MAX_NODES
+        )));
     }
     if let Some(long) = nodes
         .iter()
         .find(|n| n.name.len() > limits::MAX_NAME_BYTES || n.role.len() > limits::MAX_NAME_BYTES)
     {
-        return Err(ScenarioError::at_key(
-            file,
-            source,
-            "",
-            "model_options",
-            format!(
-                "node name or role longer than {} bytes: `{:.40}…`",
-                limits::MAX_NAME_BYTES,
-                long.name
-            ),
-        ));
+        return Err(at_options(format!(
+            "node name or role longer than {} bytes: `{:.40}…`",
+            limits::MAX_NAME_BYTES,
+            long.name
+        )));
     }
     let resolve = |s: &Spanned<String>| -> Result<NodeId, ScenarioError> {
         nodes
