@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
-[ -d fuzz/corpus/trace ] || bash fuzz/seed.sh
-for t in trace log wire client_frame scenario schedule manifest; do
+[ -d fuzz/corpus/replay_tui ] || bash fuzz/seed.sh
+for t in trace replay_tui log wire client_frame scenario schedule manifest; do
     echo "== fuzz $t (${seconds}s)"
     (cd fuzz && cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -max_len=1048576 -malloc_limit_mb=16 \

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 retrace=target/release/retrace
 [ -x "$retrace" ] || cargo build --release --quiet
 c=fuzz/corpus
-mkdir -p $c/{trace,log,wire,client_frame,scenario,schedule,manifest}
+mkdir -p $c/{trace,replay_tui,log,wire,client_frame,scenario,schedule,manifest}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for s in pingpong twopc raft-double-vote kv-ack-before-replicate; do
@@ -20,6 +20,7 @@ for s in kv-ack-before-replicate raft-double-vote twopc-presumed-commit webstack
     sed -e '/^max_events/d' -e 's/^model = .*/&\nmax_events = 400/' scenarios/$s.toml > "$work/small-$s.toml"
     "$retrace" run "$work/small-$s.toml" -o $c/trace/small-$s.trace >/dev/null 2>&1 || true
 done
+cp $c/trace/small-kv-* $c/trace/kv-* $c/replay_tui/
 "$retrace" cluster scenarios/pingpong.toml --record "$work/rec" --duration 1s --closed-loop 1 >/dev/null 2>&1
 for f in "$work"/rec/*.log; do
     head -c 1048576 "$f" > "$c/log/$(basename "$f")"
