@@ -150,7 +150,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Replay(args) => crate::replay_cli::replay(&registry, &args),
         Command::Fuzz(args) => load_scenario(&registry, &args.scenario)
             .and_then(|l| l.entry.fuzz(&l.file, &l.source, &args)),
-        Command::Why(args) => crate::replay_cli::why(&args),
+        Command::Why(args) => crate::replay_cli::why(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
         Command::Export(args) => crate::export_cli::export(&registry, &args),
         Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),
@@ -217,13 +217,19 @@ pub(crate) fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Strin
     retrace_sim::limits::read_text_bounded(File::open(path)?, max_bytes)
 }
 
-fn default_trace_path(scenario: &Path, seed: u64) -> PathBuf {
-    let stem = scenario
-        .file_stem()
-        .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
-    PathBuf::from("target")
-        .join("retrace")
-        .join(format!("{stem}-seed{seed}.trace"))
+/// Where `run` writes its trace unless told: one name per scenario and seed, and for a run
+/// under a schedule one per schedule too, so that replaying a schedule never replaces the
+/// plain run's trace.
+fn default_trace_path(scenario: &Path, seed: u64, schedule: Option<&Path>) -> PathBuf {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned())
+    };
+    let name = match schedule {
+        None => format!("{}-seed{seed}.trace", stem(scenario)),
+        Some(s) => format!("{}-from-{}.trace", stem(scenario), stem(s)),
+    };
+    PathBuf::from("target").join("retrace").join(name)
 }
 
 fn create_trace_file(path: &Path) -> Result<File, String> {
@@ -244,9 +250,9 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
         .check(&file, &source, args.seed)
         .map_err(|e| e.to_string())?;
     let trace_path = (!args.no_trace).then(|| {
-        args.out
-            .clone()
-            .unwrap_or_else(|| default_trace_path(&args.scenario, info.seed))
+        args.out.clone().unwrap_or_else(|| {
+            default_trace_path(&args.scenario, info.seed, args.schedule.as_deref())
+        })
     });
 
     let started = Instant::now();

@@ -160,21 +160,19 @@ pub struct ReplayOutcome {
     pub json: serde_json::Value,
 }
 
-fn step_lines(trace: &Trace, steps: &Steps, which: &[usize]) -> Vec<String> {
-    let describe = |p: &[u8]| format!("<{} bytes>", p.len());
+fn step_lines(
+    trace: &Trace,
+    steps: &Steps,
+    which: &[usize],
+    describe: &dyn Fn(&[u8]) -> String,
+) -> Vec<String> {
     which
         .iter()
-        .map(|&s| {
-            event_line(
-                &trace.header,
-                &trace.events[steps.steps[s].input],
-                &describe,
-            )
-        })
+        .map(|&s| event_line(&trace.header, &trace.events[steps.steps[s].input], describe))
         .collect()
 }
 
-pub fn why(args: &WhyArgs) -> Result<u8, String> {
+pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
     let steps = Steps::new(&trace.events);
     if args.event >= trace.events.len() {
@@ -215,7 +213,12 @@ pub fn why(args: &WhyArgs) -> Result<u8, String> {
             .copied()
             .collect()
     };
-    let describe = |p: &[u8]| format!("<{} bytes>", p.len());
+    // Messages decoded as `show` and the TUI print them, when this binary knows the model.
+    let entry = registry.get(&trace.header.model);
+    let describe = |p: &[u8]| match entry {
+        Some(e) => e.describe_message(p),
+        None => format!("<{} bytes>", p.len()),
+    };
     println!(
         "{}",
         event_line(
@@ -240,7 +243,7 @@ pub fn why(args: &WhyArgs) -> Result<u8, String> {
             String::new()
         }
     );
-    for line in step_lines(&trace, &steps, &shown) {
+    for line in step_lines(&trace, &steps, &shown, &describe) {
         println!("  {line}");
     }
     Ok(exit::OK)

@@ -480,3 +480,34 @@ fn an_isolated_primary_and_a_moved_no_vote_minimise_within_twice_the_hand_built_
         assert!(stdout(&o).contains(what), "{scenario}: {}", stdout(&o));
     }
 }
+
+/// `run --schedule S` wrote to the plain run's trace path (`…-seed1.trace`), silently
+/// replacing it.
+#[test]
+fn a_schedule_run_writes_its_own_trace_and_leaves_the_plain_runs_alone() {
+    let dir = scratch_dir("schedule-own-trace");
+    let plain = root().join("target/retrace/pingpong-seed4242.trace");
+    let o = retrace(&["run", "scenarios/pingpong.toml", "--seed", "4242"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = std::fs::read(&plain).unwrap();
+    let schedule = dir.join("replay-me-4242.schedule.json");
+    let sf = serde_json::json!({
+        "model": "pingpong", "scenario": "scenarios/pingpong.toml", "seed": 4242,
+        "strategy": "random", "invariant": "", "schedule": { "choices": [{"order": 1, "fault": 0}] },
+    });
+    std::fs::write(&schedule, sf.to_string()).unwrap();
+    let o = retrace(&[
+        "run",
+        "scenarios/pingpong.toml",
+        "--schedule",
+        schedule.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let own = root().join("target/retrace/pingpong-from-replay-me-4242.schedule.trace");
+    assert!(own.exists(), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read(&plain).unwrap(),
+        before,
+        "the plain run's trace is untouched"
+    );
+}

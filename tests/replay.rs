@@ -534,3 +534,18 @@ fn a_merged_real_recording_replays_without_divergence() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains(" at replica-"), "{}", stdout(&o));
 }
+
+/// `why` printed `<3 bytes>` where `show` and the TUI print the decoded message.
+#[test]
+fn why_prints_messages_decoded_as_show_does() {
+    let dir = scratch_dir("why-decoded");
+    let trace = dir.join("pp.trace");
+    let t = trace.to_str().unwrap();
+    let o = retrace(&["run", "scenarios/pingpong.toml", "-o", t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = retrace(&["why", t, "30"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("Ping { boot: 0, seq: 1 }"), "{text}");
+    assert!(!text.contains(" bytes>"), "{text}");
+}

@@ -93,8 +93,12 @@ pub struct App {
     pub last_search: Option<String>,
     pub detail: Detail,
     pub detail_scroll: u16,
-    /// Diagram: characters per lane, first lane shown, events per row (time zoom).
+    /// Diagram: characters per lane (0: what fits), first lane shown, events per row (time
+    /// zoom).
     pub lane_width: u16,
+    /// The lane width last drawn (kept by the renderer): `+` and `-` start from what the
+    /// user sees, not from the setting's zero.
+    pub lane_width_shown: u16,
     pub lane_offset: usize,
     pub zoom: usize,
     /// First row shown by the list (kept by the renderer so the selection stays in view).
@@ -161,6 +165,7 @@ impl App {
             },
             detail_scroll: 0,
             lane_width: 0,
+            lane_width_shown: 0,
             lane_offset: 0,
             zoom: 1,
             list_top: 0,
@@ -526,6 +531,14 @@ impl App {
     /// Presses keys written as text — plain characters, and `<Enter>`, `<Esc>`, `<Up>`,
     /// `<Down>`, `<Left>`, `<Right>`, `<Backspace>` — for tests, benchmarks and scripted
     /// openings. A `<` that starts no key name is the character.
+    /// The lane width in force: the user's, or the one last drawn.
+    fn current_lane_width(&self) -> u16 {
+        match self.lane_width {
+            0 => self.lane_width_shown.max(3),
+            w => w,
+        }
+    }
+
     pub fn press(&mut self, text: &str) {
         let mut rest = text;
         while let Some(c) = rest.chars().next() {
@@ -674,8 +687,10 @@ impl App {
             KeyCode::Char('/') => self.input = Input::Search(String::new()),
             KeyCode::Char('?') => self.view = View::Help,
             KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('+') => self.lane_width = (self.lane_width.max(3) + 1).min(24),
-            KeyCode::Char('-') => self.lane_width = self.lane_width.max(3).saturating_sub(1).max(2),
+            KeyCode::Char('+') => self.lane_width = (self.current_lane_width() + 1).min(24),
+            KeyCode::Char('-') => {
+                self.lane_width = self.current_lane_width().saturating_sub(1).max(2)
+            }
             KeyCode::Char('z') => self.zoom = (self.zoom * 2).min(1 << 20),
             KeyCode::Char('Z') => self.zoom = (self.zoom / 2).max(1),
             KeyCode::Char('>') => {

@@ -203,3 +203,19 @@ fn every_size_renders_and_tiny_ones_say_so() {
         assert!(s.contains("j/k event"), "{w}x{h}:\n{s}");
     }
 }
+
+/// The first `+` used to narrow the lanes: it started from the setting's zero (3 + 1 = 4
+/// columns) instead of the width on screen.
+#[test]
+fn plus_widens_the_lanes_from_the_width_shown_and_minus_narrows_them() {
+    let mut a = app(LOST_WRITE);
+    screen(&mut a, 160, 50);
+    let shown = a.lane_width_shown;
+    assert!(shown >= 3, "{shown}");
+    keys(&mut a, "+");
+    screen(&mut a, 160, 50);
+    assert_eq!(a.lane_width_shown, shown + 1);
+    keys(&mut a, "--");
+    screen(&mut a, 160, 50);
+    assert_eq!(a.lane_width_shown, shown - 1);
+}

@@ -49,6 +49,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
                 Layout::vertical([Constraint::Min(0), Constraint::Length(detail_h)]).areas(body);
             let lanes = app.node_names.len().max(1) as u16;
             let lane_w = lane_width(app, top.width);
+            app.lane_width_shown = lane_w;
             let diagram_w = (lanes * lane_w + 2).min(top.width / 2).max(12);
             let [left, right] =
                 Layout::horizontal([Constraint::Length(diagram_w), Constraint::Min(0)]).areas(top);
