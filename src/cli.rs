@@ -30,15 +30,27 @@ macro_rules! tell {
 }
 pub(crate) use {say, tell};
 
+/// The one exit-code table of every command (also in `--help` and the README).
 pub mod exit {
     /// Every invariant held (or the command succeeded).
     pub const OK: u8 = 0;
-    /// An invariant was violated.
+    /// An invariant was violated: in a run, a fuzz campaign, or a trace replayed.
     pub const VIOLATION: u8 = 1;
-    /// Bad input: unreadable or invalid scenario, corrupt trace, unwritable output.
+    /// Bad input: an unreadable, invalid or over-limit file; a corrupt or torn trace (what
+    /// can be used of it is used first, then the command exits 2); an unreadable log;
+    /// unwritable output.
     pub const BAD_INPUT: u8 = 2;
-    /// `--check-determinism` found two runs that differ.
+    /// Two executions that should agree differ: `--check-determinism`'s two runs, or the
+    /// code re-executing a trace (`replay`) or a log (`verify`) against what it recorded.
     pub const NONDETERMINISM: u8 = 3;
+
+    /// The code of a command that used the valid prefix of a trace whose tail was torn.
+    pub fn after_reading(tail: Option<&retrace_sim::trace::TailError>, code: u8) -> u8 {
+        match tail {
+            Some(_) => BAD_INPUT,
+            None => code,
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -51,7 +63,10 @@ pub mod exit {
         retrace runs a whole cluster of nodes in one process, in virtual time, under a network \
         and fault model chosen from a seed; checks the system's invariants after every event; \
         and writes a trace of every input and output at every node boundary.\n\n\
-        Exit codes: 0 ok, 1 invariant violated, 2 bad input, 3 nondeterminism found.",
+        Exit codes, for every command: 0 ok; 1 an invariant was violated (run, fuzz, replay); \
+        2 bad input (unreadable, invalid or over-limit file, corrupt or torn trace, unreadable \
+        log, unwritable output); 3 executions that should agree differ (--check-determinism, \
+        a replay that diverges, verify's mismatch).",
     after_help = "Examples:\n  retrace run scenarios/kv-ack-before-replicate.toml\n  \
         retrace run scenarios/kv.toml --seed 42 --check-determinism\n  \
         retrace show target/retrace/kv-seed7.trace --limit 40"

@@ -100,5 +100,5 @@ pub fn export(registry: &Registry, args: &ExportArgs) -> Result<u8, String> {
     if args.report_peak_memory {
         eprintln!("peak RSS {}", crate::bench_replay::peak_rss());
     }
-    Ok(exit::OK)
+    Ok(exit::after_reading(reader.tail_error(), exit::OK))
 }

@@ -344,6 +344,6 @@ pub fn verify(registry: &Registry, args: &VerifyArgs) -> Result<u8, String> {
     } else if report.mismatches.is_empty() {
         exit::OK
     } else {
-        exit::VIOLATION
+        exit::NONDETERMINISM
     })
 }

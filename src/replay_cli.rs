@@ -99,6 +99,7 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
         retrace_tui::terminal::run(&mut app).map_err(|e| format!("terminal: {e}"))?;
         return Ok(exit::OK);
     }
+    let torn = trace.tail.clone();
     let started = std::time::Instant::now();
     let outcome = entry.replay(trace, args)?;
     let wall = started.elapsed();
@@ -142,11 +143,14 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
             ),
         }
     }
-    Ok(if outcome.divergence.is_some() {
+    let code = if outcome.divergence.is_some() {
+        exit::NONDETERMINISM
+    } else if !outcome.violations.is_empty() {
         exit::VIOLATION
     } else {
         exit::OK
-    })
+    };
+    Ok(exit::after_reading(torn.as_ref(), code))
 }
 
 /// What a replay found, for printing.
@@ -200,7 +204,7 @@ pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
         let key = if args.effects { "effects" } else { "why" };
         let v = serde_json::json!({ "event": args.event, "step_event": steps.steps[step].input, key: indices });
         println!("{v}");
-        return Ok(exit::OK);
+        return Ok(exit::after_reading(trace.tail.as_ref(), exit::OK));
     }
     let shown: Vec<usize> = if args.effects {
         related.iter().take(args.limit).copied().collect()
@@ -246,7 +250,7 @@ pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
     for line in step_lines(&trace, &steps, &shown, &describe) {
         println!("  {line}");
     }
-    Ok(exit::OK)
+    Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
 }
 
 fn parse_window(text: &str) -> Result<(u64, u64), String> {
@@ -326,7 +330,7 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
     let base = trace.events.first().map_or(0, |e| e.time_ns);
     let json = |v: &dyn erased::Ser| -> Result<u8, String> {
         println!("{}", v.to_json()?);
-        Ok(exit::OK)
+        Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
     };
     if let Some(r) = &args.request {
         let id: u64 = r
@@ -340,7 +344,7 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
             return json(&p);
         }
         print_request(&p);
-        return Ok(exit::OK);
+        return Ok(exit::after_reading(trace.tail.as_ref(), exit::OK));
     }
     let mut all = profiler.all(None);
     for p in &mut all {
@@ -387,7 +391,7 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
             }
         }
     }
-    Ok(exit::OK)
+    Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
 }
 
 mod erased {

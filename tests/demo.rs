@@ -25,7 +25,8 @@ fn the_demo_records_kills_merges_replays_and_names_the_lost_write() {
     // not make the replay diverge.
     let trace = dir.join("incident.trace");
     let o = retrace(&["replay", trace.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // Exit 1: the replay re-executed every step faithfully and found the violation.
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("replay    ok:"), "{}", stdout(&o));
     assert!(
         stdout(&o).contains("acknowledged write lost"),

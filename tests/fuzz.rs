@@ -56,7 +56,12 @@ fn retrace_fuzz_finds_minimises_and_saves_the_kv_bug() {
     // The trace replays to the same violation, without divergence.
     let trace = written_trace(&dir);
     let o = retrace(&["replay", trace.to_str().unwrap(), "--headless"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the violation, replayed: {}",
+        stdout(&o)
+    );
     assert!(
         stdout(&o).contains("acknowledged write lost"),
         "{}",
@@ -476,7 +481,7 @@ fn an_isolated_primary_and_a_moved_no_vote_minimise_within_twice_the_hand_built_
         assert!(events <= steps_at_most, "{scenario}: {text}");
         let trace = written_trace(&dir);
         let o = retrace(&["replay", trace.to_str().unwrap(), "--headless"]);
-        assert_eq!(o.status.code(), Some(0), "{scenario}: {}", stdout(&o));
+        assert_eq!(o.status.code(), Some(1), "{scenario}: {}", stdout(&o));
         assert!(stdout(&o).contains(what), "{scenario}: {}", stdout(&o));
     }
 }

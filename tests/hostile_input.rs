@@ -209,3 +209,54 @@ fn a_schedule_shifting_the_workload_by_2_pow_64_is_refused_instead_of_hanging() 
         stderr(&out)
     );
 }
+
+/// One exit-code table for every command: `replay --headless` printed "invariant …
+/// violated", then "replay ok", and exited 0; a truncated trace exited 0 from `replay`,
+/// `why` and `profile` while `show` exited 2.
+#[test]
+fn every_trace_command_follows_the_one_exit_code_table() {
+    let dir = scratch_dir("exit-table");
+    let trace = pingpong_trace();
+    let clean = write(
+        &dir,
+        "clean.trace",
+        &forged(&trace.header, &trace, |_, _| {}),
+    );
+    let mut changed = false;
+    let diverging = forged(&trace.header, &trace, |_, r| {
+        if let Record::Send { digest, .. } = r {
+            if !changed {
+                *digest ^= 1; // the code will send something else than the trace says
+                changed = true;
+            }
+        }
+    });
+    let diverging = write(&dir, "diverging.trace", &diverging);
+    let bytes = std::fs::read(&clean).unwrap();
+    let torn = write(&dir, "torn.trace", &bytes[..bytes.len() - 5]);
+    let code = |args: &[&str]| retrace(args).status.code();
+    assert_eq!(code(&["replay", &clean, "--headless"]), Some(0));
+    assert_eq!(code(&["replay", &diverging, "--headless"]), Some(3));
+    assert_eq!(code(&["replay", &torn, "--headless"]), Some(2));
+    for args in [
+        vec!["show", torn.as_str()],
+        vec!["why", torn.as_str(), "5"],
+        vec!["profile", torn.as_str()],
+        vec![
+            "export",
+            torn.as_str(),
+            "--format",
+            "dot",
+            "-o",
+            "/dev/null",
+        ],
+    ] {
+        assert_eq!(code(&args), Some(2), "{args:?}");
+    }
+    // A violation replayed is a violation (1), as it was when the run found it.
+    let kv = dir.join("kv.trace");
+    let kv = kv.to_str().unwrap();
+    let ran = code(&["run", "scenarios/kv-ack-before-replicate.toml", "-o", kv]);
+    assert_eq!(ran, Some(1));
+    assert_eq!(code(&["replay", kv, "--headless"]), Some(1));
+}

@@ -197,7 +197,8 @@ fn repeated_sigkills_leave_readable_logs_and_lose_no_committed_record() {
     assert_ne!(changed.scenario_toml, manifest.scenario_toml);
     changed.write(&dir).unwrap();
     let o = retrace(&["verify", dir.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // Exit 3: the code re-executing the log does other than it recorded.
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
     let text = stdout(&o);
     assert!(text.contains("MISMATCH  replica-"), "{text}");
     assert!(
@@ -370,6 +371,12 @@ fn a_killed_node_with_a_lost_log_tail_still_replays_without_divergence() {
         .iter()
         .any(|e| matches!(e.record, Record::StorageImage { .. })));
     let o = retrace(&["replay", out.to_str().unwrap(), "--headless"]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // 1 when the run lost a write (this buggy store usually does), never 3 (a divergence).
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     assert!(stdout(&o).contains("replay    ok:"), "{}", stdout(&o));
 }
