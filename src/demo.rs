@@ -155,18 +155,13 @@ fn select_step(app: &mut App, step: usize) {
 }
 
 fn open_tui(app: &mut App, f: &Finding) -> Result<(), String> {
-    let crash = crash_after(app, f.ack_step);
-    select_step(app, f.violation_step);
-    app.run_command("bookmark violation");
-    if let Some(c) = crash {
-        select_step(app, c);
-        app.run_command("bookmark kill");
-    }
+    // `violation` and `crash` are bookmarks every trace opens with (`retrace replay` too);
+    // `write` is the demo's own.
     select_step(app, f.ack_step);
     app.run_command("bookmark write");
     app.why();
     app.message = Some(format!(
-        "the lost write ({}): acknowledged here; `:goto kill`, `:goto violation`, `r` follows the request",
+        "the lost write ({}): acknowledged here; `:goto crash`, `:goto violation`, `r` follows the request",
         f.request
     ));
     retrace_tui::terminal::run(app).map_err(|e| format!("terminal: {e}"))

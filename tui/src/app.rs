@@ -174,12 +174,58 @@ impl App {
             quit: false,
             virtual_time,
         };
+        let violation_at = recorded_violation.or(match start_at {
+            Some(i) if app.session.divergence().is_none_or(|d| d.record_index != i) => Some(i),
+            _ => None,
+        });
+        app.add_opening_bookmarks(violation_at);
         let row = start_at.map_or(0, |i| app.timeline.row_of(i));
         app.select(row);
         if start_at.is_some() && app.message.is_none() {
             app.message = Some("opened at the first problem: `w` shows what led here".into());
         }
         app
+    }
+
+    /// The bookmarks every trace opens with, whatever wrote it: `violation`, `divergence`
+    /// (where replay stopped agreeing with the trace), and each crash: `crash` for the
+    /// first, `crash-2`, `crash-3`… in order, and `crash-NODE` for each node's first.
+    fn add_opening_bookmarks(&mut self, violation_at: Option<usize>) {
+        let mut marks: Vec<(String, usize)> = Vec::new();
+        if let Some(i) = violation_at {
+            marks.push(("violation".into(), i));
+        }
+        if let Some(d) = self.session.divergence() {
+            marks.push(("divergence".into(), d.record_index));
+        }
+        let crashes: Vec<(usize, NodeId)> = self
+            .session
+            .trace()
+            .events
+            .iter()
+            .filter_map(|e| match e.record {
+                Record::Crash { node, .. } => Some((e.index as usize, node)),
+                _ => None,
+            })
+            .collect();
+        for (k, &(i, node)) in crashes.iter().enumerate() {
+            let name = if k == 0 {
+                "crash".into()
+            } else {
+                format!("crash-{}", k + 1)
+            };
+            marks.push((name, i));
+            if let Some(n) = self.node_names.get(node.index()) {
+                let per_node = format!("crash-{n}");
+                if !marks.iter().any(|(m, _)| *m == per_node) {
+                    marks.push((per_node, i));
+                }
+            }
+        }
+        for (name, i) in marks {
+            let row = self.timeline.row_of(i);
+            self.bookmarks.insert(name, row);
+        }
     }
 
     // ----- what the selection is -----

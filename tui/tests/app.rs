@@ -219,3 +219,25 @@ fn plus_widens_the_lanes_from_the_width_shown_and_minus_narrows_them() {
     screen(&mut a, 160, 50);
     assert_eq!(a.lane_width_shown, shown - 1);
 }
+
+/// The demo's hints `:goto kill` and `:goto violation` failed under `retrace replay` of the
+/// same trace ("no bookmark"): the bookmarks a trace opens with exist for every trace.
+#[test]
+fn every_trace_opens_with_bookmarks_for_its_violation_and_each_crash() {
+    let mut a = app(LOST_WRITE);
+    let opened_at = a.sel; // the violation
+    assert_ne!(opened_at, 0);
+    keys(&mut a, "g:goto violation<Enter>");
+    assert_eq!(a.sel, opened_at, "{:?}", a.message);
+    keys(&mut a, "g:goto crash<Enter>");
+    assert_eq!(kind(&a), "crash", "{:?}", a.message);
+    let crash = a.sel;
+    keys(&mut a, "g:goto crash-replica-0<Enter>");
+    assert_eq!(a.sel, crash, "{:?}", a.message);
+    keys(&mut a, ":goto nothing<Enter>");
+    let said = a.message.clone().unwrap_or_default();
+    assert!(
+        said.contains("bookmarks: crash, crash-replica-0, violation"),
+        "{said}"
+    );
+}
