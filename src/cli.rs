@@ -30,6 +30,44 @@ macro_rules! tell {
 }
 pub(crate) use {say, tell};
 
+/// How to run this program again, for hints the user copies: its bare name when that name
+/// on the PATH is this very binary (after `cargo install --path .`), else the path it was
+/// started by (`target/release/retrace` after `cargo run`, which works from the same
+/// directory). In a user's own binary built with [`main_with`], that binary.
+pub fn program() -> String {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let me = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.canonicalize().ok());
+            let argv0 = std::env::args_os().next().map(PathBuf::from);
+            let name = argv0
+                .as_deref()
+                .and_then(Path::file_name)
+                .or_else(|| me.as_deref().and_then(Path::file_name))
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "retrace".into());
+            let on_path = std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(&name))
+                    .find(|candidate| candidate.is_file())
+                    .and_then(|p| p.canonicalize().ok())
+            });
+            if on_path.is_some() && on_path == me {
+                return name.to_string_lossy().into_owned();
+            }
+            match argv0.filter(|a| a.components().count() > 1) {
+                Some(started_as) => started_as.display().to_string(),
+                None => me.map_or_else(
+                    || name.to_string_lossy().into_owned(),
+                    |m| m.display().to_string(),
+                ),
+            }
+        })
+        .clone()
+}
+
 /// The one exit-code table of every command (also in `--help` and the README).
 pub mod exit {
     /// Every invariant held (or the command succeeded).
@@ -336,7 +374,11 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
     }
     if let (Some(v), Some(path)) = (&report.violation, &trace_path) {
         let from = v.step_index.saturating_sub(30);
-        println!("next      retrace show {} --from {from}", path.display());
+        println!(
+            "next      {} show {} --from {from}",
+            program(),
+            path.display()
+        );
     }
     if let Some(e) = &report.trace_error {
         let path = trace_path

@@ -69,6 +69,7 @@ pub fn demo(registry: &Registry, args: &DemoArgs) -> Result<u8, String> {
                 record_strict: false,
                 closed_loop: Some(CLOSED_LOOP_WORKERS),
                 insecure_plaintext: false,
+                quiet: true,
             },
         )?;
         let trace_path = args.dir.join("incident.trace");
@@ -242,7 +243,8 @@ fn report(app: &mut App, f: &Finding, trace_path: &std::path::Path) {
         println!("  {}", line(s));
     }
     println!(
-        "explore:  retrace replay {}   (opens at the broken invariant; `w` what led there, `r` the request, `?` help)",
+        "explore:  {} replay {}   (opens at the broken invariant; `w` what led there, `r` the request, `?` help)",
+        crate::cli::program(),
         trace_path.display()
     );
 }

@@ -239,9 +239,10 @@ pub fn fuzz<M: Model>(
         );
         println!("  before    {size_before}");
         println!("  after     {size_after}");
-        println!("  trace     retrace replay {}", trace_path.display());
+        let program = crate::cli::program();
+        println!("  trace     {program} replay {}", trace_path.display());
         println!(
-            "  schedule  retrace run {file} --schedule {}",
+            "  schedule  {program} run {file} --schedule {}",
             schedule_path.display()
         );
     }

@@ -97,6 +97,10 @@ pub struct ClusterArgs {
     /// a peer port can claim to be any node
     #[arg(long)]
     pub(crate) insecure_plaintext: bool,
+    /// For a caller that goes on with the recording itself (the demo): no "next" hint and no
+    /// notes about faults the real network does not inject.
+    #[arg(skip)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -228,7 +232,7 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
         tls: !args.insecure_plaintext,
     };
     let manifest = entry.cluster(&file, &source, &opts)?;
-    for w in &manifest.warnings {
+    for w in manifest.warnings.iter().filter(|_| !args.quiet) {
         tell!("warning: {w}");
     }
     let w = &manifest.workload;
@@ -265,12 +269,21 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
             bytes(size)
         );
     }
-    say!(
-        "recorded  {} ({} of logs); next: retrace merge {} -o incident.trace",
-        args.record.display(),
-        bytes(total),
-        args.record.display()
-    );
+    if args.quiet {
+        say!(
+            "recorded  {} ({} of logs)",
+            args.record.display(),
+            bytes(total)
+        );
+    } else {
+        say!(
+            "recorded  {} ({} of logs); next: {} merge {} -o incident.trace",
+            args.record.display(),
+            bytes(total),
+            crate::cli::program(),
+            args.record.display()
+        );
+    }
     Ok(exit::OK)
 }
 
