@@ -231,7 +231,41 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
             .map_or(Load::Scenario, |workers| Load::Closed { workers }),
         tls: !args.insecure_plaintext,
     };
-    let manifest = entry.cluster(&file, &source, &opts)?;
+    if !args.quiet {
+        say!(
+            "starting  {} nodes of {file} for {:.1}s; logs and manifest.json in {}{}",
+            info.nodes.len(),
+            duration.as_secs_f64(),
+            args.record.display(),
+            if args.no_record {
+                " (not recording)"
+            } else {
+                ""
+            }
+        );
+    }
+    // A long run shows it is alive (on a terminal only: indicatif draws nothing otherwise).
+    let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed}/{msg} [{wide_bar}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{:.0}s", duration.as_secs_f64()));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let manifest = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let started = std::time::Instant::now();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                bar.set_position(started.elapsed().as_millis() as u64);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let manifest = entry.cluster(&file, &source, &opts);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        manifest
+    });
+    bar.finish_and_clear();
+    let manifest = manifest?;
     for w in manifest.warnings.iter().filter(|_| !args.quiet) {
         tell!("warning: {w}");
     }

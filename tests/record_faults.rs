@@ -265,3 +265,34 @@ fn merge_refuses_a_log_whose_timer_fires_without_being_set_instead_of_writing_an
         stderr(&o)
     );
 }
+
+/// `retrace cluster` printed nothing while it ran: it says where its logs go as it starts
+/// (and, on a terminal, shows its progress).
+#[test]
+fn cluster_says_where_its_logs_go_as_it_starts() {
+    use std::io::BufRead;
+    let dir = scratch_dir("cluster-says");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args(["cluster", "scenarios/pingpong.toml", "--record"])
+        .arg(&dir)
+        .args(["--duration", "3s"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    let running = child.try_wait().unwrap().is_none();
+    let status = child.wait().unwrap();
+    assert!(running, "the first line came before the run ended: {first}");
+    assert!(status.success());
+    assert!(
+        first.starts_with(
+            "starting  2 nodes of scenarios/pingpong.toml for 3.0s; logs and manifest.json in"
+        ),
+        "{first}"
+    );
+    assert!(first.contains(dir.to_str().unwrap()), "{first}");
+}
