@@ -307,12 +307,33 @@ impl<M: Model> Cursor<M> {
 
     /// Moves forward until `pred` holds (at most to the end); true if found.
     pub fn run_forward_until(&mut self, pred: &Predicate) -> bool {
+        let leaves = pred.leaves();
+        let mut held = self.holding(&leaves);
         while self.forward() {
-            if self.holds(pred) {
+            if self.fires(&leaves, &mut held) {
                 return true;
             }
         }
         false
+    }
+
+    /// Which of `leaves` hold at the current position.
+    fn holding(&self, leaves: &[&Predicate]) -> Vec<bool> {
+        leaves.iter().map(|p| self.holds(p)).collect()
+    }
+
+    /// Whether any of `leaves` fires at the current position, given which held at the
+    /// position before (`held`, updated): a step predicate fires at every step it matches,
+    /// a watch only where it becomes true ([`Predicate::is_watch`]).
+    fn fires(&self, leaves: &[&Predicate], held: &mut [bool]) -> bool {
+        debug_assert_eq!(leaves.len(), held.len());
+        let mut fired = false;
+        for (p, was) in leaves.iter().zip(held.iter_mut()) {
+            let now = self.holds(p);
+            fired |= now && !(p.is_watch() && *was);
+            *was = now;
+        }
+        fired
     }
 
     /// Moves backward until `pred` holds (at most to the start); true if found. Searches
@@ -331,12 +352,14 @@ impl<M: Model> Cursor<M> {
                 .map_or(0, |(&k, _)| k);
             // Positions lo+1 ..= hi are states after steps lo .. hi-1.
             self.goto(lo);
+            let leaves = pred.leaves();
+            let mut held = self.holding(&leaves);
             let mut found = None;
             while self.position() < hi {
                 if !self.forward() {
                     break;
                 }
-                if self.holds(pred) {
+                if self.fires(&leaves, &mut held) {
                     found = Some(self.position());
                 }
             }

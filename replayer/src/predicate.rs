@@ -23,6 +23,22 @@ pub enum Predicate {
 }
 
 impl Predicate {
+    /// Whether this predicate is a watch on the cluster's state (a node's state, the
+    /// invariants) rather than a property of one step: a watch stops a run where it
+    /// *becomes* true, as a gdb watchpoint fires on change; once a write is lost, every
+    /// later step is "after a violation", and stopping at each would be useless.
+    pub fn is_watch(&self) -> bool {
+        matches!(self, Predicate::State { .. } | Predicate::Invariant)
+    }
+
+    /// The predicates of a set (`Any`), flattened; a single predicate is a set of one.
+    pub fn leaves(&self) -> Vec<&Predicate> {
+        match self {
+            Predicate::Any(ps) => ps.iter().flat_map(Predicate::leaves).collect(),
+            p => vec![p],
+        }
+    }
+
     /// Parses `node NAME`, `kind KIND`, `msg VARIANT`, `contains TEXT`, `state NAME TEXT`,
     /// `invariant`, `request ID`; `names` are the trace's node names.
     pub fn parse(text: &str, names: &[String]) -> Result<Predicate, String> {

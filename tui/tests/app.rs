@@ -241,3 +241,38 @@ fn every_trace_opens_with_bookmarks_for_its_violation_and_each_crash() {
         "{said}"
     );
 }
+
+/// `:break invariant` and `:break state replica-1 Candidate`, then `c`, stopped at every
+/// later event once the predicate held: watches fire where they become true, forward and
+/// backward, as gdb watchpoints fire on change.
+#[test]
+fn state_and_invariant_breakpoints_fire_where_they_become_true() {
+    let mut tested_backward = false;
+    for watch in ["invariant", "state replica-1 Candidate"] {
+        let mut a = app(LOST_WRITE);
+        keys(&mut a, &format!(":break {watch}<Enter>gc"));
+        let hit = a.sel;
+        assert!(hit > 0, "{watch}: {:?}", a.message);
+        assert!(
+            a.message
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("breakpoint:"),
+            "{watch}: {:?}",
+            a.message
+        );
+        keys(&mut a, "c");
+        assert_eq!(
+            a.message.as_deref(),
+            Some("no breakpoint hit before the end"),
+            "{watch}: `c` again must not stop at the next event that still holds it"
+        );
+        keys(&mut a, "G");
+        if a.step_of_row(a.sel) > a.step_of_row(hit) {
+            keys(&mut a, "C");
+            assert_eq!(a.sel, hit, "{watch}: `C` goes back to where it became true");
+            tested_backward = true;
+        }
+    }
+    assert!(tested_backward, "one watch became true before the end");
+}

@@ -65,6 +65,9 @@ pub fn render(_app: &App, frame: &mut Frame, area: Rect) {
     lines.push(Line::default());
     lines.push(Line::styled("breakpoint predicates", style::title()));
     lines.push(Line::from(format!("  {PREDICATES}")));
+    lines.push(Line::from(
+        "  `state` and `invariant` are watches: they stop where they become true, not at every event after",
+    ));
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" help ")),
         area,
