@@ -25,8 +25,9 @@ pub struct FuzzArgs {
     /// Parallel workers [default: all cores]
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
-    /// How runs choose orderings and faults: random, pct, swarm
-    #[arg(long, default_value = "random")]
+    /// How runs choose orderings and faults: rotate (the default: random and swarm in
+    /// turn, case by case), random, pct, swarm
+    #[arg(long, default_value = "rotate")]
     pub(crate) strategy: String,
     /// This machine's share of the search, I/N: it runs cases I, I+N, I+2N, ...
     #[arg(long, value_name = "I/N")]
@@ -48,6 +49,8 @@ pub struct FuzzArgs {
 struct Found {
     index: u64,
     seed: u64,
+    /// The strategy its case ran under (with `rotate`, one of the rotation).
+    strategy: Strategy,
     invariant: String,
     schedule: retrace_sim::Schedule,
 }
@@ -69,13 +72,55 @@ fn shard(text: Option<&str>) -> Result<(u64, u64), String> {
     Ok((i, n))
 }
 
+/// What `--strategy` asks for: one strategy for every case, or the default rotation.
+#[derive(Clone, Copy)]
+enum Strategies {
+    One(Strategy),
+    /// Case by case in turn. A bug that needs a fault kind swarm switches on most of the
+    /// time, or the steady mix of random, is found by one of them without the user having
+    /// to know which. PCT is left out: it reorders only, blind to the crash- and
+    /// partition-dependent bugs the others find; ask for it by name.
+    Rotate,
+}
+
+const ROTATION: [Strategy; 2] = [Strategy::Random, Strategy::Swarm];
+
+impl Strategies {
+    fn parse(text: &str) -> Result<Strategies, String> {
+        match text {
+            "rotate" => Ok(Strategies::Rotate),
+            other => Strategy::parse(other).map(Strategies::One).map_err(|_| {
+                format!("unknown strategy `{other}` (use rotate, random, pct or swarm)")
+            }),
+        }
+    }
+
+    /// The strategy of case `index`.
+    fn of(self, index: u64) -> Strategy {
+        match self {
+            Strategies::One(s) => s,
+            Strategies::Rotate => ROTATION[(index % ROTATION.len() as u64) as usize],
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Strategies::One(s) => s.name().into(),
+            Strategies::Rotate => {
+                let names: Vec<&str> = ROTATION.iter().map(|s| s.name()).collect();
+                format!("rotate ({})", names.join(", "))
+            }
+        }
+    }
+}
+
 /// The generic half of `retrace fuzz`; returns the exit code.
 pub fn fuzz<M: Model>(
     file: &str,
     scenario: &Scenario<M::Options>,
     args: &FuzzArgs,
 ) -> Result<u8, String> {
-    let strategy = Strategy::parse(&args.strategy)?;
+    let strategies = Strategies::parse(&args.strategy)?;
     let (shard_i, shard_n) = shard(args.shard.as_deref())?;
     let deadline = match &args.time {
         Some(t) => Some(Duration::from_nanos(
@@ -117,6 +162,7 @@ pub fn fuzz<M: Model>(
                 }
                 let index = shard_i + k * shard_n;
                 let seed = case_seed(master, index);
+                let strategy = strategies.of(index);
                 let case = run_case::<M>(scenario, seed, strategy);
                 let done = runs.fetch_add(1, Ordering::Relaxed) + 1;
                 let coverage = covered.lock().map_or(0, |mut c| {
@@ -143,6 +189,7 @@ pub fn fuzz<M: Model>(
                             f.push(Found {
                                 index,
                                 seed,
+                                strategy,
                                 invariant: v.invariant.clone(),
                                 schedule: case.schedule,
                             });
@@ -154,6 +201,7 @@ pub fn fuzz<M: Model>(
                             *x = Found {
                                 index,
                                 seed,
+                                strategy,
                                 invariant: v.invariant.clone(),
                                 schedule: case.schedule,
                             };
@@ -178,7 +226,7 @@ pub fn fuzz<M: Model>(
     println!(
         "fuzz      {file} ({}), strategy {}, shard {shard_i}/{shard_n}, master seed {master}",
         M::NAME,
-        strategy.name()
+        strategies.name()
     );
     println!(
         "runs      {} in {:.1}s ({}), {} distinct schedules, {coverage} handlers covered, {} failing",
@@ -196,6 +244,7 @@ pub fn fuzz<M: Model>(
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().into_owned());
     for f in &found {
+        let strategy = f.strategy;
         let before = replay_case::<M>(scenario, f.seed, strategy, &f.schedule, TraceSink::Discard);
         let size_before = Size::of(&before, &f.schedule);
         let schedule = if args.no_minimize {
@@ -232,9 +281,10 @@ pub fn fuzz<M: Model>(
         std::fs::write(&schedule_path, json)
             .map_err(|e| format!("{}: {e}", schedule_path.display()))?;
         println!(
-            "VIOLATED  case {} (seed {}): {}",
+            "VIOLATED  case {} (seed {}, {}): {}",
             f.index,
             f.seed,
+            strategy.name(),
             violation.describe()
         );
         println!("  before    {size_before}");

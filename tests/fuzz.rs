@@ -43,6 +43,15 @@ fn retrace_fuzz_finds_minimises_and_saves_the_kv_bug() {
     let text = stdout(&o);
     assert!(text.contains("VIOLATED  case"), "{text}");
     assert!(text.contains("acknowledged write lost"), "{text}");
+    // The default rotates strategies case by case (the raft bug scenarios were not found
+    // by the old default, random, where swarm found them); each failure names its own.
+    assert!(text.contains("strategy rotate (random, swarm)"), "{text}");
+    let sf: serde_json::Value =
+        serde_json::from_str(&read(&written_trace(&dir).with_extension("schedule.json"))).unwrap();
+    assert!(
+        matches!(sf["strategy"].as_str(), Some("random" | "swarm")),
+        "{sf}"
+    );
     let after = text
         .lines()
         .find(|l| l.trim_start().starts_with("after"))
