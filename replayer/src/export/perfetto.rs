@@ -94,18 +94,20 @@ impl Visitor for Perfetto<'_> {
             ids.join(",")
         )?;
         if let Some(c) = s.cause.filter(|c| c.by_message) {
-            // Both ends of the flow are written at the delivery, so every arrow has two.
+            // Both ends of the flow are written at the delivery, so every arrow has two. Its
+            // id is the delivery's index, not the send's: a duplicated message is one send
+            // delivered twice, and Perfetto refuses a flow id used twice.
+            let flow = s.input.index;
             write!(
                 self.out,
-                ",\n{{\"ph\":\"s\",\"id\":{},\"name\":\"message\",\"cat\":\"message\",\"pid\":{PID},\"tid\":{},\"ts\":{}}}",
-                c.link,
+                ",\n{{\"ph\":\"s\",\"id\":{flow},\"name\":\"message\",\"cat\":\"message\",\"pid\":{PID},\"tid\":{},\"ts\":{},\"args\":{{\"send\":{}}}}}",
                 c.node.index() + 1,
-                micros(c.time_ns)
+                micros(c.time_ns),
+                c.link
             )?;
             write!(
                 self.out,
-                ",\n{{\"ph\":\"f\",\"bp\":\"e\",\"id\":{},\"name\":\"message\",\"cat\":\"message\",\"pid\":{PID},\"tid\":{tid},\"ts\":{}}}",
-                c.link,
+                ",\n{{\"ph\":\"f\",\"bp\":\"e\",\"id\":{flow},\"name\":\"message\",\"cat\":\"message\",\"pid\":{PID},\"tid\":{tid},\"ts\":{}}}",
                 micros(ts)
             )?;
         }
