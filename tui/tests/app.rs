@@ -276,3 +276,18 @@ fn state_and_invariant_breakpoints_fire_where_they_become_true() {
     }
     assert!(tested_backward, "one watch became true before the end");
 }
+
+/// At 80×24 the event description and the state pane disappeared, and the violation text
+/// was cut off: the detail gets half of a small screen, long text wraps, and in one column
+/// what broke and the state change come first.
+#[test]
+fn at_80x24_the_event_what_broke_and_the_state_change_stay_visible() {
+    let mut app = app(LOST_WRITE);
+    let s = screen(&mut app, 80, 24);
+    assert!(s.contains("deliver replica-2 at +"), "{s}");
+    assert!(s.contains("broken after this"), "{s}");
+    // The violation's text ends on screen, not cut: its last value is there.
+    assert!(s.contains("= \"vf00535f5\""), "{s}");
+    assert!(s.contains("changed (4):"), "{s}");
+    assert!(s.contains(".Replica.epoch: 0 -> 2"), "{s}");
+}

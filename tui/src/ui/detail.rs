@@ -8,7 +8,7 @@ use crate::timeline::Pending;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 use retrace_replayer::event_detail;
 use retrace_sim::trace::Record;
@@ -28,14 +28,27 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let mut event = event_lines(app, left.width.saturating_sub(2) as usize);
     let mut state = state_lines(app);
     if right.is_none() {
-        event.push(Line::default());
+        // One column: the state change goes right under the event's heading (its kind,
+        // node and time, and any invariant it broke), ahead of a message that may be long.
+        let heading = event.len().min(
+            1 + app
+                .own_step(app.sel)
+                .map_or(0, |s| app.session.violations_at(s).len()),
+        );
+        let rest = event.split_off(heading);
+        let changes = state.len().min(1 + app.detail.states.changes.len());
+        let after_changes = state.split_off(changes);
         event.append(&mut state);
+        event.extend(rest);
+        event.push(Line::default());
+        event.extend(after_changes);
     }
     let index = app.record_of(app.sel);
     let block = Block::bordered().title(format!(" event {index} "));
     frame.render_widget(
         Paragraph::new(event)
             .block(block)
+            .wrap(Wrap { trim: false })
             .scroll((app.detail_scroll, 0)),
         left,
     );
@@ -50,6 +63,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(
             Paragraph::new(state)
                 .block(Block::bordered().title(title))
+                .wrap(Wrap { trim: false })
                 .scroll((app.detail_scroll, 0)),
             r,
         );
@@ -74,6 +88,18 @@ fn event_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         ),
         style::title(),
     )];
+    // What broke comes first, in full (wrapped): it is why the user is here.
+    if let Some(s) = app.own_step(app.sel) {
+        for v in app.session.violations_at(s) {
+            lines.push(Line::styled(
+                format!(
+                    "invariant `{}` broken after this step: {}",
+                    v.invariant, v.message
+                ),
+                style::bad(),
+            ));
+        }
+    }
     let payload = match &e.record {
         Record::Deliver { payload, .. } | Record::External { payload, .. } => Some(payload),
         _ => None,
@@ -101,15 +127,6 @@ fn event_lines(app: &App, width: usize) -> Vec<Line<'static>> {
                     event_detail(&trace.header, out, &describe)
                 )));
             }
-        }
-        for v in app.session.violations_at(s) {
-            lines.push(Line::styled(
-                format!(
-                    "invariant `{}` broken after this step: {}",
-                    v.invariant, v.message
-                ),
-                style::bad(),
-            ));
         }
     }
     if let Some(d) = app.session.divergence() {

@@ -44,7 +44,13 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     .areas(area);
     match app.view {
         View::Main => {
-            let detail_h = (body.height * 2 / 5).max(7);
+            // A small terminal gives the detail half the height: the event and the state
+            // change are what matter there, more than a longer list.
+            let detail_h = if body.height < 30 {
+                body.height / 2
+            } else {
+                (body.height * 2 / 5).max(7)
+            };
             let [top, bottom] =
                 Layout::vertical([Constraint::Min(0), Constraint::Length(detail_h)]).areas(body);
             let lanes = app.node_names.len().max(1) as u16;
