@@ -296,14 +296,15 @@ fn dot_is_the_happens_before_graph_and_filters_by_request() {
                 let b = b.split(' ').next().unwrap();
                 assert!(declared.contains(a) && declared.contains(b), "{line}");
                 edges += 1;
-            } else if line.starts_with('e') && line.contains("[label=") {
+            } else if line.contains("[label=") {
                 declared.insert(line.split(' ').next().unwrap().to_string());
             }
         }
         (declared, edges)
     };
-    let (all, edges) = check(&export(&trace_path, "dot", &[]));
-    assert_eq!(all.len(), steps.len());
+    let (all, edges) = check(&export(&trace_path, "dot", &["--all"]));
+    let events = all.iter().filter(|v| v.starts_with('e')).count();
+    assert_eq!(events, steps.len());
     assert!(
         edges >= steps.len() - trace.header.nodes.len(),
         "program order at least"
@@ -323,7 +324,7 @@ fn dot_is_the_happens_before_graph_and_filters_by_request() {
         &["--request", &r.0.to_string()],
     ));
     assert!(some.len() >= 3 && some.len() < 50, "{}", some.len());
-    for v in &some {
+    for v in some.iter().filter(|v| v.starts_with('e')) {
         let i: usize = v[1..].parse().unwrap();
         let carries = match &trace.events[i].record {
             Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
@@ -341,9 +342,10 @@ fn exports_are_byte_identical_for_one_trace_and_survive_a_torn_one() {
     let dir = scratch_dir("export-stable");
     let trace_path = simulate(&dir, "scenarios/pingpong.toml");
     for f in ["perfetto", "otlp", "jaeger", "shiviz", "dot"] {
+        let base = ["--base-time", "2026-11-30T12:00:00Z"];
         assert_eq!(
-            export(&trace_path, f, &[]),
-            export(&trace_path, f, &[]),
+            export(&trace_path, f, &base),
+            export(&trace_path, f, &base),
             "{f}"
         );
     }
@@ -365,4 +367,190 @@ fn exports_are_byte_identical_for_one_trace_and_survive_a_torn_one() {
     let o = retrace(&["export", "no/such.trace", "--format", "dot"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no/such.trace"), "{}", stderr(&o));
+}
+
+/// Exports of runs without requests were empty files reported as "exported 113 records":
+/// background work (boots, timers and the messages they cause) is exported too, as a trace
+/// per piece of work, and an export that would be empty is an error, not a success.
+#[test]
+fn exports_of_a_run_without_requests_are_background_traces_and_never_empty() {
+    let dir = scratch_dir("export-background");
+    let trace_path = simulate(&dir, "scenarios/pingpong.toml");
+    let trace = Trace::load(&trace_path).unwrap();
+    assert!(
+        !trace
+            .events
+            .iter()
+            .any(|e| matches!(e.record, Record::External { .. })),
+        "pingpong has no external requests"
+    );
+    let steps = Steps::new(&trace.events);
+    let spans = otlp_spans(&json(&export(&trace_path, "otlp", &[])));
+    assert_eq!(spans.len(), steps.len(), "a span per event");
+    let ids: BTreeSet<(String, String)> =
+        spans.iter().map(|s| (s.0.clone(), s.1.clone())).collect();
+    for (t, _, parent, _, _) in &spans {
+        assert!(t.starts_with("7265747261636501"), "background trace id {t}");
+        if let Some(p) = parent {
+            assert!(ids.contains(&(t.clone(), p.clone())));
+        }
+    }
+    let jaeger = json(&export(&trace_path, "jaeger", &[]));
+    let jaeger_spans: usize = jaeger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["spans"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(jaeger_spans, steps.len());
+    // A request that is not there: an error naming it, exit 2, and no file left behind.
+    let out = dir.join("empty.json");
+    let o = retrace(&[
+        "export",
+        trace_path.to_str().unwrap(),
+        "--format",
+        "jaeger",
+        "--request",
+        "r424242",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("nothing to export as jaeger: request r424242 has no events"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "no empty file claims to be an export");
+}
+
+/// OTLP wrote one `resourceSpans` per span; collectors group by resource, one per node.
+#[test]
+fn otlp_has_one_resource_per_node_with_the_base_time_in_its_attributes() {
+    let dir = scratch_dir("export-otlp-resources");
+    let trace_path = simulate(&dir, "scenarios/raft.toml");
+    let trace = Trace::load(&trace_path).unwrap();
+    let v = json(&export(
+        &trace_path,
+        "otlp",
+        &["--base-time", "2026-11-30T12:00:00Z"],
+    ));
+    let resources = v["resourceSpans"].as_array().unwrap();
+    let mut names = BTreeSet::new();
+    for rs in resources {
+        let attrs = rs["resource"]["attributes"].as_array().unwrap();
+        let attr = |k: &str| attrs.iter().find(|a| a["key"] == k).unwrap()["value"].clone();
+        assert!(names.insert(attr("service.name")["stringValue"].to_string()));
+        assert_eq!(
+            attr("retrace.base_time_unix_nano")["intValue"],
+            "1796040000000000000"
+        );
+    }
+    assert_eq!(resources.len(), trace.header.nodes.len());
+    for (_, _, _, start, _) in otlp_spans(&v) {
+        assert!(start >= 1_796_040_000_000_000_000);
+    }
+}
+
+/// Simulated traces were stamped 1970-01-01 (Jaeger's default search found nothing), spans at
+/// time 0 were dropped by Jaeger's UI, and nanosecond tags above 2^53 lost digits in it.
+#[test]
+fn jaeger_times_default_to_now_are_never_zero_and_nanoseconds_are_strings() {
+    let dir = scratch_dir("export-jaeger-times");
+    let trace_path = simulate(&dir, "scenarios/raft.toml");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let v = json(&export(&trace_path, "jaeger", &[]));
+    let first = &v["data"][0]["spans"][0];
+    let start = first["startTime"].as_u64().unwrap();
+    assert!(
+        start.abs_diff(now_us) < 3_600_000_000,
+        "{start} vs now {now_us}"
+    );
+    for tag in first["tags"].as_array().unwrap() {
+        if tag["key"].as_str().unwrap().ends_with("_ns") {
+            assert_eq!(tag["type"], "string", "{tag}");
+            assert!(tag["value"].as_str().unwrap().parse::<u64>().is_ok());
+        }
+    }
+    // Even with the base time at the epoch, no span starts at 0.
+    let v = json(&export(&trace_path, "jaeger", &["--base-time", "0"]));
+    for t in v["data"].as_array().unwrap() {
+        for s in t["spans"].as_array().unwrap() {
+            assert!(s["startTime"].as_u64().unwrap() > 0);
+        }
+    }
+}
+
+/// ShiViz showed message names without their fields.
+#[test]
+fn shiviz_events_carry_the_decoded_message_with_its_fields() {
+    let dir = scratch_dir("export-shiviz-fields");
+    let trace_path = simulate(&dir, "scenarios/kv.toml");
+    let text = export(&trace_path, "shiviz", &[]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("deliver Replicate { epoch: ") && l.contains("writes: [")),
+        "{}",
+        &text[..text.len().min(2_000)]
+    );
+}
+
+/// `dot` marked neither drops nor the violation, and the whole demo-sized graph did not lay
+/// out: by default it is the violation's neighbourhood, marked.
+#[test]
+fn dot_defaults_to_the_violations_neighbourhood_and_marks_drops_and_the_violation() {
+    let dir = scratch_dir("export-dot-violation");
+    let trace_path = simulate(&dir, "scenarios/kv-ack-before-replicate.toml");
+    let trace = Trace::load(&trace_path).unwrap();
+    let steps = Steps::new(&trace.events);
+    let o = retrace(&[
+        "export",
+        trace_path.to_str().unwrap(),
+        "--format",
+        "dot",
+        "--depth",
+        "6",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--all draws the whole run"),
+        "{}",
+        stderr(&o)
+    );
+    let text = stdout(&o);
+    let vertices: Vec<&str> = text.lines().filter(|l| l.contains("[label=")).collect();
+    let events = vertices
+        .iter()
+        .filter(|l| l.trim().starts_with('e'))
+        .count();
+    assert!(
+        events >= 6 && events <= 6 * trace.header.nodes.len(),
+        "{events}"
+    );
+    assert!(events < steps.len() / 10);
+    let violation = vertices
+        .iter()
+        .find(|l| l.contains("invariant broken"))
+        .expect("the violation is drawn");
+    let v = violation.trim().split(' ').next().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("-> {v} [color=red"))),
+        "the violating step points at it"
+    );
+    // The whole run marks every drop whose sender is drawn.
+    let all = export(&trace_path, "dot", &["--all"]);
+    let drops = trace
+        .events
+        .iter()
+        .filter(|e| matches!(e.record, Record::Drop { .. }))
+        .count();
+    let marked = all.lines().filter(|l| l.contains(" dropped (")).count();
+    assert!(
+        drops > 0 && marked > 0 && marked <= drops,
+        "{marked} of {drops}"
+    );
 }

@@ -19,13 +19,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
     let _ = Profiler::new(&trace.events, &steps, &causality, &names).all(None);
-    let ends = retrace_replayer::export::request_ends(trace.events.iter().cloned());
+    let Ok(survey) = retrace_replayer::export::survey(&trace.header, trace.events.iter().cloned())
+    else {
+        return;
+    };
     let name = |p: &[u8]| format!("message ({} bytes)", p.len());
     for format in Format::ALL {
         let options = Options {
             request: None,
             message_name: &name,
-            request_ends: Some(&ends),
+            message_text: &name,
+            survey: Some(&survey),
+            base_time_ns: u64::MAX - 5,
+            dot_depth: Some(3),
         };
         let _ = export(
             &trace.header,

@@ -1,13 +1,16 @@
 //! Jaeger's JSON, the format its UI's "JSON File" upload reads: `{"data":[trace...]}`, each
-//! trace with its spans (`CHILD_OF` the span that caused them) and processes (one per
-//! node). Jaeger wants each trace whole: a trace's spans are held until its last event
-//! (when [`Options::request_ends`] says where that is, from a first pass over the file), or
-//! to the end of the export otherwise.
+//! trace (a request, or a piece of background work: [`TraceKey`]) with its spans (`CHILD_OF`
+//! the span that caused them) and processes (one per node). Jaeger wants each trace whole: a
+//! trace's spans are held until its last event (when [`Options::survey`] says where that is,
+//! from a first pass over the file), or to the end of the export otherwise.
+//!
+//! What Jaeger's UI needs, learnt the hard way: a span whose `startTime` is 0 is dropped (so
+//! times carry the base time, and are never below 1 µs), and numbers above 2^53 lose digits
+//! in JavaScript (so nanosecond tags are strings).
 
-use super::walk::{StepInfo, Visitor};
-use super::{json_str, label, notes, span_id, trace_id, Options};
+use super::walk::{Cause, StepInfo, TraceKey, Visitor};
+use super::{json_str, label, notes, span_id, trace_id, wanted, Options};
 use retrace_sim::trace::{Event, Header};
-use retrace_sim::RequestId;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -15,10 +18,11 @@ pub struct Jaeger<'a> {
     out: &'a mut dyn Write,
     options: &'a Options<'a>,
     /// Per request: its spans, written as comma-separated JSON objects.
-    traces: BTreeMap<RequestId, Vec<u8>>,
+    traces: BTreeMap<TraceKey, Vec<u8>>,
     /// The `processes` object every trace repeats.
     processes: String,
     written: usize,
+    spans: u64,
 }
 
 impl<'a> Jaeger<'a> {
@@ -33,9 +37,13 @@ impl<'a> Jaeger<'a> {
             .enumerate()
             .map(|(k, n)| {
                 format!(
-                    "\"p{k}\":{{\"serviceName\":{},\"tags\":[{}]}}",
+                    "\"p{k}\":{{\"serviceName\":{},\"tags\":[{},{}]}}",
                     json_str(&n.name),
-                    tag("role", &n.role)
+                    tag("role", &n.role),
+                    tag(
+                        "retrace.base_time_unix_nano",
+                        &options.base_time_ns.to_string()
+                    )
                 )
             })
             .collect();
@@ -46,10 +54,11 @@ impl<'a> Jaeger<'a> {
             traces: BTreeMap::new(),
             processes: processes.join(","),
             written: 0,
+            spans: 0,
         })
     }
 
-    fn write_trace(&mut self, r: RequestId, spans: &[u8]) -> io::Result<()> {
+    fn write_trace(&mut self, r: TraceKey, spans: &[u8]) -> io::Result<()> {
         write!(
             self.out,
             "{}\n{{\"traceID\":\"{}\",\"spans\":[",
@@ -76,14 +85,13 @@ fn tag(key: &str, value: &str) -> String {
 
 impl Visitor for Jaeger<'_> {
     fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
-        for &r in s.request_ids {
-            if self.options.request.is_some_and(|only| only != r) {
+        for &r in s.traces {
+            if !wanted(self.options, r) {
                 continue;
             }
             let tid = trace_id(r);
             let references = s
-                .cause
-                .filter(|c| c.request_ids.contains(&r))
+                .parent_in(r)
                 .map(|c| {
                     format!(
                         "{{\"refType\":\"CHILD_OF\",\"traceID\":\"{tid}\",\"spanID\":\"{}\"}}",
@@ -91,17 +99,19 @@ impl Visitor for Jaeger<'_> {
                     )
                 })
                 .unwrap_or_default();
+            let start_us =
+                (self.options.base_time_ns.saturating_add(s.input.time_ns) / 1000).max(1);
             let logs: Vec<String> = notes(s.rest)
                 .map(|text| {
                     format!(
                         "{{\"timestamp\":{},\"fields\":[{}]}}",
-                        s.input.time_ns / 1000,
+                        start_us,
                         tag("event", text)
                     )
                 })
                 .collect();
-            // Jaeger counts in microseconds; the exact nanoseconds ride along as tags
-            // (numbers and a kind word: nothing to escape).
+            // Jaeger counts in microseconds; the exact nanoseconds ride along as tags, as
+            // strings (numbers and a kind word: nothing to escape).
             let buf = self.traces.entry(r).or_default();
             if !buf.is_empty() {
                 buf.push(b',');
@@ -112,22 +122,23 @@ impl Visitor for Jaeger<'_> {
                 "{{\"traceID\":\"{tid}\",\"spanID\":\"{}\",\"operationName\":{},\"references\":[{references}],\"startTime\":{},\"duration\":{},\"tags\":[\
                  {{\"key\":\"retrace.event\",\"type\":\"int64\",\"value\":{index}}},\
                  {{\"key\":\"retrace.kind\",\"type\":\"string\",\"value\":\"{}\"}},\
-                 {{\"key\":\"retrace.start_ns\",\"type\":\"int64\",\"value\":{start_ns}}},\
-                 {{\"key\":\"retrace.service_ns\",\"type\":\"int64\",\"value\":{busy_ns}}}],\
+                 {{\"key\":\"retrace.time_ns\",\"type\":\"string\",\"value\":\"{start_ns}\"}},\
+                 {{\"key\":\"retrace.service_ns\",\"type\":\"string\",\"value\":\"{busy_ns}\"}}],\
                  \"logs\":[{}],\"processID\":\"p{}\",\"warnings\":null,\"flags\":1}}",
                 span_id(index),
                 json_str(&label(s.input, self.options)),
-                start_ns / 1000,
+                start_us,
                 busy_ns / 1000,
                 s.input.record.kind(),
                 logs.join(","),
                 s.node.index()
             )?;
-            // The request's last event: its trace is whole, write it and let it go.
+            self.spans += 1;
+            // The trace's last event: it is whole, write it and let it go.
             let last = self
                 .options
-                .request_ends
-                .is_some_and(|ends| ends.get(&r) == Some(&s.input.index));
+                .survey
+                .is_some_and(|survey| survey.ends.get(&r) == Some(&s.input.index));
             if last {
                 if let Some(spans) = self.traces.remove(&r) {
                     self.write_trace(r, &spans)?;
@@ -137,7 +148,7 @@ impl Visitor for Jaeger<'_> {
         Ok(())
     }
 
-    fn world(&mut self, _: &Event) -> io::Result<()> {
+    fn world(&mut self, _: &Event, _: Option<&Cause>) -> io::Result<()> {
         Ok(())
     }
 
@@ -147,5 +158,9 @@ impl Visitor for Jaeger<'_> {
         }
         writeln!(self.out, "\n]}}")?;
         self.out.flush()
+    }
+
+    fn written(&self) -> u64 {
+        self.spans
     }
 }

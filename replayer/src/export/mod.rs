@@ -6,7 +6,8 @@
 //! set); Jaeger's format groups spans by trace, so it holds the spans of the requests it
 //! writes. Ids are derived from trace indices, so exports of one trace agree with each
 //! other and with `retrace why`/`show`: a span id is the step's input index + 1, a trace id
-//! the request id, a flow id the send's index.
+//! the request id (or, for background work, the index of the step that started it), a flow
+//! id the delivery's index.
 
 mod dot;
 mod jaeger;
@@ -53,9 +54,9 @@ impl Format {
         Format::ALL.into_iter().find(|f| f.name() == text)
     }
 
-    /// Whether it needs a first pass over the trace ([`request_ends`]) to stream.
+    /// Whether it needs a first pass over the trace ([`survey`]).
     pub fn two_passes(self) -> bool {
-        matches!(self, Format::Jaeger)
+        matches!(self, Format::Jaeger | Format::Dot)
     }
 }
 
@@ -65,28 +66,65 @@ pub struct Options<'a> {
     pub request: Option<RequestId>,
     /// A message's name from its payload (the model's enum variant), for labels.
     pub message_name: &'a dyn Fn(&[u8]) -> String,
-    /// Each request's last event (see [`request_ends`]): lets Jaeger write each trace as
-    /// soon as it is whole instead of holding every span to the end.
-    pub request_ends: Option<&'a BTreeMap<RequestId, u64>>,
+    /// A message decoded in full (variant and fields), for ShiViz's event text.
+    pub message_text: &'a dyn Fn(&[u8]) -> String,
+    /// What a first pass over the trace found (see [`survey`]): lets Jaeger write each
+    /// trace as soon as it is whole, and `dot` draw the violation's neighbourhood.
+    pub survey: Option<&'a Survey>,
+    /// Added to every time in OTLP and Jaeger, so a simulated run (whose clock starts at
+    /// zero) lands where a trace viewer's default search looks. Zero for recorded traces,
+    /// whose times are already wall-clock nanoseconds since the Unix epoch.
+    pub base_time_ns: u64,
+    /// `dot`: how many events of each node before the violation to draw; `None` draws the
+    /// whole run (also the default when the run has no violation).
+    pub dot_depth: Option<u32>,
 }
 
-/// A first pass for Jaeger: the index of each request's last event.
-pub fn request_ends(events: impl Iterator<Item = Event>) -> BTreeMap<RequestId, u64> {
-    let mut ends = BTreeMap::new();
-    for e in events {
-        match &e.record {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                for r in request_ids {
-                    ends.insert(*r, e.index);
-                }
+/// What a first pass over a trace finds for the exports that need to know ahead.
+#[derive(Clone, Debug, Default)]
+pub struct Survey {
+    /// Each exported trace's last event (a request's, or a background trace's).
+    pub ends: BTreeMap<walk::TraceKey, u64>,
+    /// The first violation: the step it was found after, and that step's vector clock.
+    pub violation: Option<(u64, Vec<u32>)>,
+    pub steps: u64,
+}
+
+/// The first pass: walks the trace once, holding what [`walk::walk`] holds plus one entry
+/// per exported trace.
+pub fn survey(header: &Header, events: impl Iterator<Item = Event>) -> io::Result<Survey> {
+    struct Surveyor {
+        survey: Survey,
+        last_step: Option<(u64, Vec<u32>)>,
+    }
+    impl walk::Visitor for Surveyor {
+        fn step(&mut self, s: &walk::StepInfo<'_>) -> io::Result<()> {
+            for &t in s.traces {
+                self.survey.ends.insert(t, s.input.index);
             }
-            Record::External { request, .. } => {
-                ends.insert(*request, e.index);
+            self.last_step = Some((s.input.index, s.clock.to_vec()));
+            Ok(())
+        }
+        fn world(&mut self, e: &Event, _: Option<&walk::Cause>) -> io::Result<()> {
+            if matches!(e.record, Record::Violation { .. }) && self.survey.violation.is_none() {
+                self.survey.violation = self.last_step.clone();
             }
-            _ => {}
+            Ok(())
+        }
+        fn finish(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn written(&self) -> u64 {
+            0
         }
     }
-    ends
+    let mut s = Surveyor {
+        survey: Survey::default(),
+        last_step: None,
+    };
+    let walked = walk::walk(header.nodes.len(), events, &mut s)?;
+    s.survey.steps = walked.steps;
+    Ok(s.survey)
 }
 
 /// Writes `events` (a trace's records in order, read from `header`'s trace) as `format`.
@@ -134,10 +172,22 @@ pub(crate) fn span_id(index: u64) -> String {
     format!("{:016x}", index + 1)
 }
 
-/// A trace id: `retrace` in ASCII, then the request id — never all zeros (invalid in W3C
-/// trace context and OTLP), whatever the request id.
-pub(crate) fn trace_id(r: RequestId) -> String {
-    format!("7265747261636500{:016x}", r.0)
+/// A trace id: `retrace` in ASCII, a zero byte and the request id, or a one byte and the
+/// index of the step that started background work — never all zeros (invalid in W3C trace
+/// context and OTLP), whatever the request id.
+pub(crate) fn trace_id(key: walk::TraceKey) -> String {
+    match key {
+        walk::TraceKey::Request(r) => format!("7265747261636500{:016x}", r.0),
+        walk::TraceKey::Background(index) => format!("7265747261636501{index:016x}"),
+    }
+}
+
+/// Whether `key` is exported under `options` (a `--request` keeps that request's trace).
+pub(crate) fn wanted(options: &Options<'_>, key: walk::TraceKey) -> bool {
+    match options.request {
+        Some(only) => key == walk::TraceKey::Request(only),
+        None => true,
+    }
 }
 
 /// A short name for what a step handled: the message's variant, the timer, the boot.

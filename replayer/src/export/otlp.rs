@@ -1,18 +1,29 @@
 //! OpenTelemetry OTLP/JSON (what an OTLP/HTTP collector accepts as `application/json`): one
-//! trace per request id, one span per handled event of that request, its parent the span of
-//! the event that sent the message (or set the timer) it handled, the node as the resource's
-//! `service.name`. Spans are written as they come, each in its own `resourceSpans` entry.
+//! trace per request id and per piece of background work ([`TraceKey`]), one span per
+//! handled event of it, its parent the span of the event that sent the message (or set the
+//! timer) it handled. One `resourceSpans` entry per node (`service.name` = the node): spans
+//! are held per node and written together — at the end, or when the held spans pass
+//! [`HELD_BYTES_MAX`], when every node's are written and a long trace's nodes appear again
+//! (OTLP allows that; collectors also refuse requests much larger than that).
 
-use super::walk::{StepInfo, Visitor};
-use super::{json_str, label, node_name, notes, span_id, trace_id, Options};
+use super::walk::{Cause, StepInfo, TraceKey, Visitor};
+use super::{json_str, label, node_name, notes, span_id, trace_id, wanted, Options};
 use retrace_sim::trace::{Event, Header};
 use std::io::{self, Write};
 
+/// What the spans held for all nodes may take before they are written.
+pub const HELD_BYTES_MAX: usize = 8 << 20;
+
 pub struct Otlp<'a> {
     out: &'a mut dyn Write,
-    header: &'a Header,
     options: &'a Options<'a>,
+    /// Per node: its resource's attributes, made once.
+    resources: Vec<String>,
+    /// Per node: spans not yet written, as comma-separated JSON objects.
+    held: Vec<Vec<u8>>,
+    held_bytes: usize,
     first: bool,
+    spans: u64,
 }
 
 impl<'a> Otlp<'a> {
@@ -22,12 +33,50 @@ impl<'a> Otlp<'a> {
         out: &'a mut dyn Write,
     ) -> io::Result<Self> {
         write!(out, "{{\"resourceSpans\":[")?;
+        let nodes = header.nodes.len().max(1);
+        let resources = (0..nodes)
+            .map(|k| {
+                let node = retrace_sim::NodeId(k as u32);
+                [
+                    attr_str("service.name", &node_name(header, node)),
+                    attr_str("retrace.model", &header.model),
+                    attr_str("retrace.scenario", &header.scenario_name),
+                    // Where the times came from: the trace's own plus this.
+                    attr_int("retrace.base_time_unix_nano", options.base_time_ns),
+                ]
+                .join(",")
+            })
+            .collect();
         Ok(Otlp {
             out,
-            header,
             options,
+            resources,
+            held: vec![Vec::new(); nodes],
+            held_bytes: 0,
             first: true,
+            spans: 0,
         })
+    }
+
+    /// Writes every node's held spans, one `resourceSpans` entry per node.
+    fn write_held(&mut self) -> io::Result<()> {
+        for (k, spans) in self.held.iter_mut().enumerate() {
+            if spans.is_empty() {
+                continue;
+            }
+            write!(
+                self.out,
+                "{}\n{{\"resource\":{{\"attributes\":[{}]}},\"scopeSpans\":[{{\"scope\":{{\"name\":\"retrace\"}},\"spans\":[",
+                if self.first { "" } else { "," },
+                self.resources[k]
+            )?;
+            self.out.write_all(spans)?;
+            write!(self.out, "]}}]}}")?;
+            self.first = false;
+            spans.clear();
+        }
+        self.held_bytes = 0;
+        Ok(())
     }
 }
 
@@ -42,57 +91,80 @@ fn attr_int(key: &str, value: u64) -> String {
     format!("{{\"key\":\"{key}\",\"value\":{{\"intValue\":\"{value}\"}}}}")
 }
 
+impl Otlp<'_> {
+    fn span(&mut self, s: &StepInfo<'_>, key: TraceKey, parent: Option<&Cause>) -> io::Result<()> {
+        let parent = parent
+            .map(|c| format!(",\"parentSpanId\":\"{}\"", span_id(c.index)))
+            .unwrap_or_default();
+        // A request's first event is where it arrives from its client: a server span.
+        let kind = match (key, parent.is_empty()) {
+            (TraceKey::Request(_), true) => 2,
+            _ => 1,
+        };
+        let start = self.options.base_time_ns.saturating_add(s.input.time_ns);
+        let mut attrs = vec![
+            attr_int("retrace.event", s.input.index),
+            attr_str("retrace.kind", s.input.record.kind()),
+            attr_int("retrace.time_ns", s.input.time_ns),
+            attr_int("retrace.queued_ns", s.queued_ns),
+        ];
+        if let TraceKey::Background(_) = key {
+            attrs.push(attr_str("retrace.background", "true"));
+        }
+        let events: Vec<String> = notes(s.rest)
+            .map(|text| {
+                format!(
+                    "{{\"timeUnixNano\":\"{start}\",\"name\":{}}}",
+                    json_str(text)
+                )
+            })
+            .collect();
+        let k = s.node.index().min(self.held.len() - 1);
+        let buf = &mut self.held[k];
+        let before = buf.len();
+        if !buf.is_empty() {
+            buf.push(b',');
+        }
+        write!(
+            buf,
+            "{{\"traceId\":\"{}\",\"spanId\":\"{}\"{parent},\"name\":{},\"kind\":{kind},\"startTimeUnixNano\":\"{start}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[{}],\"events\":[{}]}}",
+            trace_id(key),
+            span_id(s.input.index),
+            json_str(&label(s.input, self.options)),
+            start.saturating_add(s.busy_ns),
+            attrs.join(","),
+            events.join(",")
+        )?;
+        self.held_bytes += buf.len() - before;
+        self.spans += 1;
+        if self.held_bytes > HELD_BYTES_MAX {
+            self.write_held()?;
+        }
+        Ok(())
+    }
+}
+
 impl Visitor for Otlp<'_> {
     fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
-        let node = node_name(self.header, s.node);
-        for &r in s.request_ids {
-            if self.options.request.is_some_and(|only| only != r) {
-                continue;
+        for &key in s.traces {
+            if wanted(self.options, key) {
+                self.span(s, key, s.parent_in(key))?;
             }
-            let parent = s
-                .cause
-                .filter(|c| c.request_ids.contains(&r))
-                .map(|c| format!(",\"parentSpanId\":\"{}\"", span_id(c.index)))
-                .unwrap_or_default();
-            // A request's first event is where it arrives from its client: a server span.
-            let kind = if parent.is_empty() { 2 } else { 1 };
-            let start = s.input.time_ns;
-            let attrs = [
-                attr_int("retrace.event", s.input.index),
-                attr_str("retrace.kind", s.input.record.kind()),
-                attr_int("retrace.queued_ns", s.queued_ns),
-            ];
-            let events: Vec<String> = notes(s.rest)
-                .map(|text| {
-                    format!(
-                        "{{\"timeUnixNano\":\"{start}\",\"name\":{}}}",
-                        json_str(text)
-                    )
-                })
-                .collect();
-            write!(
-                self.out,
-                "{}\n{{\"resource\":{{\"attributes\":[{}]}},\"scopeSpans\":[{{\"scope\":{{\"name\":\"retrace\"}},\"spans\":[{{\"traceId\":\"{}\",\"spanId\":\"{}\"{parent},\"name\":{},\"kind\":{kind},\"startTimeUnixNano\":\"{start}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[{}],\"events\":[{}]}}]}}]}}",
-                if self.first { "" } else { "," },
-                attr_str("service.name", &node),
-                trace_id(r),
-                span_id(s.input.index),
-                json_str(&label(s.input, self.options)),
-                start + s.busy_ns,
-                attrs.join(","),
-                events.join(",")
-            )?;
-            self.first = false;
         }
         Ok(())
     }
 
-    fn world(&mut self, _: &Event) -> io::Result<()> {
+    fn world(&mut self, _: &Event, _: Option<&Cause>) -> io::Result<()> {
         Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
+        self.write_held()?;
         writeln!(self.out, "\n]}}")?;
         self.out.flush()
+    }
+
+    fn written(&self) -> u64 {
+        self.spans
     }
 }

@@ -3,7 +3,7 @@
 //! each send to its delivery, instant markers for crashes, faults, drops, annotations, log
 //! lines and violations.
 
-use super::walk::{StepInfo, Visitor};
+use super::walk::{Cause, StepInfo, Visitor};
 use super::{json_str, label, micros, node_name, Options};
 use retrace_sim::trace::{Event, FaultRecord, Header, Record};
 use std::io::{self, Write};
@@ -12,6 +12,7 @@ pub struct Perfetto<'a> {
     out: &'a mut dyn Write,
     header: &'a Header,
     options: &'a Options<'a>,
+    slices: u64,
 }
 
 const PID: u32 = 1;
@@ -45,6 +46,7 @@ impl<'a> Perfetto<'a> {
             out,
             header,
             options,
+            slices: 0,
         })
     }
 
@@ -93,6 +95,7 @@ impl Visitor for Perfetto<'_> {
             s.queued_ns,
             ids.join(",")
         )?;
+        self.slices += 1;
         if let Some(c) = s.cause.filter(|c| c.by_message) {
             // Both ends of the flow are written at the delivery, so every arrow has two. Its
             // id is the delivery's index, not the send's: a duplicated message is one send
@@ -135,7 +138,7 @@ impl Visitor for Perfetto<'_> {
         Ok(())
     }
 
-    fn world(&mut self, e: &Event) -> io::Result<()> {
+    fn world(&mut self, e: &Event, _: Option<&Cause>) -> io::Result<()> {
         let args = format!("\"event\":{}", e.index);
         match &e.record {
             Record::Drop { reason, .. } => self.instant(
@@ -178,5 +181,9 @@ impl Visitor for Perfetto<'_> {
     fn finish(&mut self) -> io::Result<()> {
         writeln!(self.out, "\n]}}")?;
         self.out.flush()
+    }
+
+    fn written(&self) -> u64 {
+        self.slices
     }
 }

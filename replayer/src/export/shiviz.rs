@@ -3,8 +3,9 @@
 //! into ShiViz (its first line goes in the "regular expression" box, or keep it: ShiViz's
 //! examples carry it the same way).
 
-use super::walk::{StepInfo, Visitor};
-use super::{json_str, kind_and_label, node_name, Options};
+use super::walk::{Cause, StepInfo, Visitor};
+use super::{json_str, node_name, Options};
+use retrace_sim::trace::Record;
 use retrace_sim::trace::{Event, Header};
 use std::io::{self, Write};
 
@@ -20,6 +21,7 @@ pub struct Shiviz<'a> {
     options: &'a Options<'a>,
     /// One event's text, reused.
     line: String,
+    events: u64,
 }
 
 impl<'a> Shiviz<'a> {
@@ -41,6 +43,7 @@ impl<'a> Shiviz<'a> {
             keys,
             options,
             line: String::new(),
+            events: 0,
         })
     }
 }
@@ -64,22 +67,36 @@ impl Visitor for Shiviz<'_> {
             }
         }
         let _ = write!(line, "}}\n#{} ", s.input.index);
-        // One line per event: a newline inside would break the regex.
-        let text = kind_and_label(s.input, self.options);
+        // The message in full — variant and fields — as `show` prints it: ShiViz's search
+        // and its event view are where people read them. One line per event: a newline
+        // inside would break the regex.
+        let text = match &s.input.record {
+            Record::Deliver { payload, .. } | Record::External { payload, .. } => format!(
+                "{} {}",
+                s.input.record.kind(),
+                (self.options.message_text)(payload)
+            ),
+            _ => super::kind_and_label(s.input, self.options),
+        };
         if text.contains('\n') {
             line.push_str(&text.replace('\n', " "));
         } else {
             line.push_str(&text);
         }
         line.push('\n');
+        self.events += 1;
         self.out.write_all(line.as_bytes())
     }
 
-    fn world(&mut self, _: &Event) -> io::Result<()> {
+    fn world(&mut self, _: &Event, _: Option<&Cause>) -> io::Result<()> {
         Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    fn written(&self) -> u64 {
+        self.events
     }
 }

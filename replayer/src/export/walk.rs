@@ -8,6 +8,19 @@ use retrace_sim::{NodeId, RequestId, TimerId};
 use std::collections::BTreeMap;
 use std::io;
 
+/// Which exported trace (Jaeger's and OTLP's unit) a step's span belongs to.
+///
+/// A request's steps form its trace. Work outside any request (boots, timers, what
+/// `ctx.detach()` started) is exported too: a boot or a timer firing outside a request
+/// starts a background trace, and the steps its messages cause join it — so a heartbeat and
+/// the replies it drew are one trace, and the next heartbeat is the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TraceKey {
+    Request(RequestId),
+    /// Background work, named by the input index of the step that started it.
+    Background(u64),
+}
+
 /// What caused a step: the step that sent its message or set its timer.
 #[derive(Clone, Debug)]
 pub struct Cause {
@@ -19,6 +32,8 @@ pub struct Cause {
     pub link: u64,
     pub by_message: bool,
     pub request_ids: Vec<RequestId>,
+    /// The exported traces the causing step belongs to.
+    pub traces: Vec<TraceKey>,
 }
 
 /// One step as exporters see it.
@@ -33,16 +48,29 @@ pub struct StepInfo<'a> {
     pub queued_ns: u64,
     pub request_ids: &'a [RequestId],
     pub cause: Option<&'a Cause>,
+    /// The exported traces this step belongs to (none for a crash, which runs no code).
+    pub traces: &'a [TraceKey],
     /// The node's vector clock after this step (entry k: steps of node k that precede it,
     /// itself included).
     pub clock: &'a [u32],
 }
 
+impl StepInfo<'_> {
+    /// Whether this step's span has a parent in trace `key`: its cause is in the same trace.
+    pub fn parent_in(&self, key: TraceKey) -> Option<&Cause> {
+        self.cause.filter(|c| c.traces.contains(&key))
+    }
+}
+
 pub trait Visitor {
     fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()>;
-    /// A fault, drop, duplicate, violation or the end.
-    fn world(&mut self, e: &Event) -> io::Result<()>;
+    /// A fault, drop, duplicate, violation or the end; for a drop or a duplicate, `sender`
+    /// is the step that sent the message (when it is still pending).
+    fn world(&mut self, e: &Event, sender: Option<&Cause>) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
+    /// How many things (spans, slices, vertices, events) the export wrote: an export that
+    /// wrote none is reported as empty, never as a success.
+    fn written(&self) -> u64;
 }
 
 /// Counts of what a walk saw.
@@ -50,6 +78,8 @@ pub trait Visitor {
 pub struct Walked {
     pub records: u64,
     pub steps: u64,
+    /// What the visitor wrote ([`Visitor::written`]).
+    pub written: u64,
 }
 
 struct Pending {
@@ -85,7 +115,7 @@ impl Walker<'_> {
             Record::External { request, .. } => vec![*request],
             _ => Vec::new(),
         };
-        let cause = match &input.record {
+        let cause: Option<Cause> = match &input.record {
             Record::Deliver { send: Some(s), .. } => match self.sends.get_mut(s) {
                 Some(p) => {
                     p.remaining = p.remaining.saturating_sub(1);
@@ -108,6 +138,21 @@ impl Walker<'_> {
                 self.timers.remove(&set);
             }
         }
+        let traces: Vec<TraceKey> =
+            if !request_ids.is_empty() {
+                request_ids.iter().map(|&r| TraceKey::Request(r)).collect()
+            } else if matches!(input.record, Record::Crash { .. }) {
+                Vec::new()
+            } else {
+                // A message from background work continues its trace; anything else starts one.
+                let inherited = cause.as_ref().filter(|c| c.by_message).and_then(|c| {
+                    match c.traces.as_slice() {
+                        [TraceKey::Background(root)] => Some(*root),
+                        _ => None,
+                    }
+                });
+                vec![TraceKey::Background(inherited.unwrap_or(input.index))]
+            };
         self.clocks[k][k] += 1;
         let (mut busy_ns, mut queued_ns) = (0, 0);
         for e in &self.step[1..] {
@@ -126,6 +171,7 @@ impl Walker<'_> {
             queued_ns,
             request_ids: &request_ids,
             cause: cause.as_ref(),
+            traces: &traces,
             clock: &self.clocks[k],
         };
         self.visitor.step(&info)?;
@@ -137,6 +183,7 @@ impl Walker<'_> {
             link: 0,
             by_message: true,
             request_ids,
+            traces,
         };
         for e in &self.step[1..] {
             match &e.record {
@@ -193,21 +240,25 @@ impl Walker<'_> {
     fn world(&mut self, e: &Event) -> io::Result<()> {
         match &e.record {
             Record::Drop { send, .. } => {
+                let mut gone = None;
                 if let Some(p) = self.sends.get_mut(send) {
                     p.remaining = p.remaining.saturating_sub(1);
                     if p.remaining == 0 {
-                        self.sends.remove(send);
+                        gone = self.sends.remove(send);
                     }
                 }
+                let sender = gone.as_ref().or_else(|| self.sends.get(send));
+                self.visitor.world(e, sender.map(|p| &p.cause))
             }
             Record::Duplicate { send } => {
                 if let Some(p) = self.sends.get_mut(send) {
                     p.remaining += 1;
                 }
+                let sender = self.sends.get(send).map(|p| &p.cause);
+                self.visitor.world(e, sender)
             }
-            _ => {}
+            _ => self.visitor.world(e, None),
         }
-        self.visitor.world(e)
     }
 }
 
@@ -248,7 +299,8 @@ pub fn walk(
         }
     }
     w.flush()?;
-    let walked = w.walked;
+    let mut walked = w.walked;
     w.visitor.finish()?;
+    walked.written = w.visitor.written();
     Ok(walked)
 }
