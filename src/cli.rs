@@ -129,6 +129,10 @@ enum Command {
     Replay(crate::replay_cli::ReplayArgs),
     /// Show the events that causally precede (or follow) an event
     Why(crate::replay_cli::WhyArgs),
+    /// Where a value came from and where it went: back across machines to the request that
+    /// brought it, forward to every node and message that held it, and where a copy never
+    /// arrived
+    Provenance(crate::provenance_cli::ProvenanceArgs),
     /// Where requests spent their time: critical paths by node, link and kind
     Profile(crate::replay_cli::ProfileArgs),
     /// Write a trace for Perfetto, OpenTelemetry, Jaeger, ShiViz or Graphviz
@@ -204,6 +208,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Fuzz(args) => load_scenario(&registry, &args.scenario)
             .and_then(|l| l.entry.fuzz(&l.file, &l.source, &args)),
         Command::Why(args) => crate::replay_cli::why(&registry, &args),
+        Command::Provenance(args) => crate::provenance_cli::provenance(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
         Command::Export(args) => crate::export_cli::export(&registry, &args),
         Command::Cluster(args) => crate::record_cli::cluster(&registry, &args),

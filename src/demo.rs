@@ -162,7 +162,7 @@ fn open_tui(app: &mut App, f: &Finding) -> Result<(), String> {
     app.run_command("bookmark write");
     app.why();
     app.message = Some(format!(
-        "the lost write ({}): acknowledged here; `:goto crash`, `:goto violation`, `r` follows the request",
+        "the lost write ({}): acknowledged here; `v` follows its value, `:goto crash`, `:goto violation`, `r` the request",
         f.request
     ));
     retrace_tui::terminal::run(app).map_err(|e| format!("terminal: {e}"))
@@ -243,7 +243,7 @@ fn report(app: &mut App, f: &Finding, trace_path: &std::path::Path) {
         println!("  {}", line(s));
     }
     println!(
-        "explore:  {} replay {}   (opens at the broken invariant; `w` what led there, `r` the request, `?` help)",
+        "explore:  {} replay {}   (opens at the broken invariant; `v` follows the lost value across the nodes, `w` what led there, `?` help)",
         crate::cli::program(),
         trace_path.display()
     );

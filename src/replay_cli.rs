@@ -4,6 +4,7 @@ use crate::cli::exit;
 use crate::registry::Registry;
 use crate::summary::{event_line, group, rate, short_ns};
 use clap::Args;
+use retrace_replayer::faults::fault_causes;
 use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProfile, Summary};
 use retrace_replayer::{Causality, Steps};
 use retrace_sim::scenario::parse_duration_ns;
@@ -199,10 +200,26 @@ pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
     } else {
         causality.why(step)
     };
+    // Faults are causes too: the drops, cuts and clock jumps that changed what a step of
+    // the history saw (they have no happens-before edge of their own).
+    let faults: Vec<usize> = if args.effects {
+        Vec::new()
+    } else {
+        let mut history = related.clone();
+        history.push(step);
+        history.sort_unstable();
+        fault_causes(&steps, &trace.events, &history)
+            .into_iter()
+            .map(|f| f.record)
+            .collect()
+    };
     if args.json {
         let indices: Vec<usize> = related.iter().map(|&s| steps.steps[s].input).collect();
         let key = if args.effects { "effects" } else { "why" };
-        let v = serde_json::json!({ "event": args.event, "step_event": steps.steps[step].input, key: indices });
+        let mut v = serde_json::json!({ "event": args.event, "step_event": steps.steps[step].input, key: indices });
+        if !args.effects {
+            v["faults"] = serde_json::json!(faults);
+        }
         println!("{v}");
         return Ok(exit::after_reading(trace.tail.as_ref(), exit::OK));
     }
@@ -247,8 +264,41 @@ pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
             String::new()
         }
     );
-    for line in step_lines(&trace, &steps, &shown, &describe) {
-        println!("  {line}");
+    // The shown steps and the faults among them, in trace order; a fault is marked.
+    let from = shown.first().map_or(0, |&s| steps.steps[s].input);
+    let mut merged: Vec<(usize, String)> = shown
+        .iter()
+        .zip(step_lines(&trace, &steps, &shown, &describe))
+        .map(|(&s, line)| (steps.steps[s].input, format!("  {line}")))
+        .collect();
+    let shown_faults: Vec<usize> = faults.iter().copied().filter(|&f| f >= from).collect();
+    for &f in &shown_faults {
+        merged.push((
+            f,
+            format!(
+                "! {}",
+                event_line(&trace.header, &trace.events[f], &describe)
+            ),
+        ));
+    }
+    merged.sort_by_key(|(i, _)| *i);
+    if !faults.is_empty() {
+        println!(
+            "{} fault{} changed what they saw (marked `!`{}):",
+            group(faults.len() as u64),
+            if faults.len() == 1 { "" } else { "s" },
+            if shown_faults.len() < faults.len() {
+                format!(
+                    "; {} before the events shown, --json lists all",
+                    group((faults.len() - shown_faults.len()) as u64)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    for (_, line) in merged {
+        println!("{line}");
     }
     Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
 }

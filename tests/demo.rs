@@ -41,6 +41,44 @@ fn the_demo_records_kills_merges_replays_and_names_the_lost_write() {
         "{}",
         stdout(&o)
     );
+    // The root cause without the demo's script: the TUI opens the recorded incident at the
+    // broken invariant, and `v` on the value it names follows it — acknowledged while only
+    // the primary had it, carried by no message to any backup.
+    let registry = retrace::registry::Registry::builtin();
+    let loaded = retrace::sim::Trace::load(&trace).unwrap();
+    let session = registry.get("kv").unwrap().session(loaded).unwrap();
+    let mut app = retrace::tui::App::new(session);
+    app.press("v");
+    let first = app.value.as_ref().expect("the picker").picks[0]
+        .label
+        .clone();
+    assert!(first.contains("named by the broken invariant"), "{first}");
+    app.press("<Enter>");
+    let answer = app
+        .value
+        .as_ref()
+        .unwrap()
+        .answer
+        .clone()
+        .expect("an answer");
+    let story: Vec<&str> = answer.lines.iter().map(|(_, l)| l.as_str()).collect();
+    let all = story.join("\n");
+    let answered = story
+        .iter()
+        .find(|l| l.contains("answered request"))
+        .unwrap_or_else(|| panic!("no answer in:\n{all}"));
+    assert!(answered.contains("held by replica-0"), "{all}");
+    assert!(
+        !answered.contains("replica-1") && !answered.contains("replica-2"),
+        "{all}"
+    );
+    for expected in [
+        "expected on every replica, never arrived at:",
+        "replica-1: no message carrying it was sent to it",
+        "replica-2: no message carrying it was sent to it",
+    ] {
+        assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+    }
     // The real processes' `tracing` lines are in the merged trace, on the primary.
     let o = retrace(&["show", trace.to_str().unwrap()]);
     assert!(

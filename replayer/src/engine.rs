@@ -105,6 +105,9 @@ impl<M: Model> Cluster<M> {
     }
 }
 
+/// The messages a step sent, each with its `Send` record's index ([`Replay::apply_observed`]).
+pub type Sent<M> = Vec<(usize, <<M as Model>::Node as Node>::Msg)>;
+
 /// A trace loaded for re-execution with model `M`.
 pub struct Replay<M: Model> {
     pub trace: Trace,
@@ -132,7 +135,9 @@ struct ReplayEnv<'a, M> {
     storage: &'a mut Storage,
     timers: &'a mut BTreeMap<TimerId, NodeId>,
     mismatch: Option<(usize, String, String, Vec<Change>)>,
-    _msg: std::marker::PhantomData<M>,
+    /// Where the messages the code sent go, with their `Send` records' indices, when the
+    /// caller asked to see them ([`Replay::apply_observed`]); the trace keeps only digests.
+    sent: Option<&'a mut Vec<(usize, M)>>,
 }
 
 impl<M: Message> ReplayEnv<'_, M> {
@@ -220,7 +225,11 @@ impl<M: Message> Env<M> for ReplayEnv<'_, M> {
             || format!("send to n{} (digest {digest:016x}): {msg:?}", to.0),
             |r| matches!(r, Record::Send { to: t, digest: d } if *t == to && *d == digest),
         );
-        if got.is_none() {
+        if got.is_some() {
+            if let Some(sent) = self.sent.as_mut() {
+                sent.push((self.cursor - 1, msg));
+            }
+        } else {
             // Show what the trace's message was, if it was delivered somewhere.
             if let Some((at, expected, actual, changes)) = self.mismatch.as_mut() {
                 if let Some(&deliver) = self.steps.delivery_of_send.get(&(*at as u64)) {
@@ -352,6 +361,24 @@ impl<M: Model> Replay<M> {
     /// Applies step number `cluster.applied`. Returns invariant violations it caused, or the
     /// divergence that stopped it.
     pub fn apply(&self, cluster: &mut Cluster<M>) -> Result<Vec<ReplayViolation>, Box<Divergence>> {
+        self.apply_with(cluster, None)
+    }
+
+    /// [`Replay::apply`], also handing over each message the step sent (with its `Send`
+    /// record's index): what the trace itself keeps only as a digest.
+    pub fn apply_observed(
+        &self,
+        cluster: &mut Cluster<M>,
+        sent: &mut Sent<M>,
+    ) -> Result<Vec<ReplayViolation>, Box<Divergence>> {
+        self.apply_with(cluster, Some(sent))
+    }
+
+    fn apply_with(
+        &self,
+        cluster: &mut Cluster<M>,
+        sent: Option<&mut Sent<M>>,
+    ) -> Result<Vec<ReplayViolation>, Box<Divergence>> {
         let k = cluster.applied;
         let step = &self.steps.steps[k];
         let events = &self.trace.events;
@@ -454,7 +481,7 @@ impl<M: Model> Replay<M> {
             storage: &mut cluster.storages[i],
             timers: &mut cluster.timers,
             mismatch: None,
-            _msg: std::marker::PhantomData,
+            sent,
         };
         let decode = |payload: &[u8]| {
             codec::decode::<<M::Node as Node>::Msg>(payload).map_err(|e| e.to_string())

@@ -15,8 +15,10 @@ pub mod describe;
 pub mod diff;
 pub mod engine;
 pub mod export;
+pub mod faults;
 pub mod predicate;
 pub mod profile;
+pub mod provenance;
 pub mod steps;
 
 pub use causality::Causality;

@@ -4,6 +4,7 @@
 use crate::command::Command;
 use crate::session::{Scan, Session, StepStates};
 use crate::timeline::Timeline;
+pub use crate::value::ValueView;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use retrace_replayer::profile::{Profiler, RequestProfile};
 use retrace_replayer::{event_detail, Causality, Predicate};
@@ -46,6 +47,8 @@ pub enum View {
     Main,
     Profile,
     Help,
+    /// `v`: pick a value, then its story across the cluster.
+    Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +64,9 @@ pub struct Highlight {
     pub label: String,
     /// Sorted step numbers.
     pub steps: Vec<usize>,
+    /// Sorted indices of world records lit too: the faults (drops, cuts, clock jumps) that
+    /// changed what the highlighted steps saw.
+    pub records: Vec<usize>,
 }
 
 impl Highlight {
@@ -108,6 +114,13 @@ pub struct App {
     pub quit: bool,
     /// Simulated traces have virtual time; recordings wall time.
     pub virtual_time: bool,
+    /// The key, reach and step of the history last shown (`w` again clears it).
+    history_key: Option<(bool, bool, usize)>,
+    /// `v`: the value picker and the value's story.
+    pub value: Option<ValueView>,
+    /// The diagram's vertical axis: `None` is event order; `Some(ns)` is time, one line
+    /// per `ns` (`t` toggles; `z`/`Z` zoom it).
+    pub time_axis_ns: Option<u64>,
 }
 
 impl App {
@@ -173,6 +186,9 @@ impl App {
             profile_sel: 0,
             quit: false,
             virtual_time,
+            history_key: None,
+            value: None,
+            time_axis_ns: None,
         };
         let violation_at = recorded_violation.or(match start_at {
             Some(i) if app.session.divergence().is_none_or(|d| d.record_index != i) => Some(i),
@@ -481,43 +497,147 @@ impl App {
     // ----- causality -----
 
     /// The step the causality keys ask about: the selected event's own, or the last before it.
-    fn causal_step(&self) -> Option<usize> {
+    pub(crate) fn causal_step(&self) -> Option<usize> {
         self.own_step(self.sel).or(self.step_of_row(self.sel))
     }
 
-    /// Highlights `step` and `related`, labelled, with a message naming how many.
-    fn highlight_related(&mut self, step: usize, mut related: Vec<usize>, label: &str, what: &str) {
-        related.push(step);
-        related.sort_unstable();
-        self.message = Some(format!("{} {what}", related.len() - 1));
-        let input = self.session.steps().steps[step].input;
-        self.highlight = Some(Highlight {
-            label: format!("{label} #{input}"),
-            steps: related,
-        });
-    }
-
-    pub fn why(&mut self) {
-        if let Some(s) = self.causal_step() {
-            let related = self.causality.why(s);
-            self.highlight_related(
-                s,
-                related,
-                "why",
-                "earlier events led to this one (`]`/`[` move through them, `w` again clears)",
-            );
+    /// Whether a row is lit: every row without a highlight; with one, its steps and the
+    /// world records (faults) it names.
+    pub fn lit(&self, row: usize) -> bool {
+        match &self.highlight {
+            None => true,
+            Some(h) => match self.own_step(row) {
+                Some(s) => h.contains(s),
+                None => h.records.binary_search(&self.record_of(row)).is_ok(),
+            },
         }
     }
 
+    /// What `w` and `e` narrow a history to: the steps of the event's requests, else those
+    /// of the value being followed (`v`); `None` when there is nothing to narrow by.
+    fn focus(&self, s: usize) -> Option<(String, Vec<usize>)> {
+        let row = self.timeline.row_of(self.session.steps().steps[s].input);
+        let requests = self.requests_of_row(row);
+        if !requests.is_empty() {
+            let mut steps: Vec<usize> = requests
+                .iter()
+                .flat_map(|&r| self.causality.request(r).iter().copied())
+                .collect();
+            steps.sort_unstable();
+            steps.dedup();
+            let names: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
+            return Some((format!("request {}", names.join(", ")), steps));
+        }
+        self.value
+            .as_ref()
+            .and_then(|v| v.answer.as_ref())
+            .map(|a| (format!("value {}", a.value), a.steps.clone()))
+    }
+
+    /// `w` / `W` (`back`) and `e` / `E`: the causal history of the selected event, or what
+    /// it caused — narrowed to its request or the followed value unless `all`. A history
+    /// also lights the faults that changed what its steps saw.
+    fn history(&mut self, back: bool, all: bool) {
+        let Some(s) = self.causal_step() else {
+            return;
+        };
+        let full = if back {
+            self.causality.why(s)
+        } else {
+            self.causality.effects(s)
+        };
+        let input = self.session.steps().steps[s].input;
+        let (word, key_all) = if back {
+            ("why", 'W')
+        } else {
+            ("effects of", 'E')
+        };
+        let focus = if all { None } else { self.focus(s) };
+        let (mut steps, label, said) = match focus {
+            Some((name, set)) => {
+                let narrowed: Vec<usize> = full
+                    .iter()
+                    .copied()
+                    .filter(|x| set.binary_search(x).is_ok())
+                    .collect();
+                let said = format!(
+                    "{} of the {} {} events are {name}'s (`{key_all}`: all of them)",
+                    narrowed.len(),
+                    full.len(),
+                    if back { "earlier" } else { "later" },
+                );
+                (narrowed, format!("{word} #{input} ({name})"), said)
+            }
+            None => {
+                let said = format!(
+                    "{} {}",
+                    full.len(),
+                    if back {
+                        "earlier events led to this one"
+                    } else {
+                        "later events follow from this one"
+                    }
+                );
+                (full.clone(), format!("{word} #{input}"), said)
+            }
+        };
+        steps.push(s);
+        steps.sort_unstable();
+        let records: Vec<usize> = if back {
+            let mut history = full;
+            history.push(s);
+            history.sort_unstable();
+            retrace_replayer::faults::fault_causes(
+                self.session.steps(),
+                &self.session.trace().events,
+                &history,
+            )
+            .into_iter()
+            .filter(|f| steps.binary_search(&f.affected_step).is_ok())
+            .map(|f| f.record)
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let faults = if records.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} fault{} changed what they saw",
+                records.len(),
+                if records.len() == 1 { "" } else { "s" }
+            )
+        };
+        self.message = Some(format!(
+            "{said}{faults} (`]`/`[` move through them, again: clear)"
+        ));
+        self.highlight = Some(Highlight {
+            label,
+            steps,
+            records,
+        });
+        self.history_key = Some((back, all, s));
+    }
+
+    /// The selected event's causal history, narrowed to its request or followed value.
+    pub fn why(&mut self) {
+        self.history(true, false);
+    }
+
+    /// What the selected event caused, narrowed like [`App::why`].
     pub fn effects(&mut self) {
-        if let Some(s) = self.causal_step() {
-            let related = self.causality.effects(s);
-            self.highlight_related(
-                s,
-                related,
-                "effects of",
-                "later events follow from this one",
-            );
+        self.history(false, false);
+    }
+
+    /// `w`, `W`, `e`, `E`: the history, or clear it when the same key is pressed again on
+    /// the same event.
+    fn toggle_history(&mut self, back: bool, all: bool) {
+        let same = self.history_key == Some((back, all, self.causal_step().unwrap_or(usize::MAX)));
+        if same && self.highlight.is_some() {
+            self.highlight = None;
+            self.history_key = None;
+        } else {
+            self.history(back, all);
         }
     }
 
@@ -540,6 +660,7 @@ impl App {
         self.highlight = Some(Highlight {
             label: format!("request {r}"),
             steps,
+            records: Vec::new(),
         });
     }
 
@@ -570,6 +691,26 @@ impl App {
                 ))
             }
         }
+    }
+
+    /// `t`: the diagram's vertical axis between event order and time. In time, a line is a
+    /// slice of the run (to start, the median gap between events, so busy stretches stay
+    /// readable) and long quiet stretches are folded into one line that says how long.
+    fn toggle_time_axis(&mut self) {
+        if self.time_axis_ns.take().is_some() {
+            self.message = Some("diagram: one row per event".into());
+            return;
+        }
+        let ns = self
+            .timeline
+            .median_gap_ns(&self.session.trace().events)
+            .max(1);
+        self.time_axis_ns = Some(ns);
+        self.message = Some(format!(
+            "diagram: {} time, a line per {} (`z`/`Z` zoom, `t` back to event order)",
+            if self.virtual_time { "virtual" } else { "wall" },
+            retrace_sim::format_ns(ns)
+        ));
     }
 
     // ----- keys -----
@@ -647,6 +788,7 @@ impl App {
                     }
                 }
                 View::Profile => self.profile_key(key),
+                View::Value => self.value_key(key),
                 View::Main => self.main_key(key),
             },
         }
@@ -711,18 +853,12 @@ impl App {
             KeyCode::Char('N') => self.search(false, n),
             KeyCode::Char(']') => self.next_highlighted(true, n),
             KeyCode::Char('[') => self.next_highlighted(false, n),
-            KeyCode::Char('w') => {
-                // Again on the same event clears; elsewhere, shows that event's history.
-                let label = self
-                    .causal_step()
-                    .map(|s| format!("why #{}", self.session.steps().steps[s].input));
-                if label.is_some() && self.highlight.as_ref().map(|h| &h.label) == label.as_ref() {
-                    self.highlight = None;
-                } else {
-                    self.why();
-                }
-            }
-            KeyCode::Char('e') => self.effects(),
+            KeyCode::Char('w') => self.toggle_history(true, false),
+            KeyCode::Char('W') => self.toggle_history(true, true),
+            KeyCode::Char('e') => self.toggle_history(false, false),
+            KeyCode::Char('E') => self.toggle_history(false, true),
+            KeyCode::Char('v') => self.open_value(),
+            KeyCode::Char('t') => self.toggle_time_axis(),
             KeyCode::Char('r') => match self.requests_of_row(self.sel).first() {
                 Some(&r) => self.follow_request(r),
                 None => self.message = Some("this event belongs to no request".into()),
@@ -737,8 +873,14 @@ impl App {
             KeyCode::Char('-') => {
                 self.lane_width = self.current_lane_width().saturating_sub(1).max(2)
             }
-            KeyCode::Char('z') => self.zoom = (self.zoom * 2).min(1 << 20),
-            KeyCode::Char('Z') => self.zoom = (self.zoom / 2).max(1),
+            KeyCode::Char('z') => match &mut self.time_axis_ns {
+                Some(ns) => *ns = ns.saturating_mul(2).min(1 << 50),
+                None => self.zoom = (self.zoom * 2).min(1 << 20),
+            },
+            KeyCode::Char('Z') => match &mut self.time_axis_ns {
+                Some(ns) => *ns = (*ns / 2).max(1),
+                None => self.zoom = (self.zoom / 2).max(1),
+            },
             KeyCode::Char('>') => {
                 self.lane_offset =
                     (self.lane_offset + 1).min(self.node_names.len().saturating_sub(1))
@@ -829,6 +971,7 @@ impl App {
             }
             Command::Why => self.why(),
             Command::Effects => self.effects(),
+            Command::Provenance(text) => self.follow_value_text(&text),
             Command::Request(r) => self.follow_request(r),
             Command::Clear => self.highlight = None,
             Command::Bookmark(name) => {

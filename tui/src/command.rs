@@ -23,6 +23,9 @@ pub enum Command {
     Bookmark(String),
     /// `profile [ID]`: the selected event's request, or this one.
     Profile(Option<RequestId>),
+    /// `value TEXT`: where a value (JSON, or a bare string) came from and went, across the
+    /// whole run.
+    Provenance(String),
     Help,
     Quit,
 }
@@ -96,11 +99,18 @@ impl Command {
                     request_id(rest).map(|r| Command::Profile(Some(r)))
                 }
             }
+            "value" | "v" => {
+                if rest.is_empty() {
+                    Err("`value` needs a value, like \"vc8c58fc4\" or 42 (or press `v` on an event)".into())
+                } else {
+                    Ok(Command::Provenance(rest.to_string()))
+                }
+            }
             "help" | "h" => none_expected(Command::Help),
             "q" | "quit" => none_expected(Command::Quit),
             "" => Err("empty command".into()),
             other => Err(format!(
-                "unknown command `{other}`; commands: goto, break, delete, why, effects, request, clear, bookmark, profile, help, quit"
+                "unknown command `{other}`; commands: goto, break, delete, why, effects, request, value, clear, bookmark, profile, help, quit"
             )),
         }
     }

@@ -3,11 +3,13 @@
 //! The time-travel terminal UI over a replayed run: a space-time diagram (one lane per
 //! node, arrows from send to delivery), the event list, the selected event's detail (its
 //! message, the node's state before and after with a structural diff, the timers and
-//! messages pending at that moment), breakpoints, causal highlighting and request profiles.
+//! messages pending at that moment), breakpoints, causal highlighting, request profiles and
+//! the history of a value across machines (`v`).
 //!
 //! - [`session`]: the replay behind the screen, with the model's types erased;
 //! - [`timeline`]: what is precomputed when a trace opens;
 //! - [`app`]: state and the key-driven update function (what tests drive);
+//! - [`value`]: `v`, following a value (picker and answer);
 //! - [`ui`]: rendering, a pure function of the app;
 //! - [`terminal`]: the event loop on a real terminal.
 
@@ -17,6 +19,7 @@ pub mod session;
 pub mod terminal;
 pub mod timeline;
 pub mod ui;
+pub mod value;
 
 pub use app::App;
 pub use session::{ModelSession, Session};

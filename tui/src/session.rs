@@ -2,6 +2,7 @@
 //! [`Cursor`] through [`Session`], and sees states and messages as text.
 
 use retrace_replayer::diff::{diff_states, Change};
+use retrace_replayer::provenance::{self, Ask, Provenance};
 use retrace_replayer::{
     CheckpointPolicy, Cursor, Divergence, Predicate, Replay, ReplayViolation, Steps,
 };
@@ -54,6 +55,14 @@ pub trait Session {
     fn describe_pretty(&self, payload: &[u8]) -> String;
     /// The state of step `step`'s node before and after it. Leaves the cursor after the step.
     fn step_states(&mut self, step: usize) -> StepStates;
+    /// Step `step`'s node state after it, in its serde form (for picking a field). Leaves
+    /// the cursor after the step.
+    fn state_after_json(&mut self, step: usize) -> Option<serde_json::Value>;
+    /// An encoded message in its serde form.
+    fn message_json(&self, payload: &[u8]) -> Option<serde_json::Value>;
+    /// Where a value came from and where it went: one re-execution of the run, apart from
+    /// the cursor.
+    fn provenance(&self, ask: &Ask) -> Result<Provenance, String>;
 }
 
 /// [`Session`] over a model's cursor.
@@ -174,5 +183,25 @@ impl<M: Model> Session for ModelSession<M> {
             before: before.as_ref().map(pretty),
             after: after.as_ref().map(pretty),
         }
+    }
+
+    fn state_after_json(&mut self, step: usize) -> Option<serde_json::Value> {
+        let node = self.steps().steps.get(step)?.node.index();
+        if self.cursor.position() != step + 1 {
+            self.cursor.goto(step + 1);
+        }
+        self.cursor
+            .nodes()
+            .get(node)?
+            .as_ref()
+            .map(provenance::state_json)
+    }
+
+    fn message_json(&self, payload: &[u8]) -> Option<serde_json::Value> {
+        provenance::message_json::<M>(payload)
+    }
+
+    fn provenance(&self, ask: &Ask) -> Result<Provenance, String> {
+        provenance::ask(self.cursor.replay(), ask).map_err(|e| e.to_string())
     }
 }

@@ -55,6 +55,38 @@ pub fn is_row(record: &Record) -> bool {
 }
 
 impl Timeline {
+    /// The time of a row's event, never earlier than the row before (a recording's merged
+    /// wall clocks may step back between nodes; a time axis must not).
+    pub fn row_time_ns(&self, events: &[Event], row: usize) -> u64 {
+        // Looking back a bounded distance keeps this cheap; clocks step back by little.
+        let lo = row.saturating_sub(64);
+        (lo..=row)
+            .map(|r| events[self.rows[r]].time_ns)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The median time between consecutive rows that are not simultaneous (sampled: at
+    /// most 65,536 gaps), for the time axis's first scale.
+    pub fn median_gap_ns(&self, events: &[Event]) -> u64 {
+        let n = self.rows.len();
+        let stride = (n / 65_536).max(1);
+        let mut gaps: Vec<u64> = (1..n)
+            .step_by(stride)
+            .map(|r| {
+                events[self.rows[r]]
+                    .time_ns
+                    .saturating_sub(events[self.rows[r - 1]].time_ns)
+            })
+            .filter(|&g| g > 0)
+            .collect();
+        if gaps.is_empty() {
+            return 1;
+        }
+        let mid = gaps.len() / 2;
+        *gaps.select_nth_unstable(mid).1
+    }
+
     pub fn new(events: &[Event], node_count: usize) -> Timeline {
         let mut rows = Vec::new();
         let mut lifetimes = vec![Vec::new(); node_count];

@@ -291,3 +291,112 @@ fn at_80x24_the_event_what_broke_and_the_state_change_stay_visible() {
     assert!(s.contains("changed (4):"), "{s}");
     assert!(s.contains(".Replica.epoch: 0 -> 2"), "{s}");
 }
+
+/// `w` on the lost write lit nearly every earlier step ("everything before it" is true and
+/// useless): it offers the event's request first, the whole history one key away.
+#[test]
+fn w_narrows_to_the_events_request_and_capital_w_shows_the_whole_history() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g/Reply {<Enter>3n");
+    let step = app.own_step(app.sel).expect("a step");
+    let r = app.requests_of_row(app.sel)[0];
+    let mut full = app.causality.why(step);
+    full.push(step);
+    full.sort_unstable();
+    keys(&mut app, "w");
+    let h = app.highlight.clone().expect("highlight");
+    assert!(h.label.contains(&format!("request {r}")), "{}", h.label);
+    assert!(
+        h.steps.len() < full.len(),
+        "{} of {}",
+        h.steps.len(),
+        full.len()
+    );
+    for &s in &h.steps {
+        assert!(full.binary_search(&s).is_ok());
+        assert!(s == step || app.causality.request(r).contains(&s));
+    }
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("`W`: all of them"));
+    keys(&mut app, "W");
+    assert_eq!(app.highlight.clone().expect("highlight").steps, full);
+    keys(&mut app, "W");
+    assert!(app.highlight.is_none(), "W again clears");
+}
+
+/// The root cause without a script: `v` on the value the broken invariant names shows it was
+/// acknowledged while only the primary had it, which crashed, and no backup ever got it.
+#[test]
+fn v_on_the_lost_value_follows_it_to_the_crashed_primary_and_no_backup() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "v");
+    assert_eq!(app.view, View::Value);
+    let first = app.value.as_ref().unwrap().picks[0].label.clone();
+    assert!(first.contains("named by the broken invariant"), "{first}");
+    keys(&mut app, "<Enter>");
+    let answer = app
+        .value
+        .as_ref()
+        .unwrap()
+        .answer
+        .clone()
+        .expect("an answer");
+    let text: Vec<&str> = answer.lines.iter().map(|(_, l)| l.as_str()).collect();
+    let all = text.join("\n");
+    for expected in [
+        "replica-0: this step put it in its state at .Replica.store.",
+        "replica-0: CRASHED holding it",
+        "expected on every replica, never arrived at:",
+        "replica-1: no message carrying it was sent to it",
+        "replica-2: no message carrying it was sent to it",
+    ] {
+        assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+    }
+    let answered = text
+        .iter()
+        .find(|l| l.contains("answered request"))
+        .unwrap();
+    assert!(answered.contains("held by replica-0") && !answered.contains("replica-1"));
+    assert!(screen(&mut app, 120, 40).contains("never arrived at"));
+    // Enter on a line goes to its event, with the value's story highlighted.
+    let crash = text.iter().position(|l| l.contains("CRASHED")).unwrap();
+    let sel = answer.sel;
+    let moves = if crash < sel {
+        format!("{}", "k".repeat(sel - crash))
+    } else {
+        "j".repeat(crash - sel)
+    };
+    keys(&mut app, &moves);
+    keys(&mut app, "<Enter>");
+    assert_eq!(app.view, View::Main);
+    assert_eq!(kind(&app), "crash");
+    let h = app.highlight.clone().expect("the story is highlighted");
+    assert!(h.label.starts_with("value "), "{}", h.label);
+    // `w` on the crash (no request) narrows to the value's story.
+    keys(&mut app, "w");
+    let h = app.highlight.clone().expect("highlight");
+    assert!(h.label.contains("(value "), "{}", h.label);
+}
+
+#[test]
+fn t_puts_time_on_the_diagram_axis_and_folds_quiet_stretches() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "t");
+    let unit = app.time_axis_ns.expect("time axis");
+    let text = screen(&mut app, 120, 40);
+    assert!(text.contains(" time ↓ "), "{text}");
+    // Quiet stretches are folded into a line that says how long.
+    let folded = text
+        .lines()
+        .filter(|l| l.contains('┆') && l.contains("ms "))
+        .count();
+    assert!(folded > 0, "{text}");
+    keys(&mut app, "z");
+    assert_eq!(app.time_axis_ns, Some(unit * 2));
+    keys(&mut app, "t");
+    assert_eq!(app.time_axis_ns, None);
+    assert!(screen(&mut app, 120, 40).contains(" events ↓ "));
+}

@@ -1,6 +1,8 @@
 //! The space-time diagram: one lane per node, time flowing down, one row per event (or per
 //! `zoom` events), an arrow from the sender's lane to the receiver's at each delivery, drops
-//! and crashes marked, the causal highlight bright and the rest dimmed.
+//! and crashes marked, the causal highlight bright and the rest dimmed. On the time axis
+//! (`t`) a line is a slice of time instead: quiet stretches show as a couple of empty lines
+//! and then one folded line saying how long (a 180 ms failover is visible, not 180 lines).
 
 use super::{cells_line, fit, short_name, style};
 use crate::app::App;
@@ -50,12 +52,125 @@ impl Lanes {
     }
 }
 
+/// One line of the diagram: the rows `lo..hi` (possibly none: a quiet slice of time), or
+/// a folded quiet stretch of `ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slice {
+    Rows { lo: usize, hi: usize },
+    Quiet { ns: u64 },
+}
+
+/// Quiet lines drawn before a quiet stretch is folded into one line saying how long.
+const QUIET_LINES_MAX: usize = 2;
+
+/// The diagram's lines on a time axis of `unit_ns` per line, from row `from` until the
+/// line after row `until`'s plus `after` more (or the end of the run). Bounded: at most
+/// three lines per row (its slice, and two quiet lines and a fold before it).
+fn time_slices(app: &App, unit_ns: u64, from: usize, until: usize, after: usize) -> Vec<Slice> {
+    let events = &app.session.trace().events;
+    let rows = app.rows();
+    let unit_ns = unit_ns.max(1);
+    let mut out = Vec::new();
+    let mut row = from;
+    if row >= rows {
+        return out;
+    }
+    let first = app.timeline.row_time_ns(events, row);
+    let mut t = first - first % unit_ns;
+    let mut past_until: Option<usize> = None;
+    while row < rows {
+        if past_until.is_some_and(|at| out.len() >= at + after) {
+            break;
+        }
+        let end_t = t.saturating_add(unit_ns);
+        let lo = row;
+        while row < rows && app.timeline.row_time_ns(events, row) < end_t {
+            row += 1;
+        }
+        out.push(Slice::Rows { lo, hi: row });
+        if row > until && past_until.is_none() {
+            past_until = Some(out.len());
+        }
+        t = end_t;
+        if row >= rows {
+            break;
+        }
+        // Quiet slices: a few drawn, the rest folded into one line.
+        let next = app.timeline.row_time_ns(events, row);
+        let quiet_ns = next.saturating_sub(t);
+        if quiet_ns / unit_ns > QUIET_LINES_MAX as u64 {
+            for _ in 0..QUIET_LINES_MAX {
+                out.push(Slice::Rows { lo: row, hi: row });
+            }
+            let folded_ns = quiet_ns - quiet_ns % unit_ns;
+            out.push(Slice::Quiet { ns: folded_ns });
+            t = t.saturating_add(folded_ns);
+        }
+    }
+    out
+}
+
+/// The lines shown: in event order (`zoom` rows a line, aligned with the list at zoom 1)
+/// or on the time axis, with the selection's line.
+fn slices(app: &App, height: usize) -> (Vec<Slice>, Option<usize>) {
+    let rows = app.rows();
+    let zoom = app.zoom.max(1);
+    let contains = |sl: &[Slice]| {
+        sl.iter().position(|x| match *x {
+            Slice::Rows { lo, hi } => lo <= app.sel && app.sel < hi,
+            Slice::Quiet { .. } => false,
+        })
+    };
+    match app.time_axis_ns {
+        None => {
+            // With one event per row the diagram scrolls with the list; zoomed out it
+            // centres the selection's bucket.
+            let top = if zoom == 1 {
+                app.list_top
+            } else {
+                (app.sel / zoom).saturating_sub(height / 2)
+            };
+            let out: Vec<Slice> = (top..top + height)
+                .map(|b| b * zoom)
+                .take_while(|&lo| lo < rows)
+                .map(|lo| Slice::Rows {
+                    lo,
+                    hi: (lo + zoom).min(rows),
+                })
+                .collect();
+            let sel = contains(&out);
+            (out, sel)
+        }
+        Some(unit_ns) => {
+            // Lines from far enough above the selection to fill the screen, then a window
+            // with the selection a third of the way down (lower at the end of the run).
+            let all = time_slices(
+                app,
+                unit_ns,
+                app.sel.saturating_sub(height),
+                app.sel,
+                height,
+            );
+            let at = contains(&all).unwrap_or(0);
+            let start = at
+                .saturating_sub(height / 3)
+                .min(all.len().saturating_sub(height));
+            let window: Vec<Slice> = all.into_iter().skip(start).take(height).collect();
+            (window, Some(at - start))
+        }
+    }
+}
+
 pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
     let zoom = app.zoom.max(1);
-    let title = if zoom == 1 {
-        " time ↓ ".to_string()
-    } else {
-        format!(" time ↓ ×{zoom} ")
+    let title = match app.time_axis_ns {
+        Some(ns) => format!(
+            " {} ↓ {}/line ",
+            if app.virtual_time { "time" } else { "wall" },
+            super::short_time(ns)
+        ),
+        None if zoom == 1 => " events ↓ ".to_string(),
+        None => format!(" events ↓ ×{zoom} "),
     };
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
@@ -78,47 +193,56 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
     }
     let mut lines = vec![Line::styled(fit(&header, width), style::title())];
     let height = inner.height.saturating_sub(1) as usize;
-    let rows = app.rows();
-    // With one event per row the diagram scrolls with the list; zoomed out it centres the
-    // selection's bucket.
-    let (top_bucket, sel_bucket) = if zoom == 1 {
-        (app.list_top, app.sel)
-    } else {
-        let sel = app.sel / zoom;
-        (sel.saturating_sub(height / 2), sel)
-    };
-    for b in top_bucket..top_bucket + height {
-        let lo = b * zoom;
-        if lo >= rows {
-            break;
-        }
-        let hi = (lo + zoom).min(rows);
+    let (shown, sel_line) = slices(app, height);
+    let mut last_row = 0;
+    for (k, slice) in shown.iter().enumerate() {
         let mut cells = vec![(' ', Style::default()); shown_w];
-        // Lifelines: solid while the node is up.
-        for k in 0..lanes.count {
-            let node = NodeId((first + k) as u32);
-            let up = app.timeline.is_up(node, hi - 1);
-            cells[k * lane_w + lane_w / 2] = if up {
-                ('│', style::dim())
-            } else {
-                ('┊', style::dim())
-            };
-        }
-        let mut any_lit = app.highlight.is_none();
-        for row in lo..hi {
-            let lit = match &app.highlight {
-                Some(h) => app.own_step(row).is_some_and(|s| h.contains(s)),
-                None => true,
-            };
-            any_lit |= lit;
-            mark(app, row, &lanes, &mut cells, zoom == 1, lit);
-        }
-        if !any_lit {
-            for c in cells.iter_mut() {
-                c.1 = style::dim();
+        match *slice {
+            Slice::Quiet { ns } => {
+                for k in 0..lanes.count {
+                    let node = NodeId((first + k) as u32);
+                    let up = app.timeline.is_up(node, last_row);
+                    cells[k * lane_w + lane_w / 2] = (if up { '┆' } else { ' ' }, style::dim());
+                }
+                let label = format!(" {} ", super::short_time(ns));
+                let at = shown_w.saturating_sub(label.chars().count()) / 2;
+                for (j, c) in label.chars().enumerate() {
+                    if let Some(cell) = cells.get_mut(at + j) {
+                        *cell = (c, Style::default().fg(Color::Yellow));
+                    }
+                }
+            }
+            Slice::Rows { lo, hi } => {
+                // Lifelines: solid while the node is up.
+                let at = if hi > lo {
+                    hi - 1
+                } else {
+                    lo.saturating_sub(1)
+                };
+                last_row = at;
+                for k in 0..lanes.count {
+                    let node = NodeId((first + k) as u32);
+                    let up = app.timeline.is_up(node, at);
+                    cells[k * lane_w + lane_w / 2] = if up {
+                        ('│', style::dim())
+                    } else {
+                        ('┊', style::dim())
+                    };
+                }
+                let mut any_lit = app.highlight.is_none() || hi == lo;
+                for row in lo..hi {
+                    let lit = app.lit(row);
+                    any_lit |= lit;
+                    mark(app, row, &lanes, &mut cells, hi - lo == 1, lit);
+                }
+                if !any_lit {
+                    for c in cells.iter_mut() {
+                        c.1 = style::dim();
+                    }
+                }
             }
         }
-        if b == sel_bucket {
+        if Some(k) == sel_line {
             for c in cells.iter_mut() {
                 c.1 = c.1.add_modifier(Modifier::REVERSED);
             }

@@ -16,18 +16,25 @@ const KEYS: &[(&str, &str)] = &[
     ("g G", "start / end (NG: event N)"),
     ("c C", "continue / reverse-continue to the next breakpoint"),
     (
-        "w",
-        "causal history of the event: what led to it (again: clear)",
+        "w W",
+        "what led here: its request's (or followed value's) steps / all; faults `!`",
     ),
-    ("e", "what the event caused"),
+    ("e E", "what the event caused: its request's steps / all"),
+    (
+        "v",
+        "follow a value: where it came from and went, across nodes, and who never got a copy",
+    ),
     ("r", "follow the event's request across every node"),
     ("] [", "next / previous highlighted event"),
     ("p", "profile the event's request (critical path)"),
     ("/ n N", "search the event list; next / previous match"),
-    ("z Z", "zoom the diagram out / in (events per row)"),
+    ("z Z", "zoom the diagram out / in (events or time per row)"),
+    (
+        "t",
+        "diagram axis: event order / time (quiet stretches folded)",
+    ),
     ("+ - < >", "wider / narrower lanes; scroll lanes"),
-    ("{ }", "scroll the detail"),
-    ("Esc", "clear the highlight"),
+    ("{ } Esc", "scroll the detail; clear the highlight"),
     (":", "command line"),
     ("q", "quit"),
 ];
@@ -46,6 +53,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "highlight causes, effects, nothing",
     ),
     ("request ID", "highlight one request's events"),
+    (
+        "value VALUE",
+        "follow a value (JSON or a bare string) across the run",
+    ),
     ("bookmark NAME", "name the current event"),
     ("profile [ID]", "critical path of a request"),
 ];

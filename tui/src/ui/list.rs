@@ -53,10 +53,14 @@ pub fn render(app: &mut App, frame: &mut Frame, area: Rect) {
         let mut s = style::kind(kind);
         // The gutter says without colour what the colours say: selected, highlighted.
         let mut gutter = if row == app.sel { '▸' } else { ' ' };
-        if let Some(h) = &app.highlight {
-            if app.own_step(row).is_some_and(|st| h.contains(st)) {
+        if app.highlight.is_some() {
+            if app.lit(row) {
                 if row != app.sel {
-                    gutter = '•';
+                    gutter = if app.own_step(row).is_some() {
+                        '•'
+                    } else {
+                        '!'
+                    };
                 }
             } else {
                 s = style::dim();

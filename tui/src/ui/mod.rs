@@ -7,6 +7,7 @@ mod help;
 mod list;
 mod profile;
 mod status;
+mod value;
 
 use crate::app::{App, View};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -65,6 +66,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
         }
         View::Profile => profile::render(app, frame, body),
         View::Help => help::render(app, frame, body),
+        View::Value => value::render(app, frame, body),
     }
     status::render(app, frame, status_area, message_area, hints_area);
 }

@@ -73,7 +73,8 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
 
 fn hint(view: View) -> &'static str {
     match view {
-        View::Main => "j/k event  h/l same node  g/G ends  c/C breakpoint  w why  r request  p profile  / search  : command  ? help  q quit",
+        View::Main => "j/k event  h/l node  g/G ends  c/C break  w why  v value  r request  p profile  t time  / search  : cmd  ? help  q quit",
+        View::Value => "j/k move  Enter follow / go to the event  b back to the values  Esc back  ? help",
         View::Profile => "j/k hop  Enter go to the hop's event  Esc back  ? help",
         View::Help => "Esc, q or ? back",
     }

@@ -1,0 +1,62 @@
+//! `retrace provenance`: where a value came from and where it went, across machines.
+
+use crate::cli::exit;
+use crate::registry::Registry;
+use crate::replay_cli::load;
+use clap::Args;
+use retrace_replayer::provenance::{lines, Ask};
+use retrace_replayer::Steps;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ProvenanceArgs {
+    /// The trace
+    trace: PathBuf,
+    /// The event (trace index) whose step to look at
+    event: usize,
+    /// Where the value is: a path in the node's state after the step (`.store.k7.value`),
+    /// `message…` for the message the step handled (`message.Request.op.Put.value`), or the
+    /// value itself (`'"vc8c58fc4"'`, `vc8c58fc4`, `42`) to follow it across the whole run
+    path: String,
+    /// Print the answer as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn provenance(registry: &Registry, args: &ProvenanceArgs) -> Result<u8, String> {
+    let trace = load(&args.trace)?;
+    if args.event >= trace.events.len() {
+        return Err(format!(
+            "{}: no event {} (the trace has {})",
+            args.trace.display(),
+            args.event,
+            trace.events.len()
+        ));
+    }
+    let tail = trace.tail.clone();
+    let steps = Steps::new(&trace.events);
+    let ask = Ask::parse(&steps, args.event, &args.path).map_err(|e| e.to_string())?;
+    let entry = registry.get(&trace.header.model).ok_or_else(|| {
+        format!(
+            "{}: the trace is of model `{}`, which this binary does not know",
+            args.trace.display(),
+            trace.header.model
+        )
+    })?;
+    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let session = entry.session(trace)?;
+    let answer = session
+        .provenance(&ask)
+        .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&answer).map_err(|e| e.to_string())?
+        );
+    } else {
+        for (_, line) in lines(&answer, &names) {
+            println!("{line}");
+        }
+    }
+    Ok(exit::after_reading(tail.as_ref(), exit::OK))
+}
