@@ -205,10 +205,7 @@ pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
     let faults: Vec<usize> = if args.effects {
         Vec::new()
     } else {
-        let mut history = related.clone();
-        history.push(step);
-        history.sort_unstable();
-        fault_causes(&steps, &trace.events, &history)
+        fault_causes(&causality, &steps, &trace.events, step)
             .into_iter()
             .map(|f| f.record)
             .collect()

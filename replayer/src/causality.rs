@@ -125,6 +125,15 @@ impl Causality {
         out
     }
 
+    /// The steps of node `node` that happen before `s` (and `s`, when it is on `node`), in
+    /// order: `why(s)` restricted to one node, without building it.
+    pub fn history_on(&self, s: usize, node: usize) -> &[usize] {
+        match self.per_node.get(node) {
+            Some(steps) => &steps[..(self.clock(s)[node] as usize).min(steps.len())],
+            None => &[],
+        }
+    }
+
     /// All and only the steps that `s` happens before, in trace order.
     pub fn effects(&self, s: usize) -> Vec<usize> {
         let k = self.node_of[s] as usize;

@@ -12,6 +12,7 @@
 //! - a **clock jump** on a node with a step of the history after the jump that read the
 //!   clock.
 
+use crate::causality::Causality;
 use crate::steps::Steps;
 use retrace_sim::trace::DropReason;
 use retrace_sim::trace::{Event, FaultRecord, Record};
@@ -25,33 +26,74 @@ pub struct FaultCause {
     pub affected_step: usize,
 }
 
-/// The faults that changed what the steps in `history` (sorted step numbers, the step asked
-/// about included) saw. Sorted by record index. One pass over the records up to the last
-/// step of the history.
-pub fn fault_causes(steps: &Steps, events: &[Event], history: &[usize]) -> Vec<FaultCause> {
-    let Some(&last) = history.last() else {
+/// Where a trace's faults and drops are: built once, so a query looks only at them and not
+/// at every record (a `w` on a million-record trace would otherwise scan it each time).
+#[derive(Clone, Debug, Default)]
+pub struct FaultIndex {
+    records: Vec<usize>,
+}
+
+impl FaultIndex {
+    pub fn new(events: &[Event]) -> FaultIndex {
+        FaultIndex {
+            records: events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| matches!(e.record, Record::Fault(_) | Record::Drop { .. }))
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    /// [`fault_causes`] over the indexed records.
+    pub fn causes(
+        &self,
+        causality: &Causality,
+        steps: &Steps,
+        events: &[Event],
+        s: usize,
+    ) -> Vec<FaultCause> {
+        causes(causality, steps, events, s, &self.records)
+    }
+}
+
+/// The faults that changed what the causal history of step `s` (`s` included) saw. Sorted
+/// by record index. One pass over the records up to `s` (see [`FaultIndex`] to ask more
+/// than once).
+pub fn fault_causes(
+    causality: &Causality,
+    steps: &Steps,
+    events: &[Event],
+    s: usize,
+) -> Vec<FaultCause> {
+    FaultIndex::new(events).causes(causality, steps, events, s)
+}
+
+fn causes(
+    causality: &Causality,
+    steps: &Steps,
+    events: &[Event],
+    s: usize,
+    candidates: &[usize],
+) -> Vec<FaultCause> {
+    let Some(end) = steps.steps.get(s).map(|st| st.input) else {
         return Vec::new();
     };
-    let end = steps.steps[last].input;
-    // Per node: the inputs of the history's steps on it, in order.
-    let mut on_node: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
-    for &s in history {
-        let st = &steps.steps[s];
-        on_node.entry(st.node).or_default().push(s);
-    }
-    // The first step of the history on `node` whose input comes after record `at`.
+    // The first step of the history on `node` whose input comes after record `at`; the
+    // history's steps on a node are a prefix of the node's steps (the vector clock says
+    // how long), so nothing is built per query.
     let after = |node: NodeId, at: usize| -> Option<usize> {
-        let list = on_node.get(&node)?;
-        let k = list.partition_point(|&s| steps.steps[s].input <= at);
+        let list = causality.history_on(s, node.index());
+        let k = list.partition_point(|&x| steps.steps[x].input <= at);
         list.get(k).copied()
     };
-    let in_history = |s: usize| history.binary_search(&s).is_ok();
+    let in_history = |x: usize| x == s || causality.precedes(x, s);
     let mut out = Vec::new();
     // Cuts in force: id -> (record, links).
     type Links<'a> = &'a [(NodeId, NodeId)];
     let mut cuts: BTreeMap<u32, (usize, Links)> = BTreeMap::new();
-    for (i, e) in events.iter().enumerate().take(end + 1) {
-        match &e.record {
+    for &i in candidates.iter().take_while(|&&i| i <= end) {
+        match &events[i].record {
             Record::Fault(FaultRecord::Cut { id, links }) => {
                 cuts.insert(*id, (i, links.as_slice()));
             }
@@ -59,19 +101,21 @@ pub fn fault_causes(steps: &Steps, events: &[Event], history: &[usize]) -> Vec<F
                 cuts.remove(id);
             }
             Record::Fault(FaultRecord::ClockJump { node, .. }) => {
-                let read = on_node.get(node).and_then(|list| {
-                    list.iter().copied().find(|&s| {
-                        let st = &steps.steps[s];
+                let read = {
+                    let list = causality.history_on(s, node.index());
+                    let from = list.partition_point(|&x| steps.steps[x].input <= i);
+                    list[from..].iter().copied().find(|&x| {
+                        let st = &steps.steps[x];
                         st.input > i
                             && events[st.input..st.end]
                                 .iter()
                                 .any(|r| matches!(r.record, Record::ClockRead { .. }))
                     })
-                });
-                if let Some(s) = read {
+                };
+                if let Some(x) = read {
                     out.push(FaultCause {
                         record: i,
-                        affected_step: s,
+                        affected_step: x,
                     });
                 }
             }

@@ -6,6 +6,7 @@ use crate::session::{Scan, Session, StepStates};
 use crate::timeline::Timeline;
 pub use crate::value::ValueView;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use retrace_replayer::faults::FaultIndex;
 use retrace_replayer::profile::{Profiler, RequestProfile};
 use retrace_replayer::{event_detail, Causality, Predicate};
 use retrace_sim::trace::{Origin, Record};
@@ -114,6 +115,8 @@ pub struct App {
     pub quit: bool,
     /// Simulated traces have virtual time; recordings wall time.
     pub virtual_time: bool,
+    /// Where the trace's faults and drops are, for lighting those a history saw.
+    fault_index: FaultIndex,
     /// The key, reach and step of the history last shown (`w` again clears it).
     history_key: Option<(bool, bool, usize)>,
     /// `v`: the value picker and the value's story.
@@ -140,6 +143,7 @@ impl App {
         let node_names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
         let timeline = Timeline::new(&trace.events, node_names.len());
         let causality = Causality::new(session.steps(), &trace.events, node_names.len());
+        let fault_index = FaultIndex::new(&trace.events);
         let virtual_time = matches!(trace.header.origin, Origin::Simulated { .. });
         let recorded_violation = timeline.recorded_violation.as_ref().map(|(i, _)| *i);
         let mut message = None;
@@ -186,6 +190,7 @@ impl App {
             profile_sel: 0,
             quit: false,
             virtual_time,
+            fault_index,
             history_key: None,
             value: None,
             time_axis_ns: None,
@@ -578,24 +583,23 @@ impl App {
                         "later events follow from this one"
                     }
                 );
-                (full.clone(), format!("{word} #{input}"), said)
+                (full, format!("{word} #{input}"), said)
             }
         };
-        steps.push(s);
-        steps.sort_unstable();
+        let at = steps.partition_point(|&x| x < s);
+        steps.insert(at, s);
         let records: Vec<usize> = if back {
-            let mut history = full;
-            history.push(s);
-            history.sort_unstable();
-            retrace_replayer::faults::fault_causes(
-                self.session.steps(),
-                &self.session.trace().events,
-                &history,
-            )
-            .into_iter()
-            .filter(|f| steps.binary_search(&f.affected_step).is_ok())
-            .map(|f| f.record)
-            .collect()
+            self.fault_index
+                .causes(
+                    &self.causality,
+                    self.session.steps(),
+                    &self.session.trace().events,
+                    s,
+                )
+                .into_iter()
+                .filter(|f| steps.binary_search(&f.affected_step).is_ok())
+                .map(|f| f.record)
+                .collect()
         } else {
             Vec::new()
         };

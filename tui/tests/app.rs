@@ -400,3 +400,71 @@ fn t_puts_time_on_the_diagram_axis_and_folds_quiet_stretches() {
     assert_eq!(app.time_axis_ns, None);
     assert!(screen(&mut app, 120, 40).contains(" events ↓ "));
 }
+
+/// `w` left cuts and drops out of the history: a step that ran without a message (its node
+/// cut off) was not explained. They are lit, and marked `!` in the list.
+#[test]
+fn capital_w_lights_the_cut_and_drops_that_changed_what_the_history_saw() {
+    let source = r#"
+model = "kv"
+seed = 4
+time_limit = "400ms"
+
+[model_options]
+replicas = 3
+clients = 1
+keys = 2
+
+[network]
+latency = "1ms..3ms"
+
+[workload]
+rate = "100/s"
+start = "10ms"
+
+[[faults]]
+at = "100ms"
+isolate = "replica-2"
+heal_after = "100ms"
+"#;
+    let mut app = app(source);
+    keys(&mut app, "G");
+    // The last step of the run.
+    while app.own_step(app.sel).is_none() {
+        keys(&mut app, "k");
+    }
+    keys(&mut app, "W");
+    let h = app.highlight.clone().expect("highlight");
+    assert!(!h.records.is_empty(), "{:?}", app.message);
+    let events = &app.session.trace().events;
+    assert!(h.records.iter().any(|&r| matches!(
+        events[r].record,
+        Record::Fault(retrace_sim::trace::FaultRecord::Cut { .. })
+    )));
+    assert!(h
+        .records
+        .iter()
+        .any(|&r| matches!(events[r].record, Record::Drop { .. })));
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("changed what they saw"));
+    let cut_row = app.timeline.row_of(
+        *h.records
+            .iter()
+            .find(|&&r| matches!(events[r].record, Record::Fault(_)))
+            .unwrap(),
+    );
+    assert!(app.lit(cut_row));
+    // In the list, the cut's row is marked `!`.
+    let cut_event = app.record_of(cut_row);
+    keys(&mut app, &format!(":goto {cut_event}<Enter>"));
+    keys(&mut app, "j");
+    let text = screen(&mut app, 160, 50);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("│! ") && l.contains("cut #0")),
+        "{text}"
+    );
+}
