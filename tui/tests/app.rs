@@ -365,7 +365,7 @@ fn v_on_the_lost_value_follows_it_to_the_crashed_primary_and_no_backup() {
     let crash = text.iter().position(|l| l.contains("CRASHED")).unwrap();
     let sel = answer.sel;
     let moves = if crash < sel {
-        format!("{}", "k".repeat(sel - crash))
+        "k".repeat(sel - crash)
     } else {
         "j".repeat(crash - sel)
     };
