@@ -326,13 +326,7 @@ fn dot_is_the_happens_before_graph_and_filters_by_request() {
     assert!(some.len() >= 3 && some.len() < 50, "{}", some.len());
     for v in some.iter().filter(|v| v.starts_with('e')) {
         let i: usize = v[1..].parse().unwrap();
-        let carries = match &trace.events[i].record {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                request_ids.contains(&r)
-            }
-            Record::External { request, .. } => *request == r,
-            _ => false,
-        };
+        let carries = trace.events[i].record.request_ids().contains(&r);
         assert!(carries, "event {i}");
     }
 }

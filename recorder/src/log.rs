@@ -284,6 +284,12 @@ pub struct LogWriter {
     disk_full_after: Option<u64>,
 }
 
+/// The first bytes of a node's log: not a trace's (`RETRACE\0`), so neither is taken for
+/// the other.
+pub const LOG_MAGIC: [u8; 8] = *b"RTRCLOG\0";
+/// The log format this build writes and reads.
+pub const LOG_FORMAT_VERSION: u16 = 1;
+
 /// An environment variable that makes a node's log behave as if its disk filled after
 /// that many bytes (tests only: where a real small tmpfs cannot be mounted).
 pub const INJECT_DISK_FULL_ENV: &str = "RETRACE_INJECT_DISK_FULL_AFTER_BYTES";
@@ -329,9 +335,8 @@ impl LogWriter {
             Err(e) => w.fail(format!("cannot create {}: {e}", path.display()))?,
         }
         let body = codec::encode(header).map_err(|e| RecordError(e.to_string()))?;
-        w.buf.extend_from_slice(&retrace_sim::trace::MAGIC);
-        w.buf
-            .extend_from_slice(&retrace_sim::trace::FORMAT_VERSION.to_le_bytes());
+        w.buf.extend_from_slice(&LOG_MAGIC);
+        w.buf.extend_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
         frame_into(&mut w.buf, |o| o.extend_from_slice(&body));
         w.write_out()?;
         Ok(w)
@@ -628,9 +633,22 @@ pub fn read_log_from(
     let mut magic = [0u8; 10];
     std::io::Read::read_exact(&mut input, &mut magic)
         .map_err(|_| LogError(format!("{}: not a retrace log (too short)", path.display())))?;
-    if magic[..8] != retrace_sim::trace::MAGIC {
+    if magic[..8] == retrace_sim::trace::MAGIC {
+        return Err(LogError(format!(
+            "{}: a retrace trace, not a node's log (`retrace show` or `replay` open traces)",
+            path.display()
+        )));
+    }
+    if magic[..8] != LOG_MAGIC {
         return Err(LogError(format!(
             "{}: not a retrace log (bad magic bytes at offset 0)",
+            path.display()
+        )));
+    }
+    let version = u16::from_le_bytes([magic[8], magic[9]]);
+    if version != LOG_FORMAT_VERSION {
+        return Err(LogError(format!(
+            "{}: log format version {version} is not supported (this build reads {LOG_FORMAT_VERSION})",
             path.display()
         )));
     }
@@ -722,4 +740,26 @@ pub fn read_log_from(
         records,
         cut,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logs began with the trace's magic bytes, so a trace given where a log was expected
+    /// (or the other way round) read as far as its header before failing obscurely.
+    #[test]
+    fn a_trace_is_not_taken_for_a_log_nor_a_log_of_another_version() {
+        let path = Path::new("t.trace");
+        let mut trace = retrace_sim::trace::MAGIC.to_vec();
+        trace.extend_from_slice(&retrace_sim::trace::FORMAT_VERSION.to_le_bytes());
+        trace.extend_from_slice(&[0; 16]);
+        let err = read_log_from(&trace[..], trace.len() as u64, path).unwrap_err();
+        assert!(err.0.contains("a retrace trace, not a node's log"), "{err}");
+        let mut later = LOG_MAGIC.to_vec();
+        later.extend_from_slice(&(LOG_FORMAT_VERSION + 1).to_le_bytes());
+        later.extend_from_slice(&[0; 16]);
+        let err = read_log_from(&later[..], later.len() as u64, path).unwrap_err();
+        assert!(err.0.contains("log format version"), "{err}");
+    }
 }

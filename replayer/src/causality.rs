@@ -77,14 +77,7 @@ impl Causality {
             }
             mine[k] = per_node[k].len() as u32;
             last_on_node[k] = Some(s);
-            let ids: &[RequestId] = match record {
-                Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                    request_ids
-                }
-                Record::External { request, .. } => std::slice::from_ref(request),
-                _ => &[],
-            };
-            for r in ids {
+            for r in record.request_ids() {
                 requests.entry(*r).or_default().push(s);
             }
         }

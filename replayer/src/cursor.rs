@@ -295,13 +295,7 @@ impl<M: Model> Cursor<M> {
                 .is_some_and(|s| format!("{s:?}").contains(contains.as_str())),
             Predicate::Invariant => self.violations.contains_key(&k),
             Predicate::Any(preds) => preds.iter().any(|p| self.holds(p)),
-            Predicate::Request(r) => match record {
-                Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                    request_ids.contains(r)
-                }
-                Record::External { request, .. } => request == r,
-                _ => false,
-            },
+            Predicate::Request(r) => record.request_ids().contains(r),
         }
     }
 

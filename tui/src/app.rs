@@ -290,13 +290,10 @@ impl App {
 
     /// The request ids of a row's event.
     pub fn requests_of_row(&self, row: usize) -> Vec<RequestId> {
-        match &self.session.trace().events[self.record_of(row)].record {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                request_ids.clone()
-            }
-            Record::External { request, .. } => vec![*request],
-            _ => Vec::new(),
-        }
+        self.session.trace().events[self.record_of(row)]
+            .record
+            .request_ids()
+            .to_vec()
     }
 
     /// One dense line for a row: index, time, node, kind, what.

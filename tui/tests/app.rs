@@ -135,13 +135,10 @@ fn request_follows_one_request_across_nodes() {
     assert!(nodes.len() >= 2, "a request crosses client and replica");
     for &s in &h.steps {
         let input = app.session.steps().steps[s].input;
-        let carries = match &app.session.trace().events[input].record {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                request_ids.contains(&r)
-            }
-            Record::External { request, .. } => *request == r,
-            _ => false,
-        };
+        let carries = app.session.trace().events[input]
+            .record
+            .request_ids()
+            .contains(&r);
         assert!(carries, "event {input} does not carry {r}");
     }
     // `]` visits them in order.

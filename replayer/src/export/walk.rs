@@ -108,13 +108,7 @@ impl Walker<'_> {
         };
         let node = input.node.unwrap_or(NodeId(0));
         let k = node.index().min(self.nodes - 1);
-        let request_ids: Vec<RequestId> = match &input.record {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => {
-                request_ids.clone()
-            }
-            Record::External { request, .. } => vec![*request],
-            _ => Vec::new(),
-        };
+        let request_ids: Vec<RequestId> = input.record.request_ids().to_vec();
         let cause: Option<Cause> = match &input.record {
             Record::Deliver { send: Some(s), .. } => match self.sends.get_mut(s) {
                 Some(p) => {

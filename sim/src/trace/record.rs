@@ -230,6 +230,16 @@ impl Record {
         }
     }
 
+    /// The request ids of the step this input starts: a delivery's or a timer's (inherited
+    /// from the step that sent or set it), an external request's own; none for the rest.
+    pub fn request_ids(&self) -> &[RequestId] {
+        match self {
+            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => request_ids,
+            Record::External { request, .. } => std::slice::from_ref(request),
+            _ => &[],
+        }
+    }
+
     /// Whether the record carries its own time on the wire.
     pub fn is_timed(&self) -> bool {
         self.input_node().is_some()
