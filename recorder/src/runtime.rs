@@ -214,8 +214,8 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
         self.record(LogRecord::Annotate { text });
     }
     fn respond(&mut self, msg: M) {
+        // `Ctx::respond` handles an answer outside any request.
         let Some(&request) = self.request_ids.first() else {
-            self.annotate(format!("respond outside of any request ignored: {msg:?}"));
             return;
         };
         let payload = codec::encode(&msg).unwrap_or_default();
@@ -445,7 +445,7 @@ pub fn run_node<M: Model>(
     let mut storage_failed = false;
     let seed = os_seed();
     let mut rng = StepRng::new(seed);
-    let peers: Vec<NodeId> = (0..n as u32).map(NodeId).filter(|p| *p != id).collect();
+    let peers = retrace_sim::check::peers_of(id, n);
     let mut timers = Timers {
         queue: BTreeMap::new(),
         deadline_of: BTreeMap::new(),

@@ -5,13 +5,14 @@
 
 use crate::log::{incomplete_marker, read_log, Log, LogRecord};
 use crate::manifest::Manifest;
-use retrace_sim::{
-    codec, Ctx, Env, Message, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage,
-    Time, TimerId,
+use retrace_sim::check::{
+    describe, peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output,
+    Place,
 };
+use retrace_sim::trace::Record;
+use retrace_sim::{Model, Node, NodeId, RequestId, Scenario, StepRng, Storage, TimerId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 /// The first place a node did something other than what its log says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,151 +49,68 @@ pub struct VerifyReport {
     pub cut: Vec<String>,
 }
 
-struct ReplayEnv<'a, M> {
-    id: NodeId,
-    peers: &'a [NodeId],
-    node_count: usize,
-    records: &'a [LogRecord],
-    /// Next record to compare.
-    cursor: usize,
-    request_ids: Vec<RequestId>,
-    rng: &'a mut StepRng,
-    storage: &'a mut Storage,
-    active_timers: &'a mut BTreeSet<u64>,
-    mismatch: Option<(usize, String, String)>,
-    outputs: u64,
-    _msg: std::marker::PhantomData<M>,
-}
-
-impl<M: Message> ReplayEnv<'_, M> {
-    /// Takes the next recorded output if `accept` says it is the one the code made.
-    fn expect(
-        &mut self,
-        actual: String,
-        accept: impl FnOnce(&LogRecord) -> bool,
-    ) -> Option<LogRecord> {
-        if self.mismatch.is_some() {
-            return None;
-        }
-        // Log lines are not checked: logging added to node code still verifies old logs.
-        while matches!(self.records.get(self.cursor), Some(LogRecord::Log { .. })) {
-            self.cursor += 1;
-        }
-        let next = self
-            .records
-            .get(self.cursor)
-            .filter(|r| !r.is_input() && !matches!(r, LogRecord::Stop { .. }));
-        match next {
-            Some(r) if accept(r) => {
-                self.cursor += 1;
-                self.outputs += 1;
-                Some(r.clone())
+/// The outputs of the step whose input is record `input`, as the checking environment
+/// expects them, and the index one past the step (the next input, or the log's end marker).
+/// Log lines are not outputs: logging added to node code still verifies old logs.
+fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize) {
+    let mut out = Vec::new();
+    let mut at = input + 1;
+    while let Some(r) = records.get(at) {
+        let expected = match r {
+            _ if r.is_input() => break,
+            LogRecord::Stop { .. } | LogRecord::Incomplete { .. } => break,
+            LogRecord::Send { to, digest, .. } => Expected::Send {
+                to: NodeId(*to),
+                digest: *digest,
+            },
+            LogRecord::TimerSet {
+                timer,
+                tag,
+                after_ns,
+            } => Expected::TimerSet {
+                timer: TimerId(*timer),
+                tag: *tag,
+                after_ns: *after_ns,
+            },
+            LogRecord::TimerCancel { timer } => Expected::TimerCancel {
+                timer: TimerId(*timer),
+            },
+            LogRecord::Annotate { text } => Expected::Annotate { text },
+            LogRecord::ClockRead { value_ns } => Expected::ClockRead {
+                value_ns: *value_ns,
+            },
+            LogRecord::Respond { request, digest } => Expected::Respond {
+                request: RequestId(*request),
+                digest: *digest,
+            },
+            LogRecord::Log { .. } => {
+                at += 1;
+                continue;
             }
-            other => {
-                let expected =
-                    other.map_or_else(|| "no further output in this step".to_string(), show);
-                self.mismatch = Some((self.cursor, expected, actual));
-                None
-            }
-        }
+            // Inputs and end markers stopped the walk above.
+            LogRecord::Start { .. }
+            | LogRecord::Deliver { .. }
+            | LogRecord::Timer { .. }
+            | LogRecord::External { .. } => break,
+        };
+        out.push(Output { at, expected });
+        at += 1;
     }
+    (out, at)
 }
 
-/// A recorded output in the same words the code's actual output is described in.
+/// A log record as a mismatch shows it.
 fn show(r: &LogRecord) -> String {
     match r {
-        LogRecord::Send { to, digest, .. } => format!("Send {{ to: {to}, digest: {digest:016x} }}"),
-        LogRecord::Respond { request, digest } => {
-            format!("Respond {{ request: {request}, digest: {digest:016x} }}")
-        }
+        LogRecord::Send { to, digest, .. } => describe(&Record::Send {
+            to: NodeId(*to),
+            digest: *digest,
+        }),
+        LogRecord::Respond { request, digest } => describe(&Record::Respond {
+            request: RequestId(*request),
+            digest: *digest,
+        }),
         other => format!("{other:?}"),
-    }
-}
-
-fn encoded<M: Message>(msg: &M) -> Vec<u8> {
-    codec::encode(msg).unwrap_or_default()
-}
-
-impl<M: Message> Env<M> for ReplayEnv<'_, M> {
-    fn id(&self) -> NodeId {
-        self.id
-    }
-    fn peers(&self) -> &[NodeId] {
-        self.peers
-    }
-    fn node_count(&self) -> usize {
-        self.node_count
-    }
-    fn now(&mut self) -> Time {
-        match self.expect("the node read the clock".into(), |r| {
-            matches!(r, LogRecord::ClockRead { .. })
-        }) {
-            Some(LogRecord::ClockRead { value_ns }) => Time(value_ns),
-            _ => Time(0),
-        }
-    }
-    fn send(&mut self, to: NodeId, msg: M) {
-        let digest = codec::digest(&encoded(&msg));
-        let actual = format!("Send {{ to: {}, digest: {digest:016x} }} of {msg:?}", to.0);
-        self.expect(
-            actual,
-            |r| matches!(r, LogRecord::Send { to: t, digest: d, .. } if *t == to.0 && *d == digest),
-        );
-    }
-    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        let after_ns = retrace_sim::duration_ns(after);
-        let actual = format!("TimerSet {{ tag: {tag}, after_ns: {after_ns} }}");
-        match self.expect(actual, |r| matches!(r, LogRecord::TimerSet { tag: t, after_ns: a, .. } if *t == tag && *a == after_ns)) {
-            Some(LogRecord::TimerSet { timer, .. }) => {
-                self.active_timers.insert(timer);
-                TimerId(timer)
-            }
-            _ => TimerId(u64::MAX),
-        }
-    }
-    fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        if !self.active_timers.remove(&timer.0) {
-            return false;
-        }
-        let actual = format!("TimerCancel {{ timer: {} }}", timer.0);
-        self.expect(
-            actual,
-            |r| matches!(r, LogRecord::TimerCancel { timer: t } if *t == timer.0),
-        )
-        .is_some()
-    }
-    fn rng(&mut self) -> &mut SimRng {
-        self.rng.rng()
-    }
-    fn storage(&mut self) -> &mut Storage {
-        self.storage
-    }
-    fn annotate(&mut self, text: String) {
-        let actual = format!("Annotate {{ text: {text:?} }}");
-        self.expect(
-            actual,
-            |r| matches!(r, LogRecord::Annotate { text: t } if *t == text),
-        );
-    }
-    fn respond(&mut self, msg: M) {
-        let Some(&request) = self.request_ids.first() else {
-            return self.annotate(format!("respond outside of any request ignored: {msg:?}"));
-        };
-        let digest = codec::digest(&encoded(&msg));
-        let actual = format!(
-            "Respond {{ request: {}, digest: {digest:016x} }} of {msg:?}",
-            request.0
-        );
-        self.expect(actual, |r| matches!(r, LogRecord::Respond { request: q, digest: d } if *q == request.0 && *d == digest));
-    }
-    fn request_ids(&self) -> &[RequestId] {
-        &self.request_ids
-    }
-    fn detach(&mut self) {
-        self.request_ids.clear();
-    }
-    fn busy(&mut self, _duration: Duration) {
-        // Recorded handlers report measured time (in the log's input records), not this.
     }
 }
 
@@ -219,12 +137,12 @@ pub fn verify_log<M: Model>(
             format!("node id {}", id.0),
         ));
     }
-    let peers: Vec<NodeId> = (0..n as u32).map(NodeId).filter(|p| *p != id).collect();
+    let peers = peers_of(id, n);
     let records = &log.records;
     let mut node: Option<M::Node> = None;
     let mut rng = StepRng::new(0);
     let mut storage = Storage::default();
-    let mut active_timers = BTreeSet::new();
+    let mut timers = BTreeSet::new();
     let mut events = 0u64;
     let mut outputs = 0u64;
     let mut i = 0usize;
@@ -245,28 +163,53 @@ pub fn verify_log<M: Model>(
                 }
             }
         }
-        let request_ids: Vec<RequestId> = match record {
-            LogRecord::Deliver { request_ids, .. } | LogRecord::Timer { request_ids, .. } => {
-                request_ids.iter().map(|&r| RequestId(r)).collect()
+        let (request_ids, input): (Vec<RequestId>, Input<'_>) = match record {
+            LogRecord::Start {
+                seed,
+                storage: found,
+                ..
+            } => {
+                rng = StepRng::new(*seed);
+                storage = Storage::from_synced(found.iter().cloned().collect::<BTreeMap<_, _>>());
+                timers.clear();
+                node = Some(M::build(&scenario.options, id));
+                (Vec::new(), Input::Start)
             }
-            LogRecord::External { request, .. } => vec![RequestId(*request)],
-            _ => Vec::new(),
+            LogRecord::Deliver {
+                id: msg_id,
+                payload,
+                request_ids,
+                ..
+            } => (
+                request_ids.iter().map(|&r| RequestId(r)).collect(),
+                Input::Deliver {
+                    from: NodeId(msg_id.node),
+                    payload,
+                },
+            ),
+            LogRecord::Timer {
+                timer,
+                tag,
+                request_ids,
+                ..
+            } => {
+                // A fired timer is no longer active: cancelling it now is a no-op, as in
+                // the runtime.
+                timers.remove(&TimerId(*timer));
+                (
+                    request_ids.iter().map(|&r| RequestId(r)).collect(),
+                    Input::Timer {
+                        timer: TimerId(*timer),
+                        tag: *tag,
+                    },
+                )
+            }
+            LogRecord::External {
+                request, payload, ..
+            } => (vec![RequestId(*request)], Input::External { payload }),
+            // `is_input` let only the four inputs through.
+            other => return Err(mismatch(i, show(other), "an input".into())),
         };
-        if let LogRecord::Start {
-            seed,
-            storage: found,
-            ..
-        } = record
-        {
-            rng = StepRng::new(*seed);
-            storage = Storage::from_synced(found.iter().cloned().collect::<BTreeMap<_, _>>());
-            active_timers.clear();
-            node = Some(M::build(&scenario.options, id));
-        }
-        if let LogRecord::Timer { timer, .. } = record {
-            // A fired timer is no longer active: cancelling it now is a no-op, as in the runtime.
-            active_timers.remove(timer);
-        }
         let Some(state) = node.as_mut() else {
             return Err(mismatch(
                 i,
@@ -275,77 +218,39 @@ pub fn verify_log<M: Model>(
             ));
         };
         rng.begin_step(&request_ids);
-        let mut env = ReplayEnv::<<M::Node as Node>::Msg> {
-            id,
-            peers: &peers,
-            node_count: n,
-            records,
-            cursor: i + 1,
+        let (expected, end) = step_outputs(records, i);
+        let mut env = CheckingEnv::<<M::Node as Node>::Msg>::new(
+            Place {
+                id,
+                peers: &peers,
+                node_count: n,
+            },
+            &expected,
+            end,
             request_ids,
-            rng: &mut rng,
-            storage: &mut storage,
-            active_timers: &mut active_timers,
-            mismatch: None,
-            outputs: 0,
-            _msg: std::marker::PhantomData,
-        };
-        let decode = |payload: &[u8]| codec::decode::<<M::Node as Node>::Msg>(payload);
-        let run =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), String> {
-                let ctx = &mut Ctx::new(&mut env);
-                match record {
-                    LogRecord::Start { .. } => state.on_start(ctx),
-                    LogRecord::Deliver {
-                        id: msg_id,
-                        payload,
-                        ..
-                    } => {
-                        let msg =
-                            decode(payload).map_err(|e| format!("payload does not decode: {e}"))?;
-                        state.on_message(ctx, NodeId(msg_id.node), msg)
-                    }
-                    LogRecord::Timer { timer, tag, .. } => {
-                        state.on_timer(ctx, TimerId(*timer), *tag)
-                    }
-                    LogRecord::External { payload, .. } => {
-                        let msg =
-                            decode(payload).map_err(|e| format!("payload does not decode: {e}"))?;
-                        state.on_request(ctx, msg)
-                    }
-                    _ => {}
-                }
-                Ok(())
-            }));
-        match run {
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            NodeWorld {
+                rng: &mut rng,
+                storage: &mut storage,
+                timers: &mut timers,
+            },
+            // Recorded handlers report measured time (in the log's inputs), not `ctx.busy`.
+            false,
+        );
+        match run_handler(state, &mut env, input) {
+            Err(HandlerError::Panicked(text)) => {
                 return Err(mismatch(
                     i,
                     "the handler returns".into(),
-                    format!("the node panicked: {}", text.unwrap_or_default()),
+                    format!("the node panicked: {text}"),
                 ));
             }
-            Ok(Err(e)) => return Err(mismatch(i, format!("{record:?}"), e)),
-            Ok(Ok(())) => {}
+            Err(HandlerError::Undecodable(e)) => return Err(mismatch(i, format!("{record:?}"), e)),
+            Ok(()) => {}
         }
-        if let Some((at, expected, actual)) = env.mismatch.take() {
-            return Err(mismatch(at, expected, actual));
+        match env.finish() {
+            Ok(matched) => outputs += matched as u64,
+            Err(m) => return Err(mismatch(m.at, m.expected, m.actual)),
         }
-        // Every recorded output of the step must have been made.
-        let end = env.cursor;
-        if let Some(extra) = records.get(end).filter(|r| {
-            !r.is_input() && !matches!(r, LogRecord::Stop { .. } | LogRecord::Incomplete { .. })
-        }) {
-            return Err(mismatch(
-                end,
-                show(extra),
-                "the step ended without this output".into(),
-            ));
-        }
-        outputs += env.outputs;
         events += 1;
         i = end;
     }

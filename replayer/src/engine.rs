@@ -3,13 +3,14 @@
 
 use crate::diff::{diff, Change};
 use crate::steps::Steps;
+use retrace_sim::check::{
+    peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output, Place,
+};
 use retrace_sim::trace::{Origin, Record};
 use retrace_sim::{
-    codec, scenario, Ctx, Env, Event, Invariant, Message, Model, Node, NodeId, RequestId, SimRng,
-    StepRng, Storage, Time, TimerId, Trace, View,
+    codec, scenario, Event, Invariant, Model, Node, NodeId, StepRng, Storage, TimerId, Trace, View,
 };
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 /// Why a trace cannot be replayed with a model at all.
 #[derive(Debug)]
@@ -67,8 +68,8 @@ pub struct Cluster<M: Model> {
     pub nodes: Vec<Option<M::Node>>,
     rngs: Vec<StepRng>,
     storages: Vec<Storage>,
-    /// Active timers and their nodes.
-    timers: BTreeMap<TimerId, NodeId>,
+    /// Per node: its timers set and not yet fired or cancelled.
+    timers: Vec<BTreeSet<TimerId>>,
     invariants: Vec<Box<dyn Invariant<M::Node>>>,
     /// Steps applied so far.
     pub applied: usize,
@@ -101,7 +102,7 @@ impl<M: Model> Cluster<M> {
                     .sum::<usize>()
             })
             .sum();
-        nodes * 2 + storage + self.timers.len() * 32 + 256
+        nodes * 2 + storage + self.timers.iter().map(BTreeSet::len).sum::<usize>() * 32 + 256
     }
 }
 
@@ -119,193 +120,43 @@ pub struct Replay<M: Model> {
     pub simulated: bool,
 }
 
-/// What the replay environment expects next, and what it found.
-struct ReplayEnv<'a, M> {
-    node: NodeId,
-    peers: &'a [NodeId],
-    node_count: usize,
-    events: &'a [Event],
-    steps: &'a Steps,
-    /// Next record to compare, and the end of the step.
-    cursor: usize,
-    end: usize,
-    simulated: bool,
-    request_ids: Vec<RequestId>,
-    rng: &'a mut StepRng,
-    storage: &'a mut Storage,
-    timers: &'a mut BTreeMap<TimerId, NodeId>,
-    mismatch: Option<(usize, String, String, Vec<Change>)>,
-    /// Where the messages the code sent go, with their `Send` records' indices, when the
-    /// caller asked to see them ([`Replay::apply_observed`]); the trace keeps only digests.
-    sent: Option<&'a mut Vec<(usize, M)>>,
-}
-
-impl<M: Message> ReplayEnv<'_, M> {
-    /// The next record the code's output must match (skipping what no code makes).
-    fn next_expected(&mut self) -> Option<usize> {
-        while self.cursor < self.end {
-            match &self.events[self.cursor].record {
-                Record::Drop { .. }
-                | Record::Duplicate { .. }
-                | Record::Queued { .. }
-                | Record::StorageImage { .. }
-                | Record::Log { .. }
-                | Record::Violation { .. } => self.cursor += 1,
-                Record::Busy { .. } if !self.simulated => self.cursor += 1,
-                _ => return Some(self.cursor),
-            }
-        }
-        None
-    }
-
-    fn expect(
-        &mut self,
-        actual: impl FnOnce() -> String,
-        accept: impl FnOnce(&Record) -> bool,
-    ) -> Option<Record> {
-        if self.mismatch.is_some() {
-            return None;
-        }
-        match self.next_expected() {
-            Some(i) if accept(&self.events[i].record) => {
-                self.cursor = i + 1;
-                Some(self.events[i].record.clone())
-            }
-            Some(i) => {
-                self.mismatch = Some((i, describe(&self.events[i].record), actual(), Vec::new()));
-                None
-            }
-            None => {
-                self.mismatch = Some((
-                    self.end,
-                    "no further output in this step".into(),
-                    actual(),
-                    Vec::new(),
-                ));
-                None
-            }
-        }
-    }
-}
-
-/// A record as the divergence report shows it.
-pub fn describe(r: &Record) -> String {
-    match r {
-        Record::Send { to, digest } => format!("send to n{} (digest {digest:016x})", to.0),
-        Record::Respond { request, digest } => {
-            format!("respond to {request} (digest {digest:016x})")
-        }
-        other => format!("{other:?}"),
-    }
-}
-
-impl<M: Message> Env<M> for ReplayEnv<'_, M> {
-    fn id(&self) -> NodeId {
-        self.node
-    }
-    fn peers(&self) -> &[NodeId] {
-        self.peers
-    }
-    fn node_count(&self) -> usize {
-        self.node_count
-    }
-    fn now(&mut self) -> Time {
-        match self.expect(
-            || "read the clock".into(),
-            |r| matches!(r, Record::ClockRead { .. }),
-        ) {
-            Some(Record::ClockRead { value_ns }) => Time(value_ns),
-            _ => Time(0),
-        }
-    }
-    fn send(&mut self, to: NodeId, msg: M) {
-        let bytes = codec::encode(&msg).unwrap_or_default();
-        let digest = codec::digest(&bytes);
-        let got = self.expect(
-            || format!("send to n{} (digest {digest:016x}): {msg:?}", to.0),
-            |r| matches!(r, Record::Send { to: t, digest: d } if *t == to && *d == digest),
-        );
-        if got.is_some() {
-            if let Some(sent) = self.sent.as_mut() {
-                sent.push((self.cursor - 1, msg));
-            }
-        } else {
-            // Show what the trace's message was, if it was delivered somewhere.
-            if let Some((at, expected, actual, changes)) = self.mismatch.as_mut() {
-                if let Some(&deliver) = self.steps.delivery_of_send.get(&(*at as u64)) {
-                    if let Record::Deliver { payload, .. } = &self.events[deliver].record {
-                        if let Ok(original) = codec::decode::<M>(payload) {
-                            expected.push_str(&format!(": {original:?}"));
-                            *changes = diff(&original, &msg);
-                        }
-                    }
-                }
-                let _ = actual;
-            }
-        }
-    }
-    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        let after_ns = retrace_sim::duration_ns(after);
-        match self.expect(
-            || format!("set a timer: tag {tag}, in {}", retrace_sim::format_ns(after_ns)),
-            |r| matches!(r, Record::TimerSet { tag: t, after_ns: a, .. } if *t == tag && *a == after_ns),
-        ) {
-            Some(Record::TimerSet { timer, .. }) => {
-                self.timers.insert(timer, self.node);
-                timer
-            }
-            _ => TimerId(u64::MAX),
-        }
-    }
-    fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        if self.timers.get(&timer) != Some(&self.node) {
-            return false;
-        }
-        self.timers.remove(&timer);
-        self.expect(
-            || format!("cancel timer t{}", timer.0),
-            |r| matches!(r, Record::TimerCancel { timer: t } if *t == timer),
-        )
-        .is_some()
-    }
-    fn rng(&mut self) -> &mut SimRng {
-        self.rng.rng()
-    }
-    fn storage(&mut self) -> &mut Storage {
-        self.storage
-    }
-    fn annotate(&mut self, text: String) {
-        self.expect(
-            || format!("annotate {text:?}"),
-            |r| matches!(r, Record::Annotate { text: t } if *t == text),
-        );
-    }
-    fn respond(&mut self, msg: M) {
-        let Some(&request) = self.request_ids.first() else {
-            return self.annotate(format!("respond outside of any request ignored: {msg:?}"));
+/// The recorded outputs of a step as the checking environment expects them: what node
+/// code makes (sends, timers, annotations, clock readings, answers, and modelled busy time
+/// in simulated traces), leaving out what the network, the runtime or logging added.
+fn expected_outputs(events: &[Event], from: usize, end: usize, simulated: bool) -> Vec<Output<'_>> {
+    let mut out = Vec::new();
+    for (at, e) in events.iter().enumerate().take(end).skip(from) {
+        let expected = match &e.record {
+            Record::Send { to, digest } => Expected::Send {
+                to: *to,
+                digest: *digest,
+            },
+            Record::TimerSet {
+                timer,
+                tag,
+                after_ns,
+            } => Expected::TimerSet {
+                timer: *timer,
+                tag: *tag,
+                after_ns: *after_ns,
+            },
+            Record::TimerCancel { timer } => Expected::TimerCancel { timer: *timer },
+            Record::Annotate { text } => Expected::Annotate { text },
+            Record::ClockRead { value_ns } => Expected::ClockRead {
+                value_ns: *value_ns,
+            },
+            Record::Respond { request, digest } => Expected::Respond {
+                request: *request,
+                digest: *digest,
+            },
+            Record::Busy { ns } if simulated => Expected::Busy { ns: *ns },
+            // Drops, duplicates, queueing, storage images, log lines and violations are
+            // not the code's outputs; neither is a recording's measured busy time.
+            _ => continue,
         };
-        let digest = codec::digest(&codec::encode(&msg).unwrap_or_default());
-        self.expect(
-            || format!("respond to {request} (digest {digest:016x}): {msg:?}"),
-            |r| matches!(r, Record::Respond { request: q, digest: d } if *q == request && *d == digest),
-        );
+        out.push(Output { at, expected });
     }
-    fn request_ids(&self) -> &[RequestId] {
-        &self.request_ids
-    }
-    fn detach(&mut self) {
-        self.request_ids.clear();
-    }
-    fn busy(&mut self, duration: Duration) {
-        if !self.simulated {
-            return;
-        }
-        let ns = retrace_sim::duration_ns(duration);
-        self.expect(
-            || format!("busy for {}", retrace_sim::format_ns(ns)),
-            |r| matches!(r, Record::Busy { ns: n } if *n == ns),
-        );
-    }
+    out
 }
 
 impl<M: Model> Replay<M> {
@@ -352,7 +203,7 @@ impl<M: Model> Replay<M> {
             nodes: (0..n).map(|_| None).collect(),
             rngs: (0..n).map(|_| StepRng::new(0)).collect(),
             storages: vec![Storage::default(); n],
-            timers: BTreeMap::new(),
+            timers: vec![BTreeSet::new(); n],
             invariants: M::invariants(&self.options),
             applied: 0,
         }
@@ -435,7 +286,7 @@ impl<M: Model> Replay<M> {
             Record::Crash { .. } => {
                 cluster.nodes[i] = None;
                 cluster.storages[i].crash();
-                cluster.timers.retain(|_, n| *n != node);
+                cluster.timers[i].clear();
                 cluster.applied += 1;
                 return Ok(self.check_invariants(cluster, k, step.input, node, input.time_ns));
             }
@@ -451,13 +302,10 @@ impl<M: Model> Replay<M> {
             _ => {}
         }
         if let Record::Timer { timer, .. } = &input.record {
-            cluster.timers.remove(timer);
+            cluster.timers[i].remove(timer);
         }
         let node_count = cluster.nodes.len();
-        let peers: Vec<NodeId> = (0..node_count as u32)
-            .map(NodeId)
-            .filter(|p| *p != node)
-            .collect();
+        let peers = peers_of(node, node_count);
         let Some(state) = cluster.nodes[i].as_mut() else {
             return Err(diverge(
                 step.input,
@@ -466,47 +314,49 @@ impl<M: Model> Replay<M> {
                 Vec::new(),
             ));
         };
+        let handler_input = match &input.record {
+            Record::Start { .. } | Record::Restart { .. } => Input::Start,
+            Record::Deliver { from, payload, .. } => Input::Deliver {
+                from: *from,
+                payload,
+            },
+            Record::Timer { timer, tag, .. } => Input::Timer {
+                timer: *timer,
+                tag: *tag,
+            },
+            Record::External { payload, .. } => Input::External { payload },
+            other => {
+                return Err(diverge(
+                    step.input,
+                    "an input".into(),
+                    format!("{other:?}"),
+                    Vec::new(),
+                ))
+            }
+        };
         cluster.rngs[i].begin_step(&request_ids);
-        let mut env = ReplayEnv::<<M::Node as Node>::Msg> {
-            node,
-            peers: &peers,
-            node_count,
-            events,
-            steps: &self.steps,
-            cursor: step.input + 1,
-            end: step.end,
-            simulated: self.simulated,
+        let outputs = expected_outputs(events, step.input + 1, step.end, self.simulated);
+        let mut env = CheckingEnv::<<M::Node as Node>::Msg>::new(
+            Place {
+                id: node,
+                peers: &peers,
+                node_count,
+            },
+            &outputs,
+            step.end,
             request_ids,
-            rng: &mut cluster.rngs[i],
-            storage: &mut cluster.storages[i],
-            timers: &mut cluster.timers,
-            mismatch: None,
-            sent,
-        };
-        let decode = |payload: &[u8]| {
-            codec::decode::<<M::Node as Node>::Msg>(payload).map_err(|e| e.to_string())
-        };
-        let ran =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), String> {
-                let ctx = &mut Ctx::new(&mut env);
-                match &input.record {
-                    Record::Start { .. } | Record::Restart { .. } => state.on_start(ctx),
-                    Record::Deliver { from, payload, .. } => {
-                        state.on_message(ctx, *from, decode(payload)?)
-                    }
-                    Record::Timer { timer, tag, .. } => state.on_timer(ctx, *timer, *tag),
-                    Record::External { payload, .. } => state.on_request(ctx, decode(payload)?),
-                    _ => {}
-                }
-                Ok(())
-            }));
-        match ran {
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+            NodeWorld {
+                rng: &mut cluster.rngs[i],
+                storage: &mut cluster.storages[i],
+                timers: &mut cluster.timers[i],
+            },
+            self.simulated,
+        );
+        if let Some(sent) = sent {
+            env = env.observe_sends(sent);
+        }
+        match run_handler(state, &mut env, handler_input) {
+            Err(HandlerError::Panicked(text)) => {
                 return Err(diverge(
                     step.input,
                     "the handler returns".into(),
@@ -514,26 +364,37 @@ impl<M: Model> Replay<M> {
                     Vec::new(),
                 ));
             }
-            Ok(Err(e)) => {
+            Err(HandlerError::Undecodable(e)) => {
                 return Err(diverge(
                     step.input,
                     format!("{:?}", input.record),
-                    format!("payload does not decode: {e}"),
+                    e,
                     Vec::new(),
                 ))
             }
-            Ok(Ok(())) => {}
+            Ok(()) => {}
         }
-        if let Some((at, expected, actual, changes)) = env.mismatch.take() {
-            return Err(diverge(at, expected, actual, changes));
-        }
-        if let Some(extra) = env.next_expected() {
-            return Err(diverge(
-                extra,
-                describe(&events[extra].record),
-                "the step ended without this output".into(),
-                Vec::new(),
-            ));
+        if let Err(m) = env.finish() {
+            // A different message: show the recorded one (from its delivery) beside it.
+            let mut expected = m.expected;
+            let mut changes = Vec::new();
+            if let Some(code) = &m.sent {
+                let original = self
+                    .steps
+                    .delivery_of_send
+                    .get(&(m.at as u64))
+                    .and_then(|&d| match &events[d].record {
+                        Record::Deliver { payload, .. } => {
+                            codec::decode::<<M::Node as Node>::Msg>(payload).ok()
+                        }
+                        _ => None,
+                    });
+                if let Some(original) = original {
+                    expected.push_str(&format!(": {original:?}"));
+                    changes = diff(&original, code);
+                }
+            }
+            return Err(diverge(m.at, expected, m.actual, changes));
         }
         cluster.applied += 1;
         Ok(self.check_invariants(cluster, k, step.input, node, input.time_ns))

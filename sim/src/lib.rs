@@ -51,6 +51,7 @@
 //! assert_eq!(report.stats.delivered, 10);
 //! ```
 
+pub mod check;
 pub mod codec;
 mod determinism;
 pub mod fuzz;

@@ -162,7 +162,16 @@ impl<'a, M> Ctx<'a, M> {
 
     /// Answers the external client whose request this event belongs to (the first of
     /// [`Ctx::request_ids`]); ignored when the event belongs to no request.
-    pub fn respond(&mut self, msg: M) {
+    pub fn respond(&mut self, msg: M)
+    where
+        M: std::fmt::Debug,
+    {
+        if self.env.request_ids().is_empty() {
+            // One rule for every runtime, so traces, logs and their re-execution agree.
+            return self
+                .env
+                .annotate(format!("respond outside of any request ignored: {msg:?}"));
+        }
         self.env.respond(msg)
     }
 

@@ -406,8 +406,8 @@ impl<M: Message> Env<M> for Core<M> {
     }
 
     fn respond(&mut self, msg: M) {
+        // `Ctx::respond` handles an answer outside any request.
         let Some(&request) = self.step_ids.as_slice().first() else {
-            self.annotate(format!("respond outside of any request ignored: {msg:?}"));
             return;
         };
         let digest = if self.trace.enabled() {
@@ -556,7 +556,7 @@ impl<M: Model> Simulation<M> {
             storages: vec![Storage::default(); n],
             peers: ids
                 .iter()
-                .map(|me| ids.iter().copied().filter(|p| p != me).collect())
+                .map(|&me| crate::check::peers_of(me, n))
                 .collect(),
             up: vec![false; n],
             incarnation: vec![0; n],
