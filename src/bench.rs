@@ -180,10 +180,13 @@ fn report_pair(
     Ok(())
 }
 
-pub fn run(registry: &crate::registry::Registry, args: &BenchArgs) -> Result<u8, String> {
+pub fn run<L: crate::registry::Models>(
+    _registry: &crate::registry::Registry<L>,
+    args: &BenchArgs,
+) -> Result<u8, String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     match args.target {
-        BenchTarget::Record => return crate::bench_record::run(registry, args),
+        BenchTarget::Record => return crate::bench_record::run(args),
         BenchTarget::Replay => return crate::bench_replay::run(args),
         BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds, args.only.as_deref()),
         BenchTarget::Tui => return crate::bench_tui::run(args),

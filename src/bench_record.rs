@@ -3,7 +3,6 @@
 //! on in turn, so that both modes see the same machine conditions.
 
 use crate::bench::BenchArgs;
-use crate::registry::Registry;
 use crate::summary::group;
 use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::log::{read_log, LogRecord};
@@ -81,15 +80,18 @@ fn median(xs: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
+pub fn run(args: &BenchArgs) -> Result<u8, String> {
     let dir = args.dir.join("record");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let scenario_path = dir.join("kv-bench.toml");
     std::fs::write(&scenario_path, SCENARIO)
         .map_err(|e| format!("{}: {e}", scenario_path.display()))?;
-    let file = scenario_path.display().to_string();
-    let entry = registry.get("kv").ok_or("the kv model is not registered")?;
+    let scenario = retrace_sim::scenario::parse::<retrace_models::KvModel>(
+        &scenario_path.display().to_string(),
+        SCENARIO,
+    )
+    .map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     println!(
         "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",
@@ -114,7 +116,8 @@ pub fn run(registry: &Registry, args: &BenchArgs) -> Result<u8, String> {
             },
             tls: mode.tls,
         };
-        let manifest = entry.cluster(&file, SCENARIO, &opts)?;
+        let manifest =
+            retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(&scenario, &opts)?;
         let (log_bytes, records, deliveries, payload_bytes) = if recording {
             log_stats(&run_dir, &manifest)
         } else {

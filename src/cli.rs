@@ -1,7 +1,7 @@
 //! The command line: argument definitions (one clap definition gives parsing and help) and
 //! thin glue over the library crates.
 
-use crate::registry::{ModelEntry, Registry};
+use crate::registry::{Models, Registry, ScenarioFn, ScenarioInfo};
 use crate::summary;
 use clap::{Args, Parser, Subcommand};
 use retrace_sim::trace::TraceReader;
@@ -190,7 +190,7 @@ struct ShowArgs {
 
 /// Runs the CLI with the models of `registry`. Use this from your own binary to get
 /// retrace's commands for your own systems.
-pub fn main_with(registry: Registry) -> ExitCode {
+pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     let code = match cli.command {
@@ -198,15 +198,14 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Run(args) => run(&registry, &args),
         Command::Show(args) => show(&registry, &args),
         Command::Models => {
-            for entry in registry.entries() {
-                println!("{:<12} {}", entry.name(), entry.about());
+            for (name, about) in registry.models() {
+                println!("{name:<12} {about}");
             }
             Ok(exit::OK)
         }
         Command::Bench(args) => crate::bench::run(&registry, &args),
         Command::Replay(args) => crate::replay_cli::replay(&registry, &args),
-        Command::Fuzz(args) => load_scenario(&registry, &args.scenario)
-            .and_then(|l| l.entry.fuzz(&l.file, &l.source, &args)),
+        Command::Fuzz(args) => crate::fuzz_cli::fuzz_command(&registry, &args),
         Command::Why(args) => crate::replay_cli::why(&registry, &args),
         Command::Provenance(args) => crate::provenance_cli::provenance(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
@@ -244,29 +243,17 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
-/// A scenario file read, with the registered model it names.
-pub(crate) struct LoadedScenario<'r> {
-    pub file: String,
-    pub source: String,
-    pub entry: &'r dyn ModelEntry,
-}
-
-/// Reads a scenario file and finds its model; errors name the file (and the place).
-pub(crate) fn load_scenario<'r>(
-    registry: &'r Registry,
+/// Reads a scenario file (bounded) and runs `f` on it with the model it names; errors name
+/// the file (and the place).
+pub(crate) fn on_scenario_file<L: Models, F: ScenarioFn>(
+    registry: &Registry<L>,
     path: &Path,
-) -> Result<LoadedScenario<'r>, String> {
+    f: F,
+) -> Result<F::Out, String> {
     let file = path.display().to_string();
     let source = read_bounded(path, retrace_sim::limits::MAX_SCENARIO_BYTES)
         .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
-    let entry = registry
-        .for_scenario(&file, &source)
-        .map_err(|e| e.to_string())?;
-    Ok(LoadedScenario {
-        file,
-        source,
-        entry,
-    })
+    registry.on_scenario(&file, &source, f)
 }
 
 /// A whole file as text, refusing more than `max_bytes` before reading it all (`retrace run
@@ -298,15 +285,31 @@ fn create_trace_file(path: &Path) -> Result<File, String> {
     File::create(path).map_err(|e| format!("{}: cannot create trace: {e}", path.display()))
 }
 
-fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
-    let LoadedScenario {
-        file,
-        source,
-        entry,
-    } = load_scenario(registry, &args.scenario)?;
-    let info = entry
-        .check(&file, &source, args.seed)
-        .map_err(|e| e.to_string())?;
+fn run<L: Models>(registry: &Registry<L>, args: &RunArgs) -> Result<u8, String> {
+    on_scenario_file(registry, &args.scenario, Run(args))?
+}
+
+/// `retrace run` on the model the scenario names.
+struct Run<'a>(&'a RunArgs);
+
+impl ScenarioFn for Run<'_> {
+    type Out = Result<u8, String>;
+    fn call<M: retrace_sim::Model>(
+        self,
+        file: &str,
+        s: retrace_sim::Scenario<M::Options>,
+    ) -> Result<Self::Out, String> {
+        Ok(run_model::<M>(file, &s, self.0))
+    }
+}
+
+fn run_model<M: retrace_sim::Model>(
+    file: &str,
+    s: &retrace_sim::Scenario<M::Options>,
+    args: &RunArgs,
+) -> Result<u8, String> {
+    let info = ScenarioInfo::of(s, args.seed);
+    let seed = info.seed;
     let trace_path = (!args.no_trace).then(|| {
         args.out.clone().unwrap_or_else(|| {
             default_trace_path(&args.scenario, info.seed, args.schedule.as_deref())
@@ -325,12 +328,12 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
                 e.column()
             )
         })?;
-        if sf.model != entry.name() {
+        if sf.model != M::NAME {
             return Err(format!(
                 "{}: a schedule for model `{}`, not `{}`",
                 path.display(),
                 sf.model,
-                entry.name()
+                M::NAME
             ));
         }
         sf.schedule
@@ -340,16 +343,12 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
             Some(p) => TraceSink::Stream(Box::new(create_trace_file(p)?)),
             None => TraceSink::Discard,
         };
-        entry.run_schedule(&file, &source, &sf, sink)?
+        let strategy = retrace_sim::fuzz::Strategy::parse(&sf.strategy)?;
+        retrace_sim::fuzz::replay_case::<M>(s, sf.seed, strategy, &sf.schedule, sink)
     } else if args.check_determinism {
-        let (report, diff) = entry
-            .check_determinism(&file, &source, args.seed)
-            .map_err(|e| e.to_string())?;
+        let (report, diff) = retrace_sim::check_determinism::<M>(s, seed);
         if let Some(diff) = diff {
-            eprintln!(
-                "nondeterminism: two runs of {file} with seed {} differ",
-                info.seed
-            );
+            eprintln!("nondeterminism: two runs of {file} with seed {seed} differ");
             eprintln!("{diff}");
             return Ok(exit::NONDETERMINISM);
         }
@@ -365,9 +364,7 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
             Some(path) => TraceSink::Stream(Box::new(create_trace_file(path)?)),
             None => TraceSink::Discard,
         };
-        entry
-            .run(&file, &source, args.seed, sink)
-            .map_err(|e| e.to_string())?
+        retrace_sim::Simulation::<M>::new(s, seed, sink).run()
     };
     let wall = started.elapsed();
     print!(
@@ -399,13 +396,9 @@ fn run(registry: &Registry, args: &RunArgs) -> Result<u8, String> {
     })
 }
 
-fn show(registry: &Registry, args: &ShowArgs) -> Result<u8, String> {
+fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> Result<u8, String> {
     let (header, mut reader) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
-    let entry = registry.get(&header.model);
-    let describe = |payload: &[u8]| match entry {
-        Some(e) => e.describe_message(payload),
-        None => format!("<{} bytes>", payload.len()),
-    };
+    let describe = registry.messages(&header.model).text;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let origin = match &header.origin {

@@ -6,7 +6,7 @@
 
 use crate::cli::exit;
 use crate::record_cli::{ClusterArgs, MergeArgs};
-use crate::registry::Registry;
+use crate::registry::{Models, Registry};
 use crate::replay_cli::load;
 use clap::Args;
 use retrace_sim::trace::Record;
@@ -47,7 +47,7 @@ struct Finding {
     needle: String,
 }
 
-pub fn demo(registry: &Registry, args: &DemoArgs) -> Result<u8, String> {
+pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> Result<u8, String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let scenario = args.dir.join(SCENARIO_FILE);
     std::fs::write(&scenario, SCENARIO).map_err(|e| format!("{}: {e}", scenario.display()))?;
@@ -78,10 +78,7 @@ pub fn demo(registry: &Registry, args: &DemoArgs) -> Result<u8, String> {
             out: trace_path.clone(),
         })?;
         let trace = load(&trace_path)?;
-        let entry = registry
-            .get(&trace.header.model)
-            .ok_or("the demo's model is not registered")?;
-        let session = entry.session(trace)?;
+        let session = registry.session(trace)?;
         let mut app = App::new(session);
         if let Some(d) = app.session.divergence() {
             return Err(format!("the recording does not replay: {d}"));

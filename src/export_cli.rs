@@ -1,7 +1,7 @@
 //! `retrace export`: a trace in the formats other tools open, streamed from the file.
 
 use crate::cli::exit;
-use crate::registry::Registry;
+use crate::registry::{Models, Registry};
 use crate::summary::group;
 use clap::Args;
 use retrace_replayer::export::{export as write_export, Format, Options};
@@ -43,7 +43,7 @@ pub struct ExportArgs {
     report_peak_memory: bool,
 }
 
-pub fn export(registry: &Registry, args: &ExportArgs) -> Result<u8, String> {
+pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> Result<u8, String> {
     let format = Format::parse(&args.format).ok_or_else(|| {
         let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
         format!(
@@ -62,15 +62,8 @@ pub fn export(registry: &Registry, args: &ExportArgs) -> Result<u8, String> {
     };
     let (header, mut reader) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
     // Labels name messages by the model's variant when this binary knows the model.
-    let entry = registry.get(&header.model);
-    let message_name = |p: &[u8]| match entry {
-        Some(e) => e.message_name(p),
-        None => format!("message ({} bytes)", p.len()),
-    };
-    let message_text = |p: &[u8]| match entry {
-        Some(e) => e.describe_message(p),
-        None => format!("message ({} bytes)", p.len()),
-    };
+    let messages = registry.messages(&header.model);
+    let (message_name, message_text) = (messages.name, messages.text);
     let survey = if format.two_passes() {
         let (_, first) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
         Some(

@@ -114,6 +114,21 @@ impl Strategies {
     }
 }
 
+/// `retrace fuzz`: the scenario's model, then [`fuzz`].
+pub fn fuzz_command<L: crate::registry::Models>(
+    registry: &crate::registry::Registry<L>,
+    args: &FuzzArgs,
+) -> Result<u8, String> {
+    struct Fuzz<'a>(&'a FuzzArgs);
+    impl crate::registry::ScenarioFn for Fuzz<'_> {
+        type Out = u8;
+        fn call<M: Model>(self, file: &str, s: Scenario<M::Options>) -> Result<u8, String> {
+            fuzz::<M>(file, &s, self.0)
+        }
+    }
+    crate::cli::on_scenario_file(registry, &args.scenario, Fuzz(args))
+}
+
 /// The generic half of `retrace fuzz`; returns the exit code.
 pub fn fuzz<M: Model>(
     file: &str,

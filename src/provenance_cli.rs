@@ -1,7 +1,7 @@
 //! `retrace provenance`: where a value came from and where it went, across machines.
 
 use crate::cli::exit;
-use crate::registry::Registry;
+use crate::registry::{Models, Registry};
 use crate::replay_cli::load;
 use clap::Args;
 use retrace_replayer::provenance::{lines, Ask};
@@ -23,7 +23,7 @@ pub struct ProvenanceArgs {
     json: bool,
 }
 
-pub fn provenance(registry: &Registry, args: &ProvenanceArgs) -> Result<u8, String> {
+pub fn provenance<L: Models>(registry: &Registry<L>, args: &ProvenanceArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
     if args.event >= trace.events.len() {
         return Err(format!(
@@ -36,15 +36,10 @@ pub fn provenance(registry: &Registry, args: &ProvenanceArgs) -> Result<u8, Stri
     let tail = trace.tail.clone();
     let steps = Steps::new(&trace.events);
     let ask = Ask::parse(&steps, args.event, &args.path).map_err(|e| e.to_string())?;
-    let entry = registry.get(&trace.header.model).ok_or_else(|| {
-        format!(
-            "{}: the trace is of model `{}`, which this binary does not know",
-            args.trace.display(),
-            trace.header.model
-        )
-    })?;
     let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
-    let session = entry.session(trace)?;
+    let session = registry
+        .session(trace)
+        .map_err(|e| format!("{}: {e}", args.trace.display()))?;
     let answer = session
         .provenance(&ask)
         .map_err(|e| format!("{}: {e}", args.trace.display()))?;

@@ -1,15 +1,19 @@
 //! The recording commands: `node`, `cluster`, `client`, `merge`, `verify`.
 
-use crate::cli::{exit, load_scenario, say, tell, LoadedScenario};
-use crate::registry::Registry;
+use crate::cli::{exit, on_scenario_file, say, tell};
+use crate::registry::{Models, Registry, ScenarioFn, ScenarioInfo};
 use crate::summary::{bytes, group};
 use clap::Args;
+use retrace_recorder::launcher::run_cluster;
 use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::net::{Limits, Transport};
 use retrace_recorder::tls::{Tls, TlsFiles};
+use retrace_recorder::verify::{verify_dir, VerifyReport};
+use retrace_recorder::{run_node, NodeSummary};
 use retrace_recorder::{Fsync, NodeOptions};
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::NodeId;
+use retrace_sim::{Model, Scenario};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,12 +157,7 @@ fn node_transport(args: &NodeArgs) -> Result<Transport, String> {
     }
 }
 
-pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
-    let LoadedScenario {
-        file,
-        source,
-        entry,
-    } = load_scenario(registry, &args.scenario)?;
+pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> Result<u8, String> {
     let opts = NodeOptions {
         id: NodeId(args.id),
         incarnation: args.incarnation,
@@ -185,7 +184,14 @@ pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         let _ = stop_tx.send(());
     });
-    let summary = entry.node(&file, &source, &opts, stop_rx)?;
+    struct RunNode<'a>(&'a NodeOptions, std::sync::mpsc::Receiver<()>);
+    impl ScenarioFn for RunNode<'_> {
+        type Out = NodeSummary;
+        fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<NodeSummary, String> {
+            run_node::<M>(&s, self.0, Some(self.1)).map_err(|e| e.to_string())
+        }
+    }
+    let summary = on_scenario_file(registry, &args.scenario, RunNode(&opts, stop_rx))?;
     tell!(
         "node {} stopped: {} events, {} delivered ({} duplicates dropped), {} external, log {}{}",
         args.id,
@@ -203,15 +209,23 @@ pub fn node(registry: &Registry, args: &NodeArgs) -> Result<u8, String> {
     Ok(exit::OK)
 }
 
-pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
-    let LoadedScenario {
-        file,
-        source,
-        entry,
-    } = load_scenario(registry, &args.scenario)?;
-    let info = entry
-        .check(&file, &source, None)
-        .map_err(|e| e.to_string())?;
+pub fn cluster<L: Models>(registry: &Registry<L>, args: &ClusterArgs) -> Result<u8, String> {
+    struct Cluster<'a>(&'a ClusterArgs);
+    impl ScenarioFn for Cluster<'_> {
+        type Out = u8;
+        fn call<M: Model>(self, file: &str, s: Scenario<M::Options>) -> Result<u8, String> {
+            cluster_model::<M>(file, &s, self.0)
+        }
+    }
+    on_scenario_file(registry, &args.scenario, Cluster(args))
+}
+
+fn cluster_model<M: Model>(
+    file: &str,
+    s: &Scenario<M::Options>,
+    args: &ClusterArgs,
+) -> Result<u8, String> {
+    let info = ScenarioInfo::of(s, None);
     Fsync::parse(&args.fsync, args.batch_ms)?;
     let duration = match &args.duration {
         Some(d) => duration_arg(d)?,
@@ -260,7 +274,7 @@ pub fn cluster(registry: &Registry, args: &ClusterArgs) -> Result<u8, String> {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let manifest = entry.cluster(&file, &source, &opts);
+        let manifest = run_cluster::<M>(s, &opts);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         manifest
     });
@@ -359,13 +373,17 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     Ok(exit::OK)
 }
 
-pub fn verify(registry: &Registry, args: &VerifyArgs) -> Result<u8, String> {
+pub fn verify<L: Models>(registry: &Registry<L>, args: &VerifyArgs) -> Result<u8, String> {
     let manifest = retrace_recorder::manifest::Manifest::read(&args.dir)?;
     let file = Path::new(&manifest.scenario_name).display().to_string();
-    let entry = registry
-        .for_scenario(&file, &manifest.scenario_toml)
-        .map_err(|e| e.to_string())?;
-    let report = entry.verify(&args.dir, &file, &manifest.scenario_toml)?;
+    struct Verify<'a>(&'a Path);
+    impl ScenarioFn for Verify<'_> {
+        type Out = VerifyReport;
+        fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<VerifyReport, String> {
+            verify_dir::<M>(self.0, &s)
+        }
+    }
+    let report = registry.on_scenario(&file, &manifest.scenario_toml, Verify(&args.dir))?;
     for c in &report.cut {
         tell!("note: {c}");
     }

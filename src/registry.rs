@@ -1,18 +1,116 @@
 //! The model registry: how the CLI stays generic over systems. A user's own binary builds a
 //! registry with its models and hands it to [`crate::cli::main_with`].
+//!
+//! The registry is a list of model *types* ([`With`]`<M, …>` ending in [`Nil`]), so it can
+//! call a generic function with the model a name picks: a command is one `fn cmd<M:
+//! Model>(…)` wrapped in a [`ModelFn`] (or a [`ScenarioFn`], which gets the scenario parsed
+//! once), and [`Registry::call`] finds the model. Adding a command touches no shared trait.
 
-use retrace_recorder::launcher::{run_cluster, ClusterOptions};
-use retrace_recorder::manifest::Manifest;
-use retrace_recorder::verify::{verify_dir, VerifyReport};
-use retrace_recorder::{run_node, NodeOptions, NodeSummary};
 use retrace_sim::{
-    check_determinism, codec, scenario, Model, Node, NodeSpec, RunReport, ScenarioError,
-    Simulation, TraceDifference, TraceSink,
+    check_determinism, codec, scenario, Model, Node, NodeSpec, RunReport, Scenario, ScenarioError,
+    Simulation, Trace, TraceDifference, TraceSink,
 };
 use std::marker::PhantomData;
-use std::path::Path;
 
-/// What the CLI needs to know about a scenario it ran.
+/// A function generic over the model, called once the registry knows which.
+pub trait ModelFn {
+    type Out;
+    fn call<M: Model>(self) -> Self::Out;
+}
+
+/// A command on a scenario file: called with the model the scenario names and the scenario
+/// parsed for it (once).
+pub trait ScenarioFn {
+    type Out;
+    fn call<M: Model>(
+        self,
+        file: &str,
+        scenario: Scenario<M::Options>,
+    ) -> Result<Self::Out, String>;
+}
+
+/// A list of model types.
+pub trait Models: Send + Sync + 'static {
+    /// Calls `f` with the model named `name` (the latest added wins); gives `f` back when
+    /// no model has that name.
+    fn dispatch<F: ModelFn>(&self, name: &str, f: F) -> Result<F::Out, F>;
+    /// Every model's name and description, in the order they were added.
+    fn list(&self, out: &mut Vec<(&'static str, &'static str)>);
+}
+
+/// The empty list.
+pub struct Nil;
+
+/// `M`, then the models of `R`.
+pub struct With<M, R>(PhantomData<fn() -> M>, R);
+
+impl Models for Nil {
+    fn dispatch<F: ModelFn>(&self, _: &str, f: F) -> Result<F::Out, F> {
+        Err(f)
+    }
+    fn list(&self, _: &mut Vec<(&'static str, &'static str)>) {}
+}
+
+impl<M: Model, R: Models> Models for With<M, R> {
+    fn dispatch<F: ModelFn>(&self, name: &str, f: F) -> Result<F::Out, F> {
+        if name == M::NAME {
+            Ok(f.call::<M>())
+        } else {
+            self.1.dispatch(name, f)
+        }
+    }
+    fn list(&self, out: &mut Vec<(&'static str, &'static str)>) {
+        self.1.list(out);
+        if let Some(k) = out.iter().position(|(n, _)| *n == M::NAME) {
+            out.remove(k);
+        }
+        out.push((M::NAME, M::ABOUT));
+    }
+}
+
+/// The models that ship with retrace.
+pub type Builtin = With<
+    retrace_models::TwoPcModel,
+    With<
+        retrace_models::RaftModel,
+        With<
+            retrace_models::WebstackModel,
+            With<retrace_models::KvModel, With<retrace_models::PingPongModel, Nil>>,
+        >,
+    >,
+>;
+
+/// The models a CLI knows, by name.
+pub struct Registry<L: Models = Builtin> {
+    models: L,
+}
+
+impl Registry<Nil> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry { models: Nil }
+    }
+}
+
+impl Default for Registry<Nil> {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// The models that ship with retrace: pingpong, kv, webstack, raft and twopc.
+    pub fn builtin() -> Self {
+        Registry::new()
+            .with::<retrace_models::PingPongModel>()
+            .with::<retrace_models::KvModel>()
+            .with::<retrace_models::WebstackModel>()
+            .with::<retrace_models::RaftModel>()
+            .with::<retrace_models::TwoPcModel>()
+    }
+}
+
+/// What the CLI says about a scenario it runs.
 #[derive(Clone, Debug)]
 pub struct ScenarioInfo {
     pub name: String,
@@ -24,92 +122,10 @@ pub struct ScenarioInfo {
     pub nodes: Vec<NodeSpec>,
 }
 
-/// A model with its types erased, as the registry holds it.
-pub trait ModelEntry: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn about(&self) -> &'static str;
-    /// Parses and validates a scenario for this model.
-    fn check(
-        &self,
-        file: &str,
-        source: &str,
-        seed: Option<u64>,
-    ) -> Result<ScenarioInfo, ScenarioError>;
-    /// Runs a scenario (with `seed` overriding the file's).
-    fn run(
-        &self,
-        file: &str,
-        source: &str,
-        seed: Option<u64>,
-        sink: TraceSink,
-    ) -> Result<RunReport, ScenarioError>;
-    /// Renders an encoded message of this model for display (its `Debug` form).
-    fn describe_message(&self, payload: &[u8]) -> String;
-    /// The name of an encoded message's variant (the start of its `Debug` form), cheaply.
-    fn message_name(&self, payload: &[u8]) -> String;
-    /// Runs one node of the scenario as this process, until `stop` fires.
-    fn node(
-        &self,
-        file: &str,
-        source: &str,
-        opts: &NodeOptions,
-        stop: std::sync::mpsc::Receiver<()>,
-    ) -> Result<NodeSummary, String>;
-    /// Runs the scenario's cluster as processes, recording into `opts.dir`.
-    fn cluster(&self, file: &str, source: &str, opts: &ClusterOptions) -> Result<Manifest, String>;
-    /// Re-executes every node log of a recorded run.
-    fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String>;
-    /// Searches the scenario's orderings and faults (see `retrace fuzz`).
-    fn fuzz(
-        &self,
-        file: &str,
-        source: &str,
-        args: &crate::fuzz_cli::FuzzArgs,
-    ) -> Result<u8, String>;
-    /// Runs a scenario under a saved schedule (`retrace run --schedule`).
-    fn run_schedule(
-        &self,
-        file: &str,
-        source: &str,
-        schedule: &retrace_sim::fuzz::ScheduleFile,
-        sink: TraceSink,
-    ) -> Result<RunReport, String>;
-    /// Re-executes a trace of this model (see `retrace replay`).
-    fn replay(
-        &self,
-        trace: retrace_sim::Trace,
-        args: &crate::replay_cli::ReplayArgs,
-    ) -> Result<crate::replay_cli::ReplayOutcome, String>;
-    /// Opens a trace of this model for the TUI.
-    fn session(&self, trace: retrace_sim::Trace) -> Result<Box<dyn retrace_tui::Session>, String>;
-    /// Runs twice in memory and compares the traces.
-    fn check_determinism(
-        &self,
-        file: &str,
-        source: &str,
-        seed: Option<u64>,
-    ) -> Result<(RunReport, Option<TraceDifference>), ScenarioError>;
-}
-
-struct Entry<M>(PhantomData<fn() -> M>);
-
-impl<M: Model> ModelEntry for Entry<M> {
-    fn name(&self) -> &'static str {
-        M::NAME
-    }
-
-    fn about(&self) -> &'static str {
-        M::ABOUT
-    }
-
-    fn check(
-        &self,
-        file: &str,
-        source: &str,
-        seed: Option<u64>,
-    ) -> Result<ScenarioInfo, ScenarioError> {
-        let s = scenario::parse::<M>(file, source)?;
-        Ok(ScenarioInfo {
+impl ScenarioInfo {
+    /// Of a parsed scenario, run with `seed` (the file's when `None`).
+    pub fn of<O>(s: &Scenario<O>, seed: Option<u64>) -> ScenarioInfo {
+        ScenarioInfo {
             name: s.name.clone(),
             model: s.model.clone(),
             description: s.description.clone(),
@@ -117,167 +133,201 @@ impl<M: Model> ModelEntry for Entry<M> {
             time_limit_ns: s.time_limit_ns,
             max_events: s.max_events,
             nodes: s.nodes.clone(),
+        }
+    }
+}
+
+/// How to show a model's encoded messages: its variant's name, or all of it.
+#[derive(Clone, Copy)]
+pub struct Messages {
+    pub name: fn(&[u8]) -> String,
+    pub text: fn(&[u8]) -> String,
+}
+
+impl Messages {
+    /// For a trace of a model this binary does not know: sizes.
+    pub fn unknown() -> Messages {
+        Messages {
+            name: |p| format!("message ({} bytes)", p.len()),
+            text: |p| format!("<{} bytes>", p.len()),
+        }
+    }
+
+    fn of<M: Model>() -> Messages {
+        Messages {
+            name: |p| match codec::decode::<<M::Node as Node>::Msg>(p) {
+                Ok(msg) => debug_head(&msg),
+                Err(_) => format!("<{} bytes>", p.len()),
+            },
+            text: |p| match codec::decode::<<M::Node as Node>::Msg>(p) {
+                Ok(msg) => format!("{msg:?}"),
+                Err(e) => format!(
+                    "<{} bytes that do not decode as a {} message: {e}>",
+                    p.len(),
+                    M::NAME
+                ),
+            },
+        }
+    }
+}
+
+impl<L: Models> Registry<L> {
+    /// Adds a model; a later model with the same name replaces the earlier one.
+    pub fn with<M: Model>(self) -> Registry<With<M, L>> {
+        Registry {
+            models: With(PhantomData, self.models),
+        }
+    }
+
+    /// Calls `f` with the model named `name`.
+    pub fn call<F: ModelFn>(&self, name: &str, f: F) -> Result<F::Out, String> {
+        self.models.dispatch(name, f).map_err(|_| {
+            format!(
+                "model `{name}` is not known to this binary (it knows {})",
+                self.names().join(", ")
+            )
         })
     }
 
-    fn run(
-        &self,
-        file: &str,
-        source: &str,
-        seed: Option<u64>,
-        sink: TraceSink,
-    ) -> Result<RunReport, ScenarioError> {
-        let s = scenario::parse::<M>(file, source)?;
-        Ok(Simulation::<M>::new(&s, seed.unwrap_or(s.seed), sink).run())
+    /// The registered models' names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.models().into_iter().map(|(n, _)| n).collect()
     }
 
-    fn node(
-        &self,
-        file: &str,
-        source: &str,
-        opts: &NodeOptions,
-        stop: std::sync::mpsc::Receiver<()>,
-    ) -> Result<NodeSummary, String> {
-        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
-        run_node::<M>(&s, opts, Some(stop)).map_err(|e| e.to_string())
-    }
-
-    fn cluster(&self, file: &str, source: &str, opts: &ClusterOptions) -> Result<Manifest, String> {
-        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
-        run_cluster::<M>(&s, opts)
-    }
-
-    fn verify(&self, dir: &Path, file: &str, source: &str) -> Result<VerifyReport, String> {
-        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
-        verify_dir::<M>(dir, &s)
-    }
-
-    fn fuzz(
-        &self,
-        file: &str,
-        source: &str,
-        args: &crate::fuzz_cli::FuzzArgs,
-    ) -> Result<u8, String> {
-        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
-        crate::fuzz_cli::fuzz::<M>(file, &s, args)
-    }
-
-    fn run_schedule(
-        &self,
-        file: &str,
-        source: &str,
-        schedule: &retrace_sim::fuzz::ScheduleFile,
-        sink: TraceSink,
-    ) -> Result<RunReport, String> {
-        let s = scenario::parse::<M>(file, source).map_err(|e| e.to_string())?;
-        let strategy = retrace_sim::fuzz::Strategy::parse(&schedule.strategy)?;
-        Ok(retrace_sim::fuzz::replay_case::<M>(
-            &s,
-            schedule.seed,
-            strategy,
-            &schedule.schedule,
-            sink,
-        ))
-    }
-
-    fn replay(
-        &self,
-        trace: retrace_sim::Trace,
-        args: &crate::replay_cli::ReplayArgs,
-    ) -> Result<crate::replay_cli::ReplayOutcome, String> {
-        crate::replay_run::replay::<M>(trace, args)
-    }
-
-    fn session(&self, trace: retrace_sim::Trace) -> Result<Box<dyn retrace_tui::Session>, String> {
-        let replay = retrace_replayer::Replay::<M>::new(trace).map_err(|e| e.to_string())?;
-        Ok(Box::new(retrace_tui::ModelSession::new(replay)))
-    }
-
-    fn message_name(&self, payload: &[u8]) -> String {
-        match codec::decode::<<M::Node as Node>::Msg>(payload) {
-            Ok(msg) => debug_head(&msg),
-            Err(_) => format!("<{} bytes>", payload.len()),
-        }
-    }
-
-    fn describe_message(&self, payload: &[u8]) -> String {
-        match codec::decode::<<M::Node as Node>::Msg>(payload) {
-            Ok(msg) => format!("{msg:?}"),
-            Err(e) => format!(
-                "<{} bytes that do not decode as a {} message: {e}>",
-                payload.len(),
-                M::NAME
-            ),
-        }
-    }
-
-    fn check_determinism(
-        &self,
-        file: &str,
-        source: &str,
-        seed: Option<u64>,
-    ) -> Result<(RunReport, Option<TraceDifference>), ScenarioError> {
-        let s = scenario::parse::<M>(file, source)?;
-        Ok(check_determinism::<M>(&s, seed.unwrap_or(s.seed)))
-    }
-}
-
-/// The models a CLI knows, by name.
-#[derive(Default)]
-pub struct Registry {
-    entries: Vec<Box<dyn ModelEntry>>,
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Registry::default()
-    }
-
-    /// The models that ship with retrace: `pingpong`, `kv` and `webstack`.
-    pub fn builtin() -> Self {
-        Registry::new()
-            .with::<retrace_models::PingPongModel>()
-            .with::<retrace_models::KvModel>()
-            .with::<retrace_models::WebstackModel>()
-            .with::<retrace_models::RaftModel>()
-            .with::<retrace_models::TwoPcModel>()
-    }
-
-    /// Adds a model; a later model with the same name replaces the earlier one.
-    pub fn with<M: Model>(mut self) -> Self {
-        self.entries.retain(|e| e.name() != M::NAME);
-        self.entries.push(Box::new(Entry::<M>(PhantomData)));
-        self
-    }
-
-    pub fn get(&self, name: &str) -> Option<&dyn ModelEntry> {
-        self.entries
-            .iter()
-            .find(|e| e.name() == name)
-            .map(|e| e.as_ref())
-    }
-
-    /// The registered models, sorted by name.
-    pub fn entries(&self) -> Vec<&dyn ModelEntry> {
-        let mut all: Vec<&dyn ModelEntry> = self.entries.iter().map(|e| e.as_ref()).collect();
-        all.sort_by_key(|e| e.name());
-        all
+    /// The registered models' names and descriptions, sorted by name.
+    pub fn models(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        self.models.list(&mut out);
+        out.sort();
+        out
     }
 
     /// The model a scenario names, or an error that points at its `model` key.
-    pub fn for_scenario(&self, file: &str, source: &str) -> Result<&dyn ModelEntry, ScenarioError> {
+    pub fn model_of(&self, file: &str, source: &str) -> Result<&'static str, ScenarioError> {
         let name = scenario::model_name(file, source)?;
-        self.get(&name).ok_or_else(|| {
-            let known: Vec<&str> = self.entries().iter().map(|e| e.name()).collect();
-            ScenarioError::at_key(
-                file,
-                source,
-                "",
-                "model",
-                format!("unknown model `{name}`; known models: {}", known.join(", ")),
-            )
-        })
+        self.names()
+            .into_iter()
+            .find(|n| *n == name)
+            .ok_or_else(|| {
+                ScenarioError::at_key(
+                    file,
+                    source,
+                    "",
+                    "model",
+                    format!(
+                        "unknown model `{name}`; known models: {}",
+                        self.names().join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// Runs `f` on a scenario's text: finds its model, parses it once, calls `f`.
+    pub fn on_scenario<F: ScenarioFn>(
+        &self,
+        file: &str,
+        source: &str,
+        f: F,
+    ) -> Result<F::Out, String> {
+        struct Parse<'a, F> {
+            file: &'a str,
+            source: &'a str,
+            f: F,
+        }
+        impl<F: ScenarioFn> ModelFn for Parse<'_, F> {
+            type Out = Result<F::Out, String>;
+            fn call<M: Model>(self) -> Self::Out {
+                let s = scenario::parse::<M>(self.file, self.source).map_err(|e| e.to_string())?;
+                self.f.call::<M>(self.file, s)
+            }
+        }
+        let model = self.model_of(file, source).map_err(|e| e.to_string())?;
+        self.call(model, Parse { file, source, f })?
+    }
+
+    /// What a scenario is, as the run summary shows it.
+    pub fn scenario_info(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+    ) -> Result<ScenarioInfo, String> {
+        struct Info(Option<u64>);
+        impl ScenarioFn for Info {
+            type Out = ScenarioInfo;
+            fn call<M: Model>(
+                self,
+                _: &str,
+                s: Scenario<M::Options>,
+            ) -> Result<ScenarioInfo, String> {
+                Ok(ScenarioInfo::of(&s, self.0))
+            }
+        }
+        self.on_scenario(file, source, Info(seed))
+    }
+
+    /// Simulates a scenario (with `seed` overriding the file's).
+    pub fn simulate(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+        sink: TraceSink,
+    ) -> Result<RunReport, String> {
+        struct Simulate(Option<u64>, TraceSink);
+        impl ScenarioFn for Simulate {
+            type Out = RunReport;
+            fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<RunReport, String> {
+                Ok(Simulation::<M>::new(&s, self.0.unwrap_or(s.seed), self.1).run())
+            }
+        }
+        self.on_scenario(file, source, Simulate(seed, sink))
+    }
+
+    /// Runs a scenario twice in memory and compares the traces.
+    pub fn check_determinism(
+        &self,
+        file: &str,
+        source: &str,
+        seed: Option<u64>,
+    ) -> Result<(RunReport, Option<TraceDifference>), String> {
+        struct Twice(Option<u64>);
+        impl ScenarioFn for Twice {
+            type Out = (RunReport, Option<TraceDifference>);
+            fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<Self::Out, String> {
+                Ok(check_determinism::<M>(&s, self.0.unwrap_or(s.seed)))
+            }
+        }
+        self.on_scenario(file, source, Twice(seed))
+    }
+
+    /// Opens a trace for the TUI (or any use of a [`retrace_tui::Session`]).
+    pub fn session(&self, trace: Trace) -> Result<Box<dyn retrace_tui::Session>, String> {
+        struct Open(Trace);
+        impl ModelFn for Open {
+            type Out = Result<Box<dyn retrace_tui::Session>, String>;
+            fn call<M: Model>(self) -> Self::Out {
+                let replay =
+                    retrace_replayer::Replay::<M>::new(self.0).map_err(|e| e.to_string())?;
+                Ok(Box::new(retrace_tui::ModelSession::new(replay)))
+            }
+        }
+        let model = trace.header.model.clone();
+        self.call(&model, Open(trace))?
+    }
+
+    /// How to show the messages of model `name` (sizes when this binary does not know it).
+    pub fn messages(&self, name: &str) -> Messages {
+        struct Of;
+        impl ModelFn for Of {
+            type Out = Messages;
+            fn call<M: Model>(self) -> Messages {
+                Messages::of::<M>()
+            }
+        }
+        self.models
+            .dispatch(name, Of)
+            .unwrap_or_else(|_| Messages::unknown())
     }
 }
 

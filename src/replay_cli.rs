@@ -1,7 +1,7 @@
 //! The replayer's commands: `replay`, `why`, `profile`.
 
 use crate::cli::exit;
-use crate::registry::Registry;
+use crate::registry::{ModelFn, Models, Registry};
 use crate::summary::{event_line, group, rate, short_ns};
 use clap::Args;
 use retrace_replayer::faults::fault_causes;
@@ -76,15 +76,15 @@ pub(crate) fn load(path: &Path) -> Result<Trace, String> {
     Ok(trace)
 }
 
-pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
+pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
     let model = trace.header.model.clone();
-    let entry = registry.get(&model).ok_or_else(|| {
-        format!(
+    if !registry.names().contains(&model.as_str()) {
+        return Err(format!(
             "{}: the trace is of model `{model}`, which this binary does not know",
             args.trace.display()
-        )
-    })?;
+        ));
+    }
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
     if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
         if trace.events.is_empty() {
@@ -93,7 +93,7 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
                 args.trace.display()
             ));
         }
-        let session = entry
+        let session = registry
             .session(trace)
             .map_err(|e| format!("{}: {e}", args.trace.display()))?;
         let mut app = retrace_tui::App::new(session);
@@ -102,7 +102,14 @@ pub fn replay(registry: &Registry, args: &ReplayArgs) -> Result<u8, String> {
     }
     let torn = trace.tail.clone();
     let started = std::time::Instant::now();
-    let outcome = entry.replay(trace, args)?;
+    struct Replay<'a>(Trace, &'a ReplayArgs);
+    impl ModelFn for Replay<'_> {
+        type Out = Result<ReplayOutcome, String>;
+        fn call<M: retrace_sim::Model>(self) -> Self::Out {
+            crate::replay_run::replay::<M>(self.0, self.1)
+        }
+    }
+    let outcome = registry.call(&model, Replay(trace, args))??;
     let wall = started.elapsed();
     if args.json {
         println!(
@@ -177,7 +184,7 @@ fn step_lines(
         .collect()
 }
 
-pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
+pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
     let steps = Steps::new(&trace.events);
     if args.event >= trace.events.len() {
@@ -232,11 +239,7 @@ pub fn why(registry: &Registry, args: &WhyArgs) -> Result<u8, String> {
             .collect()
     };
     // Messages decoded as `show` and the TUI print them, when this binary knows the model.
-    let entry = registry.get(&trace.header.model);
-    let describe = |p: &[u8]| match entry {
-        Some(e) => e.describe_message(p),
-        None => format!("<{} bytes>", p.len()),
-    };
+    let describe = registry.messages(&trace.header.model).text;
     println!(
         "{}",
         event_line(

@@ -33,10 +33,9 @@ fn run_summaries() {
         ),
     ] {
         let source = read(&root().join(scenario));
-        let entry = registry.for_scenario(scenario, &source).unwrap();
-        let info = entry.check(scenario, &source, None).unwrap();
-        let report = entry
-            .run(scenario, &source, None, TraceSink::Memory)
+        let info = registry.scenario_info(scenario, &source, None).unwrap();
+        let report = registry
+            .simulate(scenario, &source, None, TraceSink::Memory)
             .unwrap();
         let text = run_summary(
             &info,

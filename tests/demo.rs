@@ -46,7 +46,7 @@ fn the_demo_records_kills_merges_replays_and_names_the_lost_write() {
     // the primary had it, carried by no message to any backup.
     let registry = retrace::registry::Registry::builtin();
     let loaded = retrace::sim::Trace::load(&trace).unwrap();
-    let session = registry.get("kv").unwrap().session(loaded).unwrap();
+    let session = registry.session(loaded).unwrap();
     let mut app = retrace::tui::App::new(session);
     app.press("v");
     let first = app.value.as_ref().expect("the picker").picks[0]

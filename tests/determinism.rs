@@ -14,10 +14,9 @@ fn every_shipped_scenario_is_deterministic_in_process() {
     for path in &scenarios {
         let file = path.display().to_string();
         let source = read(path);
-        let entry = registry.for_scenario(&file, &source).expect("known model");
-        models.insert(entry.name());
+        models.insert(registry.model_of(&file, &source).expect("known model"));
         for seed in [None, Some(3), Some(12345)] {
-            let (report, diff) = entry
+            let (report, diff) = registry
                 .check_determinism(&file, &source, seed)
                 .expect("valid scenario");
             assert!(
@@ -31,8 +30,7 @@ fn every_shipped_scenario_is_deterministic_in_process() {
             );
         }
     }
-    let all: Vec<&str> = registry.entries().iter().map(|e| e.name()).collect();
-    for model in all {
+    for model in registry.names() {
         assert!(
             models.contains(model),
             "model {model} has no scenario in scenarios/"
@@ -60,17 +58,16 @@ fn a_streamed_trace_equals_the_in_memory_one() {
     let registry = Registry::builtin();
     let path = root().join("scenarios/kv.toml");
     let (file, source) = (path.display().to_string(), read(&path));
-    let entry = registry.for_scenario(&file, &source).unwrap();
-    let memory = entry
-        .run(&file, &source, None, TraceSink::Memory)
+    let memory = registry
+        .simulate(&file, &source, None, TraceSink::Memory)
         .unwrap()
         .trace
         .unwrap();
     let dir = scratch_dir("stream");
     let out = dir.join("kv.trace");
     let f = std::fs::File::create(&out).unwrap();
-    let report = entry
-        .run(
+    let report = registry
+        .simulate(
             &file,
             &source,
             None,
@@ -86,14 +83,13 @@ fn different_seeds_give_different_runs() {
     let registry = Registry::builtin();
     let path = root().join("scenarios/kv.toml");
     let (file, source) = (path.display().to_string(), read(&path));
-    let entry = registry.for_scenario(&file, &source).unwrap();
-    let a = entry
-        .run(&file, &source, Some(1), TraceSink::Memory)
+    let a = registry
+        .simulate(&file, &source, Some(1), TraceSink::Memory)
         .unwrap()
         .trace
         .unwrap();
-    let b = entry
-        .run(&file, &source, Some(2), TraceSink::Memory)
+    let b = registry
+        .simulate(&file, &source, Some(2), TraceSink::Memory)
         .unwrap()
         .trace
         .unwrap();
