@@ -4,7 +4,7 @@
 //! invariant; and the TUI opens at the acknowledged write that was lost, with its causal
 //! history highlighted (or, without a terminal, the same findings print as text).
 
-use crate::cli::exit;
+use crate::exit;
 use crate::record_cli::{ClusterArgs, MergeArgs};
 use crate::registry::{Models, Registry};
 use crate::replay_cli::load;

@@ -1,6 +1,6 @@
 //! `retrace export`: a trace in the formats other tools open, streamed from the file.
 
-use crate::cli::exit;
+use crate::exit;
 use crate::registry::{Models, Registry};
 use crate::summary::group;
 use clap::Args;
@@ -156,7 +156,7 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> Result<u8
         }
     }
     if args.report_peak_memory {
-        eprintln!("peak RSS {}", crate::bench_replay::peak_rss());
+        eprintln!("peak RSS {}", crate::bench::replay::peak_rss());
     }
     Ok(exit::after_reading(reader.tail_error(), exit::OK))
 }

@@ -252,7 +252,7 @@ pub fn fuzz<M: Model>(
         found.len()
     );
     if found.is_empty() {
-        return Ok(crate::cli::exit::OK);
+        return Ok(crate::exit::OK);
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let stem = std::path::Path::new(file)
@@ -311,5 +311,5 @@ pub fn fuzz<M: Model>(
             schedule_path.display()
         );
     }
-    Ok(crate::cli::exit::VIOLATION)
+    Ok(crate::exit::VIOLATION)
 }

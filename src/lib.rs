@@ -14,13 +14,9 @@
 //! ```
 
 pub mod bench;
-mod bench_export;
-mod bench_fuzz;
-mod bench_record;
-mod bench_replay;
-mod bench_tui;
 pub mod cli;
 mod demo;
+pub mod exit;
 mod export_cli;
 pub mod fuzz_cli;
 mod provenance_cli;

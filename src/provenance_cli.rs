@@ -1,6 +1,6 @@
 //! `retrace provenance`: where a value came from and where it went, across machines.
 
-use crate::cli::exit;
+use crate::exit;
 use crate::registry::{Models, Registry};
 use crate::replay_cli::load;
 use clap::Args;

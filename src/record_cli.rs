@@ -1,6 +1,7 @@
 //! The recording commands: `node`, `cluster`, `client`, `merge`, `verify`.
 
-use crate::cli::{exit, on_scenario_file, say, tell};
+use crate::cli::{on_scenario_file, say, tell};
+use crate::exit;
 use crate::registry::{Models, Registry, ScenarioFn, ScenarioInfo};
 use crate::summary::{bytes, group};
 use clap::Args;

@@ -1,6 +1,6 @@
 //! The replayer's commands: `replay`, `why`, `profile`.
 
-use crate::cli::exit;
+use crate::exit;
 use crate::registry::{ModelFn, Models, Registry};
 use crate::summary::{event_line, group, rate, short_ns};
 use clap::Args;

@@ -248,5 +248,5 @@ pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
     if wanted("kv.toml") {
         throughput::<KvModel>("kv.toml", Strategy::Swarm, 5, jobs, None)?;
     }
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }

@@ -153,5 +153,5 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
         jumps.len()
     );
     println!("  peak memory       {}", peak_rss());
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }

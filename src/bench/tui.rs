@@ -1,8 +1,8 @@
 //! `retrace bench tui`: opening a long trace in the TUI, and the time from a keypress to the
 //! redrawn frame for each motion, rendered to ratatui's test backend.
 
+use crate::bench::replay::{kv_trace_bytes, peak_rss};
 use crate::bench::BenchArgs;
-use crate::bench_replay::{kv_trace_bytes, peak_rss};
 use crate::summary::{group, short_ns};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -115,5 +115,5 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
         short_ns(all.last().map_or(0, |d| d.as_nanos() as u64))
     );
     println!("  peak RSS          {}", peak_rss());
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }

@@ -182,5 +182,5 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
         payload as f64 / deliveries.max(1) as f64,
         bytes.saturating_sub(payload) as f64 / deliveries.max(1) as f64
     );
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }

@@ -2,8 +2,8 @@
 //! (a process reading the file, writing to /dev/null): time, records per second, and peak
 //! memory at two trace lengths, which shows whether memory grows with the trace.
 
+use crate::bench::replay::kv_trace_bytes;
 use crate::bench::BenchArgs;
-use crate::bench_replay::kv_trace_bytes;
 use crate::summary::{bytes, group};
 use retrace_replayer::export::Format;
 use std::time::Instant;
@@ -79,5 +79,5 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
         let _ = std::fs::remove_file(path);
         let _ = size;
     }
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }

@@ -1,5 +1,11 @@
 //! `retrace bench`: simulator throughput and trace size, measured, never assumed.
 
+mod export;
+mod fuzz;
+mod record;
+pub(crate) mod replay;
+mod tui;
+
 use crate::summary::{bytes, group, rate};
 use clap::Args;
 use retrace_models::{KvModel, PingPongModel};
@@ -186,11 +192,11 @@ pub fn run<L: crate::registry::Models>(
 ) -> Result<u8, String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     match args.target {
-        BenchTarget::Record => return crate::bench_record::run(args),
-        BenchTarget::Replay => return crate::bench_replay::run(args),
-        BenchTarget::Fuzz => return crate::bench_fuzz::run(args.seeds, args.only.as_deref()),
-        BenchTarget::Tui => return crate::bench_tui::run(args),
-        BenchTarget::Export => return crate::bench_export::run(args),
+        BenchTarget::Record => return self::record::run(args),
+        BenchTarget::Replay => return self::replay::run(args),
+        BenchTarget::Fuzz => return self::fuzz::run(args.seeds, args.only.as_deref()),
+        BenchTarget::Tui => return self::tui::run(args),
+        BenchTarget::Export => return self::export::run(args),
         BenchTarget::Sim => {}
     }
     println!(
@@ -219,5 +225,5 @@ pub fn run<L: crate::registry::Models>(
         &without,
         &kv_trace,
     )?;
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }
