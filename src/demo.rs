@@ -63,7 +63,7 @@ pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> Result<u8, St
                 scenario: scenario.clone(),
                 record: record.clone(),
                 duration: Some(DURATION.into()),
-                fsync: "always".into(),
+                fsync: crate::record_cli::FsyncArg::Always,
                 batch_ms: 20,
                 no_record: false,
                 record_strict: false,

@@ -25,10 +25,10 @@ pub struct FuzzArgs {
     /// Parallel workers [default: all cores]
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
-    /// How runs choose orderings and faults: rotate (the default: random and swarm in
-    /// turn, case by case), random, pct, swarm
-    #[arg(long, default_value = "rotate")]
-    pub(crate) strategy: String,
+    /// How runs choose orderings and faults: rotate (random and swarm in turn, case by
+    /// case), random, pct, swarm
+    #[arg(long, value_enum, default_value_t = StrategyArg::Rotate)]
+    pub(crate) strategy: StrategyArg,
     /// This machine's share of the search, I/N: it runs cases I, I+N, I+2N, ...
     #[arg(long, value_name = "I/N")]
     pub(crate) shard: Option<String>,
@@ -72,6 +72,15 @@ fn shard(text: Option<&str>) -> Result<(u64, u64), String> {
     Ok((i, n))
 }
 
+/// `--strategy`, as typed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyArg {
+    Rotate,
+    Random,
+    Pct,
+    Swarm,
+}
+
 /// What `--strategy` asks for: one strategy for every case, or the default rotation.
 #[derive(Clone, Copy)]
 enum Strategies {
@@ -86,12 +95,12 @@ enum Strategies {
 const ROTATION: [Strategy; 2] = [Strategy::Random, Strategy::Swarm];
 
 impl Strategies {
-    fn parse(text: &str) -> Result<Strategies, String> {
-        match text {
-            "rotate" => Ok(Strategies::Rotate),
-            other => Strategy::parse(other).map(Strategies::One).map_err(|_| {
-                format!("unknown strategy `{other}` (use rotate, random, pct or swarm)")
-            }),
+    fn of_arg(arg: StrategyArg) -> Strategies {
+        match arg {
+            StrategyArg::Rotate => Strategies::Rotate,
+            StrategyArg::Random => Strategies::One(Strategy::Random),
+            StrategyArg::Pct => Strategies::One(Strategy::Pct),
+            StrategyArg::Swarm => Strategies::One(Strategy::Swarm),
         }
     }
 
@@ -135,7 +144,7 @@ pub fn fuzz<M: Model>(
     scenario: &Scenario<M::Options>,
     args: &FuzzArgs,
 ) -> Result<u8, String> {
-    let strategies = Strategies::parse(&args.strategy)?;
+    let strategies = Strategies::of_arg(args.strategy);
     let (shard_i, shard_n) = shard(args.shard.as_deref())?;
     let deadline = match &args.time {
         Some(t) => Some(Duration::from_nanos(

@@ -20,6 +20,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `--fsync`, as typed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncArg {
+    Always,
+    Batch,
+    Never,
+}
+
+impl FsyncArg {
+    pub fn policy(self, batch_ms: u64) -> Fsync {
+        match self {
+            FsyncArg::Always => Fsync::Always,
+            FsyncArg::Batch => Fsync::Batch {
+                interval: Duration::from_millis(batch_ms.max(1)),
+            },
+            FsyncArg::Never => Fsync::Never,
+        }
+    }
+
+    /// As the command line spells it (passed on to node processes).
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncArg::Always => "always",
+            FsyncArg::Batch => "batch",
+            FsyncArg::Never => "never",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     /// The scenario the node belongs to
@@ -43,8 +72,8 @@ pub struct NodeArgs {
     #[arg(long)]
     storage: PathBuf,
     /// When the log is forced to disk: always, batch (group commit), never
-    #[arg(long, default_value = "batch")]
-    fsync: String,
+    #[arg(long, value_enum, default_value_t = FsyncArg::Batch)]
+    fsync: FsyncArg,
     /// Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
     batch_ms: u64,
@@ -84,8 +113,8 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub(crate) duration: Option<String>,
     /// When logs are forced to disk: always, batch, never
-    #[arg(long, default_value = "batch")]
-    pub(crate) fsync: String,
+    #[arg(long, value_enum, default_value_t = FsyncArg::Batch)]
+    pub(crate) fsync: FsyncArg,
     /// Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
     pub(crate) batch_ms: u64,
@@ -166,7 +195,7 @@ pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> Result<u8, St
         client_addr: args.client,
         log_path: args.log.clone(),
         storage_path: args.storage.clone(),
-        fsync: Fsync::parse(&args.fsync, args.batch_ms)?,
+        fsync: args.fsync.policy(args.batch_ms),
         strict: args.record_strict,
         transport: node_transport(args)?,
         limits: Limits {
@@ -227,7 +256,6 @@ fn cluster_model<M: Model>(
     args: &ClusterArgs,
 ) -> Result<u8, String> {
     let info = ScenarioInfo::of(s, None);
-    Fsync::parse(&args.fsync, args.batch_ms)?;
     let duration = match &args.duration {
         Some(d) => duration_arg(d)?,
         None => Duration::from_nanos(info.time_limit_ns),
@@ -237,7 +265,7 @@ fn cluster_model<M: Model>(
         scenario_path: args.scenario.clone(),
         dir: args.record.clone(),
         duration,
-        fsync: args.fsync.clone(),
+        fsync: args.fsync.name().into(),
         batch_ms: args.batch_ms,
         record: !args.no_record,
         strict: args.record_strict,

@@ -182,7 +182,7 @@ fn bad_fuzz_arguments_are_refused() {
         ),
         (
             vec!["fuzz", "scenarios/kv-fuzz.toml", "--strategy", "lucky"],
-            "unknown strategy",
+            "invalid value 'lucky' for '--strategy <STRATEGY>'",
         ),
         (
             vec!["fuzz", "scenarios/kv-fuzz.toml", "--time", "5 fortnights"],

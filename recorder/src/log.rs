@@ -175,19 +175,6 @@ pub enum Fsync {
 }
 
 impl Fsync {
-    pub fn parse(text: &str, batch_ms: u64) -> Result<Fsync, String> {
-        match text {
-            "always" => Ok(Fsync::Always),
-            "batch" => Ok(Fsync::Batch {
-                interval: Duration::from_millis(batch_ms.max(1)),
-            }),
-            "never" => Ok(Fsync::Never),
-            other => Err(format!(
-                "unknown fsync policy `{other}` (use always, batch or never)"
-            )),
-        }
-    }
-
     pub fn describe(&self) -> String {
         match self {
             Fsync::Always => "always".into(),

@@ -47,8 +47,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8)]
     pub(crate) workers: usize,
     /// (record) Log durability policy
-    #[arg(long, default_value = "batch")]
-    pub(crate) fsync: String,
+    #[arg(long, value_enum, default_value_t = crate::record_cli::FsyncArg::Batch)]
+    pub(crate) fsync: crate::record_cli::FsyncArg,
     /// (record) Group-commit interval for --fsync batch, in milliseconds
     #[arg(long, default_value_t = 20)]
     pub(crate) batch_ms: u64,

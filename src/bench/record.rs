@@ -95,7 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     println!(
         "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",
-        args.workers, args.fsync, args.batch_ms, args.rounds, args.round_seconds
+        args.workers, args.fsync.name(), args.batch_ms, args.rounds, args.round_seconds
     );
     let mut rounds = Vec::new();
     for r in 0..(args.rounds as usize).max(MODES.len()) {
@@ -107,7 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
             scenario_path: scenario_path.clone(),
             dir: run_dir.clone(),
             duration: Duration::from_secs(args.round_seconds),
-            fsync: args.fsync.clone(),
+            fsync: args.fsync.name().into(),
             batch_ms: args.batch_ms,
             record: recording,
             strict: false,
