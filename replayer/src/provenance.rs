@@ -29,6 +29,7 @@
 //!   replica-0 took it from a client, so the other replicas), with why (no message carrying
 //!   it was sent to them, or one was dropped).
 
+use crate::causality::Causality;
 use crate::engine::Replay;
 use crate::steps::Steps;
 use retrace_sim::codec;
@@ -311,7 +312,8 @@ pub enum What {
     Made { path: String },
     /// It was in the node's state after a restart: read back from its durable storage.
     Restored { path: String },
-    /// The request that brought it was answered; `holders` had it at that moment.
+    /// The request that brought it was answered; `holders` had it in what led to the
+    /// answer (after their last step that happens before it).
     Answered {
         request: RequestId,
         holders: Vec<NodeId>,
@@ -680,6 +682,22 @@ pub fn provenance<M: Model>(
         add_answers(&mut forward, &touches, &requests, replay, origin_step);
     }
 
+    // Who had the value in what led to each answer: each node's last step that happens
+    // before the answer, and whether it held the value after it. (At the answer's moment
+    // in trace order is not it: the node that acknowledged may have crashed since, and a
+    // node that got it later never told the client.)
+    if forward
+        .iter()
+        .any(|l| matches!(l.what, What::Answered { .. }))
+    {
+        let causality = Causality::new(steps, events, nodes);
+        for l in forward.iter_mut() {
+            if let What::Answered { holders, .. } = &mut l.what {
+                *holders = held_before(&causality, &touches, nodes, l.step);
+            }
+        }
+    }
+
     let holders: Vec<Holder> = held
         .iter()
         .enumerate()
@@ -779,6 +797,23 @@ fn fate(send: usize, steps: &Steps, drops: &BTreeMap<usize, (usize, String)>) ->
         },
         None => Fate::InFlight,
     }
+}
+
+/// The nodes that held the value after their last step that happens before step `a`.
+fn held_before(causality: &Causality, touches: &[Touch], nodes: usize, a: usize) -> Vec<NodeId> {
+    (0..nodes)
+        .filter(|&k| {
+            let Some(&last) = causality.history_on(a, k).last() else {
+                return false;
+            };
+            touches
+                .iter()
+                .rev()
+                .find(|t| t.node.index() == k && t.step <= last)
+                .is_some_and(|t| !t.after.is_empty())
+        })
+        .map(|k| NodeId(k as u32))
+        .collect()
 }
 
 /// Answers to `requests` in steps that never touched the value, merged into `forward` in
@@ -1136,7 +1171,7 @@ pub fn lines(p: &Provenance, names: &[String]) -> Vec<(Option<usize>, String)> {
             What::Answered { request, holders } => {
                 let h: Vec<String> = holders.iter().map(|&n| name(n)).collect();
                 format!(
-                    "{who}: answered request {request}; the value was then held by {}",
+                    "{who}: answered request {request}; in what led to the answer the value was held by {}",
                     if h.is_empty() {
                         "no node".to_string()
                     } else {
