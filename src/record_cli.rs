@@ -330,7 +330,7 @@ fn cluster_model<M: Model>(
     );
     let mut total = 0u64;
     for n in &manifest.nodes {
-        let lives: Vec<String> = n.incarnations.iter().map(|i| i.ended.clone()).collect();
+        let lives: Vec<String> = n.incarnations.iter().map(|i| i.ended.to_string()).collect();
         let size: u64 = n
             .incarnations
             .iter()

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use retrace_recorder::log::{read_log, LogRecord};
-use retrace_recorder::manifest::Manifest;
+use retrace_recorder::manifest::{Ended, Manifest};
 use retrace_sim::trace::Record;
 use retrace_sim::Trace;
 use std::io::Write;
@@ -105,10 +105,10 @@ fn a_recorded_kv_cluster_verifies_and_merges_into_the_same_inputs() {
     );
     assert!(manifest.workload.answered > 100, "{:?}", manifest.workload);
     // kv.toml kills replica-0 at 2s.
-    assert_eq!(manifest.nodes[0].incarnations[0].ended, "killed");
+    assert_eq!(manifest.nodes[0].incarnations[0].ended, Ended::Killed);
     assert!(manifest.nodes[1..]
         .iter()
-        .all(|n| n.incarnations.iter().all(|i| i.ended == "stopped")));
+        .all(|n| n.incarnations.iter().all(|i| i.ended == Ended::Stopped)));
 
     let trace = verify_and_merge(&dir);
     for node in 0..manifest.nodes.len() {
@@ -151,7 +151,7 @@ fn repeated_sigkills_leave_readable_logs_and_lose_no_committed_record() {
         .nodes
         .iter()
         .flat_map(|n| &n.incarnations)
-        .filter(|i| i.ended == "killed")
+        .filter(|i| i.ended == Ended::Killed)
         .count();
     assert_eq!(killed, 4, "every planned kill happened");
     for n in &manifest.nodes {
@@ -163,7 +163,7 @@ fn repeated_sigkills_leave_readable_logs_and_lose_no_committed_record() {
                 "{}",
                 inc.log
             );
-            if inc.ended == "stopped" {
+            if inc.ended == Ended::Stopped {
                 assert!(
                     log.is_complete(),
                     "{}: a clean stop ends with its stop record",

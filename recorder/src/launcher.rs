@@ -6,7 +6,7 @@
 use crate::client::Client;
 use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
-use crate::manifest::{Incarnation, Manifest, ManifestNode, WorkloadStats};
+use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
 use crate::tls::TlsFiles;
 use retrace_sim::rng::derive_seed;
 use retrace_sim::scenario::FaultAction;
@@ -231,13 +231,13 @@ impl Cluster<'_> {
             },
             started_wall_ns: wall_now_ns(),
             pid: self.procs[i].as_ref().map_or(0, |p| p.child.id()),
-            ended: "running".into(),
+            ended: Ended::Running,
             recording_stopped: None,
         });
         Ok(())
     }
 
-    fn ended(&mut self, i: usize, how: String) {
+    fn ended(&mut self, i: usize, how: Ended) {
         if let Some(inc) = self.manifest.nodes[i].incarnations.last_mut() {
             inc.ended = how;
         }
@@ -247,7 +247,7 @@ impl Cluster<'_> {
         if let Some(mut p) = self.procs[i].take() {
             let _ = p.child.kill(); // SIGKILL on Unix: no chance to flush anything
             let _ = p.child.wait();
-            self.ended(i, "killed".into());
+            self.ended(i, Ended::Killed);
         }
     }
 
@@ -294,20 +294,15 @@ impl Cluster<'_> {
             };
             let how = loop {
                 match p.child.try_wait() {
-                    Ok(Some(status)) if status.success() => break "stopped".to_string(),
-                    Ok(Some(status)) => {
-                        break format!(
-                            "exited {}",
-                            status.code().map_or("by signal".into(), |c| c.to_string())
-                        )
-                    }
+                    Ok(Some(status)) if status.success() => break Ended::Stopped,
+                    Ok(Some(status)) => break Ended::Exited(status.code()),
                     Ok(None) if Instant::now() < deadline => {
                         thread::sleep(Duration::from_millis(10))
                     }
                     _ => {
                         let _ = p.child.kill();
                         let _ = p.child.wait();
-                        break "killed at stop (did not exit in time)".to_string();
+                        break Ended::KilledAtStop;
                     }
                 }
             };

@@ -4,6 +4,67 @@ use retrace_sim::limits;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// How a node's life ended. Written as the words the manifest has always used, so older
+/// manifests still read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Ended {
+    /// Still running (the launcher had not stopped it when the manifest was written).
+    #[default]
+    Running,
+    /// A clean shutdown.
+    Stopped,
+    /// SIGKILLed: a planned fault.
+    Killed,
+    /// SIGKILLed at the end because it did not stop in time.
+    KilledAtStop,
+    /// Exited on its own with this status code (`None`: by a signal).
+    Exited(Option<i32>),
+}
+
+impl Ended {
+    /// Whether the life ended in a crash (anything but a clean stop).
+    pub fn crashed(self) -> bool {
+        self != Ended::Stopped
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Running => f.write_str("running"),
+            Ended::Stopped => f.write_str("stopped"),
+            Ended::Killed => f.write_str("killed"),
+            Ended::KilledAtStop => f.write_str("killed at stop (did not exit in time)"),
+            Ended::Exited(Some(code)) => write!(f, "exited {code}"),
+            Ended::Exited(None) => f.write_str("exited by signal"),
+        }
+    }
+}
+
+impl From<Ended> for String {
+    fn from(e: Ended) -> String {
+        e.to_string()
+    }
+}
+
+impl TryFrom<String> for Ended {
+    type Error = String;
+    fn try_from(text: String) -> Result<Ended, String> {
+        Ok(match text.as_str() {
+            "running" => Ended::Running,
+            "stopped" => Ended::Stopped,
+            "killed" => Ended::Killed,
+            "killed at stop (did not exit in time)" => Ended::KilledAtStop,
+            "exited by signal" => Ended::Exited(None),
+            other => match other.strip_prefix("exited ").map(str::parse) {
+                Some(Ok(code)) => Ended::Exited(Some(code)),
+                _ => return Err(format!("unknown end of a node's life `{other}`")),
+            },
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incarnation {
     /// The log's file name, relative to the run's directory.
@@ -12,8 +73,8 @@ pub struct Incarnation {
     /// The node process's id while it ran.
     #[serde(default)]
     pub pid: u32,
-    /// `stopped` (clean shutdown), `killed` (a fault), or `exited N`.
-    pub ended: String,
+    /// How this life ended (in the file: `stopped`, `killed`, `exited N`, ...).
+    pub ended: Ended,
     /// Why the node's recording stopped early (its disk filled), as the node reported it
     /// to the launcher: the one marker that needs no room on the node's disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,5 +210,33 @@ impl Manifest {
         file.write_all(&bytes).map_err(fail)?;
         file.set_len(room as u64).map_err(fail)?;
         file.sync_all().map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod ended_tests {
+    use super::Ended;
+
+    /// `ended` was a string tested with `starts_with("stopped")`: the type keeps the words
+    /// the manifest has always had, so manifests written before still read.
+    #[test]
+    fn how_a_life_ended_reads_and_writes_as_the_manifest_words() {
+        for e in [
+            Ended::Running,
+            Ended::Stopped,
+            Ended::Killed,
+            Ended::KilledAtStop,
+            Ended::Exited(Some(101)),
+            Ended::Exited(None),
+        ] {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Ended>(&json).unwrap(), e, "{json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Ended::Exited(Some(3))).unwrap(),
+            "\"exited 3\""
+        );
+        assert!(serde_json::from_str::<Ended>("\"vanished\"").is_err());
+        assert!(Ended::Killed.crashed() && !Ended::Stopped.crashed());
     }
 }

@@ -195,7 +195,7 @@ fn load_steps(dir: &Path, manifest: &Manifest, report: &mut MergeReport) -> Vec<
             }
             // A life that did not stop cleanly ended in a crash (the launcher's SIGKILL, or a
             // failure): the trace says so, as the simulator's would.
-            let killed = !incarnation.ended.starts_with("stopped");
+            let killed = incarnation.ended.crashed();
             if killed {
                 let local = steps.len();
                 steps.push(Step {
