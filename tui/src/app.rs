@@ -43,6 +43,21 @@ fn edit_line(mut line: String, code: KeyCode) -> Edit {
     }
 }
 
+/// Which way a motion goes through the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// How much of a causal history `w`/`e` show: the steps of the event's request (or the
+/// followed value), or all of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Narrow,
+    All,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     Main,
@@ -118,7 +133,7 @@ pub struct App {
     /// Where the trace's faults and drops are, for lighting those a history saw.
     fault_index: FaultIndex,
     /// The key, reach and step of the history last shown (`w` again clears it).
-    history_key: Option<(bool, bool, usize)>,
+    history_key: Option<(Direction, Reach, usize)>,
     /// `v`: the value picker and the value's story.
     pub value: Option<ValueView>,
     /// The diagram's vertical axis: `None` is event order; `Some(ns)` is time, one line
@@ -363,7 +378,8 @@ impl App {
         self.select(target as usize);
     }
 
-    fn on_node(&mut self, forward: bool, times: usize) {
+    fn on_node(&mut self, direction: Direction, times: usize) {
+        let forward = direction == Direction::Forward;
         let Some(node) = self.node_of_row(self.sel) else {
             self.message = Some("this event is on no node".into());
             return;
@@ -390,7 +406,8 @@ impl App {
         self.select(row);
     }
 
-    fn continue_to_break(&mut self, forward: bool, times: usize) {
+    fn continue_to_break(&mut self, direction: Direction, times: usize) {
+        let forward = direction == Direction::Forward;
         let pred = Predicate::Any(self.breakpoints.iter().map(|(_, p)| p.clone()).collect());
         // Start from the selected row's state.
         let step = self.step_of_row(self.sel);
@@ -432,7 +449,8 @@ impl App {
     }
 
     /// Next or previous highlighted row.
-    fn next_highlighted(&mut self, forward: bool, times: usize) {
+    fn next_highlighted(&mut self, direction: Direction, times: usize) {
+        let forward = direction == Direction::Forward;
         let Some(h) = &self.highlight else {
             self.message = Some("nothing highlighted: `w` (why), `r` (request), `:effects`".into());
             return;
@@ -467,7 +485,8 @@ impl App {
         }
     }
 
-    fn search(&mut self, forward: bool, times: usize) {
+    fn search(&mut self, direction: Direction, times: usize) {
+        let forward = direction == Direction::Forward;
         let Some(text) = self.last_search.clone() else {
             self.message = Some("no search yet: `/` searches the event list".into());
             return;
@@ -539,7 +558,8 @@ impl App {
     /// `w` / `W` (`back`) and `e` / `E`: the causal history of the selected event, or what
     /// it caused — narrowed to its request or the followed value unless `all`. A history
     /// also lights the faults that changed what its steps saw.
-    fn history(&mut self, back: bool, all: bool) {
+    fn history(&mut self, direction: Direction, reach: Reach) {
+        let back = direction == Direction::Backward;
         let Some(s) = self.causal_step() else {
             return;
         };
@@ -554,7 +574,10 @@ impl App {
         } else {
             ("effects of", 'E')
         };
-        let focus = if all { None } else { self.focus(s) };
+        let focus = match reach {
+            Reach::All => None,
+            Reach::Narrow => self.focus(s),
+        };
         let (mut steps, label, said) = match focus {
             Some((name, set)) => {
                 let narrowed: Vec<usize> = full
@@ -617,28 +640,29 @@ impl App {
             steps,
             records,
         });
-        self.history_key = Some((back, all, s));
+        self.history_key = Some((direction, reach, s));
     }
 
     /// The selected event's causal history, narrowed to its request or followed value.
     pub fn why(&mut self) {
-        self.history(true, false);
+        self.history(Direction::Backward, Reach::Narrow);
     }
 
     /// What the selected event caused, narrowed like [`App::why`].
     pub fn effects(&mut self) {
-        self.history(false, false);
+        self.history(Direction::Forward, Reach::Narrow);
     }
 
     /// `w`, `W`, `e`, `E`: the history, or clear it when the same key is pressed again on
     /// the same event.
-    fn toggle_history(&mut self, back: bool, all: bool) {
-        let same = self.history_key == Some((back, all, self.causal_step().unwrap_or(usize::MAX)));
+    fn toggle_history(&mut self, direction: Direction, reach: Reach) {
+        let same =
+            self.history_key == Some((direction, reach, self.causal_step().unwrap_or(usize::MAX)));
         if same && self.highlight.is_some() {
             self.highlight = None;
             self.history_key = None;
         } else {
-            self.history(back, all);
+            self.history(direction, reach);
         }
     }
 
@@ -777,7 +801,7 @@ impl App {
                     if !line.is_empty() {
                         self.last_search = Some(line);
                     }
-                    self.search(true, 1);
+                    self.search(Direction::Forward, 1);
                 }
                 Edit::Cancel => self.input = Input::Normal,
                 Edit::Editing(line) => self.input = Input::Search(line),
@@ -837,8 +861,8 @@ impl App {
             KeyCode::Char('k') | KeyCode::Up => self.step_rows(-(n as isize)),
             KeyCode::PageDown => self.step_rows(20 * n as isize),
             KeyCode::PageUp => self.step_rows(-20 * n as isize),
-            KeyCode::Char('l') | KeyCode::Right => self.on_node(true, n),
-            KeyCode::Char('h') | KeyCode::Left => self.on_node(false, n),
+            KeyCode::Char('l') | KeyCode::Right => self.on_node(Direction::Forward, n),
+            KeyCode::Char('h') | KeyCode::Left => self.on_node(Direction::Backward, n),
             KeyCode::Char('g') | KeyCode::Home => self.select(0),
             KeyCode::Char('G') | KeyCode::End => {
                 if counted {
@@ -848,16 +872,16 @@ impl App {
                     self.select(self.rows().saturating_sub(1));
                 }
             }
-            KeyCode::Char('c') => self.continue_to_break(true, n),
-            KeyCode::Char('C') => self.continue_to_break(false, n),
-            KeyCode::Char('n') => self.search(true, n),
-            KeyCode::Char('N') => self.search(false, n),
-            KeyCode::Char(']') => self.next_highlighted(true, n),
-            KeyCode::Char('[') => self.next_highlighted(false, n),
-            KeyCode::Char('w') => self.toggle_history(true, false),
-            KeyCode::Char('W') => self.toggle_history(true, true),
-            KeyCode::Char('e') => self.toggle_history(false, false),
-            KeyCode::Char('E') => self.toggle_history(false, true),
+            KeyCode::Char('c') => self.continue_to_break(Direction::Forward, n),
+            KeyCode::Char('C') => self.continue_to_break(Direction::Backward, n),
+            KeyCode::Char('n') => self.search(Direction::Forward, n),
+            KeyCode::Char('N') => self.search(Direction::Backward, n),
+            KeyCode::Char(']') => self.next_highlighted(Direction::Forward, n),
+            KeyCode::Char('[') => self.next_highlighted(Direction::Backward, n),
+            KeyCode::Char('w') => self.toggle_history(Direction::Backward, Reach::Narrow),
+            KeyCode::Char('W') => self.toggle_history(Direction::Backward, Reach::All),
+            KeyCode::Char('e') => self.toggle_history(Direction::Forward, Reach::Narrow),
+            KeyCode::Char('E') => self.toggle_history(Direction::Forward, Reach::All),
             KeyCode::Char('v') => self.open_value(),
             KeyCode::Char('t') => self.toggle_time_axis(),
             KeyCode::Char('r') => match self.requests_of_row(self.sel).first() {
