@@ -8,7 +8,7 @@ use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
 use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
 use crate::tls::TlsFiles;
-use retrace_sim::rng::derive_seed;
+use retrace_sim::rng::{derive_seed, Purpose};
 use retrace_sim::scenario::FaultAction;
 use retrace_sim::{Model, NodeId, Scenario, SimRng};
 use std::net::{SocketAddr, TcpListener};
@@ -372,7 +372,7 @@ fn start_load<M: Model>(
                 let (options, addrs, stop, stats) =
                     (options.clone(), addrs.clone(), stop.clone(), stats.clone());
                 thread::spawn(move || {
-                    let mut rng = SimRng::new(derive_seed(seed, "cluster-load", w as u64, 0));
+                    let mut rng = SimRng::new(derive_seed(seed, Purpose::ClusterLoad, w as u64, 0));
                     let mut conns: Vec<Option<Client>> = addrs.iter().map(|_| None).collect();
                     while !stop.load(Ordering::Relaxed) {
                         let Some((to, msg)) = M::request(&options, &mut rng) else {
@@ -412,7 +412,7 @@ fn start_load<M: Model>(
                 .collect();
             let n = addrs.len();
             handles.push(thread::spawn(move || {
-                let mut rng = SimRng::new(derive_seed(seed, "workload", 0, 0));
+                let mut rng = SimRng::new(derive_seed(seed, Purpose::Workload, 0, 0));
                 let started = Instant::now();
                 let mut at = Duration::from_nanos(workload.start_ns);
                 let mut issued = 0u64;

@@ -6,10 +6,54 @@ use crate::ids::RequestId;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// What a random stream is for: one independent stream per purpose, so adding a draw to
+/// one never shifts another. The names are hashed into the seed: changing one changes every
+/// trace (the golden pins say so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Latency, drop and duplicate draws.
+    Network,
+    /// Random faults, drawn before the run.
+    Faults,
+    /// Each node's clock skew and drift.
+    Clocks,
+    /// Which fault kinds a swarm run switches on.
+    Swarm,
+    /// The workload's arrivals and operations.
+    Workload,
+    /// A node's own generator, per node and incarnation.
+    Node,
+    /// A request's draws (see [`StepRng`]).
+    Request,
+    /// A fuzz case's seed from the master seed.
+    FuzzCase,
+    /// A fuzz case's decider.
+    Decider,
+    /// `retrace cluster`'s closed-loop workers.
+    ClusterLoad,
+}
+
+impl Purpose {
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Network => "network",
+            Purpose::Faults => "faults",
+            Purpose::Clocks => "clocks",
+            Purpose::Swarm => "swarm",
+            Purpose::Workload => "workload",
+            Purpose::Node => "node",
+            Purpose::Request => "request",
+            Purpose::FuzzCase => "fuzz-case",
+            Purpose::Decider => "decider",
+            Purpose::ClusterLoad => "cluster-load",
+        }
+    }
+}
+
 /// Mixes a seed with a purpose and two numbers into an independent seed (SplitMix64 rounds).
-pub fn derive_seed(seed: u64, purpose: &str, a: u64, b: u64) -> u64 {
+pub fn derive_seed(seed: u64, purpose: Purpose, a: u64, b: u64) -> u64 {
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
-    for &byte in purpose.as_bytes() {
+    for &byte in purpose.name().as_bytes() {
         h = splitmix(h ^ u64::from(byte));
     }
     splitmix(splitmix(h ^ a) ^ b)
@@ -175,7 +219,7 @@ impl StepRng {
             }
             let n = slot.1;
             slot.1 = n.saturating_add(1);
-            SimRng::new(derive_seed(seed, "request", request, u64::from(n)))
+            SimRng::new(derive_seed(seed, Purpose::Request, request, u64::from(n)))
         })
     }
 }
@@ -186,11 +230,11 @@ mod tests {
 
     #[test]
     fn derived_seeds_differ_by_purpose_and_index() {
-        let a = derive_seed(7, "node", 0, 0);
-        assert_ne!(a, derive_seed(7, "node", 1, 0));
-        assert_ne!(a, derive_seed(7, "net", 0, 0));
-        assert_ne!(a, derive_seed(8, "node", 0, 0));
-        assert_eq!(a, derive_seed(7, "node", 0, 0));
+        let a = derive_seed(7, Purpose::Node, 0, 0);
+        assert_ne!(a, derive_seed(7, Purpose::Node, 1, 0));
+        assert_ne!(a, derive_seed(7, Purpose::Network, 0, 0));
+        assert_ne!(a, derive_seed(8, Purpose::Node, 0, 0));
+        assert_eq!(a, derive_seed(7, Purpose::Node, 0, 0));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::logs::Capture;
 use crate::model::{Invariant, Model, View};
 use crate::node::{Ctx, Env, Message, Node};
 use crate::queue::{EventQueue, Handle};
-use crate::rng::{derive_seed, SimRng, StepRng};
+use crate::rng::{derive_seed, Purpose, SimRng, StepRng};
 use crate::scenario::{links_between_groups, FaultAction, LinkParams, Scenario};
 use crate::schedule::{
     Candidate, Choice, Decider, Injected, Schedule, TimedFault, CRASH_DOWN_NS, ISOLATION_NS, WINDOW,
@@ -513,7 +513,7 @@ impl<M: Model> Simulation<M> {
         );
         let swarm = scenario
             .swarm
-            .then(|| SwarmKinds::draw(&mut SimRng::new(derive_seed(seed, "swarm", 0, 0))));
+            .then(|| SwarmKinds::draw(&mut SimRng::new(derive_seed(seed, Purpose::Swarm, 0, 0))));
         let kinds = swarm.unwrap_or(SwarmKinds::ALL);
 
         let header = sim_header(scenario, seed);
@@ -524,7 +524,7 @@ impl<M: Model> Simulation<M> {
             TraceSink::Stream(w) => Some(TraceWriter::to_sink(&header, w)),
         };
 
-        let mut clock_rng = SimRng::new(derive_seed(seed, "clocks", 0, 0));
+        let mut clock_rng = SimRng::new(derive_seed(seed, Purpose::Clocks, 0, 0));
         let clocks = (0..n)
             .map(|_| {
                 if !kinds.clock {
@@ -557,7 +557,7 @@ impl<M: Model> Simulation<M> {
             scratch: Vec::with_capacity(256),
             logs: Capture::new(),
             net: Network::new(scenario, &kinds),
-            net_rng: StepRng::new(derive_seed(seed, "network", 0, 0)),
+            net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
             clocks,
             rngs: (0..n).map(|_| StepRng::new(0)).collect(),
             storages: vec![Storage::default(); n],
@@ -583,7 +583,7 @@ impl<M: Model> Simulation<M> {
             nodes: (0..n).map(|_| None).collect(),
             invariants: M::invariants(&scenario.options),
             core,
-            workload_rng: SimRng::new(derive_seed(seed, "workload", 0, 0)),
+            workload_rng: SimRng::new(derive_seed(seed, Purpose::Workload, 0, 0)),
             workload: scenario.workload,
             seed,
             swarm,
@@ -630,7 +630,7 @@ impl<M: Model> Simulation<M> {
     /// they do not depend on what the nodes do.
     fn schedule_random_faults(&mut self, r: &crate::scenario::RandomFaults, n: usize, seed: u64) {
         let limit = self.time_limit_ns;
-        let mut rng = SimRng::new(derive_seed(seed, "faults", 0, 0));
+        let mut rng = SimRng::new(derive_seed(seed, Purpose::Faults, 0, 0));
         let mut planned: Vec<(u64, FaultAction)> = Vec::new();
         for node in 0..n {
             let node = NodeId(node as u32);
@@ -1180,7 +1180,7 @@ impl<M: Model> Simulation<M> {
         );
         let incarnation = self.core.incarnation[i];
         self.core.incarnation[i] += 1;
-        let seed = derive_seed(self.seed, "node", i as u64, incarnation);
+        let seed = derive_seed(self.seed, Purpose::Node, i as u64, incarnation);
         self.core.rngs[i] = StepRng::new(seed);
         self.nodes[i] = Some(M::build(&self.options, node));
         self.core.up[i] = true;

@@ -16,7 +16,7 @@ pub use minimize::{minimize, SHIFT_MAX_NS};
 pub use property::{check_schedule, schedules};
 
 use crate::model::Model;
-use crate::rng::{derive_seed, SimRng};
+use crate::rng::{derive_seed, Purpose, SimRng};
 use crate::scenario::Scenario;
 use crate::schedule::{Decider, PctDecider, RandomDecider, Schedule, FAULT_KINDS};
 use crate::sim::{RunReport, Simulation, TraceSink};
@@ -55,7 +55,7 @@ impl Strategy {
 
 /// The seed of case `i` of a search from `master`.
 pub fn case_seed(master: u64, i: u64) -> u64 {
-    derive_seed(master, "fuzz-case", i, 0)
+    derive_seed(master, Purpose::FuzzCase, i, 0)
 }
 
 fn decider_for(
@@ -64,7 +64,7 @@ fn decider_for(
     nodes: usize,
     expected_steps: u64,
 ) -> Box<dyn Decider> {
-    let mut rng = SimRng::new(derive_seed(seed, "decider", 0, 0));
+    let mut rng = SimRng::new(derive_seed(seed, Purpose::Decider, 0, 0));
     match strategy {
         Strategy::Random => Box::new(RandomDecider {
             rng,
