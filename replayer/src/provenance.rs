@@ -561,7 +561,6 @@ pub fn provenance<M: Model>(
         .or_else(|| touches.first().map(|t| t.step));
     let mut forward = Vec::new();
     let mut left_out = 0;
-    let mut holders_now: BTreeSet<NodeId> = BTreeSet::new();
     let mut ever: BTreeSet<NodeId> = BTreeSet::new();
     let mut requests: BTreeSet<RequestId> = BTreeSet::new();
     // The first node that took the value in a message from another node: its role is
@@ -655,20 +654,17 @@ pub fn provenance<M: Model>(
             );
         }
         if !t.after.is_empty() {
-            holders_now.insert(t.node);
             ever.insert(t.node);
-        } else {
-            holders_now.remove(&t.node);
         }
-        // Answers to the requests that brought the value: what its client was told, and
-        // who had the value at that moment.
+        // Answers to the requests that brought the value: what its client was told (who
+        // had the value in what led to it is filled in below).
         for e in &events[st.input..st.end] {
             if let Record::Respond { request, .. } = e.record {
                 if requests.contains(&request) {
                     push(
                         What::Answered {
                             request,
-                            holders: holders_now.iter().copied().collect(),
+                            holders: Vec::new(),
                         },
                         &mut forward,
                     );
@@ -817,7 +813,7 @@ fn held_before(causality: &Causality, touches: &[Touch], nodes: usize, a: usize)
 }
 
 /// Answers to `requests` in steps that never touched the value, merged into `forward` in
-/// trace order, with who held the value at that moment.
+/// trace order.
 fn add_answers<M: Model>(
     forward: &mut Vec<Link>,
     touches: &[Touch],
@@ -837,22 +833,13 @@ fn add_answers<M: Model>(
         for e in &events[st.input..st.end] {
             if let Record::Respond { request, .. } = e.record {
                 if requests.contains(&request) {
-                    // Who held it then: the latest touch of each node before this step.
-                    let mut now: BTreeMap<NodeId, bool> = BTreeMap::new();
-                    for t in touches.iter().take_while(|t| t.step < k) {
-                        now.insert(t.node, !t.after.is_empty());
-                    }
                     answers.push(Link {
                         step: k,
                         event: st.input,
                         node: st.node,
                         what: What::Answered {
                             request,
-                            holders: now
-                                .into_iter()
-                                .filter(|(_, h)| *h)
-                                .map(|(n, _)| n)
-                                .collect(),
+                            holders: Vec::new(),
                         },
                     });
                 }
