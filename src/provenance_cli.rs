@@ -2,7 +2,7 @@
 
 use crate::exit;
 use crate::registry::{Models, Registry};
-use crate::replay_cli::load;
+use crate::replay_cli::{check_event, load};
 use clap::Args;
 use retrace_replayer::provenance::{lines, Ask};
 use retrace_replayer::Steps;
@@ -25,14 +25,7 @@ pub struct ProvenanceArgs {
 
 pub fn provenance<L: Models>(registry: &Registry<L>, args: &ProvenanceArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
-    if args.event >= trace.events.len() {
-        return Err(format!(
-            "{}: no event {} (the trace has {})",
-            args.trace.display(),
-            args.event,
-            trace.events.len()
-        ));
-    }
+    check_event(&args.trace, &trace, args.event)?;
     let tail = trace.tail.clone();
     let steps = Steps::new(&trace.events);
     let ask = Ask::parse(&steps, args.event, &args.path).map_err(|e| e.to_string())?;

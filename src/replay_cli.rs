@@ -76,6 +76,18 @@ pub(crate) fn load(path: &Path) -> Result<Trace, String> {
     Ok(trace)
 }
 
+/// Refuses an event index the trace does not have, naming the file and how many it has.
+pub(crate) fn check_event(path: &Path, trace: &Trace, event: usize) -> Result<(), String> {
+    if event >= trace.events.len() {
+        return Err(format!(
+            "{}: no event {event} (the trace has {})",
+            path.display(),
+            trace.events.len()
+        ));
+    }
+    Ok(())
+}
+
 pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
     let model = trace.header.model.clone();
@@ -187,14 +199,7 @@ fn step_lines(
 pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> Result<u8, String> {
     let trace = load(&args.trace)?;
     let steps = Steps::new(&trace.events);
-    if args.event >= trace.events.len() {
-        return Err(format!(
-            "{}: no event {} (the trace has {})",
-            args.trace.display(),
-            args.event,
-            trace.events.len()
-        ));
-    }
+    check_event(&args.trace, &trace, args.event)?;
     let Some(step) = steps.step_at_or_before(args.event) else {
         return Err(format!(
             "event {} comes before any node's first step",

@@ -167,23 +167,7 @@ fn weak(v: &Value) -> bool {
 /// The longest string leaf of four or more characters, else the largest number of 65,536 or
 /// more: (its path relative to `v`, the leaf).
 fn distinctive_leaf(v: &Value) -> Option<(String, Value)> {
-    let mut leaves = Vec::new();
-    fn collect(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
-        match v {
-            Value::Object(map) => {
-                for (k, c) in map {
-                    collect(c, format!("{path}.{k}"), out);
-                }
-            }
-            Value::Array(items) => {
-                for (i, c) in items.iter().enumerate() {
-                    collect(c, format!("{path}[{i}]"), out);
-                }
-            }
-            leaf => out.push((path, leaf.clone())),
-        }
-    }
-    collect(v, String::new(), &mut leaves);
+    let leaves = leaves(v, usize::MAX);
     let string = leaves
         .iter()
         .filter_map(|(p, l)| l.as_str().map(|s| (s.chars().count(), p, l)))
