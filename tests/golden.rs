@@ -63,13 +63,17 @@ fn every_shipped_scenario_writes_its_pinned_trace() {
             );
         }
     }
+    check_pins(&pins_path, &now, "traces");
+}
+
+/// Compares `now` with the pins in `pins_path` (or rewrites them under `UPDATE_GOLDEN`).
+fn check_pins(pins_path: &std::path::Path, now: &BTreeMap<String, String>, what: &str) {
     let text: String = now.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
     if update() {
-        std::fs::write(&pins_path, text).unwrap();
+        std::fs::write(pins_path, text).unwrap();
         return;
     }
-    let pinned =
-        std::fs::read_to_string(&pins_path).expect("the pins (UPDATE_GOLDEN=1 makes them)");
+    let pinned = std::fs::read_to_string(pins_path).expect("the pins (UPDATE_GOLDEN=1 makes them)");
     let differ: Vec<String> = pinned
         .lines()
         .zip(text.lines())
@@ -78,8 +82,58 @@ fn every_shipped_scenario_writes_its_pinned_trace() {
         .collect();
     assert!(
         differ.is_empty() && pinned.lines().count() == text.lines().count(),
-        "traces changed:\n{}",
+        "{what} changed:\n{}",
         differ.join("\n")
+    );
+}
+
+/// The fuzzer's path through the simulator (a decider choosing order and faults, timed
+/// faults, requests left out, minimisation) writes exactly the failures it wrote when the
+/// pins were taken: one worker, a fixed master seed, each strategy.
+#[test]
+fn fuzzing_finds_and_minimises_its_pinned_failures() {
+    let dir = scratch_dir("golden-fuzz");
+    let mut now = BTreeMap::new();
+    for name in ["kv-fuzz", "twopc-presumed-commit"] {
+        for strategy in ["random", "pct", "swarm"] {
+            let out = dir.join(format!("{name}-{strategy}"));
+            let o = retrace(&[
+                "fuzz",
+                &format!("scenarios/{name}.toml"),
+                "--cases",
+                "300",
+                "--jobs",
+                "1",
+                "--seed",
+                "5",
+                "--strategy",
+                strategy,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+            let mut found: Vec<_> = std::fs::read_dir(&out)
+                .map(|d| d.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default();
+            found.sort();
+            let key = format!("{name} {strategy}");
+            if found.is_empty() {
+                now.insert(key.clone(), "nothing found".to_string());
+            }
+            for path in found {
+                let bytes = std::fs::read(&path).unwrap();
+                let file = path.file_name().unwrap().to_string_lossy().into_owned();
+                now.insert(
+                    format!("{key} {file}"),
+                    format!("{:016x} {} bytes", codec::digest(&bytes), bytes.len()),
+                );
+            }
+        }
+    }
+    check_pins(
+        &root().join("tests/data/fuzz-digests.txt"),
+        &now,
+        "fuzz failures",
     );
 }
 

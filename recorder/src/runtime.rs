@@ -328,6 +328,291 @@ fn serve_clients<M: retrace_sim::Message>(
     )
 }
 
+/// One node's life in the runtime: its state, everything its handlers reach, its log and
+/// its outgoing links. [`NodeRuntime::event`] is the one way an input reaches the node.
+struct NodeRuntime<'o, M: Model> {
+    id: NodeId,
+    name: String,
+    opts: &'o NodeOptions,
+    node_count: usize,
+    node: M::Node,
+    peers: Vec<NodeId>,
+    rng: StepRng,
+    storage: Storage,
+    durable: DurableFile,
+    /// The storage sync count last written to disk.
+    persisted_syncs: u64,
+    /// Whether persisting storage has failed in this life (reported once).
+    storage_failed: bool,
+    timers: Timers,
+    lamport: u64,
+    next_seq: u64,
+    next_request: u64,
+    /// Per sender life (node, incarnation): the last sequence number delivered.
+    last_seen: BTreeMap<(u32, u32), u64>,
+    /// Clients waiting for the answer to their request.
+    waiting: BTreeMap<RequestId, Sender<Vec<u8>>>,
+    summary: NodeSummary,
+    log: LogWriter,
+    links: Vec<PeerLink>,
+    /// Node code's `tracing` events, which become log records of the event being handled.
+    capture: Capture,
+}
+
+type MsgOf<M> = <<M as Model>::Node as Node>::Msg;
+
+impl<M: Model> NodeRuntime<'_, M> {
+    /// One event: record the input, run the handler, persist, commit, release. Nothing the
+    /// handler sent or answered leaves the node before its log holds the event.
+    fn event(
+        &mut self,
+        mut input: LogRecord,
+        request_ids: Vec<RequestId>,
+        call: impl FnOnce(&mut M::Node, &mut Ctx<'_, MsgOf<M>>),
+    ) -> Result<(), RecordError> {
+        let event_index = self.log.next_index();
+        let started = Instant::now();
+        let mut outbox = Vec::new();
+        let mut replies = Vec::new();
+        self.rng.begin_step(&request_ids);
+        let mut env = RuntimeEnv::<MsgOf<M>> {
+            id: self.id,
+            incarnation: self.opts.incarnation,
+            peers: &self.peers,
+            node_count: self.node_count,
+            outputs: Vec::new(),
+            rng: &mut self.rng,
+            storage: &mut self.storage,
+            timers: &mut self.timers,
+            lamport: &mut self.lamport,
+            next_seq: &mut self.next_seq,
+            event_index,
+            request_ids,
+            outbox: &mut outbox,
+            replies: &mut replies,
+            _msg: std::marker::PhantomData,
+        };
+        call(&mut self.node, &mut Ctx::new(&mut env));
+        let mut outputs = env.outputs;
+        outputs.extend(self.capture.take().into_iter().map(|l| LogRecord::Log {
+            level: l.level,
+            target: l.target,
+            text: l.text,
+        }));
+        if let Some(t) = input.timing_mut() {
+            t.busy_us = started.elapsed().as_micros() as u64;
+        }
+        // Records are plain data: encoding cannot fail.
+        let _ = self.log.append(input);
+        for o in outputs {
+            let _ = self.log.append(o);
+        }
+        self.persist_storage();
+        self.log.commit()?;
+        for (to, frame) in outbox {
+            self.links[to].send(frame);
+        }
+        for (request, json) in replies {
+            if let Some(tx) = self.waiting.remove(&request) {
+                let _ = tx.send(json);
+            }
+        }
+        self.summary.events += 1;
+        Ok(())
+    }
+
+    /// Writes storage to disk if the node synced since the last write.
+    fn persist_storage(&mut self) {
+        if self.storage.syncs() == self.persisted_syncs {
+            return;
+        }
+        if let Err(e) = self.durable.store(self.storage.synced()) {
+            // Once per life: a full disk fails every store after the first.
+            if !self.storage_failed {
+                self.storage_failed = true;
+                diag::warn(format_args!(
+                    "[{}] warning: persisting storage failed: {e}",
+                    self.name
+                ));
+                diag::status(&Status::StorageNotPersisted {
+                    reason: e.to_string(),
+                });
+            }
+        }
+        self.persisted_syncs = self.storage.syncs();
+    }
+
+    /// How long the loop may wait for input: until the next timer or the log's next write.
+    fn wait(&self) -> Duration {
+        let now = Instant::now();
+        let mut wait = self
+            .timers
+            .queue
+            .keys()
+            .next()
+            .map_or(Duration::from_millis(200), |(d, _)| {
+                d.saturating_duration_since(now)
+            });
+        if let Some(sync_in) = self.log.next_write_in() {
+            wait = wait.min(sync_in);
+        }
+        wait
+    }
+
+    /// A message from a peer. Nothing about the sender is believed until the whole message
+    /// checks out: its number is new and within the window, and its payload decodes.
+    fn on_peer(&mut self, env: Envelope, received: Instant) -> Result<(), RecordError> {
+        let sender = (env.id.node, env.id.incarnation);
+        let last = self.last_seen.get(&sender).copied();
+        let next = last.map_or(0, |s| s.saturating_add(1));
+        let checked = if last.is_some_and(|seq| env.id.seq <= seq) {
+            Err(None)
+        } else if env.id.seq > next.saturating_add(SEQ_WINDOW) {
+            Err(Some(format!(
+                "message {} is numbered past the window after #{next}",
+                env.id
+            )))
+        } else {
+            codec::decode::<MsgOf<M>>(&env.payload)
+                .map_err(|e| Some(format!("message {} does not decode: {e}", env.id)))
+        };
+        let msg = match checked {
+            Ok(msg) => msg,
+            Err(None) => {
+                self.summary.duplicates_dropped += 1;
+                return Ok(());
+            }
+            Err(Some(why)) => {
+                self.summary.undecodable += 1;
+                diag::warn(format_args!("[{}] {why}; dropped", self.name));
+                return Ok(());
+            }
+        };
+        self.last_seen.insert(sender, env.id.seq);
+        self.lamport = self.lamport.max(env.lamport) + 1;
+        let from = NodeId(env.id.node);
+        let ids = env.request_ids.iter().map(|&r| RequestId(r)).collect();
+        let input = LogRecord::Deliver {
+            wall_ns: wall_now_ns(),
+            id: env.id,
+            sender_event: env.sender_event,
+            lamport: env.lamport,
+            request_ids: env.request_ids,
+            payload: env.payload,
+            timing: Timing {
+                queued_us: received.elapsed().as_micros() as u64,
+                busy_us: 0,
+            },
+        };
+        self.summary.delivered += 1;
+        self.event(input, ids, |state, ctx| state.on_message(ctx, from, msg))
+    }
+
+    /// A client's request: it gets a request id, and its client waits for the answer.
+    fn on_request(
+        &mut self,
+        msg: MsgOf<M>,
+        reply: Sender<Vec<u8>>,
+        received: Instant,
+    ) -> Result<(), RecordError> {
+        // Unique per node and life, and small for the log's varints: the counter in the
+        // high bits, then 12 bits of incarnation and 12 of node id.
+        let request = RequestId(
+            (self.next_request << 24)
+                | (u64::from(self.opts.incarnation & 0xfff) << 12)
+                | u64::from(self.id.0 & 0xfff),
+        );
+        self.next_request += 1;
+        self.waiting.insert(request, reply);
+        let payload = codec::encode(&msg).unwrap_or_default();
+        let input = LogRecord::External {
+            wall_ns: wall_now_ns(),
+            request: request.0,
+            payload,
+            timing: Timing {
+                queued_us: received.elapsed().as_micros() as u64,
+                busy_us: 0,
+            },
+        };
+        self.summary.external += 1;
+        self.event(input, vec![request], |state, ctx| {
+            state.on_request(ctx, msg)
+        })
+    }
+
+    /// Fires every timer that is due, earliest first (ties by id).
+    fn fire_due_timers(&mut self) -> Result<(), RecordError> {
+        while let Some((deadline, timer)) = self
+            .timers
+            .queue
+            .keys()
+            .next()
+            .copied()
+            .filter(|(d, _)| *d <= Instant::now())
+        {
+            let Some((tag, ids)) = self.timers.queue.remove(&(deadline, timer)) else {
+                break;
+            };
+            self.timers.deadline_of.remove(&timer);
+            let input = LogRecord::Timer {
+                wall_ns: wall_now_ns(),
+                timer,
+                tag,
+                request_ids: ids.iter().map(|r| r.0).collect(),
+                timing: Timing {
+                    queued_us: deadline.elapsed().as_micros() as u64,
+                    busy_us: 0,
+                },
+            };
+            self.event(input, ids, |state, ctx| {
+                state.on_timer(ctx, TimerId(timer), tag)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Ends the life: the stop record, the log flushed, the summary.
+    fn stop(mut self) -> Result<NodeSummary, RecordError> {
+        let _ = self.log.append(LogRecord::Stop {
+            wall_ns: wall_now_ns(),
+        });
+        self.log.flush()?;
+        self.summary.log_bytes = self.log.bytes();
+        self.summary.recording = self.log.recording();
+        Ok(self.summary)
+    }
+}
+
+/// The node's name in its scenario (`n<id>` if the scenario has fewer nodes).
+fn node_name<O>(scenario: &Scenario<O>, id: NodeId) -> String {
+    scenario
+        .nodes
+        .get(id.index())
+        .map_or_else(|| format!("n{}", id.0), |n| n.name.clone())
+}
+
+/// The header of the node's log.
+fn log_header<O>(scenario: &Scenario<O>, opts: &NodeOptions, name: &str) -> LogHeader {
+    LogHeader {
+        node: opts.id.0,
+        name: name.to_string(),
+        incarnation: opts.incarnation,
+        model: scenario.model.clone(),
+        scenario_name: scenario.name.clone(),
+        scenario_toml: scenario.source.clone(),
+        nodes: scenario
+            .nodes
+            .iter()
+            .map(|s| NodeInfo {
+                name: s.name.clone(),
+                role: s.role.clone(),
+            })
+            .collect(),
+        fsync: opts.fsync.describe(),
+        writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
+    }
+}
+
 /// Runs node `opts.id` of `scenario` until `stop` says so (or its inbound channel closes).
 /// Returns an error only when recording fails under `strict`, or a port cannot be bound.
 pub fn run_node<M: Model>(
@@ -336,10 +621,7 @@ pub fn run_node<M: Model>(
     stop_rx: Option<Receiver<()>>,
 ) -> Result<NodeSummary, RecordError> {
     let id = opts.id;
-    let name = scenario
-        .nodes
-        .get(id.index())
-        .map_or_else(|| format!("n{}", id.0), |n| n.name.clone());
+    let name = node_name(scenario, id);
     let n = scenario.nodes.len();
     if opts.peer_addrs.len() != n {
         return Err(RecordError(format!(
@@ -355,7 +637,7 @@ pub fn run_node<M: Model>(
     let client_listener = bind(opts.client_addr)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::sync_channel::<Inbound<<M::Node as Node>::Msg>>(INBOUND_QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Inbound<MsgOf<M>>>(INBOUND_QUEUE);
     let peer_tx = tx.clone();
     let budget = ByteBudget::new(opts.limits.inbound_bytes_max);
     let spawn_err = |e: std::io::Error| RecordError(format!("{name}: cannot start a thread: {e}"));
@@ -414,268 +696,71 @@ pub fn run_node<M: Model>(
         .collect::<Result<_, _>>()
         .map_err(spawn_err)?;
 
-    let header = LogHeader {
-        node: id.0,
-        name: name.clone(),
-        incarnation: opts.incarnation,
-        model: scenario.model.clone(),
-        scenario_name: scenario.name.clone(),
-        scenario_toml: scenario.source.clone(),
-        nodes: scenario
-            .nodes
-            .iter()
-            .map(|s| NodeInfo {
-                name: s.name.clone(),
-                role: s.role.clone(),
-            })
-            .collect(),
-        fsync: opts.fsync.describe(),
-        writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
-    };
-    let mut log = match &opts.log_path {
-        Some(path) => LogWriter::create(path, &header, opts.fsync, opts.strict)?,
+    let log = match &opts.log_path {
+        Some(path) => LogWriter::create(
+            path,
+            &log_header(scenario, opts, &name),
+            opts.fsync,
+            opts.strict,
+        )?,
         None => LogWriter::disabled(),
     };
-
     let durable = DurableFile::new(&opts.storage_path);
     let found = durable.load();
-    let restart = opts.incarnation > 0;
-    let mut storage = Storage::from_synced(found.clone());
-    let mut persisted_syncs = storage.syncs();
-    let mut storage_failed = false;
+    let storage = Storage::from_synced(found.clone());
     let seed = os_seed();
-    let mut rng = StepRng::new(seed);
-    let peers = retrace_sim::check::peers_of(id, n);
-    let mut timers = Timers {
-        queue: BTreeMap::new(),
-        deadline_of: BTreeMap::new(),
-        next_id: 0,
+    let mut rt = NodeRuntime::<M> {
+        id,
+        name,
+        opts,
+        node_count: n,
+        node: M::build(&scenario.options, id),
+        peers: retrace_sim::check::peers_of(id, n),
+        rng: StepRng::new(seed),
+        persisted_syncs: storage.syncs(),
+        storage,
+        durable,
+        storage_failed: false,
+        timers: Timers {
+            queue: BTreeMap::new(),
+            deadline_of: BTreeMap::new(),
+            next_id: 0,
+        },
+        lamport: 0,
+        next_seq: 0,
+        next_request: 0,
+        last_seen: BTreeMap::new(),
+        waiting: BTreeMap::new(),
+        summary: NodeSummary::default(),
+        log,
+        links,
+        capture: Capture::new(),
     };
-    let mut lamport = 0u64;
-    let mut next_seq = 0u64;
-    let mut next_request = 0u64;
-    let mut last_seen: BTreeMap<(u32, u32), u64> = BTreeMap::new();
-    let mut waiting: BTreeMap<RequestId, Sender<Vec<u8>>> = BTreeMap::new();
-    let mut summary = NodeSummary::default();
-    let mut node = M::build(&scenario.options, id);
-    // Node code's `tracing` events become log records of the event being handled.
-    let capture = Capture::new();
-    let _logs = capture.enter();
-
-    // One event: record the input, run the handler, persist, commit, release.
-    macro_rules! event {
-        ($input:expr, $ids:expr, |$node:ident, $ctx:ident| $call:expr) => {{
-            let event_index = log.next_index();
-            let mut input = $input;
-            let started = Instant::now();
-            let mut outputs;
-            let mut outbox = Vec::new();
-            let mut replies = Vec::new();
-            {
-                let request_ids: Vec<RequestId> = $ids;
-                rng.begin_step(&request_ids);
-                let mut env = RuntimeEnv::<<M::Node as Node>::Msg> {
-                    id,
-                    incarnation: opts.incarnation,
-                    peers: &peers,
-                    node_count: n,
-                    outputs: Vec::new(),
-                    rng: &mut rng,
-                    storage: &mut storage,
-                    timers: &mut timers,
-                    lamport: &mut lamport,
-                    next_seq: &mut next_seq,
-                    event_index,
-                    request_ids,
-                    outbox: &mut outbox,
-                    replies: &mut replies,
-                    _msg: std::marker::PhantomData,
-                };
-                {
-                    let $ctx = &mut Ctx::new(&mut env);
-                    let $node = &mut node;
-                    $call;
-                }
-                outputs = std::mem::take(&mut env.outputs);
-            }
-            outputs.extend(capture.take().into_iter().map(|l| LogRecord::Log {
-                level: l.level,
-                target: l.target,
-                text: l.text,
-            }));
-            if let Some(t) = input.timing_mut() {
-                t.busy_us = started.elapsed().as_micros() as u64;
-            }
-            // Records are plain data: encoding cannot fail.
-            let _ = log.append(input);
-            for o in outputs {
-                let _ = log.append(o);
-            }
-            if storage.syncs() != persisted_syncs {
-                if let Err(e) = durable.store(storage.synced()) {
-                    // Once per life: a full disk fails every store after the first.
-                    if !storage_failed {
-                        storage_failed = true;
-                        diag::warn(format_args!(
-                            "[{name}] warning: persisting storage failed: {e}"
-                        ));
-                        diag::status(&Status::StorageNotPersisted {
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-                persisted_syncs = storage.syncs();
-            }
-            log.commit()?;
-            for (to, frame) in outbox {
-                links[to].send(frame);
-            }
-            for (request, json) in replies {
-                if let Some(tx) = waiting.remove(&request) {
-                    let _ = tx.send(json);
-                }
-            }
-            summary.events += 1;
-        }};
-    }
+    let _logs = rt.capture.enter();
 
     // What the node finds on disk is an input: the OS decided which writes survived.
-    let storage_entries: Vec<(String, Vec<u8>)> = found.into_iter().collect();
     let start = LogRecord::Start {
         wall_ns: wall_now_ns(),
         seed,
-        restart,
-        storage: storage_entries,
+        restart: opts.incarnation > 0,
+        storage: found.into_iter().collect(),
     };
-    event!(start, Vec::new(), |state, ctx| state.on_start(ctx));
-
+    rt.event(start, Vec::new(), |state, ctx| state.on_start(ctx))?;
     loop {
-        let now = Instant::now();
-        let mut wait = timers
-            .queue
-            .keys()
-            .next()
-            .map_or(Duration::from_millis(200), |(d, _)| {
-                d.saturating_duration_since(now)
-            });
-        if let Some(sync_in) = log.next_write_in() {
-            wait = wait.min(sync_in);
-        }
-        match rx.recv_timeout(wait) {
-            Ok(Inbound::Peer(env, received, _permit)) => {
-                let sender = (env.id.node, env.id.incarnation);
-                let last = last_seen.get(&sender).copied();
-                // Nothing about the sender is believed until the whole message checks
-                // out: its number is new and within the window, and its payload decodes.
-                let next = last.map_or(0, |s| s.saturating_add(1));
-                let checked = if last.is_some_and(|seq| env.id.seq <= seq) {
-                    Err(None)
-                } else if env.id.seq > next.saturating_add(SEQ_WINDOW) {
-                    Err(Some(format!(
-                        "message {} is numbered past the window after #{next}",
-                        env.id
-                    )))
-                } else {
-                    codec::decode::<<M::Node as Node>::Msg>(&env.payload)
-                        .map_err(|e| Some(format!("message {} does not decode: {e}", env.id)))
-                };
-                match checked {
-                    Err(None) => summary.duplicates_dropped += 1,
-                    Err(Some(why)) => {
-                        summary.undecodable += 1;
-                        diag::warn(format_args!("[{name}] {why}; dropped"));
-                    }
-                    Ok(msg) => {
-                        last_seen.insert(sender, env.id.seq);
-                        lamport = lamport.max(env.lamport) + 1;
-                        let from = NodeId(env.id.node);
-                        let ids = env.request_ids.iter().map(|&r| RequestId(r)).collect();
-                        let input = LogRecord::Deliver {
-                            wall_ns: wall_now_ns(),
-                            id: env.id,
-                            sender_event: env.sender_event,
-                            lamport: env.lamport,
-                            request_ids: env.request_ids,
-                            payload: env.payload,
-                            timing: Timing {
-                                queued_us: received.elapsed().as_micros() as u64,
-                                busy_us: 0,
-                            },
-                        };
-                        summary.delivered += 1;
-                        event!(input, ids, |state, ctx| state.on_message(ctx, from, msg));
-                    }
-                }
-            }
+        match rx.recv_timeout(rt.wait()) {
+            Ok(Inbound::Peer(env, received, _permit)) => rt.on_peer(env, received)?,
             Ok(Inbound::Request {
                 msg,
                 reply,
                 received,
                 _permit,
-            }) => {
-                // Unique per node and life, and small for the log's varints: the counter in
-                // the high bits, then 12 bits of incarnation and 12 of node id.
-                let request = RequestId(
-                    (next_request << 24)
-                        | (u64::from(opts.incarnation & 0xfff) << 12)
-                        | u64::from(id.0 & 0xfff),
-                );
-                next_request += 1;
-                waiting.insert(request, reply);
-                let payload = codec::encode(&msg).unwrap_or_default();
-                let input = LogRecord::External {
-                    wall_ns: wall_now_ns(),
-                    request: request.0,
-                    payload,
-                    timing: Timing {
-                        queued_us: received.elapsed().as_micros() as u64,
-                        busy_us: 0,
-                    },
-                };
-                summary.external += 1;
-                event!(input, vec![request], |state, ctx| state
-                    .on_request(ctx, msg));
-            }
+            }) => rt.on_request(msg, reply, received)?,
             Ok(Inbound::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        // Fire every timer that is due, earliest first (ties by id).
-        while let Some((deadline, timer)) = timers
-            .queue
-            .keys()
-            .next()
-            .copied()
-            .filter(|(d, _)| *d <= Instant::now())
-        {
-            let Some((tag, ids)) = timers.queue.remove(&(deadline, timer)) else {
-                break;
-            };
-            timers.deadline_of.remove(&timer);
-            let input = LogRecord::Timer {
-                wall_ns: wall_now_ns(),
-                timer,
-                tag,
-                request_ids: ids.iter().map(|r| r.0).collect(),
-                timing: Timing {
-                    queued_us: deadline.elapsed().as_micros() as u64,
-                    busy_us: 0,
-                },
-            };
-            event!(input, ids, |state, ctx| state.on_timer(
-                ctx,
-                TimerId(timer),
-                tag
-            ));
-        }
-        log.commit()?;
+        rt.fire_due_timers()?;
+        rt.log.commit()?;
     }
-
     stop.store(true, Ordering::Relaxed);
-    let _ = log.append(LogRecord::Stop {
-        wall_ns: wall_now_ns(),
-    });
-    log.flush()?;
-    summary.log_bytes = log.bytes();
-    summary.recording = log.recording();
-    Ok(summary)
+    rt.stop()
 }

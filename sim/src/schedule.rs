@@ -10,8 +10,50 @@ use serde::{Deserialize, Serialize};
 
 /// How many pending events a choice can pick among.
 pub const WINDOW: usize = 8;
-/// Fault kinds a choice can inject, in `fault` code order.
+/// Fault kinds a choice can inject (`FaultKind::ALL.len()`).
 pub const FAULT_KINDS: u8 = 6;
+
+/// What a fault code injects, in code order: a choice's `fault` is
+/// `1 + kind + FAULT_KINDS * target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum FaultKind {
+    /// Drop the chosen delivery.
+    Drop = 0,
+    /// Deliver the chosen message twice.
+    Duplicate = 1,
+    /// Crash the target (it restarts [`CRASH_DOWN_NS`] later).
+    Crash = 2,
+    /// Cut the target off from every other node for [`ISOLATION_NS`].
+    Isolate = 3,
+    /// Jump the target's clock forward [`CLOCK_JUMP_NS`].
+    ClockForward = 4,
+    /// Jump the target's clock back [`CLOCK_JUMP_NS`].
+    ClockBack = 5,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; FAULT_KINDS as usize] = [
+        FaultKind::Drop,
+        FaultKind::Duplicate,
+        FaultKind::Crash,
+        FaultKind::Isolate,
+        FaultKind::ClockForward,
+        FaultKind::ClockBack,
+    ];
+
+    /// The kind a non-zero fault code injects; `None` for 0 (no fault).
+    pub fn of_code(fault: u8) -> Option<FaultKind> {
+        let code = fault.checked_sub(1)?;
+        Some(Self::ALL[usize::from(code % FAULT_KINDS)])
+    }
+
+    /// Whether the fault is about a node (crash, isolation, clock jump) rather than the
+    /// chosen message, so that it can be anchored in time.
+    pub fn is_node_fault(self) -> bool {
+        !matches!(self, FaultKind::Drop | FaultKind::Duplicate)
+    }
+}
 /// How long an injected crash lasts before the node restarts, and an injected isolation.
 pub const CRASH_DOWN_NS: u64 = 100_000_000;
 pub const ISOLATION_NS: u64 = 200_000_000;
@@ -51,21 +93,21 @@ impl Choice {
         if self.fault == 0 || nodes == 0 {
             return None;
         }
-        let code = self.fault - 1;
-        let target = NodeId((u32::from(code / FAULT_KINDS)) % nodes as u32);
-        Some(match code % FAULT_KINDS {
-            0 => Injected::Drop,
-            1 => Injected::Duplicate,
-            2 => Injected::Crash(target),
-            3 => Injected::Isolate(target),
-            4 => Injected::ClockJump(target, CLOCK_JUMP_NS),
-            _ => Injected::ClockJump(target, -CLOCK_JUMP_NS),
+        let kind = FaultKind::of_code(self.fault)?;
+        let target = NodeId((u32::from((self.fault - 1) / FAULT_KINDS)) % nodes as u32);
+        Some(match kind {
+            FaultKind::Drop => Injected::Drop,
+            FaultKind::Duplicate => Injected::Duplicate,
+            FaultKind::Crash => Injected::Crash(target),
+            FaultKind::Isolate => Injected::Isolate(target),
+            FaultKind::ClockForward => Injected::ClockJump(target, CLOCK_JUMP_NS),
+            FaultKind::ClockBack => Injected::ClockJump(target, -CLOCK_JUMP_NS),
         })
     }
 
-    /// The fault code of `kind` (0..FAULT_KINDS) on `target`.
-    pub fn fault_code(kind: u8, target: u32) -> u8 {
-        let code = u32::from(kind % FAULT_KINDS) + u32::from(FAULT_KINDS) * (target % 42);
+    /// The fault code of `kind` on `target`.
+    pub fn fault_code(kind: FaultKind, target: u32) -> u8 {
+        let code = u32::from(kind as u8) + u32::from(FAULT_KINDS) * (target % 42);
         (code + 1).min(255) as u8
     }
 }
@@ -194,7 +236,7 @@ pub struct RandomDecider {
     pub rng: SimRng,
     pub reorder: f64,
     pub fault: f64,
-    pub kinds: Vec<u8>,
+    pub kinds: Vec<FaultKind>,
 }
 
 impl Decider for RandomDecider {

@@ -8,9 +8,7 @@ use super::ddmin::{ddmin, ddmin_remove};
 use super::{replay_case, Strategy};
 use crate::model::Model;
 use crate::scenario::Scenario;
-use crate::schedule::{
-    Choice, Injected, Schedule, TimedFault, CRASH_DOWN_NS, FAULT_KINDS, ISOLATION_NS,
-};
+use crate::schedule::{Choice, FaultKind, Schedule, TimedFault, CRASH_DOWN_NS, ISOLATION_NS};
 use crate::sim::{RunReport, TraceSink};
 
 /// How far `earlier_requests` moves requests at most.
@@ -206,18 +204,10 @@ fn minimize_round<M: Model>(target: &Target<'_, M>, schedule: &Schedule, budget:
 
     // 6. Anchor node faults (crash, isolate, clock jump) in time: removing events elsewhere
     // then no longer moves them, which step numbers did.
-    let nodes = target.scenario.nodes.len();
     let times = target.decision_times(&best);
     for pos in 0..best.choices.len() {
         let code = best.choices[pos].fault;
-        let node_fault = matches!(
-            Choice {
-                order: 0,
-                fault: code
-            }
-            .injected(nodes),
-            Some(Injected::Crash(_) | Injected::Isolate(_) | Injected::ClockJump(..))
-        );
+        let node_fault = FaultKind::of_code(code).is_some_and(FaultKind::is_node_fault);
         let Some(&at_ns) = times.get(pos) else { break };
         if !node_fault || budget == 0 {
             continue;
@@ -326,9 +316,9 @@ fn shorten_outages(
     let Some(mut base) = steps(best) else { return };
     for k in 0..best.timed.len() {
         let t = best.timed[k];
-        let lasts_ns = match t.fault.checked_sub(1).map(|code| code % FAULT_KINDS) {
-            Some(2) => t.lasts_ns.unwrap_or(CRASH_DOWN_NS),
-            Some(3) => t.lasts_ns.unwrap_or(ISOLATION_NS),
+        let lasts_ns = match FaultKind::of_code(t.fault) {
+            Some(FaultKind::Crash) => t.lasts_ns.unwrap_or(CRASH_DOWN_NS),
+            Some(FaultKind::Isolate) => t.lasts_ns.unwrap_or(ISOLATION_NS),
             _ => continue,
         };
         for shorter in SHORTER_OUTAGES_NS.into_iter().take_while(|&l| l < lasts_ns) {
@@ -421,19 +411,19 @@ fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     moments.sort_unstable_by(|a, b| b.cmp(a));
     moments.dedup();
     let mut swaps = Vec::new();
-    // A crash (kind 2) as injected, then one for good, then one that restarts at once, then
-    // an isolation (kind 3) as injected and one for good: a crash restarts the node 100 ms
+    // A crash as injected, then one for good, then one that restarts at once, then
+    // an isolation as injected and one for good: a crash restarts the node 100 ms
     // later with what it had synced, which may be all it needs; a node back at once has
     // forgotten what it did not sync in the middle of what it was doing; a failover may take
     // longer than an isolation.
     let forever = Some(longer_scenario.time_limit_ns);
     let at_once = Some(SHORTER_OUTAGES_NS[0]);
     let kinds = [
-        (2, None),
-        (2, forever),
-        (2, at_once),
-        (3, None),
-        (3, forever),
+        (FaultKind::Crash, None),
+        (FaultKind::Crash, forever),
+        (FaultKind::Crash, at_once),
+        (FaultKind::Isolate, None),
+        (FaultKind::Isolate, forever),
     ];
     'search: for at_ns in moments {
         for ((kind, lasts_ns), node) in kinds
@@ -487,7 +477,7 @@ fn add_a_quick_restart<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
             let mut s = best.clone();
             s.timed.push(TimedFault {
                 at_ns,
-                fault: Choice::fault_code(2, node),
+                fault: Choice::fault_code(FaultKind::Crash, node),
                 lasts_ns: Some(SHORTER_OUTAGES_NS[0]),
             });
             match target.steps(&s) {

@@ -18,7 +18,7 @@ pub use property::{check_schedule, schedules};
 use crate::model::Model;
 use crate::rng::{derive_seed, Purpose, SimRng};
 use crate::scenario::Scenario;
-use crate::schedule::{Decider, PctDecider, RandomDecider, Schedule, FAULT_KINDS};
+use crate::schedule::{Decider, FaultKind, PctDecider, RandomDecider, Schedule};
 use crate::sim::{RunReport, Simulation, TraceSink};
 
 /// How cases choose their decisions.
@@ -70,13 +70,16 @@ fn decider_for(
             rng,
             reorder: 0.1,
             fault: 0.01,
-            kinds: (0..FAULT_KINDS).collect(),
+            kinds: FaultKind::ALL.to_vec(),
         }),
         Strategy::Pct => Box::new(PctDecider::new(&mut rng, nodes, 3, expected_steps)),
         Strategy::Swarm => {
-            let mut kinds: Vec<u8> = (0..FAULT_KINDS).filter(|_| rng.chance(0.5)).collect();
+            let mut kinds: Vec<FaultKind> = FaultKind::ALL
+                .into_iter()
+                .filter(|_| rng.chance(0.5))
+                .collect();
             if kinds.is_empty() {
-                kinds.push(rng.below(u64::from(FAULT_KINDS)) as u8);
+                kinds.push(FaultKind::ALL[rng.below(FaultKind::ALL.len() as u64) as usize]);
             }
             let reorder = if rng.chance(0.5) { 0.2 } else { 0.0 };
             Box::new(RandomDecider {

@@ -1,0 +1,172 @@
+//! Emit: one step of a recorded node as trace records — its input, its measured timing, its
+//! outputs — with message and timer ids translated into the trace's.
+
+use super::load::{Input, Step};
+use crate::log::LogRecord;
+use crate::wire::MsgId;
+use retrace_sim::trace::TraceOut;
+use retrace_sim::{NodeId, RequestId, TimerId};
+use std::collections::BTreeMap;
+
+/// What the trace written so far says about ids.
+pub(super) struct Emitter {
+    pub trace: TraceOut,
+    /// Trace index of each message's send.
+    send_index: BTreeMap<MsgId, u64>,
+    /// (node, life, the log's timer id) → (the trace's timer id, index of its setting).
+    timer_ids: BTreeMap<(u32, u32, u64), (TimerId, u64)>,
+    next_timer: u64,
+    /// Per node: trace index of its last input (the back-link of its next one).
+    prev: Vec<Option<u64>>,
+    /// The latest wall-clock time emitted (the end record's time).
+    pub last_wall_ns: u64,
+}
+
+impl Emitter {
+    pub fn new(trace: TraceOut, node_count: usize) -> Self {
+        Emitter {
+            trace,
+            send_index: BTreeMap::new(),
+            timer_ids: BTreeMap::new(),
+            next_timer: 0,
+            prev: vec![None; node_count],
+            last_wall_ns: 0,
+        }
+    }
+
+    /// Writes one step; the messages it sent are pushed to `sent`.
+    pub fn step(
+        &mut self,
+        step: &Step,
+        names: &[String],
+        sent: &mut Vec<MsgId>,
+    ) -> Result<(), String> {
+        let node = step.node as usize;
+        let id = NodeId(step.node);
+        let now = step.wall_ns;
+        self.last_wall_ns = self.last_wall_ns.max(now);
+        let p = self.prev[node];
+        let trace = &mut self.trace;
+        let index = match &step.input {
+            Input::Start {
+                seed,
+                restart: false,
+                ..
+            } => trace.push(|e, o| e.start(o, id, now, p, *seed)),
+            Input::Start {
+                seed,
+                restart: true,
+                storage_digest,
+                storage,
+            } => {
+                let index = trace.push(|e, o| e.restart(o, id, now, p, *seed, *storage_digest));
+                trace.push(|e, o| e.storage_image(o, storage));
+                index
+            }
+            Input::Deliver {
+                id: msg,
+                payload,
+                request_ids,
+                unsent,
+            } => {
+                let send = if *unsent {
+                    None
+                } else {
+                    self.send_index.get(msg).copied()
+                };
+                let from = NodeId(msg.node);
+                trace.push(|e, o| e.deliver(o, id, now, p, from, send, request_ids, payload))
+            }
+            Input::Timer {
+                timer,
+                tag,
+                request_ids,
+            } => {
+                // A node's log holds a timer's setting before its firing; a log without
+                // it is not one a node wrote, and a trace linking the firing elsewhere
+                // would be refused by every reader.
+                let (tid, set) = self
+                    .timer_ids
+                    .get(&(step.node, step.incarnation, *timer))
+                    .copied()
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: life {}: timer {timer} fires but its log never set it",
+                            names[node], step.incarnation
+                        )
+                    })?;
+                trace.push(|e, o| e.timer(o, id, now, p, tid, *tag, set, request_ids))
+            }
+            Input::External { request, payload } => {
+                trace.push(|e, o| e.external(o, id, now, p, *request, payload))
+            }
+            Input::Crash => trace.push(|e, o| e.crash(o, id, now, p)),
+        };
+        self.prev[node] = Some(index);
+        let (queued_ns, busy_ns) = (step.timing.queued_us * 1000, step.timing.busy_us * 1000);
+        if queued_ns > 0 {
+            self.trace.push(|e, out| e.queued(out, queued_ns));
+        }
+        if busy_ns > 0 {
+            self.trace.push(|e, out| e.busy(out, busy_ns));
+        }
+        for o in &step.outputs {
+            self.output(step, o, sent);
+        }
+        Ok(())
+    }
+
+    fn output(&mut self, step: &Step, output: &LogRecord, sent: &mut Vec<MsgId>) {
+        let trace = &mut self.trace;
+        match output {
+            LogRecord::Send { to, seq, digest } => {
+                let msg = MsgId {
+                    node: step.node,
+                    incarnation: step.incarnation,
+                    seq: *seq,
+                };
+                let i = trace.push(|e, out| e.send(out, NodeId(*to), *digest));
+                self.send_index.insert(msg, i);
+                sent.push(msg);
+            }
+            LogRecord::TimerSet {
+                timer,
+                tag,
+                after_ns,
+            } => {
+                let tid = TimerId(self.next_timer);
+                self.next_timer += 1;
+                let i = trace.push(|e, out| e.timer_set(out, tid, *tag, *after_ns));
+                self.timer_ids
+                    .insert((step.node, step.incarnation, *timer), (tid, i));
+            }
+            LogRecord::TimerCancel { timer } => {
+                if let Some(&(tid, _)) = self.timer_ids.get(&(step.node, step.incarnation, *timer))
+                {
+                    trace.push(|e, out| e.timer_cancel(out, tid));
+                }
+            }
+            LogRecord::Annotate { text } => {
+                trace.push(|e, out| e.annotate(out, text));
+            }
+            LogRecord::Log {
+                level,
+                target,
+                text,
+            } => {
+                trace.push(|e, out| e.log(out, *level, target, text));
+            }
+            LogRecord::ClockRead { value_ns } => {
+                trace.push(|e, out| e.clock_read(out, *value_ns));
+            }
+            LogRecord::Respond { request, digest } => {
+                trace.push(|e, out| e.respond(out, RequestId(*request), *digest));
+            }
+            LogRecord::Incomplete { reason, .. } => {
+                let text = format!("recording stopped here: {reason}");
+                trace.push(|e, out| e.annotate(out, &text));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `retrace merge`: the logs of a recorded run become one trace.
+//!
+//! Each node's logs (its incarnations in order) give its program order; each delivery names
+//! the message id of its send. The merged order is a topological order of that
+//! happens-before graph, choosing among ready events by wall-clock time, then node id, then
+//! position: deterministic, consistent with causality, and close to real time. Times in the
+//! trace are the recorded wall-clock times (which may step back between nodes whose clocks
+//! disagree; causality never does).
+//!
+//! A missing or torn log is reported by name and the rest still merges: messages whose send
+//! was not recorded become external inputs at their receivers. Deliveries duplicated by
+//! reconnects are dropped by message id.
+
+mod emit;
+mod load;
+mod order;
+
+use crate::manifest::Manifest;
+use emit::Emitter;
+use load::{link_deliveries, load_steps};
+use order::Order;
+use retrace_sim::trace::{Header, NodeInfo, Origin, Outcome, TraceOut, TraceReader, TraceWriter};
+use std::path::Path;
+
+/// What the merge did, and what it could not use.
+#[derive(Debug, Default)]
+pub struct MergeReport {
+    pub logs: usize,
+    pub steps: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Messages whose send is not in any log, delivered without a causal link.
+    pub black_box_messages: u64,
+    pub duplicates_dropped: u64,
+    /// Missing, torn or incomplete logs, by name.
+    pub problems: Vec<String>,
+}
+
+/// Merges the run in `dir` into a trace at `out`: load every log, order the steps, emit them.
+pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
+    let manifest = Manifest::read(dir)?;
+    let mut report = MergeReport::default();
+    let mut per_node = load_steps(dir, &manifest, &mut report);
+    link_deliveries(&mut per_node, &mut report);
+    let names: Vec<String> = manifest.nodes.iter().map(|n| n.name.clone()).collect();
+
+    let header = Header {
+        origin: Origin::Recorded {
+            description: format!("merged from {} ({} logs)", dir.display(), report.logs),
+        },
+        model: manifest.model.clone(),
+        scenario_name: manifest.scenario_name.clone(),
+        scenario_toml: manifest.scenario_toml.clone(),
+        nodes: manifest
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                role: n.role.clone(),
+            })
+            .collect(),
+        writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
+    };
+    let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let trace = TraceOut::new(Some(TraceWriter::to_sink(&header, Box::new(file))));
+    let mut emitter = Emitter::new(trace, per_node.len());
+    let mut order = Order::new(&per_node);
+    let total: usize = per_node.iter().map(Vec::len).sum();
+    let mut sent = Vec::new();
+    for _ in 0..total {
+        let (node, pos) = order
+            .next(&mut per_node, &names, &mut report)
+            .ok_or("merge made no progress")?;
+        sent.clear();
+        emitter.step(&per_node[node][pos], &names, &mut sent)?;
+        for msg in &sent {
+            order.sent(&per_node, msg);
+        }
+        order.emitted(&per_node, node, pos);
+        report.steps += 1;
+    }
+    let mut trace = emitter.trace;
+    let end_ns = emitter.last_wall_ns;
+    trace.push(|e, o| e.end(o, end_ns, Outcome::Recorded));
+    report.records = trace.next_index();
+    let writer = trace.writer.take().ok_or("trace writer missing")?;
+    report.bytes = writer
+        .finish()
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    check_readable(out)?;
+    Ok(report)
+}
+
+/// Reads the merged trace back through the reader every consumer uses: what merge writes,
+/// every tool must be able to read, so a trace the validator would refuse is merge's
+/// error, reported here rather than by the first tool to open it.
+fn check_readable(out: &Path) -> Result<(), String> {
+    let (_, mut reader) = TraceReader::open(out).map_err(|e| e.to_string())?;
+    reader.by_ref().for_each(drop);
+    match reader.tail_error() {
+        Some(tail) => Err(format!(
+            "{}: the merged trace does not read back: {tail}",
+            out.display()
+        )),
+        None => Ok(()),
+    }
+}

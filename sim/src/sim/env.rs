@@ -1,0 +1,385 @@
+//! What a node's [`Ctx`] reaches into while it runs: the queue, the trace, the network and
+//! each node's slot (clock, random stream, disk, liveness). The event loop in `mod.rs` owns
+//! it; nothing here decides what runs next.
+
+use super::Stats;
+use crate::codec;
+use crate::ids::{NodeId, RequestId, Time, TimerId};
+use crate::logs::Capture;
+use crate::node::{Env, Message};
+use crate::queue::{EventQueue, Handle};
+use crate::rng::{SimRng, StepRng};
+use crate::scenario::{FaultAction, LinkParams};
+use crate::storage::Storage;
+use crate::trace::{DropReason, TraceOut};
+use crate::world::{Clock, Network};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// At most this many request ids ride on one event; more would mean ids are spreading
+/// along paths that are not one request's causality.
+pub const MAX_REQUEST_IDS: usize = 4;
+
+/// The request ids an event carries: a small inline set, so that carrying them costs no
+/// allocation per message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ReqIds {
+    len: u8,
+    ids: [RequestId; MAX_REQUEST_IDS],
+}
+
+impl ReqIds {
+    pub fn one(id: RequestId) -> Self {
+        let mut r = ReqIds::default();
+        r.ids[0] = id;
+        r.len = 1;
+        r
+    }
+
+    pub fn as_slice(&self) -> &[RequestId] {
+        &self.ids[..self.len as usize]
+    }
+}
+
+/// Messages encoded at most this long ride in the queue with their encoding, so that the
+/// delivery record reuses the bytes the send's digest was computed from.
+const INLINE_PAYLOAD_BYTES: usize = 47;
+
+/// A message's encoding carried alongside it in flight (`len == u8::MAX`: not kept).
+#[derive(Clone, Copy)]
+pub(super) struct InlinePayload {
+    len: u8,
+    bytes: [u8; INLINE_PAYLOAD_BYTES],
+}
+
+impl InlinePayload {
+    pub const NONE: InlinePayload = InlinePayload {
+        len: u8::MAX,
+        bytes: [0; INLINE_PAYLOAD_BYTES],
+    };
+
+    pub fn keep(encoded: &[u8]) -> Self {
+        if encoded.len() > INLINE_PAYLOAD_BYTES {
+            return Self::NONE;
+        }
+        let mut p = InlinePayload {
+            len: encoded.len() as u8,
+            bytes: [0; INLINE_PAYLOAD_BYTES],
+        };
+        p.bytes[..encoded.len()].copy_from_slice(encoded);
+        p
+    }
+
+    pub fn get(&self) -> Option<&[u8]> {
+        (self.len != u8::MAX).then(|| &self.bytes[..self.len as usize])
+    }
+}
+
+/// An event waiting in the queue for its virtual time.
+pub(super) enum Pending<M> {
+    Boot {
+        node: NodeId,
+    },
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        msg: M,
+        send: u64,
+        ids: ReqIds,
+        payload: InlinePayload,
+    },
+    Timer {
+        node: NodeId,
+        timer: TimerId,
+        tag: u64,
+        set: u64,
+        ids: ReqIds,
+    },
+    WorkloadTick,
+    /// A request from the workload, for a node that was busy when it arrived.
+    External {
+        node: NodeId,
+        msg: M,
+        /// The workload's request number, which is its request id.
+        number: u64,
+    },
+    /// An input that arrived while its node was busy, waiting since `arrived_ns`.
+    Deferred {
+        item: Box<Pending<M>>,
+        arrived_ns: u64,
+    },
+    Fault(FaultAction),
+    Heal {
+        id: u32,
+    },
+}
+
+/// One node's place in the simulated world: what survives its crashes (disk, clock, its
+/// count of lives) and what a life holds (its random stream, whether it is up, how long its
+/// handlers keep it busy).
+pub(super) struct NodeSlot {
+    pub clock: Clock,
+    pub rng: StepRng,
+    pub storage: Storage,
+    pub peers: Vec<NodeId>,
+    pub up: bool,
+    /// Lives so far: the next boot's incarnation (it seeds the node's random stream).
+    pub incarnation: u64,
+    /// Trace index of the node's last input: the back-link of its next one.
+    pub last_input: Option<u64>,
+    /// Until when earlier handlers keep the node busy.
+    pub busy_until_ns: u64,
+}
+
+impl NodeSlot {
+    pub fn new(me: NodeId, n: usize, clock: Clock) -> Self {
+        NodeSlot {
+            clock,
+            rng: StepRng::new(0),
+            storage: Storage::default(),
+            peers: crate::check::peers_of(me, n),
+            up: false,
+            incarnation: 0,
+            last_input: None,
+            busy_until_ns: 0,
+        }
+    }
+}
+
+/// Everything but the nodes and invariants: what a node's [`Ctx`](crate::Ctx) reaches into.
+pub(super) struct Core<M> {
+    pub now_ns: u64,
+    pub queue: EventQueue<Pending<M>>,
+    pub trace: TraceOut,
+    pub scratch: Vec<u8>,
+    pub net: Network,
+    /// Drop, duplicate and latency draws, by the sending step's request (see [`StepRng`]).
+    pub net_rng: StepRng,
+    pub slots: Vec<NodeSlot>,
+    pub timers: BTreeMap<TimerId, (NodeId, Handle)>,
+    pub next_timer: u64,
+    pub step_node: NodeId,
+    pub step_ids: ReqIds,
+    /// Service time declared so far in the current step.
+    pub step_busy_ns: u64,
+    /// How long the current step's input waited for its node.
+    pub step_queued_ns: u64,
+    pub stats: Stats,
+    /// `tracing` events node code emits, recorded as `Log` records of their step.
+    pub logs: Capture,
+}
+
+impl<M: Message> Core<M> {
+    /// The slot of the node whose step is running.
+    fn stepping(&mut self) -> &mut NodeSlot {
+        &mut self.slots[self.step_node.index()]
+    }
+
+    pub fn encode_scratch(&mut self, msg: &M) {
+        self.scratch.clear();
+        if let Err(e) = codec::encode_into(msg, &mut self.scratch) {
+            // Serialize impls of plain data do not fail; one that does is a bug in node code.
+            panic!("message {msg:?} failed to encode: {e}");
+        }
+    }
+
+    /// Records that the message of the send at `send` will arrive twice.
+    pub fn note_duplicate(&mut self, send: u64) {
+        self.trace.push(|e, out| e.duplicate(out, send));
+        self.stats.duplicated += 1;
+    }
+
+    /// Records what the step's handler logged with `tracing`.
+    pub fn flush_logs(&mut self) {
+        for line in self.logs.take() {
+            self.trace
+                .push(|e, out| e.log(out, line.level, &line.target, &line.text));
+            self.stats.log_lines += 1;
+        }
+    }
+
+    pub fn drop_msg(&mut self, send: u64, reason: DropReason) {
+        let now = self.now_ns;
+        self.trace.push(|e, out| e.drop_msg(out, now, send, reason));
+        self.stats.dropped += 1;
+    }
+
+    fn transmit(&mut self, from: NodeId, to: NodeId, msg: M, send: u64, payload: InlinePayload) {
+        let link = *self.net.link(from, to);
+        if self.net.is_blocked(from, to) {
+            return self.drop_msg(send, DropReason::Partition);
+        }
+        if self.net_rng.rng().chance(link.drop) {
+            return self.drop_msg(send, DropReason::Loss);
+        }
+        if self.net_rng.rng().chance(link.duplicate) {
+            self.note_duplicate(send);
+            self.deliver_later(&link, from, to, msg.clone(), send, payload);
+        }
+        self.deliver_later(&link, from, to, msg, send, payload);
+    }
+
+    /// Queues one copy of a message. Each copy draws its own latency: reordering falls out
+    /// of this jitter, as a later send may draw a shorter one.
+    fn deliver_later(
+        &mut self,
+        link: &LinkParams,
+        from: NodeId,
+        to: NodeId,
+        msg: M,
+        send: u64,
+        payload: InlinePayload,
+    ) {
+        let departs = self.now_ns.saturating_add(self.step_busy_ns);
+        let at = departs.saturating_add(
+            self.net_rng
+                .rng()
+                .between(link.latency.lo_ns, link.latency.hi_ns),
+        );
+        let ids = self.step_ids;
+        self.queue.push(
+            at,
+            Pending::Deliver {
+                to,
+                from,
+                msg,
+                send,
+                ids,
+                payload,
+            },
+        );
+    }
+
+    pub fn cancel_timers_of(&mut self, node: NodeId) {
+        let mine: Vec<TimerId> = self
+            .timers
+            .iter()
+            .filter(|(_, (n, _))| *n == node)
+            .map(|(t, _)| *t)
+            .collect();
+        for timer in mine {
+            if let Some((_, handle)) = self.timers.remove(&timer) {
+                self.queue.cancel(handle);
+            }
+        }
+    }
+}
+
+impl<M: Message> Env<M> for Core<M> {
+    fn id(&self) -> NodeId {
+        self.step_node
+    }
+
+    fn peers(&self) -> &[NodeId] {
+        &self.slots[self.step_node.index()].peers
+    }
+
+    fn node_count(&self) -> usize {
+        self.net.node_count()
+    }
+
+    fn now(&mut self) -> Time {
+        let now_ns = self.now_ns;
+        let value_ns = self.stepping().clock.read(now_ns);
+        self.trace.push(|e, out| e.clock_read(out, value_ns));
+        self.stats.clock_reads += 1;
+        Time(value_ns)
+    }
+
+    fn send(&mut self, to: NodeId, msg: M) {
+        let from = self.step_node;
+        let (digest, payload) = if self.trace.enabled() {
+            self.encode_scratch(&msg);
+            (
+                codec::digest(&self.scratch),
+                InlinePayload::keep(&self.scratch),
+            )
+        } else {
+            (0, InlinePayload::NONE)
+        };
+        let send = self.trace.push(|e, out| e.send(out, to, digest));
+        self.stats.sent += 1;
+        if to.index() >= self.net.node_count() {
+            return self.drop_msg(send, DropReason::NoSuchNode);
+        }
+        self.transmit(from, to, msg, send, payload);
+    }
+
+    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+        let timer = TimerId(self.next_timer);
+        self.next_timer += 1;
+        let after_ns = crate::ids::duration_ns(after);
+        let set = self
+            .trace
+            .push(|e, out| e.timer_set(out, timer, tag, after_ns));
+        let node = self.step_node;
+        let at = self.now_ns.saturating_add(after_ns);
+        let handle = self.queue.push(
+            at,
+            Pending::Timer {
+                node,
+                timer,
+                tag,
+                set,
+                ids: self.step_ids,
+            },
+        );
+        self.timers.insert(timer, (node, handle));
+        timer
+    }
+
+    fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        match self.timers.get(&timer) {
+            Some((owner, handle)) if *owner == self.step_node => {
+                let handle = *handle;
+                self.timers.remove(&timer);
+                self.queue.cancel(handle);
+                self.trace.push(|e, out| e.timer_cancel(out, timer));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn rng(&mut self) -> &mut SimRng {
+        self.stepping().rng.rng()
+    }
+
+    fn storage(&mut self) -> &mut Storage {
+        &mut self.stepping().storage
+    }
+
+    fn annotate(&mut self, text: String) {
+        self.trace.push(|e, out| e.annotate(out, &text));
+        self.stats.annotations += 1;
+    }
+
+    fn respond(&mut self, msg: M) {
+        // `Ctx::respond` handles an answer outside any request.
+        let Some(&request) = self.step_ids.as_slice().first() else {
+            return;
+        };
+        let digest = if self.trace.enabled() {
+            self.encode_scratch(&msg);
+            codec::digest(&self.scratch)
+        } else {
+            0
+        };
+        self.trace.push(|e, out| e.respond(out, request, digest));
+        self.stats.responses += 1;
+    }
+
+    fn request_ids(&self) -> &[RequestId] {
+        self.step_ids.as_slice()
+    }
+
+    fn detach(&mut self) {
+        self.step_ids = ReqIds::default();
+    }
+
+    fn busy(&mut self, duration: Duration) {
+        let ns = crate::ids::duration_ns(duration);
+        self.step_busy_ns = self.step_busy_ns.saturating_add(ns);
+        self.trace.push(|e, out| e.busy(out, ns));
+    }
+}

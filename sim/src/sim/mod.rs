@@ -1,0 +1,655 @@
+//! The simulator: one event queue in virtual time, the nodes, the world, the trace.
+
+mod env;
+mod faults;
+mod fuzzing;
+mod workload;
+
+pub use env::MAX_REQUEST_IDS;
+
+use crate::ids::{format_ns, NodeId, TimerId};
+use crate::logs::Capture;
+use crate::model::{Invariant, Model, View};
+use crate::node::{Ctx, Node};
+use crate::queue::EventQueue;
+use crate::rng::{derive_seed, Purpose, SimRng, StepRng};
+use crate::scenario::Scenario;
+use crate::schedule::{Decider, Schedule};
+use crate::trace::{DropReason, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
+use crate::world::{Clock, Network, SwarmKinds};
+use env::{Core, InlinePayload, NodeSlot, Pending, ReqIds};
+use fuzzing::Fuzzing;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use workload::Workload;
+
+/// Where the trace of a run goes.
+pub enum TraceSink {
+    /// No trace at all (the fastest; for benchmarks and fuzzing).
+    Discard,
+    /// Keep the trace in memory: [`RunReport::trace`].
+    Memory,
+    /// Stream the trace to a writer (a file).
+    Stream(Box<dyn Write>),
+}
+
+/// Counts of what happened in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Inputs handled by nodes (boots, deliveries, timer firings, external requests) plus crashes.
+    pub steps: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub timers_fired: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub requests: u64,
+    /// External requests that found their node down.
+    pub requests_refused: u64,
+    pub responses: u64,
+    pub clock_reads: u64,
+    pub annotations: u64,
+    pub network_faults: u64,
+    /// `tracing` events recorded from node code.
+    pub log_lines: u64,
+}
+
+/// The first broken invariant of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Trace index of the input record whose step broke the invariant.
+    pub step_index: u64,
+    pub node: NodeId,
+    pub node_name: String,
+    pub time_ns: u64,
+    pub invariant: String,
+    pub message: String,
+}
+
+/// What a run did.
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub violation: Option<Violation>,
+    /// Virtual time when the run ended.
+    pub end_time_ns: u64,
+    pub stats: Stats,
+    pub seed: u64,
+    /// The fault kinds a swarm run enabled (`None` without swarm).
+    pub swarm: Option<SwarmKinds>,
+    /// Records in the trace (counted even when it is discarded).
+    pub trace_records: u64,
+    /// Bytes of trace written (0 when discarded).
+    pub trace_bytes: u64,
+    /// The trace, with [`TraceSink::Memory`].
+    pub trace: Option<Vec<u8>>,
+    /// The first error met writing a streamed trace.
+    pub trace_error: Option<std::io::Error>,
+    /// Under a decider: the choices made (trailing defaults trimmed) and requests left out,
+    /// which replay the run with [`Simulation::with_schedule`].
+    pub schedule: Option<Schedule>,
+    /// Under a decider: the virtual time of each decision's step.
+    pub decision_times: Vec<u64>,
+    /// Workload requests drawn, sent or not (their numbers are `0..requests_drawn`).
+    pub requests_drawn: u64,
+    /// Under a decider: which handlers ran — (node, message variant) for deliveries and
+    /// requests, (node, tag) for timers — as opaque keys, for the fuzzer's coverage.
+    pub coverage: BTreeSet<u64>,
+}
+
+/// A simulation of model `M` on one scenario. Build it with [`Simulation::new`], then
+/// [`Simulation::run`] it, or drive it one step at a time with [`Simulation::step`].
+///
+/// The event loop lives here; what a node's `Ctx` reaches is in `env.rs`, the workload in
+/// `workload.rs`, faults in `faults.rs`, and running under a decider in `fuzzing.rs`.
+pub struct Simulation<M: Model> {
+    options: M::Options,
+    node_names: Vec<String>,
+    nodes: Vec<Option<M::Node>>,
+    invariants: Vec<Box<dyn Invariant<M::Node>>>,
+    core: Core<<M::Node as Node>::Msg>,
+    workload: Workload,
+    seed: u64,
+    swarm: Option<SwarmKinds>,
+    time_limit_ns: u64,
+    max_events: u64,
+    outcome: Option<Outcome>,
+    violation: Option<Violation>,
+    memory_trace: bool,
+    /// Under a decider (fuzzing, or replaying a schedule).
+    fuzzing: Option<Fuzzing>,
+}
+
+/// The header a simulated run writes.
+pub fn sim_header<O>(scenario: &Scenario<O>, seed: u64) -> Header {
+    let name = std::path::Path::new(&scenario.name)
+        .file_name()
+        .map_or_else(
+            || scenario.name.clone(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+    Header {
+        origin: Origin::Simulated { seed },
+        model: scenario.model.clone(),
+        scenario_name: name,
+        scenario_toml: scenario.source.clone(),
+        nodes: scenario
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                role: n.role.clone(),
+            })
+            .collect(),
+        writer: concat!("retrace-sim ", env!("CARGO_PKG_VERSION")).to_string(),
+    }
+}
+
+/// A node's first boot, or a boot after a crash (volatile state gone, synced storage kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boot {
+    First,
+    Restart,
+}
+
+/// Each node's clock: its offset and drift drawn from the scenario's ranges (all zero when a
+/// swarm run switched clock faults off).
+fn draw_clocks<O>(scenario: &Scenario<O>, seed: u64, kinds: &SwarmKinds) -> Vec<Clock> {
+    let mut clock_rng = SimRng::new(derive_seed(seed, Purpose::Clocks, 0, 0));
+    (0..scenario.nodes.len())
+        .map(|_| {
+            if !kinds.clock {
+                return Clock {
+                    offset_ns: 0,
+                    drift_ppm: 0.0,
+                };
+            }
+            let skew = scenario.clocks.skew;
+            let span = skew.hi_ns.abs_diff(skew.lo_ns);
+            let offset_ns = skew.lo_ns.saturating_add(clock_rng.between(0, span) as i64);
+            let ppm = scenario.clocks.drift_ppm;
+            let drift_ppm = if ppm > 0.0 {
+                (clock_rng.unit() * 2.0 - 1.0) * ppm
+            } else {
+                0.0
+            };
+            Clock {
+                offset_ns,
+                drift_ppm,
+            }
+        })
+        .collect()
+}
+
+impl<M: Model> Simulation<M> {
+    /// Prepares a run of `scenario` with `seed` (usually `scenario.seed`).
+    pub fn new(scenario: &Scenario<M::Options>, seed: u64, sink: TraceSink) -> Self {
+        let n = scenario.nodes.len();
+        assert!(
+            n > 0 && n <= u32::MAX as usize,
+            "a cluster needs between 1 and 2^32 nodes"
+        );
+        let swarm = scenario
+            .swarm
+            .then(|| SwarmKinds::draw(&mut SimRng::new(derive_seed(seed, Purpose::Swarm, 0, 0))));
+        let kinds = swarm.unwrap_or(SwarmKinds::ALL);
+
+        let header = sim_header(scenario, seed);
+        let memory_trace = matches!(sink, TraceSink::Memory);
+        let writer = match sink {
+            TraceSink::Discard => None,
+            TraceSink::Memory => Some(TraceWriter::in_memory(&header)),
+            TraceSink::Stream(w) => Some(TraceWriter::to_sink(&header, w)),
+        };
+        let slots = draw_clocks(scenario, seed, &kinds)
+            .into_iter()
+            .enumerate()
+            .map(|(i, clock)| NodeSlot::new(NodeId(i as u32), n, clock))
+            .collect();
+        let core = Core {
+            now_ns: 0,
+            queue: EventQueue::default(),
+            trace: TraceOut::new(writer),
+            scratch: Vec::with_capacity(256),
+            logs: Capture::new(),
+            net: Network::new(scenario, &kinds),
+            net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
+            slots,
+            timers: BTreeMap::new(),
+            next_timer: 0,
+            step_node: NodeId(0),
+            step_ids: ReqIds::default(),
+            step_busy_ns: 0,
+            step_queued_ns: 0,
+            stats: Stats::default(),
+        };
+        let workload = Workload::new(
+            scenario.workload,
+            SimRng::new(derive_seed(seed, Purpose::Workload, 0, 0)),
+        );
+        let mut sim = Simulation {
+            options: scenario.options.clone(),
+            node_names: scenario.nodes.iter().map(|s| s.name.clone()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            invariants: M::invariants(&scenario.options),
+            core,
+            workload,
+            seed,
+            swarm,
+            time_limit_ns: scenario.time_limit_ns,
+            max_events: scenario.max_events,
+            outcome: None,
+            violation: None,
+            memory_trace,
+            fuzzing: None,
+        };
+        for node in 0..n as u32 {
+            sim.core.queue.push(0, Pending::Boot { node: NodeId(node) });
+        }
+        if let Some(at_ns) = sim.workload.first_tick_ns() {
+            sim.core.queue.push(at_ns, Pending::WorkloadTick);
+        }
+        for fault in &scenario.faults {
+            sim.schedule_fault(fault.at_ns, fault.action.clone());
+        }
+        let mut random = scenario.random_faults;
+        kinds.apply(&mut random);
+        sim.schedule_random_faults(&random, n, seed);
+        sim
+    }
+
+    /// Lets `decider` choose, at every step, which pending event runs and whether a fault is
+    /// injected. The choices made are returned in [`RunReport::schedule`].
+    pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
+        match &mut self.fuzzing {
+            Some(f) => f.decider = decider,
+            None => self.fuzzing = Some(Fuzzing::new(decider)),
+        }
+        self
+    }
+
+    /// Replays a schedule: its choices, and the workload requests it leaves out.
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.workload.follow(&schedule);
+        let timed = schedule.timed.clone();
+        let mut fuzzing = Fuzzing::new(Box::new(schedule));
+        fuzzing.follow(&timed);
+        self.fuzzing = Some(fuzzing);
+        self
+    }
+
+    /// Current virtual time.
+    pub fn now_ns(&self) -> u64 {
+        self.core.now_ns
+    }
+
+    /// Virtual time of the next pending event, if any.
+    pub fn next_event_ns(&mut self) -> Option<u64> {
+        self.core.queue.peek_time()
+    }
+
+    /// Each node's state; `None` while down.
+    pub fn nodes(&self) -> &[Option<M::Node>] {
+        &self.nodes
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    /// Runs one step. Returns `false` once the run is over.
+    pub fn step(&mut self) -> bool {
+        // Node code's `tracing` events go to this run's capture, on this thread only.
+        let _logs = self.core.logs.enter();
+        self.step_captured()
+    }
+
+    /// [`Simulation::step`] with the capture already entered (`run` enters it once: doing
+    /// it per step costs more than a ping-pong step).
+    fn step_captured(&mut self) -> bool {
+        if self.outcome.is_some() {
+            return false;
+        }
+        let Some(next_ns) = self.core.queue.peek_time() else {
+            return self.finish(Outcome::Quiescent);
+        };
+        if next_ns > self.time_limit_ns {
+            self.core.now_ns = self.time_limit_ns;
+            return self.finish(Outcome::TimeLimit);
+        }
+        if self.core.stats.steps >= self.max_events {
+            return self.finish(Outcome::EventLimit);
+        }
+        if self.fuzzing.is_some() {
+            return self.decided_step();
+        }
+        let Some((time_ns, pending)) = self.core.queue.pop() else {
+            return self.finish(Outcome::Quiescent);
+        };
+        assert!(
+            time_ns >= self.core.now_ns,
+            "time went backwards: {time_ns} < {}",
+            self.core.now_ns
+        );
+        self.core.now_ns = time_ns;
+        self.handle(pending);
+        true
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> RunReport {
+        let logs = self.core.logs.enter();
+        while self.step_captured() {}
+        drop(logs);
+        self.report()
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> bool {
+        let now = self.core.now_ns;
+        self.core.trace.push(|e, out| e.end(out, now, outcome));
+        self.outcome = Some(outcome);
+        false
+    }
+
+    fn report(mut self) -> RunReport {
+        let outcome = self.outcome.unwrap_or(Outcome::EventLimit);
+        let trace_records = self.core.trace.next_index();
+        let (trace_bytes, trace, trace_error) = match self.core.trace.writer.take() {
+            None => (0, None, None),
+            Some(w) if self.memory_trace => {
+                let bytes = w.into_bytes();
+                (bytes.len() as u64, Some(bytes), None)
+            }
+            Some(w) => {
+                let len = w.len_bytes();
+                match w.finish() {
+                    Ok(n) => (n, None, None),
+                    Err(e) => (len, None, Some(e)),
+                }
+            }
+        };
+        let (coverage, decision_times, schedule) = match self.fuzzing.map(Fuzzing::into_decided) {
+            None => (BTreeSet::new(), Vec::new(), None),
+            Some(decided) => (
+                decided.coverage,
+                decided.decision_times,
+                Some(self.workload.schedule(decided.choices, decided.timed)),
+            ),
+        };
+        RunReport {
+            outcome,
+            violation: self.violation,
+            end_time_ns: self.core.now_ns,
+            stats: self.core.stats,
+            seed: self.seed,
+            swarm: self.swarm,
+            trace_records,
+            trace_bytes,
+            trace,
+            trace_error,
+            coverage,
+            decision_times,
+            requests_drawn: self.workload.drawn,
+            schedule,
+        }
+    }
+
+    /// Records an input that starts a step on `node` and makes it the current step.
+    fn begin_step(&mut self, node: NodeId, ids: ReqIds, index: u64) {
+        let slot = &mut self.core.slots[node.index()];
+        // Handlers run only on a live node, and a node's inputs link back in trace order.
+        assert!(slot.up, "{node} stepped while down");
+        assert!(
+            slot.last_input.is_none_or(|prev| prev < index),
+            "{node}: input {index} links forward to {:?}",
+            slot.last_input
+        );
+        slot.rng.begin_step(ids.as_slice());
+        slot.last_input = Some(index);
+        self.core.step_node = node;
+        self.core.step_ids = ids;
+        self.core.net_rng.begin_step(ids.as_slice());
+        self.core.step_busy_ns = 0;
+        self.core.stats.steps += 1;
+        let queued = std::mem::take(&mut self.core.step_queued_ns);
+        if queued > 0 {
+            self.core.trace.push(|e, out| e.queued(out, queued));
+        }
+    }
+
+    /// The node an input event is for, if `pending` is one that a busy node must queue.
+    fn queued_input_node(pending: &Pending<<M::Node as Node>::Msg>) -> Option<NodeId> {
+        match pending {
+            Pending::Deliver { to, .. } => Some(*to),
+            Pending::Timer { node, .. } | Pending::External { node, .. } => Some(*node),
+            Pending::Deferred { item, .. } => Self::queued_input_node(item),
+            _ => None,
+        }
+    }
+
+    /// Holds back an input whose node is still busy; returns it if the node is free.
+    fn wait_if_busy(
+        &mut self,
+        pending: Pending<<M::Node as Node>::Msg>,
+    ) -> Option<Pending<<M::Node as Node>::Msg>> {
+        let now = self.core.now_ns;
+        let Some(node) = Self::queued_input_node(&pending) else {
+            return Some(pending);
+        };
+        let slot = &self.core.slots[node.index()];
+        let free_at = slot.busy_until_ns;
+        let (item, arrived_ns) = match pending {
+            Pending::Deferred { item, arrived_ns } => (*item, arrived_ns),
+            other => (other, now),
+        };
+        if free_at <= now || !slot.up {
+            self.core.step_queued_ns = now - arrived_ns;
+            return Some(item);
+        }
+        let timer = match &item {
+            Pending::Timer { timer, .. } => Some(*timer),
+            _ => None,
+        };
+        let handle = self.core.queue.push(
+            free_at,
+            Pending::Deferred {
+                item: Box::new(item),
+                arrived_ns,
+            },
+        );
+        // A deferred timer can still be cancelled: it now lives under a new handle.
+        if let Some(t) = timer {
+            if let Some(entry) = self.core.timers.get_mut(&t) {
+                entry.1 = handle;
+            }
+        }
+        None
+    }
+
+    /// Runs one pending event (an input waits first if its node is busy).
+    fn handle(&mut self, pending: Pending<<M::Node as Node>::Msg>) {
+        let Some(pending) = self.wait_if_busy(pending) else {
+            return;
+        };
+        match pending {
+            Pending::Boot { node } => self.boot(node, Boot::First),
+            Pending::Deliver {
+                to,
+                from,
+                msg,
+                send,
+                ids,
+                payload,
+            } => self.deliver(to, from, msg, send, ids, payload),
+            Pending::Timer {
+                node,
+                timer,
+                tag,
+                set,
+                ids,
+            } => self.fire_timer(node, timer, tag, set, ids),
+            Pending::WorkloadTick => self.workload_tick(),
+            Pending::External { node, msg, number } => self.external(node, msg, number),
+            Pending::Deferred { .. } => unreachable!("wait_if_busy unwraps deferred inputs"),
+            Pending::Fault(action) => self.apply_fault(action),
+            Pending::Heal { id } => self.heal(id),
+        }
+    }
+
+    /// A message arrives: a step on `to`, or a drop if `to` is down.
+    fn deliver(
+        &mut self,
+        to: NodeId,
+        from: NodeId,
+        msg: <M::Node as Node>::Msg,
+        send: u64,
+        ids: ReqIds,
+        payload: InlinePayload,
+    ) {
+        if !self.core.slots[to.index()].up {
+            return self.core.drop_msg(send, DropReason::NodeDown);
+        }
+        let now = self.core.now_ns;
+        let prev = self.core.slots[to.index()].last_input;
+        let core = &mut self.core;
+        let payload = match payload.get() {
+            Some(bytes) => bytes,
+            None => {
+                if core.trace.enabled() {
+                    core.encode_scratch(&msg);
+                }
+                &core.scratch
+            }
+        };
+        let index = core.trace.push(|e, out| {
+            e.deliver(
+                out,
+                to,
+                now,
+                prev,
+                from,
+                Some(send),
+                ids.as_slice(),
+                payload,
+            )
+        });
+        core.stats.delivered += 1;
+        self.begin_step(to, ids, index);
+        if let Some(state) = self.nodes[to.index()].as_mut() {
+            state.on_message(&mut Ctx::new(&mut self.core), from, msg);
+        }
+        self.end_step(to, index);
+    }
+
+    /// A timer comes due: a step on its node, unless it was cancelled in the same instant.
+    fn fire_timer(&mut self, node: NodeId, timer: TimerId, tag: u64, set: u64, ids: ReqIds) {
+        if self.core.timers.remove(&timer).is_none() {
+            return;
+        }
+        let now = self.core.now_ns;
+        let prev = self.core.slots[node.index()].last_input;
+        let index = self
+            .core
+            .trace
+            .push(|e, out| e.timer(out, node, now, prev, timer, tag, set, ids.as_slice()));
+        self.core.stats.timers_fired += 1;
+        self.begin_step(node, ids, index);
+        if let Some(state) = self.nodes[node.index()].as_mut() {
+            state.on_timer(&mut Ctx::new(&mut self.core), timer, tag);
+        }
+        self.end_step(node, index);
+    }
+
+    /// Boots a node that is down: fresh state from the model, a new random stream for this
+    /// life, synced storage kept across a restart.
+    fn boot(&mut self, node: NodeId, boot: Boot) {
+        let now = self.core.now_ns;
+        let i = node.index();
+        // A node boots only when it is down: two lives at once would share one slot.
+        assert!(
+            !self.core.slots[i].up && self.nodes[i].is_none(),
+            "{node} booted while up"
+        );
+        let slot = &mut self.core.slots[i];
+        let incarnation = slot.incarnation;
+        slot.incarnation += 1;
+        let seed = derive_seed(self.seed, Purpose::Node, i as u64, incarnation);
+        slot.rng = StepRng::new(seed);
+        slot.up = true;
+        let prev = slot.last_input;
+        let storage_digest = slot.storage.synced_digest();
+        self.nodes[i] = Some(M::build(&self.options, node));
+        let index = match boot {
+            Boot::Restart => {
+                self.core.stats.restarts += 1;
+                self.core
+                    .trace
+                    .push(|e, out| e.restart(out, node, now, prev, seed, storage_digest))
+            }
+            Boot::First => self
+                .core
+                .trace
+                .push(|e, out| e.start(out, node, now, prev, seed)),
+        };
+        self.begin_step(node, ReqIds::default(), index);
+        if let Some(state) = self.nodes[i].as_mut() {
+            state.on_start(&mut Ctx::new(&mut self.core));
+        }
+        self.end_step(node, index);
+    }
+
+    /// Closes the step that ran on `node`: records its log lines, keeps the node busy for the
+    /// service time it declared, and checks the invariants (the first broken one ends the run).
+    fn end_step(&mut self, node: NodeId, step_index: u64) {
+        self.core.flush_logs();
+        let busy = std::mem::take(&mut self.core.step_busy_ns);
+        if busy > 0 {
+            self.core.slots[node.index()].busy_until_ns = self.core.now_ns.saturating_add(busy);
+        }
+        self.check_invariants(node, step_index);
+    }
+
+    fn check_invariants(&mut self, node: NodeId, step_index: u64) {
+        let view = View {
+            time_ns: self.core.now_ns,
+            step_index,
+            node,
+            nodes: &self.nodes,
+        };
+        for inv in &mut self.invariants {
+            if let Err(message) = inv.check(&view) {
+                let invariant = inv.name().to_string();
+                let now = self.core.now_ns;
+                self.core
+                    .trace
+                    .push(|e, out| e.violation(out, step_index, &invariant, &message));
+                self.violation = Some(Violation {
+                    step_index,
+                    node,
+                    node_name: self.node_names[node.index()].clone(),
+                    time_ns: now,
+                    invariant,
+                    message,
+                });
+                self.finish(Outcome::Violation);
+                return;
+            }
+        }
+    }
+}
+
+impl Violation {
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        format!(
+            "invariant `{}` violated at event {} ({} at {}): {}",
+            self.invariant,
+            self.step_index,
+            self.node_name,
+            format_ns(self.time_ns),
+            self.message
+        )
+    }
+}
