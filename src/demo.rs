@@ -107,14 +107,12 @@ pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> Result<u8, St
 /// lost: the violation names the lost value, and the request that wrote it carries it.
 fn find_lost_write(app: &App) -> Option<Finding> {
     let v = app.session.first_violation()?;
-    // The invariant reports `key` = "value" at Version ...: the value is unique per write.
+    // The invariant names the lost write's value (unique per write) as a fact.
     let value = v
-        .message
-        .split(" = \"")
-        .nth(1)?
-        .split('"')
-        .next()?
-        .to_string();
+        .facts
+        .iter()
+        .find(|(name, _)| name == "value")
+        .map(|(_, value)| value.clone())?;
     let needle = format!("value: \"{value}\"");
     let trace = app.session.trace();
     let steps = app.session.steps();

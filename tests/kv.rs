@@ -66,8 +66,18 @@ fn the_bug_is_found_for_most_seeds_and_the_correct_protocol_never_breaks() {
     let mut found = 0;
     for seed in seeds.clone() {
         let bug = Simulation::<KvModel>::new(&buggy, seed, TraceSink::Discard).run();
-        if bug.violation.is_some() {
+        if let Some(v) = &bug.violation {
             found += 1;
+            // What tools need is a fact, not prose to parse: the lost value, as printed.
+            let fact = |name: &str| {
+                v.facts
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, value)| value.clone())
+                    .unwrap_or_else(|| panic!("no `{name}` fact in {:?}", v.facts))
+            };
+            assert!(v.message.contains(&format!("{:?}", fact("value"))), "{v:?}");
+            assert!(v.message.contains(&format!("`{}`", fact("key"))), "{v:?}");
         }
         let ok = Simulation::<KvModel>::new(&correct, seed, TraceSink::Discard).run();
         assert!(

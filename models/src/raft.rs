@@ -8,7 +8,7 @@
 //!   (the Raft paper's Figure 8).
 
 use retrace_sim::{
-    Ctx, Invariant, Model, Node, NodeId, NodeSpec, OptionError, SimRng, TimerId, View,
+    Broken, Ctx, Invariant, Model, Node, NodeId, NodeSpec, OptionError, SimRng, TimerId, View,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -469,7 +469,18 @@ impl Invariant<Raft> for RaftSafety {
         Box::new(self.clone())
     }
 
-    fn check(&mut self, view: &View<'_, Raft>) -> Result<(), String> {
+    fn check(&mut self, view: &View<'_, Raft>) -> Result<(), Broken> {
+        // The message names the property first: it is the fact tools want.
+        self.violated(view).map_err(|message| {
+            let property = message.split(':').next().unwrap_or_default().to_string();
+            Broken::new(message).fact("property", property)
+        })
+    }
+}
+
+impl RaftSafety {
+    /// The first of the four properties broken after this step, as "property: details".
+    fn violated(&mut self, view: &View<'_, Raft>) -> Result<(), String> {
         let Some(Some(me)) = view.nodes.get(view.node.index()) else {
             return Ok(());
         };

@@ -8,7 +8,7 @@
 //! commits on its own.
 
 use retrace_sim::{
-    Ctx, Invariant, Model, Node, NodeId, NodeSpec, OptionError, SimRng, TimerId, View,
+    Broken, Ctx, Invariant, Model, Node, NodeId, NodeSpec, OptionError, SimRng, TimerId, View,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -332,7 +332,7 @@ impl Invariant<TwoPc> for Atomicity {
         Box::new(self.clone())
     }
 
-    fn check(&mut self, view: &View<'_, TwoPc>) -> Result<(), String> {
+    fn check(&mut self, view: &View<'_, TwoPc>) -> Result<(), Broken> {
         let Some(Some(node)) = view.nodes.get(view.node.index()) else {
             return Ok(());
         };
@@ -347,9 +347,10 @@ impl Invariant<TwoPc> for Atomicity {
                 entry.1.get_or_insert(view.node.0);
             }
             if let (Some(c), Some(a)) = *entry {
-                return Err(format!(
+                return Err(Broken::new(format!(
                     "transaction {tx} committed at node {c} but aborted at node {a}"
-                ));
+                ))
+                .fact("transaction", tx.to_string()));
             }
         }
         Ok(())

@@ -76,6 +76,15 @@ impl Causality {
                 }
             }
             mine[k] = per_node[k].len() as u32;
+            // A node's clock never shrinks from one of its steps to the next, and its own
+            // entry counts its steps: what `happens_before` relies on.
+            if let Some(p) = last_on_node[k] {
+                let before = &head[p * n..p * n + n];
+                assert!(
+                    mine.iter().zip(before).all(|(m, b)| m >= b) && mine[k] == before[k] + 1,
+                    "vector clock of step {s} shrank"
+                );
+            }
             last_on_node[k] = Some(s);
             for r in record.request_ids() {
                 requests.entry(*r).or_default().push(s);

@@ -154,6 +154,12 @@ impl<M: Model> Cursor<M> {
                 }
             }
         }
+        // The running total is what the budget is held to: it must be the checkpoints' sum.
+        assert_eq!(
+            self.bytes,
+            self.checkpoints.values().map(|c| c.bytes).sum::<usize>(),
+            "checkpoint byte total"
+        );
     }
 
     /// One step forward; false at the end of the run or at the divergence.

@@ -61,6 +61,8 @@ pub struct ReplayViolation {
     pub input_index: usize,
     pub invariant: String,
     pub message: String,
+    /// The invariant's named facts (see [`retrace_sim::Broken`]).
+    pub facts: Vec<(String, String)>,
 }
 
 /// The whole cluster's state between two steps.
@@ -416,12 +418,13 @@ impl<M: Model> Replay<M> {
         };
         let mut out = Vec::new();
         for inv in &mut cluster.invariants {
-            if let Err(message) = inv.check(&view) {
+            if let Err(broken) = inv.check(&view) {
                 out.push(ReplayViolation {
                     step,
                     input_index: input,
                     invariant: inv.name().to_string(),
-                    message,
+                    message: broken.message,
+                    facts: broken.facts,
                 });
             }
         }

@@ -79,46 +79,101 @@ pub struct View<'a, N> {
     pub nodes: &'a [Option<N>],
 }
 
+/// A broken invariant: the explanation a person reads, and named facts a tool can use
+/// without parsing that prose (for example the key and the value of a lost write).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Broken {
+    pub message: String,
+    /// (name, value), in the order the invariant gave them.
+    pub facts: Vec<(String, String)>,
+}
+
+impl Broken {
+    pub fn new(message: impl Into<String>) -> Self {
+        Broken {
+            message: message.into(),
+            facts: Vec::new(),
+        }
+    }
+
+    /// Adds a named fact.
+    pub fn fact(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.facts.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// The first fact called `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.facts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<String> for Broken {
+    fn from(message: String) -> Self {
+        Broken::new(message)
+    }
+}
+
+impl From<&str> for Broken {
+    fn from(message: &str) -> Self {
+        Broken::new(message)
+    }
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A property that must hold after every event. It may keep its own state (for example,
 /// what has been acknowledged so far), which evolves deterministically with the run.
 pub trait Invariant<N>: 'static {
     fn name(&self) -> &str;
-    /// `Err` with a human-readable explanation when the property is broken.
-    fn check(&mut self, view: &View<'_, N>) -> Result<(), String>;
+    /// `Err` with a human-readable explanation (and any facts a tool may want) when the
+    /// property is broken.
+    fn check(&mut self, view: &View<'_, N>) -> Result<(), Broken>;
     /// A copy with the same state, for the replayer's checkpoints (`Box::new(self.clone())`).
     fn boxed_clone(&self) -> Box<dyn Invariant<N>>;
 }
 
-struct FnInvariant<F> {
+struct FnInvariant<F, E> {
     name: String,
     check: F,
+    _broken: std::marker::PhantomData<fn() -> E>,
 }
 
-impl<N: 'static, F> Invariant<N> for FnInvariant<F>
+impl<N: 'static, F, E> Invariant<N> for FnInvariant<F, E>
 where
-    F: FnMut(&View<'_, N>) -> Result<(), String> + Clone + 'static,
+    F: FnMut(&View<'_, N>) -> Result<(), E> + Clone + 'static,
+    E: Into<Broken> + 'static,
 {
     fn boxed_clone(&self) -> Box<dyn Invariant<N>> {
         Box::new(FnInvariant {
             name: self.name.clone(),
             check: self.check.clone(),
+            _broken: std::marker::PhantomData,
         })
     }
     fn name(&self) -> &str {
         &self.name
     }
-    fn check(&mut self, view: &View<'_, N>) -> Result<(), String> {
-        (self.check)(view)
+    fn check(&mut self, view: &View<'_, N>) -> Result<(), Broken> {
+        (self.check)(view).map_err(Into::into)
     }
 }
 
-/// An invariant from a closure.
-pub fn invariant<N: 'static>(
+/// An invariant from a closure; it returns `Err` with a message (`String`) or a [`Broken`].
+pub fn invariant<N: 'static, E: Into<Broken> + 'static>(
     name: &str,
-    check: impl FnMut(&View<'_, N>) -> Result<(), String> + Clone + 'static,
+    check: impl FnMut(&View<'_, N>) -> Result<(), E> + Clone + 'static,
 ) -> Box<dyn Invariant<N>> {
     Box::new(FnInvariant {
         name: name.to_string(),
         check,
+        _broken: std::marker::PhantomData,
     })
 }

@@ -3,7 +3,7 @@
 use super::client::Completed;
 use super::msg::{Op, OpResult, Version};
 use super::KvNode;
-use retrace_sim::{Invariant, View};
+use retrace_sim::{Broken, Invariant, View};
 use std::collections::BTreeMap;
 
 /// "No acknowledged write is lost, and reads see the latest acknowledged write."
@@ -84,7 +84,7 @@ impl Invariant<KvNode> for AckedWritesDurable {
         Box::new(self.clone())
     }
 
-    fn check(&mut self, view: &View<'_, KvNode>) -> Result<(), String> {
+    fn check(&mut self, view: &View<'_, KvNode>) -> Result<(), Broken> {
         let node = view.node.0;
         match view.nodes.get(view.node.index()) {
             Some(Some(KvNode::Client(c))) => self.observe_client(node, c.issued, c.completed, c)?,
@@ -114,11 +114,14 @@ impl Invariant<KvNode> for AckedWritesDurable {
                 let held = primary.store.get(key).map_or("nothing".into(), |e| {
                     format!("{:?} = {:?}", e.version, e.value)
                 });
-                return Err(format!(
+                return Err(Broken::new(format!(
                     "acknowledged write lost: `{key}` = {value:?} at {version:?} was acknowledged, \
                      but replica-{} (primary of epoch {}) holds {held}",
                     primary.me, primary.epoch
-                ));
+                ))
+                .fact("key", key.as_str())
+                .fact("value", value.as_str())
+                .fact("primary", format!("replica-{}", primary.me)));
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 use super::load::{Input, Step};
 use crate::log::LogRecord;
 use crate::wire::MsgId;
-use retrace_sim::trace::TraceOut;
+use retrace_sim::trace::{InputHead, TraceOut};
 use retrace_sim::{NodeId, RequestId, TimerId};
 use std::collections::BTreeMap;
 
@@ -45,21 +45,21 @@ impl Emitter {
         let id = NodeId(step.node);
         let now = step.wall_ns;
         self.last_wall_ns = self.last_wall_ns.max(now);
-        let p = self.prev[node];
+        let head = InputHead::new(id, now, self.prev[node]);
         let trace = &mut self.trace;
         let index = match &step.input {
             Input::Start {
                 seed,
                 restart: false,
                 ..
-            } => trace.push(|e, o| e.start(o, id, now, p, *seed)),
+            } => trace.push(|e, o| e.start(o, head, *seed)),
             Input::Start {
                 seed,
                 restart: true,
                 storage_digest,
                 storage,
             } => {
-                let index = trace.push(|e, o| e.restart(o, id, now, p, *seed, *storage_digest));
+                let index = trace.push(|e, o| e.restart(o, head, *seed, *storage_digest));
                 trace.push(|e, o| e.storage_image(o, storage));
                 index
             }
@@ -75,7 +75,7 @@ impl Emitter {
                     self.send_index.get(msg).copied()
                 };
                 let from = NodeId(msg.node);
-                trace.push(|e, o| e.deliver(o, id, now, p, from, send, request_ids, payload))
+                trace.push(|e, o| e.deliver(o, head, from, send, request_ids, payload))
             }
             Input::Timer {
                 timer,
@@ -95,12 +95,12 @@ impl Emitter {
                             names[node], step.incarnation
                         )
                     })?;
-                trace.push(|e, o| e.timer(o, id, now, p, tid, *tag, set, request_ids))
+                trace.push(|e, o| e.timer(o, head, tid, *tag, set, request_ids))
             }
             Input::External { request, payload } => {
-                trace.push(|e, o| e.external(o, id, now, p, *request, payload))
+                trace.push(|e, o| e.external(o, head, *request, payload))
             }
-            Input::Crash => trace.push(|e, o| e.crash(o, id, now, p)),
+            Input::Crash => trace.push(|e, o| e.crash(o, head)),
         };
         self.prev[node] = Some(index);
         let (queued_ns, busy_ns) = (step.timing.queued_us * 1000, step.timing.busy_us * 1000);

@@ -8,6 +8,7 @@ use crate::model::Model;
 use crate::rng::{derive_seed, Purpose, SimRng};
 use crate::scenario::{links_between_groups, FaultAction, RandomFaults};
 use crate::trace::FaultRecord;
+use crate::trace::InputHead;
 
 /// A bound on random faults drawn for one run.
 const MAX_RANDOM_FAULTS: usize = 100_000;
@@ -106,7 +107,10 @@ impl<M: Model> Simulation<M> {
         }
         let now = self.core.now_ns;
         let prev = self.core.slots[i].last_input;
-        let index = self.core.trace.push(|e, out| e.crash(out, node, now, prev));
+        let index = self
+            .core
+            .trace
+            .push(|e, out| e.crash(out, InputHead::new(node, now, prev)));
         self.begin_step(node, ReqIds::default(), index);
         self.core.stats.crashes += 1;
         let slot = &mut self.core.slots[i];

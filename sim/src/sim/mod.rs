@@ -9,12 +9,13 @@ pub use env::MAX_REQUEST_IDS;
 
 use crate::ids::{format_ns, NodeId, TimerId};
 use crate::logs::Capture;
-use crate::model::{Invariant, Model, View};
+use crate::model::{Broken, Invariant, Model, View};
 use crate::node::{Ctx, Node};
 use crate::queue::EventQueue;
 use crate::rng::{derive_seed, Purpose, SimRng, StepRng};
 use crate::scenario::Scenario;
 use crate::schedule::{Decider, Schedule};
+use crate::trace::InputHead;
 use crate::trace::{DropReason, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
 use crate::world::{Clock, Network, SwarmKinds};
 use env::{Core, InlinePayload, NodeSlot, Pending, ReqIds};
@@ -66,6 +67,8 @@ pub struct Violation {
     pub time_ns: u64,
     pub invariant: String,
     pub message: String,
+    /// The invariant's named facts (see [`Broken`]).
+    pub facts: Vec<(String, String)>,
 }
 
 /// What a run did.
@@ -526,9 +529,7 @@ impl<M: Model> Simulation<M> {
         let index = core.trace.push(|e, out| {
             e.deliver(
                 out,
-                to,
-                now,
-                prev,
+                InputHead::new(to, now, prev),
                 from,
                 Some(send),
                 ids.as_slice(),
@@ -550,10 +551,16 @@ impl<M: Model> Simulation<M> {
         }
         let now = self.core.now_ns;
         let prev = self.core.slots[node.index()].last_input;
-        let index = self
-            .core
-            .trace
-            .push(|e, out| e.timer(out, node, now, prev, timer, tag, set, ids.as_slice()));
+        let index = self.core.trace.push(|e, out| {
+            e.timer(
+                out,
+                InputHead::new(node, now, prev),
+                timer,
+                tag,
+                set,
+                ids.as_slice(),
+            )
+        });
         self.core.stats.timers_fired += 1;
         self.begin_step(node, ids, index);
         if let Some(state) = self.nodes[node.index()].as_mut() {
@@ -584,14 +591,14 @@ impl<M: Model> Simulation<M> {
         let index = match boot {
             Boot::Restart => {
                 self.core.stats.restarts += 1;
-                self.core
-                    .trace
-                    .push(|e, out| e.restart(out, node, now, prev, seed, storage_digest))
+                self.core.trace.push(|e, out| {
+                    e.restart(out, InputHead::new(node, now, prev), seed, storage_digest)
+                })
             }
             Boot::First => self
                 .core
                 .trace
-                .push(|e, out| e.start(out, node, now, prev, seed)),
+                .push(|e, out| e.start(out, InputHead::new(node, now, prev), seed)),
         };
         self.begin_step(node, ReqIds::default(), index);
         if let Some(state) = self.nodes[i].as_mut() {
@@ -619,7 +626,8 @@ impl<M: Model> Simulation<M> {
             nodes: &self.nodes,
         };
         for inv in &mut self.invariants {
-            if let Err(message) = inv.check(&view) {
+            if let Err(broken) = inv.check(&view) {
+                let Broken { message, facts } = broken;
                 let invariant = inv.name().to_string();
                 let now = self.core.now_ns;
                 self.core
@@ -632,6 +640,7 @@ impl<M: Model> Simulation<M> {
                     time_ns: now,
                     invariant,
                     message,
+                    facts,
                 });
                 self.finish(Outcome::Violation);
                 return;

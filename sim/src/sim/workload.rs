@@ -9,6 +9,7 @@ use crate::node::{Ctx, Node};
 use crate::rng::SimRng;
 use crate::scenario;
 use crate::schedule::{Choice, Schedule, TimedFault};
+use crate::trace::InputHead;
 use std::collections::BTreeSet;
 
 /// Where the workload stands: what it has drawn, what a schedule leaves out, when it ticks.
@@ -139,7 +140,7 @@ impl<M: Model> Simulation<M> {
         let payload = &core.scratch;
         let index = core
             .trace
-            .push(|e, out| e.external(out, node, now, prev, request, payload));
+            .push(|e, out| e.external(out, InputHead::new(node, now, prev), request, payload));
         core.stats.requests += 1;
         self.begin_step(node, ReqIds::one(request), index);
         if let Some(state) = self.nodes[node.index()].as_mut() {

@@ -17,7 +17,7 @@ pub use reader::{
     read_frame, read_frame_with, TailError, TailErrorKind, Trace, TraceError, TraceReader,
 };
 pub use record::{
-    BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, Outcome, Record,
+    BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, InputHead, Outcome, Record,
 };
 pub use validate::Validator;
 pub use writer::{frame_into, TraceOut, TraceWriter};

@@ -313,6 +313,25 @@ mod tag {
     pub const LOG: u8 = 23;
 }
 
+/// What every input record starts with: the node whose step it starts, when, and the
+/// back-link to that node's previous input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputHead {
+    pub node: NodeId,
+    pub time_ns: u64,
+    pub prev: Option<u64>,
+}
+
+impl InputHead {
+    pub fn new(node: NodeId, time_ns: u64, prev: Option<u64>) -> Self {
+        InputHead {
+            node,
+            time_ns,
+            prev,
+        }
+    }
+}
+
 /// Encodes record bodies (without framing) with delta state. The simulator's hot paths call
 /// the per-kind methods directly; [`BodyEncoder::record`] encodes any owned record through
 /// the same methods, so there is one encoding per kind.
@@ -330,7 +349,7 @@ impl BodyEncoder {
     }
 
     fn back(&self, out: &mut Vec<u8>, earlier: u64) {
-        debug_assert!(earlier < self.index, "links point backwards");
+        assert!(earlier < self.index, "links point backwards");
         put_uvarint(out, self.index - earlier);
     }
 
@@ -341,18 +360,11 @@ impl BodyEncoder {
         }
     }
 
-    fn input_head(
-        &mut self,
-        out: &mut Vec<u8>,
-        tag: u8,
-        node: NodeId,
-        time_ns: u64,
-        prev: Option<u64>,
-    ) {
+    fn input_head(&mut self, out: &mut Vec<u8>, tag: u8, head: InputHead) {
         out.push(tag);
-        put_uvarint(out, u64::from(node.0));
-        self.time(out, time_ns);
-        self.prev(out, prev);
+        put_uvarint(out, u64::from(head.node.0));
+        self.time(out, head.time_ns);
+        self.prev(out, head.prev);
     }
 
     fn request_ids(out: &mut Vec<u8>, ids: &[RequestId]) {
@@ -362,45 +374,27 @@ impl BodyEncoder {
         }
     }
 
-    pub fn start(
-        &mut self,
-        out: &mut Vec<u8>,
-        node: NodeId,
-        time_ns: u64,
-        prev: Option<u64>,
-        seed: u64,
-    ) {
-        self.input_head(out, tag::START, node, time_ns, prev);
+    pub fn start(&mut self, out: &mut Vec<u8>, head: InputHead, seed: u64) {
+        self.input_head(out, tag::START, head);
         out.extend_from_slice(&seed.to_le_bytes());
     }
 
-    pub fn restart(
-        &mut self,
-        out: &mut Vec<u8>,
-        node: NodeId,
-        time_ns: u64,
-        prev: Option<u64>,
-        seed: u64,
-        storage_digest: u64,
-    ) {
-        self.input_head(out, tag::RESTART, node, time_ns, prev);
+    pub fn restart(&mut self, out: &mut Vec<u8>, head: InputHead, seed: u64, storage_digest: u64) {
+        self.input_head(out, tag::RESTART, head);
         out.extend_from_slice(&seed.to_le_bytes());
         out.extend_from_slice(&storage_digest.to_le_bytes());
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &mut self,
         out: &mut Vec<u8>,
-        node: NodeId,
-        time_ns: u64,
-        prev: Option<u64>,
+        head: InputHead,
         from: NodeId,
         send: Option<u64>,
         request_ids: &[RequestId],
         payload: &[u8],
     ) {
-        self.input_head(out, tag::DELIVER, node, time_ns, prev);
+        self.input_head(out, tag::DELIVER, head);
         put_uvarint(out, u64::from(from.0));
         // Same encoding as `prev`: 0 means no link.
         self.prev(out, send);
@@ -408,19 +402,16 @@ impl BodyEncoder {
         put_bytes(out, payload);
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn timer(
         &mut self,
         out: &mut Vec<u8>,
-        node: NodeId,
-        time_ns: u64,
-        prev: Option<u64>,
+        head: InputHead,
         timer: TimerId,
         tag: u64,
         set: u64,
         request_ids: &[RequestId],
     ) {
-        self.input_head(out, tag::TIMER, node, time_ns, prev);
+        self.input_head(out, tag::TIMER, head);
         put_uvarint(out, timer.0);
         put_uvarint(out, tag);
         self.back(out, set);
@@ -430,19 +421,17 @@ impl BodyEncoder {
     pub fn external(
         &mut self,
         out: &mut Vec<u8>,
-        node: NodeId,
-        time_ns: u64,
-        prev: Option<u64>,
+        head: InputHead,
         request: RequestId,
         payload: &[u8],
     ) {
-        self.input_head(out, tag::EXTERNAL, node, time_ns, prev);
+        self.input_head(out, tag::EXTERNAL, head);
         put_uvarint(out, request.0);
         put_bytes(out, payload);
     }
 
-    pub fn crash(&mut self, out: &mut Vec<u8>, node: NodeId, time_ns: u64, prev: Option<u64>) {
-        self.input_head(out, tag::CRASH, node, time_ns, prev);
+    pub fn crash(&mut self, out: &mut Vec<u8>, head: InputHead) {
+        self.input_head(out, tag::CRASH, head);
     }
 
     pub fn fault(&mut self, out: &mut Vec<u8>, time_ns: u64, fault: &FaultRecord) {
@@ -559,13 +548,20 @@ impl BodyEncoder {
     /// Encodes an owned record. `time_ns` is used only by timed records.
     pub fn record(&mut self, out: &mut Vec<u8>, time_ns: u64, record: &Record) {
         match record {
-            Record::Start { node, prev, seed } => self.start(out, *node, time_ns, *prev, *seed),
+            Record::Start { node, prev, seed } => {
+                self.start(out, InputHead::new(*node, time_ns, *prev), *seed)
+            }
             Record::Restart {
                 node,
                 prev,
                 seed,
                 storage_digest,
-            } => self.restart(out, *node, time_ns, *prev, *seed, *storage_digest),
+            } => self.restart(
+                out,
+                InputHead::new(*node, time_ns, *prev),
+                *seed,
+                *storage_digest,
+            ),
             Record::Deliver {
                 node,
                 prev,
@@ -575,9 +571,7 @@ impl BodyEncoder {
                 payload,
             } => self.deliver(
                 out,
-                *node,
-                time_ns,
-                *prev,
+                InputHead::new(*node, time_ns, *prev),
                 *from,
                 *send,
                 request_ids,
@@ -590,14 +584,26 @@ impl BodyEncoder {
                 tag,
                 set,
                 request_ids,
-            } => self.timer(out, *node, time_ns, *prev, *timer, *tag, *set, request_ids),
+            } => self.timer(
+                out,
+                InputHead::new(*node, time_ns, *prev),
+                *timer,
+                *tag,
+                *set,
+                request_ids,
+            ),
             Record::External {
                 node,
                 prev,
                 request,
                 payload,
-            } => self.external(out, *node, time_ns, *prev, *request, payload),
-            Record::Crash { node, prev } => self.crash(out, *node, time_ns, *prev),
+            } => self.external(
+                out,
+                InputHead::new(*node, time_ns, *prev),
+                *request,
+                payload,
+            ),
+            Record::Crash { node, prev } => self.crash(out, InputHead::new(*node, time_ns, *prev)),
             Record::Fault(fault) => self.fault(out, time_ns, fault),
             Record::Drop { send, reason } => self.drop_msg(out, time_ns, *send, *reason),
             Record::Duplicate { send } => self.duplicate(out, *send),
