@@ -88,7 +88,8 @@ impl Model for GossipModel {
                     Some(n) => Err(format!(
                         "a node holds {} but at most {produced} was produced",
                         n.value
-                    )),
+                    )
+                    .into()),
                     None => Ok(()),
                 }
             },

@@ -3,6 +3,7 @@
 
 use crate::registry::{Models, Registry, ScenarioFn, ScenarioInfo};
 use crate::summary;
+use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
 use retrace_sim::trace::TraceReader;
 use retrace_sim::{format_ns, Outcome, TraceSink};
@@ -170,6 +171,7 @@ struct ShowArgs {
 /// retrace's commands for your own systems.
 pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
     quiet_on_broken_pipe();
+    retrace_recorder::diag::set_sink(render_diagnostic);
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Demo(args) => crate::demo::demo(&registry, &args),
@@ -197,8 +199,34 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            tell!("error: {message}");
+            tell!("error: {message:#}");
             ExitCode::from(exit::BAD_INPUT)
+        }
+    }
+}
+
+/// Shows what the runtime tells its operator: warnings on stderr, statuses as one JSON line
+/// on stdout (which a launcher reads through a pipe). Write errors are ignored: a node whose
+/// stderr file sits on a full disk must keep serving.
+fn render_diagnostic(d: retrace_recorder::diag::Diagnostic<'_>) {
+    use retrace_recorder::diag::Diagnostic;
+    use std::io::Write;
+    match d {
+        Diagnostic::Warning(text) => {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+        Diagnostic::Suppressed(n) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "({n} similar warnings suppressed)"
+            );
+        }
+        Diagnostic::Status(s) => {
+            if let Ok(line) = serde_json::to_string(s) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
         }
     }
 }
@@ -227,10 +255,10 @@ pub(crate) fn on_scenario_file<L: Models, F: ScenarioFn>(
     registry: &Registry<L>,
     path: &Path,
     f: F,
-) -> Result<F::Out, String> {
+) -> anyhow::Result<F::Out> {
     let file = path.display().to_string();
     let source = read_bounded(path, retrace_sim::limits::MAX_SCENARIO_BYTES)
-        .map_err(|e| format!("{file}: cannot read scenario: {e}"))?;
+        .map_err(|e| anyhow!("{file}: cannot read scenario: {e}"))?;
     registry.on_scenario(&file, &source, f)
 }
 
@@ -255,15 +283,15 @@ fn default_trace_path(scenario: &Path, seed: u64, schedule: Option<&Path>) -> Pa
     PathBuf::from("target").join("retrace").join(name)
 }
 
-fn create_trace_file(path: &Path) -> Result<File, String> {
+fn create_trace_file(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: cannot create directory: {e}", dir.display()))?;
+            .map_err(|e| anyhow!("{}: cannot create directory: {e}", dir.display()))?;
     }
-    File::create(path).map_err(|e| format!("{}: cannot create trace: {e}", path.display()))
+    File::create(path).map_err(|e| anyhow!("{}: cannot create trace: {e}", path.display()))
 }
 
-fn run<L: Models>(registry: &Registry<L>, args: &RunArgs) -> Result<u8, String> {
+fn run<L: Models>(registry: &Registry<L>, args: &RunArgs) -> anyhow::Result<u8> {
     on_scenario_file(registry, &args.scenario, Run(args))?
 }
 
@@ -271,12 +299,12 @@ fn run<L: Models>(registry: &Registry<L>, args: &RunArgs) -> Result<u8, String> 
 struct Run<'a>(&'a RunArgs);
 
 impl ScenarioFn for Run<'_> {
-    type Out = Result<u8, String>;
+    type Out = anyhow::Result<u8>;
     fn call<M: retrace_sim::Model>(
         self,
         file: &str,
         s: retrace_sim::Scenario<M::Options>,
-    ) -> Result<Self::Out, String> {
+    ) -> anyhow::Result<Self::Out> {
         Ok(run_model::<M>(file, &s, self.0))
     }
 }
@@ -285,7 +313,7 @@ fn run_model<M: retrace_sim::Model>(
     file: &str,
     s: &retrace_sim::Scenario<M::Options>,
     args: &RunArgs,
-) -> Result<u8, String> {
+) -> anyhow::Result<u8> {
     let info = ScenarioInfo::of(s, args.seed);
     let seed = info.seed;
     let trace_path = (!args.no_trace).then(|| {
@@ -297,9 +325,9 @@ fn run_model<M: retrace_sim::Model>(
     let started = Instant::now();
     let report = if let Some(path) = &args.schedule {
         let text = read_bounded(path, retrace_sim::limits::MAX_SCHEDULE_BYTES)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let sf: retrace_sim::fuzz::ScheduleFile = serde_json::from_str(&text).map_err(|e| {
-            format!(
+            anyhow!(
                 "{}:{}:{}: not a schedule file: {e}",
                 path.display(),
                 e.line(),
@@ -307,7 +335,7 @@ fn run_model<M: retrace_sim::Model>(
             )
         })?;
         if sf.model != M::NAME {
-            return Err(format!(
+            return Err(anyhow!(
                 "{}: a schedule for model `{}`, not `{}`",
                 path.display(),
                 sf.model,
@@ -316,12 +344,13 @@ fn run_model<M: retrace_sim::Model>(
         }
         sf.schedule
             .check(info.time_limit_ns, info.max_events)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let sink = match &trace_path {
             Some(p) => TraceSink::Stream(Box::new(create_trace_file(p)?)),
             None => TraceSink::Discard,
         };
-        let strategy = retrace_sim::fuzz::Strategy::parse(&sf.strategy)?;
+        let strategy =
+            retrace_sim::fuzz::Strategy::parse(&sf.strategy).map_err(anyhow::Error::msg)?;
         retrace_sim::fuzz::replay_case::<M>(s, sf.seed, strategy, &sf.schedule, sink)
     } else if args.check_determinism {
         let (report, diff) = retrace_sim::check_determinism::<M>(s, seed);
@@ -333,7 +362,7 @@ fn run_model<M: retrace_sim::Model>(
         if let (Some(path), Some(bytes)) = (&trace_path, &report.trace) {
             let mut f = create_trace_file(path)?;
             f.write_all(bytes)
-                .map_err(|e| format!("{}: cannot write trace: {e}", path.display()))?;
+                .map_err(|e| anyhow!("{}: cannot write trace: {e}", path.display()))?;
         }
         report
     } else {
@@ -365,7 +394,7 @@ fn run_model<M: retrace_sim::Model>(
             .as_deref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        return Err(format!("{path}: writing the trace failed: {e}"));
+        return Err(anyhow!("{path}: writing the trace failed: {e}"));
     }
     Ok(if report.outcome == Outcome::Violation {
         exit::VIOLATION
@@ -374,8 +403,8 @@ fn run_model<M: retrace_sim::Model>(
     })
 }
 
-fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> Result<u8, String> {
-    let (header, mut reader) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
+fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8> {
+    let (header, mut reader) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
     let describe = registry.messages(&header.model).text;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -420,7 +449,7 @@ fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> Result<u8, String
         let kept = last.map_or("no records".to_string(), |(i, t)| {
             format!("records 0..={i} (up to {})", format_ns(t))
         });
-        return Err(format!(
+        return Err(anyhow!(
             "{}: {tail}; the valid prefix, {kept}, is shown above",
             args.trace.display()
         ));

@@ -8,6 +8,7 @@ use crate::exit;
 use crate::record_cli::{ClusterArgs, MergeArgs};
 use crate::registry::{Models, Registry};
 use crate::replay_cli::load;
+use anyhow::anyhow;
 use clap::Args;
 use retrace_sim::trace::Record;
 use retrace_sim::{format_ns, RequestId};
@@ -47,10 +48,10 @@ struct Finding {
     needle: String,
 }
 
-pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> Result<u8, String> {
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| anyhow!("{}: {e}", args.dir.display()))?;
     let scenario = args.dir.join(SCENARIO_FILE);
-    std::fs::write(&scenario, SCENARIO).map_err(|e| format!("{}: {e}", scenario.display()))?;
+    std::fs::write(&scenario, SCENARIO).map_err(|e| anyhow!("{}: {e}", scenario.display()))?;
     for attempt in 1..=ATTEMPTS {
         let record = args.dir.join(format!("recording-{attempt}"));
         let _ = std::fs::remove_dir_all(&record);
@@ -81,7 +82,7 @@ pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> Result<u8, St
         let session = registry.session(trace)?;
         let mut app = App::new(session);
         if let Some(d) = app.session.divergence() {
-            return Err(format!("the recording does not replay: {d}"));
+            return Err(anyhow!("the recording does not replay: {d}"));
         }
         let Some(finding) = find_lost_write(&app) else {
             println!(
@@ -98,7 +99,7 @@ pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> Result<u8, St
         }
         return Ok(exit::OK);
     }
-    Err(format!(
+    Err(anyhow!(
         "no acknowledged write was lost in {ATTEMPTS} recordings; the bug needs the kill to land between an acknowledgement and the next replication"
     ))
 }
@@ -150,7 +151,7 @@ fn select_step(app: &mut App, step: usize) {
     app.select(row);
 }
 
-fn open_tui(app: &mut App, f: &Finding) -> Result<(), String> {
+fn open_tui(app: &mut App, f: &Finding) -> anyhow::Result<()> {
     // `violation` and `crash` are bookmarks every trace opens with (`retrace replay` too);
     // `write` is the demo's own.
     select_step(app, f.ack_step);
@@ -160,7 +161,7 @@ fn open_tui(app: &mut App, f: &Finding) -> Result<(), String> {
         "the lost write ({}): acknowledged here; `v` follows its value, `:goto crash`, `:goto violation`, `r` the request",
         f.request
     ));
-    retrace_tui::terminal::run(app).map_err(|e| format!("terminal: {e}"))
+    retrace_tui::terminal::run(app).map_err(|e| anyhow!("terminal: {e}"))
 }
 
 /// The first crash of the acknowledging node after the acknowledgement.

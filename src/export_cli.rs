@@ -3,6 +3,7 @@
 use crate::exit;
 use crate::registry::{Models, Registry};
 use crate::summary::group;
+use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::export::{export as write_export, Format, Options};
 use retrace_sim::trace::{Origin, TraceReader};
@@ -43,10 +44,10 @@ pub struct ExportArgs {
     report_peak_memory: bool,
 }
 
-pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> Result<u8, String> {
+pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> anyhow::Result<u8> {
     let format = Format::parse(&args.format).ok_or_else(|| {
         let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-        format!(
+        anyhow!(
             "--format `{}`: expected one of {}",
             args.format,
             names.join(", ")
@@ -55,20 +56,20 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> Result<u8
     let request = match &args.request {
         Some(r) => {
             Some(RequestId(r.trim_start_matches('r').parse().map_err(
-                |_| format!("--request `{r}` is not a request id"),
+                |_| anyhow!("--request `{r}` is not a request id"),
             )?))
         }
         None => None,
     };
-    let (header, mut reader) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
+    let (header, mut reader) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
     // Labels name messages by the model's variant when this binary knows the model.
     let messages = registry.messages(&header.model);
     let (message_name, message_text) = (messages.name, messages.text);
     let survey = if format.two_passes() {
-        let (_, first) = TraceReader::open(&args.trace).map_err(|e| e.to_string())?;
+        let (_, first) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
         Some(
             retrace_replayer::export::survey(&header, first)
-                .map_err(|e| format!("{}: {e}", args.trace.display()))?,
+                .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?,
         )
     } else {
         None
@@ -91,16 +92,16 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> Result<u8
     };
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => {
-            Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?)
+            Box::new(std::fs::File::create(path).map_err(|e| anyhow!("{}: {e}", path.display()))?)
         }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 20, &mut out);
     let walked = write_export(&header, reader.by_ref(), format, &options, &mut out)
-        .map_err(|e| format!("writing the export: {e}"))?;
+        .map_err(|e| anyhow!("writing the export: {e}"))?;
     drop(out);
     if let Some(tail) = reader.tail_error().filter(|t| t.is_structural()) {
-        return Err(format!(
+        return Err(anyhow!(
             "{}: {tail}; the export stops there and is not usable",
             args.trace.display()
         ));
@@ -114,7 +115,7 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> Result<u8
             Some(r) => format!("request {r} has no events in it"),
             None => format!("it has no events ({} records)", group(walked.records)),
         };
-        return Err(format!(
+        return Err(anyhow!(
             "{}: nothing to export as {}: {what}",
             args.trace.display(),
             format.name()
@@ -173,9 +174,9 @@ fn unit(format: Format) -> &'static str {
 
 /// `--base-time`: Unix seconds, or a UTC time as `YYYY-MM-DDTHH:MM:SSZ`; nanoseconds since
 /// the epoch.
-fn parse_base_time(text: &str) -> Result<u64, String> {
+fn parse_base_time(text: &str) -> anyhow::Result<u64> {
     let bad = || {
-        format!(
+        anyhow!(
             "--base-time `{text}`: expected Unix seconds or a UTC time like 2026-11-30T12:00:00Z"
         )
     };
@@ -217,15 +218,15 @@ mod tests {
 
     #[test]
     fn base_times_parse_as_unix_nanoseconds() {
-        assert_eq!(parse_base_time("0"), Ok(0));
-        assert_eq!(parse_base_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_base_time("0").ok(), Some(0));
+        assert_eq!(parse_base_time("1970-01-01T00:00:00Z").ok(), Some(0));
         assert_eq!(
-            parse_base_time("2000-03-01T00:00:00Z"),
-            Ok(951_868_800_000_000_000)
+            parse_base_time("2000-03-01T00:00:00Z").ok(),
+            Some(951_868_800_000_000_000)
         );
         assert_eq!(
-            parse_base_time("2026-11-30T12:34:56Z"),
-            Ok(1_796_042_096_000_000_000)
+            parse_base_time("2026-11-30T12:34:56Z").ok(),
+            Some(1_796_042_096_000_000_000)
         );
         assert!(parse_base_time("yesterday").is_err());
         assert!(parse_base_time("2026-13-01T00:00:00Z").is_err());

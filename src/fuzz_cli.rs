@@ -2,6 +2,7 @@
 //! breaks, and write each failure as a trace and a schedule file.
 
 use crate::summary::{group, rate};
+use anyhow::anyhow;
 use clap::Args;
 use retrace_sim::fuzz::{case_seed, minimize, replay_case, run_case, ScheduleFile, Size, Strategy};
 use retrace_sim::scenario::parse_duration_ns;
@@ -55,19 +56,19 @@ struct Found {
     schedule: retrace_sim::Schedule,
 }
 
-fn shard(text: Option<&str>) -> Result<(u64, u64), String> {
+fn shard(text: Option<&str>) -> anyhow::Result<(u64, u64)> {
     let Some(text) = text else { return Ok((0, 1)) };
     let (i, n) = text
         .split_once('/')
-        .ok_or_else(|| format!("--shard `{text}`: expected I/N, like 0/4"))?;
+        .ok_or_else(|| anyhow!("--shard `{text}`: expected I/N, like 0/4"))?;
     let (i, n): (u64, u64) = (
         i.parse()
-            .map_err(|_| format!("--shard `{text}`: I is not a number"))?,
+            .map_err(|_| anyhow!("--shard `{text}`: I is not a number"))?,
         n.parse()
-            .map_err(|_| format!("--shard `{text}`: N is not a number"))?,
+            .map_err(|_| anyhow!("--shard `{text}`: N is not a number"))?,
     );
     if n == 0 || i >= n {
-        return Err(format!("--shard `{text}`: need 0 <= I < N"));
+        return Err(anyhow!("--shard `{text}`: need 0 <= I < N"));
     }
     Ok((i, n))
 }
@@ -127,11 +128,11 @@ impl Strategies {
 pub fn fuzz_command<L: crate::registry::Models>(
     registry: &crate::registry::Registry<L>,
     args: &FuzzArgs,
-) -> Result<u8, String> {
+) -> anyhow::Result<u8> {
     struct Fuzz<'a>(&'a FuzzArgs);
     impl crate::registry::ScenarioFn for Fuzz<'_> {
         type Out = u8;
-        fn call<M: Model>(self, file: &str, s: Scenario<M::Options>) -> Result<u8, String> {
+        fn call<M: Model>(self, file: &str, s: Scenario<M::Options>) -> anyhow::Result<u8> {
             fuzz::<M>(file, &s, self.0)
         }
     }
@@ -143,12 +144,12 @@ pub fn fuzz<M: Model>(
     file: &str,
     scenario: &Scenario<M::Options>,
     args: &FuzzArgs,
-) -> Result<u8, String> {
+) -> anyhow::Result<u8> {
     let strategies = Strategies::of_arg(args.strategy);
     let (shard_i, shard_n) = shard(args.shard.as_deref())?;
     let deadline = match &args.time {
         Some(t) => Some(Duration::from_nanos(
-            parse_duration_ns(t, false).map_err(|e| format!("--time {e}"))? as u64,
+            parse_duration_ns(t, false).map_err(|e| anyhow!("--time {e}"))? as u64,
         )),
         None => None,
     };
@@ -245,7 +246,7 @@ pub fn fuzz<M: Model>(
     let coverage = covered.lock().map_or(0, |c| c.len());
     let mut found = found
         .into_inner()
-        .map_err(|_| "a fuzz worker panicked".to_string())?;
+        .map_err(|_| anyhow!("a fuzz worker panicked"))?;
     found.sort_by_key(|f| f.index);
     println!(
         "fuzz      {file} ({}), strategy {}, shard {shard_i}/{shard_n}, master seed {master}",
@@ -263,7 +264,7 @@ pub fn fuzz<M: Model>(
     if found.is_empty() {
         return Ok(crate::exit::OK);
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| anyhow!("{}: {e}", args.out.display()))?;
     let stem = std::path::Path::new(file)
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().into_owned());
@@ -279,7 +280,7 @@ pub fn fuzz<M: Model>(
         let base = args.out.join(format!("{stem}-case{}", f.index));
         let trace_path = base.with_extension("trace");
         let file_out = std::fs::File::create(&trace_path)
-            .map_err(|e| format!("{}: {e}", trace_path.display()))?;
+            .map_err(|e| anyhow!("{}: {e}", trace_path.display()))?;
         let after = replay_case::<M>(
             scenario,
             f.seed,
@@ -288,10 +289,9 @@ pub fn fuzz<M: Model>(
             TraceSink::Stream(Box::new(file_out)),
         );
         let size_after = Size::of(&after, &schedule);
-        let violation = after
-            .violation
-            .as_ref()
-            .ok_or("the minimised schedule no longer fails (a bug in the minimiser)")?;
+        let violation = after.violation.as_ref().ok_or_else(|| {
+            anyhow!("the minimised schedule no longer fails (a bug in the minimiser)")
+        })?;
         let schedule_path = base.with_extension("schedule.json");
         let sf = ScheduleFile {
             model: M::NAME.into(),
@@ -301,9 +301,9 @@ pub fn fuzz<M: Model>(
             invariant: f.invariant.clone(),
             schedule,
         };
-        let json = serde_json::to_string_pretty(&sf).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(&sf).map_err(anyhow::Error::msg)?;
         std::fs::write(&schedule_path, json)
-            .map_err(|e| format!("{}: {e}", schedule_path.display()))?;
+            .map_err(|e| anyhow!("{}: {e}", schedule_path.display()))?;
         println!(
             "VIOLATED  case {} (seed {}, {}): {}",
             f.index,

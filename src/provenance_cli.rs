@@ -3,6 +3,7 @@
 use crate::exit;
 use crate::registry::{Models, Registry};
 use crate::replay_cli::{check_event, load};
+use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::provenance::{lines, Ask};
 use retrace_replayer::Steps;
@@ -23,23 +24,23 @@ pub struct ProvenanceArgs {
     json: bool,
 }
 
-pub fn provenance<L: Models>(registry: &Registry<L>, args: &ProvenanceArgs) -> Result<u8, String> {
+pub fn provenance<L: Models>(registry: &Registry<L>, args: &ProvenanceArgs) -> anyhow::Result<u8> {
     let trace = load(&args.trace)?;
     check_event(&args.trace, &trace, args.event)?;
     let tail = trace.tail.clone();
     let steps = Steps::new(&trace.events);
-    let ask = Ask::parse(&steps, args.event, &args.path).map_err(|e| e.to_string())?;
+    let ask = Ask::parse(&steps, args.event, &args.path).map_err(anyhow::Error::msg)?;
     let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
     let session = registry
         .session(trace)
-        .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+        .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
     let answer = session
         .provenance(&ask)
-        .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+        .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string(&answer).map_err(|e| e.to_string())?
+            serde_json::to_string(&answer).map_err(anyhow::Error::msg)?
         );
     } else {
         for (_, line) in lines(&answer, &names) {

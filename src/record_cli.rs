@@ -4,6 +4,7 @@ use crate::cli::{on_scenario_file, say, tell};
 use crate::exit;
 use crate::registry::{Models, Registry, ScenarioFn, ScenarioInfo};
 use crate::summary::{bytes, group};
+use anyhow::anyhow;
 use clap::Args;
 use retrace_recorder::launcher::run_cluster;
 use retrace_recorder::launcher::{ClusterOptions, Load};
@@ -160,15 +161,15 @@ pub struct VerifyArgs {
     dir: PathBuf,
 }
 
-fn duration_arg(text: &str) -> Result<Duration, String> {
+fn duration_arg(text: &str) -> anyhow::Result<Duration> {
     parse_duration_ns(text, false)
         .map(|ns| Duration::from_nanos(ns as u64))
-        .map_err(|e| format!("--duration {e}"))
+        .map_err(|e| anyhow!("--duration {e}"))
 }
 
 /// Mutual TLS from the node's files, or plaintext when asked for by name: never plaintext
 /// by default.
-fn node_transport(args: &NodeArgs) -> Result<Transport, String> {
+fn node_transport(args: &NodeArgs) -> anyhow::Result<Transport> {
     match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => {
             let files = TlsFiles {
@@ -179,15 +180,14 @@ fn node_transport(args: &NodeArgs) -> Result<Transport, String> {
             Ok(Transport::Tls(Arc::new(Tls::load(&files)?)))
         }
         _ if args.insecure_plaintext => Ok(Transport::Plaintext),
-        _ => Err(
+        _ => Err(anyhow!(
             "peer links need --tls-cert, --tls-key and --tls-ca (mutual TLS), or \
              --insecure-plaintext to run them unauthenticated"
-                .into(),
-        ),
+        )),
     }
 }
 
-pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> Result<u8, String> {
+pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> anyhow::Result<u8> {
     let opts = NodeOptions {
         id: NodeId(args.id),
         incarnation: args.incarnation,
@@ -217,8 +217,8 @@ pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> Result<u8, St
     struct RunNode<'a>(&'a NodeOptions, std::sync::mpsc::Receiver<()>);
     impl ScenarioFn for RunNode<'_> {
         type Out = NodeSummary;
-        fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<NodeSummary, String> {
-            run_node::<M>(&s, self.0, Some(self.1)).map_err(|e| e.to_string())
+        fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> anyhow::Result<NodeSummary> {
+            run_node::<M>(&s, self.0, Some(self.1)).map_err(anyhow::Error::msg)
         }
     }
     let summary = on_scenario_file(registry, &args.scenario, RunNode(&opts, stop_rx))?;
@@ -239,11 +239,11 @@ pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> Result<u8, St
     Ok(exit::OK)
 }
 
-pub fn cluster<L: Models>(registry: &Registry<L>, args: &ClusterArgs) -> Result<u8, String> {
+pub fn cluster<L: Models>(registry: &Registry<L>, args: &ClusterArgs) -> anyhow::Result<u8> {
     struct Cluster<'a>(&'a ClusterArgs);
     impl ScenarioFn for Cluster<'_> {
         type Out = u8;
-        fn call<M: Model>(self, file: &str, s: Scenario<M::Options>) -> Result<u8, String> {
+        fn call<M: Model>(self, file: &str, s: Scenario<M::Options>) -> anyhow::Result<u8> {
             cluster_model::<M>(file, &s, self.0)
         }
     }
@@ -254,14 +254,14 @@ fn cluster_model<M: Model>(
     file: &str,
     s: &Scenario<M::Options>,
     args: &ClusterArgs,
-) -> Result<u8, String> {
+) -> anyhow::Result<u8> {
     let info = ScenarioInfo::of(s, None);
     let duration = match &args.duration {
         Some(d) => duration_arg(d)?,
         None => Duration::from_nanos(info.time_limit_ns),
     };
     let opts = ClusterOptions {
-        exe: std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
+        exe: std::env::current_exe().map_err(|e| anyhow!("cannot find this program: {e}"))?,
         scenario_path: args.scenario.clone(),
         dir: args.record.clone(),
         duration,
@@ -364,14 +364,14 @@ fn cluster_model<M: Model>(
     Ok(exit::OK)
 }
 
-pub fn client(args: &ClientArgs) -> Result<u8, String> {
+pub fn client(args: &ClientArgs) -> anyhow::Result<u8> {
     serde_json::from_str::<serde_json::Value>(&args.request)
-        .map_err(|e| format!("the request is not JSON: {e}"))?;
+        .map_err(|e| anyhow!("the request is not JSON: {e}"))?;
     let mut c = retrace_recorder::client::Client::connect(args.addr, Duration::from_secs(2))
-        .map_err(|e| format!("{}: {e}", args.addr))?;
+        .map_err(|e| anyhow!("{}: {e}", args.addr))?;
     let reply = c
         .request(args.request.as_bytes())
-        .map_err(|e| format!("{}: {e}", args.addr))?;
+        .map_err(|e| anyhow!("{}: {e}", args.addr))?;
     say!("{reply}");
     Ok(if reply.get("error").is_some() {
         exit::BAD_INPUT
@@ -380,7 +380,7 @@ pub fn client(args: &ClientArgs) -> Result<u8, String> {
     })
 }
 
-pub fn merge(args: &MergeArgs) -> Result<u8, String> {
+pub fn merge(args: &MergeArgs) -> anyhow::Result<u8> {
     let report = retrace_recorder::merge::merge(&args.dir, &args.out)?;
     for p in &report.problems {
         tell!("warning: {p}");
@@ -402,14 +402,14 @@ pub fn merge(args: &MergeArgs) -> Result<u8, String> {
     Ok(exit::OK)
 }
 
-pub fn verify<L: Models>(registry: &Registry<L>, args: &VerifyArgs) -> Result<u8, String> {
+pub fn verify<L: Models>(registry: &Registry<L>, args: &VerifyArgs) -> anyhow::Result<u8> {
     let manifest = retrace_recorder::manifest::Manifest::read(&args.dir)?;
     let file = Path::new(&manifest.scenario_name).display().to_string();
     struct Verify<'a>(&'a Path);
     impl ScenarioFn for Verify<'_> {
         type Out = VerifyReport;
-        fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<VerifyReport, String> {
-            verify_dir::<M>(self.0, &s)
+        fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> anyhow::Result<VerifyReport> {
+            Ok(verify_dir::<M>(self.0, &s)?)
         }
     }
     let report = registry.on_scenario(&file, &manifest.scenario_toml, Verify(&args.dir))?;

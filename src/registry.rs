@@ -6,6 +6,7 @@
 //! Model>(…)` wrapped in a [`ModelFn`] (or a [`ScenarioFn`], which gets the scenario parsed
 //! once), and [`Registry::call`] finds the model. Adding a command touches no shared trait.
 
+use anyhow::anyhow;
 use retrace_sim::{
     check_determinism, codec, scenario, Model, Node, NodeSpec, RunReport, Scenario, ScenarioError,
     Simulation, Trace, TraceDifference, TraceSink,
@@ -26,7 +27,7 @@ pub trait ScenarioFn {
         self,
         file: &str,
         scenario: Scenario<M::Options>,
-    ) -> Result<Self::Out, String>;
+    ) -> anyhow::Result<Self::Out>;
 }
 
 /// A list of model types.
@@ -180,9 +181,9 @@ impl<L: Models> Registry<L> {
     }
 
     /// Calls `f` with the model named `name`.
-    pub fn call<F: ModelFn>(&self, name: &str, f: F) -> Result<F::Out, String> {
+    pub fn call<F: ModelFn>(&self, name: &str, f: F) -> anyhow::Result<F::Out> {
         self.models.dispatch(name, f).map_err(|_| {
-            format!(
+            anyhow!(
                 "model `{name}` is not known to this binary (it knows {})",
                 self.names().join(", ")
             )
@@ -228,20 +229,20 @@ impl<L: Models> Registry<L> {
         file: &str,
         source: &str,
         f: F,
-    ) -> Result<F::Out, String> {
+    ) -> anyhow::Result<F::Out> {
         struct Parse<'a, F> {
             file: &'a str,
             source: &'a str,
             f: F,
         }
         impl<F: ScenarioFn> ModelFn for Parse<'_, F> {
-            type Out = Result<F::Out, String>;
+            type Out = anyhow::Result<F::Out>;
             fn call<M: Model>(self) -> Self::Out {
-                let s = scenario::parse::<M>(self.file, self.source).map_err(|e| e.to_string())?;
+                let s = scenario::parse::<M>(self.file, self.source).map_err(anyhow::Error::msg)?;
                 self.f.call::<M>(self.file, s)
             }
         }
-        let model = self.model_of(file, source).map_err(|e| e.to_string())?;
+        let model = self.model_of(file, source).map_err(anyhow::Error::msg)?;
         self.call(model, Parse { file, source, f })?
     }
 
@@ -251,7 +252,7 @@ impl<L: Models> Registry<L> {
         file: &str,
         source: &str,
         seed: Option<u64>,
-    ) -> Result<ScenarioInfo, String> {
+    ) -> anyhow::Result<ScenarioInfo> {
         struct Info(Option<u64>);
         impl ScenarioFn for Info {
             type Out = ScenarioInfo;
@@ -259,7 +260,7 @@ impl<L: Models> Registry<L> {
                 self,
                 _: &str,
                 s: Scenario<M::Options>,
-            ) -> Result<ScenarioInfo, String> {
+            ) -> anyhow::Result<ScenarioInfo> {
                 Ok(ScenarioInfo::of(&s, self.0))
             }
         }
@@ -273,11 +274,11 @@ impl<L: Models> Registry<L> {
         source: &str,
         seed: Option<u64>,
         sink: TraceSink,
-    ) -> Result<RunReport, String> {
+    ) -> anyhow::Result<RunReport> {
         struct Simulate(Option<u64>, TraceSink);
         impl ScenarioFn for Simulate {
             type Out = RunReport;
-            fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<RunReport, String> {
+            fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> anyhow::Result<RunReport> {
                 Ok(Simulation::<M>::new(&s, self.0.unwrap_or(s.seed), self.1).run())
             }
         }
@@ -290,11 +291,11 @@ impl<L: Models> Registry<L> {
         file: &str,
         source: &str,
         seed: Option<u64>,
-    ) -> Result<(RunReport, Option<TraceDifference>), String> {
+    ) -> anyhow::Result<(RunReport, Option<TraceDifference>)> {
         struct Twice(Option<u64>);
         impl ScenarioFn for Twice {
             type Out = (RunReport, Option<TraceDifference>);
-            fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> Result<Self::Out, String> {
+            fn call<M: Model>(self, _: &str, s: Scenario<M::Options>) -> anyhow::Result<Self::Out> {
                 Ok(check_determinism::<M>(&s, self.0.unwrap_or(s.seed)))
             }
         }
@@ -302,13 +303,13 @@ impl<L: Models> Registry<L> {
     }
 
     /// Opens a trace for the TUI (or any use of a [`retrace_tui::Session`]).
-    pub fn session(&self, trace: Trace) -> Result<Box<dyn retrace_tui::Session>, String> {
+    pub fn session(&self, trace: Trace) -> anyhow::Result<Box<dyn retrace_tui::Session>> {
         struct Open(Trace);
         impl ModelFn for Open {
-            type Out = Result<Box<dyn retrace_tui::Session>, String>;
+            type Out = anyhow::Result<Box<dyn retrace_tui::Session>>;
             fn call<M: Model>(self) -> Self::Out {
                 let replay =
-                    retrace_replayer::Replay::<M>::new(self.0).map_err(|e| e.to_string())?;
+                    retrace_replayer::Replay::<M>::new(self.0).map_err(anyhow::Error::msg)?;
                 Ok(Box::new(retrace_tui::ModelSession::new(replay)))
             }
         }

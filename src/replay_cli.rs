@@ -3,6 +3,7 @@
 use crate::exit;
 use crate::registry::{ModelFn, Models, Registry};
 use crate::summary::{event_line, group, rate, short_ns};
+use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::faults::fault_causes;
 use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProfile, Summary};
@@ -64,8 +65,8 @@ pub struct ProfileArgs {
     json: bool,
 }
 
-pub(crate) fn load(path: &Path) -> Result<Trace, String> {
-    let trace = Trace::load(path).map_err(|e| e.to_string())?;
+pub(crate) fn load(path: &Path) -> anyhow::Result<Trace> {
+    let trace = Trace::load(path).map_err(anyhow::Error::msg)?;
     if let Some(tail) = &trace.tail {
         eprintln!(
             "warning: {}: {tail}; using the {} records before it",
@@ -77,9 +78,9 @@ pub(crate) fn load(path: &Path) -> Result<Trace, String> {
 }
 
 /// Refuses an event index the trace does not have, naming the file and how many it has.
-pub(crate) fn check_event(path: &Path, trace: &Trace, event: usize) -> Result<(), String> {
+pub(crate) fn check_event(path: &Path, trace: &Trace, event: usize) -> anyhow::Result<()> {
     if event >= trace.events.len() {
-        return Err(format!(
+        return Err(anyhow!(
             "{}: no event {event} (the trace has {})",
             path.display(),
             trace.events.len()
@@ -88,11 +89,11 @@ pub(crate) fn check_event(path: &Path, trace: &Trace, event: usize) -> Result<()
     Ok(())
 }
 
-pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> Result<u8, String> {
+pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::Result<u8> {
     let trace = load(&args.trace)?;
     let model = trace.header.model.clone();
     if !registry.names().contains(&model.as_str()) {
-        return Err(format!(
+        return Err(anyhow!(
             "{}: the trace is of model `{model}`, which this binary does not know",
             args.trace.display()
         ));
@@ -100,23 +101,23 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> Result<u8
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
     if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
         if trace.events.is_empty() {
-            return Err(format!(
+            return Err(anyhow!(
                 "{}: no events to show (the trace holds only its header)",
                 args.trace.display()
             ));
         }
         let session = registry
             .session(trace)
-            .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+            .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
         let mut app = retrace_tui::App::new(session);
-        retrace_tui::terminal::run(&mut app).map_err(|e| format!("terminal: {e}"))?;
+        retrace_tui::terminal::run(&mut app).map_err(|e| anyhow!("terminal: {e}"))?;
         return Ok(exit::OK);
     }
     let torn = trace.tail.clone();
     let started = std::time::Instant::now();
     struct Replay<'a>(Trace, &'a ReplayArgs);
     impl ModelFn for Replay<'_> {
-        type Out = Result<ReplayOutcome, String>;
+        type Out = anyhow::Result<ReplayOutcome>;
         fn call<M: retrace_sim::Model>(self) -> Self::Out {
             crate::replay_run::replay::<M>(self.0, self.1)
         }
@@ -126,7 +127,7 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> Result<u8
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&outcome.json).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&outcome.json).map_err(anyhow::Error::msg)?
         );
     } else {
         // An invariant stays broken for many steps once broken: name each one once.
@@ -196,12 +197,12 @@ fn step_lines(
         .collect()
 }
 
-pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> Result<u8, String> {
+pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> anyhow::Result<u8> {
     let trace = load(&args.trace)?;
     let steps = Steps::new(&trace.events);
     check_event(&args.trace, &trace, args.event)?;
     let Some(step) = steps.step_at_or_before(args.event) else {
-        return Err(format!(
+        return Err(anyhow!(
             "event {} comes before any node's first step",
             args.event
         ));
@@ -308,14 +309,14 @@ pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> Result<u8, Stri
     Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
 }
 
-fn parse_window(text: &str) -> Result<(u64, u64), String> {
+fn parse_window(text: &str) -> anyhow::Result<(u64, u64)> {
     let (a, b) = text
         .split_once("..")
-        .ok_or_else(|| format!("--window `{text}`: expected A..B, like 11s..13s"))?;
-    let a = parse_duration_ns(a, false).map_err(|e| format!("--window {e}"))? as u64;
-    let b = parse_duration_ns(b, false).map_err(|e| format!("--window {e}"))? as u64;
+        .ok_or_else(|| anyhow!("--window `{text}`: expected A..B, like 11s..13s"))?;
+    let a = parse_duration_ns(a, false).map_err(|e| anyhow!("--window {e}"))? as u64;
+    let b = parse_duration_ns(b, false).map_err(|e| anyhow!("--window {e}"))? as u64;
     if a >= b {
-        return Err(format!("--window `{text}` is empty"));
+        return Err(anyhow!("--window `{text}` is empty"));
     }
     Ok((a, b))
 }
@@ -376,14 +377,14 @@ fn print_request(p: &RequestProfile) {
     );
 }
 
-pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
+pub fn profile(args: &ProfileArgs) -> anyhow::Result<u8> {
     let trace = load(&args.trace)?;
     let steps = Steps::new(&trace.events);
     let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
     let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
     let profiler = Profiler::new(&trace.events, &steps, &causality, &names);
     let base = trace.events.first().map_or(0, |e| e.time_ns);
-    let json = |v: &dyn erased::Ser| -> Result<u8, String> {
+    let json = |v: &dyn erased::Ser| -> anyhow::Result<u8> {
         println!("{}", v.to_json()?);
         Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
     };
@@ -391,9 +392,9 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
         let id: u64 = r
             .trim_start_matches('r')
             .parse()
-            .map_err(|_| format!("--request `{r}` is not a request id"))?;
+            .map_err(|_| anyhow!("--request `{r}` is not a request id"))?;
         let p = profiler.request(RequestId(id)).ok_or_else(|| {
-            format!("request r{id} has no reply in this trace (or does not exist)")
+            anyhow!("request r{id} has no reply in this trace (or does not exist)")
         })?;
         if args.json {
             return json(&p);
@@ -407,7 +408,7 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
         p.end_ns = p.end_ns.saturating_sub(base);
     }
     if all.is_empty() {
-        return Err(format!(
+        return Err(anyhow!(
             "{}: no request with a reply in this trace",
             args.trace.display()
         ));
@@ -452,11 +453,11 @@ pub fn profile(args: &ProfileArgs) -> Result<u8, String> {
 mod erased {
     /// Anything the profile command prints as JSON.
     pub trait Ser {
-        fn to_json(&self) -> Result<String, String>;
+        fn to_json(&self) -> anyhow::Result<String>;
     }
     impl<T: serde::Serialize> Ser for T {
-        fn to_json(&self) -> Result<String, String> {
-            serde_json::to_string_pretty(self).map_err(|e| e.to_string())
+        fn to_json(&self) -> anyhow::Result<String> {
+            serde_json::to_string_pretty(self).map_err(anyhow::Error::msg)
         }
     }
 }

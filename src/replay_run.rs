@@ -2,14 +2,15 @@
 
 use crate::replay_cli::{ReplayArgs, ReplayOutcome};
 use crate::summary::event_line;
+use anyhow::anyhow;
 use retrace_replayer::{Causality, CheckpointPolicy, Cursor, Replay};
 use retrace_sim::{codec, Model, Node, Trace};
 
 /// How many causally preceding events a divergence report shows.
 const LED_THERE: usize = 12;
 
-pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> Result<ReplayOutcome, String> {
-    let replay = Replay::<M>::new(trace).map_err(|e| format!("{}: {e}", args.trace.display()))?;
+pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> anyhow::Result<ReplayOutcome> {
+    let replay = Replay::<M>::new(trace).map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
     let steps = replay.steps.len();
     let target = match args.to {
         Some(index) => replay.steps.step_at_or_before(index).map_or(0, |s| s + 1),

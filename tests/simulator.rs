@@ -92,7 +92,7 @@ impl Model for ProbeModel {
             "a ticks below the limit",
             move |v: &View<'_, Probe>| match (fail_at, v.nodes[0].as_ref()) {
                 (Some(limit), Some(a)) if a.ticks >= limit => {
-                    Err(format!("a reached tick {}", a.ticks))
+                    Err(format!("a reached tick {}", a.ticks).into())
                 }
                 _ => Ok(()),
             },

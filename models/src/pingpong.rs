@@ -209,9 +209,9 @@ impl Model for PingPongModel {
         vec![invariant(
             "pong echoes only pings that were sent",
             |view| match view.nodes.first() {
-                Some(Some(PingPong::Ping { sent, max_echo, .. })) if max_echo > sent => Err(
-                    format!("pong echoed ping {max_echo} but only {sent} were sent"),
-                ),
+                Some(Some(PingPong::Ping { sent, max_echo, .. })) if max_echo > sent => {
+                    Err(format!("pong echoed ping {max_echo} but only {sent} were sent").into())
+                }
                 _ => Ok(()),
             },
         )]

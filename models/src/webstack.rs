@@ -526,7 +526,7 @@ impl Model for WebstackModel {
             "every answer is the page asked for",
             |v: &View<'_, Webstack>| match v.nodes.get(v.node.index()) {
                 Some(Some(Webstack::Client { wrong, .. })) if *wrong > 0 => {
-                    Err(format!("{} answers were for another page", wrong))
+                    Err(format!("{} answers were for another page", wrong).into())
                 }
                 _ => Ok(()),
             },

@@ -2,6 +2,7 @@
 //! length and that many bytes of JSON: a request is the model's message type as JSON; a
 //! reply is `{"reply": <message>}` or `{"error": "..."}`.
 
+use crate::log::RecordError;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -100,9 +101,9 @@ impl Client {
     }
 
     /// Sends one request (JSON) and waits for its reply (JSON).
-    pub fn request(&mut self, json: &[u8]) -> Result<serde_json::Value, String> {
+    pub fn request(&mut self, json: &[u8]) -> Result<serde_json::Value, RecordError> {
         write_frame(&mut self.stream, json).map_err(|e| format!("sending: {e}"))?;
         let reply = read_frame(&mut self.stream).map_err(|e| format!("reading the reply: {e}"))?;
-        serde_json::from_slice(&reply).map_err(|e| format!("reply is not JSON: {e}"))
+        serde_json::from_slice(&reply).map_err(|e| RecordError(format!("reply is not JSON: {e}")))
     }
 }

@@ -1,18 +1,18 @@
 //! How the runtime tells its operator something, without ever being able to fail because
-//! of it.
+//! of it — and without printing: a library does not own the process's stdout and stderr.
 //!
-//! `eprintln!` panics when stderr cannot be written — and the launcher points a node's
-//! stderr at a file in the recording directory, which is exactly the disk that fills up.
-//! A node must keep serving when its disk is full, so nothing in the runtime prints with
-//! `eprintln!`/`println!`: human-readable warnings go through [`warn`] (write errors
-//! ignored, at most [`WARNINGS_PER_SECOND`] a second so that a flood of bad connections
-//! cannot turn into a flood of lines), and what a supervisor must act on goes through
-//! [`status`] as one JSON line on stdout, which the launcher reads through a pipe (not the
-//! disk) and relays to the operator once.
+//! The runtime hands each [`Diagnostic`] to the sink the program installed with
+//! [`set_sink`] (the `retrace` binary renders warnings on stderr and statuses as JSON lines on
+//! stdout, ignoring write errors: the launcher points a node's stderr at a file in the
+//! recording directory, which is exactly the disk that fills up, and a node must keep serving
+//! when its disk is full). Without a sink nothing is shown. Warnings are limited to
+//! [`WARNINGS_PER_SECOND`] here, before any sink, so that a flood of bad connections cannot
+//! turn into a flood of lines; what a supervisor must act on is a [`Status`], which the
+//! launcher reads from the node's stdout through a pipe (not the disk) and relays once.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Warnings printed per second at most; the rest are counted and summarised.
@@ -22,7 +22,34 @@ static WINDOW_SECOND: AtomicU64 = AtomicU64::new(0);
 static WINDOW_COUNT: AtomicU64 = AtomicU64::new(0);
 static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 
-/// Prints a warning line on stderr; a failed write is ignored (see the module docs).
+/// What the runtime tells its operator.
+#[derive(Debug)]
+pub enum Diagnostic<'a> {
+    /// A line for a person.
+    Warning(std::fmt::Arguments<'a>),
+    /// Warnings left out by the rate limit since the last one shown.
+    Suppressed(u64),
+    /// Something a supervisor acts on.
+    Status(&'a Status),
+}
+
+type Sink = Box<dyn Fn(Diagnostic<'_>) + Send + Sync>;
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Installs where diagnostics go, once per process; `false` if one was already installed.
+pub fn set_sink(sink: impl Fn(Diagnostic<'_>) + Send + Sync + 'static) -> bool {
+    SINK.set(Box::new(sink)).is_ok()
+}
+
+fn emit(d: Diagnostic<'_>) {
+    if let Some(sink) = SINK.get() {
+        sink(d);
+    }
+}
+
+/// A warning, at most [`WARNINGS_PER_SECOND`] a second (the rest are counted and the count
+/// given with the next one shown).
 pub fn warn(text: std::fmt::Arguments<'_>) {
     let second = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -34,12 +61,11 @@ pub fn warn(text: std::fmt::Arguments<'_>) {
         SUPPRESSED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let mut err = std::io::stderr().lock();
     let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
     if suppressed > 0 {
-        let _ = writeln!(err, "({suppressed} similar warnings suppressed)");
+        emit(Diagnostic::Suppressed(suppressed));
     }
-    let _ = writeln!(err, "{text}");
+    emit(Diagnostic::Warning(text));
 }
 
 /// Something a supervisor acts on, one JSON line on stdout.
@@ -52,13 +78,10 @@ pub enum Status {
     StorageNotPersisted { reason: String },
 }
 
-/// Reports `s` on stdout as one JSON line; a failed write is ignored.
+/// Reports `s` to the supervisor (the `retrace` binary writes it as one JSON line on
+/// stdout, which [`parse_status`] reads back).
 pub fn status(s: &Status) {
-    if let Ok(line) = serde_json::to_string(s) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
+    emit(Diagnostic::Status(s));
 }
 
 /// Parses a status line a node printed (the launcher's side).

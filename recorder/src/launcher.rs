@@ -6,6 +6,7 @@
 use crate::client::Client;
 use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
+use crate::log::RecordError;
 use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
 use crate::tls::TlsFiles;
 use retrace_sim::rng::{derive_seed, Purpose};
@@ -193,7 +194,7 @@ impl Cluster<'_> {
                 }
             }
         }
-        self.manifest.write(&self.opts.dir)
+        self.manifest.write(&self.opts.dir).map_err(|e| e.0)
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), String> {
@@ -447,7 +448,7 @@ fn start_load<M: Model>(
 pub fn run_cluster<M: Model>(
     scenario: &Scenario<M::Options>,
     opts: &ClusterOptions,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, RecordError> {
     let n = scenario.nodes.len();
     std::fs::create_dir_all(opts.dir.join("data"))
         .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
@@ -532,7 +533,7 @@ pub fn run_cluster<M: Model>(
 fn drive<M: Model>(
     scenario: &Scenario<M::Options>,
     cluster: &mut Cluster<'_>,
-) -> Result<WorkloadStats, String> {
+) -> Result<WorkloadStats, RecordError> {
     let n = scenario.nodes.len();
     for i in 0..n {
         cluster.spawn(i)?;

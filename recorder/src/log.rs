@@ -194,6 +194,20 @@ impl std::fmt::Display for RecordError {
     }
 }
 
+impl std::error::Error for RecordError {}
+
+impl From<String> for RecordError {
+    fn from(message: String) -> Self {
+        RecordError(message)
+    }
+}
+
+impl From<&str> for RecordError {
+    fn from(message: &str) -> Self {
+        RecordError(message.to_string())
+    }
+}
+
 /// Writes larger than this go out at once, whatever the policy.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
 /// How often `Never` hands its records to the OS.

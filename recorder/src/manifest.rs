@@ -1,5 +1,6 @@
 //! The manifest a recorded cluster run leaves beside its logs (`manifest.json`).
 
+use crate::log::RecordError;
 use retrace_sim::limits;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -125,7 +126,7 @@ impl Manifest {
     /// Reads and checks a manifest: within its limits (`retrace_sim::limits`), every log a
     /// plain file name in the run's directory, and no log listed twice (a manifest that
     /// points 10,000 nodes at one log would otherwise read it 10,000 times).
-    pub fn read(dir: &Path) -> Result<Manifest, String> {
+    pub fn read(dir: &Path) -> Result<Manifest, RecordError> {
         let path = dir.join(MANIFEST_FILE);
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = limits::read_text_bounded(file, limits::MAX_MANIFEST_BYTES)
@@ -134,7 +135,7 @@ impl Manifest {
     }
 
     /// Parses and checks a manifest's text; `path` names it in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Manifest, String> {
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, RecordError> {
         let m: Manifest = serde_json::from_str(text)
             .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
         m.check().map_err(|e| format!("{}: {e}", path.display()))?;
@@ -186,7 +187,7 @@ impl Manifest {
     /// [`MANIFEST_RESERVE_BYTES`] more than it needs. The launcher writes it at the start
     /// and at the end of a run: the final write then overwrites room the file already
     /// has, so it succeeds even when the nodes' logs have filled the disk meanwhile.
-    pub fn write(&self, dir: &Path) -> Result<(), String> {
+    pub fn write(&self, dir: &Path) -> Result<(), RecordError> {
         use std::io::{Seek, Write};
         let path = dir.join(MANIFEST_FILE);
         let fail = |e: std::io::Error| format!("{}: {e}", path.display());
@@ -209,7 +210,7 @@ impl Manifest {
         file.seek(std::io::SeekFrom::Start(0)).map_err(fail)?;
         file.write_all(&bytes).map_err(fail)?;
         file.set_len(room as u64).map_err(fail)?;
-        file.sync_all().map_err(fail)
+        Ok(file.sync_all().map_err(fail)?)
     }
 }
 

@@ -13,6 +13,7 @@
 //! ([`generate_cluster`]); a production deployment brings its own files in the same shape
 //! (`retrace node --tls-cert --tls-key --tls-ca`).
 
+use crate::log::RecordError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -58,14 +59,14 @@ impl TlsFiles {
 
 impl Tls {
     /// Loads a node's certificate chain, its private key and the cluster's CA (PEM files).
-    pub fn load(files: &TlsFiles) -> Result<Tls, String> {
+    pub fn load(files: &TlsFiles) -> Result<Tls, RecordError> {
         let pem_err = |p: &Path, e: rustls::pki_types::pem::Error| format!("{}: {e}", p.display());
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
             .map_err(|e| pem_err(&files.cert, e))?
             .collect::<Result<_, _>>()
             .map_err(|e| pem_err(&files.cert, e))?;
         if chain.is_empty() {
-            return Err(format!("{}: no certificate in it", files.cert.display()));
+            return Err(format!("{}: no certificate in it", files.cert.display()).into());
         }
         let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_err(&files.key, e))?;
         let mut roots = RootCertStore::empty();
@@ -76,7 +77,7 @@ impl Tls {
                 .map_err(|e| format!("{}: {e}", files.ca.display()))?;
         }
         if roots.is_empty() {
-            return Err(format!("{}: no CA certificate in it", files.ca.display()));
+            return Err(format!("{}: no CA certificate in it", files.ca.display()).into());
         }
         let roots = Arc::new(roots);
         let verifier = WebPkiClientVerifier::builder(roots.clone())
@@ -123,7 +124,7 @@ pub fn peer_is(certs: Option<&[CertificateDer<'_>]>, node: u32) -> bool {
 
 /// Writes a throwaway cluster CA and a certificate and key for each of `nodes` nodes into
 /// `dir` (see [`TlsFiles::in_dir`]). Keys are written readable by their owner only.
-pub fn generate_cluster(dir: &Path, nodes: usize) -> Result<(), String> {
+pub fn generate_cluster(dir: &Path, nodes: usize) -> Result<(), RecordError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,

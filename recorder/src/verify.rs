@@ -3,6 +3,7 @@
 //! firings, external requests, clock readings, the random seed, the storage found at boot —
 //! and the node's code regenerates the outputs, which must match record for record.
 
+use crate::log::RecordError;
 use crate::log::{incomplete_marker, read_log, Log, LogRecord};
 use crate::manifest::Manifest;
 use retrace_sim::check::{
@@ -261,7 +262,7 @@ pub fn verify_log<M: Model>(
 pub fn verify_dir<M: Model>(
     dir: &Path,
     scenario: &Scenario<M::Options>,
-) -> Result<VerifyReport, String> {
+) -> Result<VerifyReport, RecordError> {
     let manifest = Manifest::read(dir)?;
     let mut report = VerifyReport::default();
     for (node, mn) in manifest.nodes.iter().enumerate() {

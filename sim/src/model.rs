@@ -140,40 +140,37 @@ pub trait Invariant<N>: 'static {
     fn boxed_clone(&self) -> Box<dyn Invariant<N>>;
 }
 
-struct FnInvariant<F, E> {
+struct FnInvariant<F> {
     name: String,
     check: F,
-    _broken: std::marker::PhantomData<fn() -> E>,
 }
 
-impl<N: 'static, F, E> Invariant<N> for FnInvariant<F, E>
+impl<N: 'static, F> Invariant<N> for FnInvariant<F>
 where
-    F: FnMut(&View<'_, N>) -> Result<(), E> + Clone + 'static,
-    E: Into<Broken> + 'static,
+    F: FnMut(&View<'_, N>) -> Result<(), Broken> + Clone + 'static,
 {
     fn boxed_clone(&self) -> Box<dyn Invariant<N>> {
         Box::new(FnInvariant {
             name: self.name.clone(),
             check: self.check.clone(),
-            _broken: std::marker::PhantomData,
         })
     }
     fn name(&self) -> &str {
         &self.name
     }
     fn check(&mut self, view: &View<'_, N>) -> Result<(), Broken> {
-        (self.check)(view).map_err(Into::into)
+        (self.check)(view)
     }
 }
 
-/// An invariant from a closure; it returns `Err` with a message (`String`) or a [`Broken`].
-pub fn invariant<N: 'static, E: Into<Broken> + 'static>(
+/// An invariant from a closure; `Err("why".into())` or `Err(format!(…).into())` when broken,
+/// or a [`Broken`] with facts.
+pub fn invariant<N: 'static>(
     name: &str,
-    check: impl FnMut(&View<'_, N>) -> Result<(), E> + Clone + 'static,
+    check: impl FnMut(&View<'_, N>) -> Result<(), Broken> + Clone + 'static,
 ) -> Box<dyn Invariant<N>> {
     Box::new(FnInvariant {
         name: name.to_string(),
         check,
-        _broken: std::marker::PhantomData,
     })
 }

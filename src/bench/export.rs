@@ -5,11 +5,12 @@
 use crate::bench::replay::kv_trace_bytes;
 use crate::bench::BenchArgs;
 use crate::summary::{bytes, group};
+use anyhow::anyhow;
 use retrace_replayer::export::Format;
 use std::time::Instant;
 
-pub fn run(args: &BenchArgs) -> Result<u8, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
+    let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this program: {e}"))?;
     let lengths = [args.replay_events, args.replay_events * 2];
     println!(
         "retrace bench export (kv traces of {} and {} records; one `retrace export -o FILE` process per run)",
@@ -20,9 +21,9 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
     for &n in &lengths {
         let (data, _) = kv_trace_bytes(n)?;
         let path = args.dir.join(format!("bench-export-{n}.trace"));
-        std::fs::write(&path, &data).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, &data).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let records = retrace_sim::Trace::load(&path)
-            .map_err(|e| e.to_string())?
+            .map_err(anyhow::Error::msg)?
             .events
             .len() as u64;
         files.push((path, records, data.len() as u64));
@@ -46,11 +47,11 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
                 .arg(&out)
                 .arg("--report-peak-memory")
                 .output()
-                .map_err(|e| format!("running export: {e}"))?;
+                .map_err(|e| anyhow!("running export: {e}"))?;
             let took = started.elapsed();
             let stderr = String::from_utf8_lossy(&o.stderr);
             if !o.status.success() {
-                return Err(format!("export {} failed: {stderr}", format.name()));
+                return Err(anyhow!("export {} failed: {stderr}", format.name()));
             }
             let rss = stderr
                 .lines()

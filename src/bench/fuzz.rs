@@ -2,6 +2,7 @@
 //! small its minimised run is, and how many runs per second the correct models sustain.
 
 use crate::summary::group;
+use anyhow::anyhow;
 use retrace_models::{KvModel, RaftModel, TwoPcModel};
 use retrace_sim::fuzz::{case_seed, minimize, replay_case, run_case, Size, Strategy};
 use retrace_sim::{scenario, Model, Scenario, TraceSink};
@@ -11,11 +12,11 @@ use std::time::{Duration, Instant};
 /// A search gives up after this long.
 const GIVE_UP: Duration = Duration::from_secs(120);
 
-fn load<M: Model>(name: &str) -> Result<Scenario<M::Options>, String> {
+fn load<M: Model>(name: &str) -> anyhow::Result<Scenario<M::Options>> {
     let path = std::path::Path::new("scenarios").join(name);
     let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: {e} (run from the repository root)", path.display()))?;
-    scenario::parse::<M>(name, &text).map_err(|e| e.to_string())
+        .map_err(|e| anyhow!("{}: {e} (run from the repository root)", path.display()))?;
+    scenario::parse::<M>(name, &text).map_err(anyhow::Error::msg)
 }
 
 /// Searches from `master` with `jobs` threads until the first violation.
@@ -52,13 +53,13 @@ fn search<M: Model>(
 }
 
 /// Steps of the smallest failing run built by hand for a scenario.
-fn hand_built<M: Model>(file: &str) -> Result<u64, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-    let s = scenario::parse::<M>(file, &text).map_err(|e| e.to_string())?;
+fn hand_built<M: Model>(file: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow!("{file}: {e}"))?;
+    let s = scenario::parse::<M>(file, &text).map_err(anyhow::Error::msg)?;
     let r = retrace_sim::Simulation::<M>::new(&s, s.seed, TraceSink::Discard).run();
     match r.violation {
         Some(_) => Ok(r.stats.steps),
-        None => Err(format!("{file}: the run built by hand breaks no invariant")),
+        None => Err(anyhow!("{file}: the run built by hand breaks no invariant")),
     }
 }
 
@@ -68,7 +69,7 @@ fn bug<M: Model>(
     seeds: u64,
     jobs: usize,
     by_hand: &str,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let s = load::<M>(name)?;
     let mut times = Vec::new();
     let mut runs = Vec::new();
@@ -154,7 +155,7 @@ fn throughput<M: Model>(
     seconds: u64,
     jobs: usize,
     events_per_run: Option<u64>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let mut s = load::<M>(name)?;
     if let Some(n) = events_per_run {
         s.max_events = n;
@@ -188,7 +189,7 @@ fn throughput<M: Model>(
     Ok(())
 }
 
-pub fn run(seeds: u64, only: Option<&str>) -> Result<u8, String> {
+pub fn run(seeds: u64, only: Option<&str>) -> anyhow::Result<u8> {
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let jobs = 2;
     println!(

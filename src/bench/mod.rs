@@ -7,6 +7,7 @@ pub(crate) mod replay;
 mod tui;
 
 use crate::summary::{bytes, group, rate};
+use anyhow::anyhow;
 use clap::Args;
 use retrace_models::{KvModel, PingPongModel};
 use retrace_sim::trace::{Record, TraceReader};
@@ -103,13 +104,13 @@ struct Measured {
     wall: Duration,
 }
 
-fn measure<M: Model>(source: &str, repeat: u32, trace: Option<&Path>) -> Result<Measured, String> {
-    let s = scenario::parse::<M>("bench", source).map_err(|e| e.to_string())?;
+fn measure<M: Model>(source: &str, repeat: u32, trace: Option<&Path>) -> anyhow::Result<Measured> {
+    let s = scenario::parse::<M>("bench", source).map_err(anyhow::Error::msg)?;
     let mut best: Option<Measured> = None;
     for _ in 0..repeat.max(1) {
         let sink = match trace {
             Some(path) => {
-                let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let file = File::create(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
                 TraceSink::Stream(Box::new(file))
             }
             None => TraceSink::Discard,
@@ -118,18 +119,18 @@ fn measure<M: Model>(source: &str, repeat: u32, trace: Option<&Path>) -> Result<
         let report = Simulation::<M>::new(&s, s.seed, sink).run();
         let wall = started.elapsed();
         if let Some(e) = &report.trace_error {
-            return Err(format!("writing the bench trace failed: {e}"));
+            return Err(anyhow!("writing the bench trace failed: {e}"));
         }
         if best.as_ref().is_none_or(|b| wall < b.wall) {
             best = Some(Measured { report, wall });
         }
     }
-    best.ok_or_else(|| "no measurement".to_string())
+    best.ok_or_else(|| anyhow!("no measurement"))
 }
 
 /// Payload bytes carried by the trace's deliveries and external inputs, read back from it.
-fn payload_bytes(path: &Path) -> Result<(u64, u64), String> {
-    let (_, reader) = TraceReader::open(path).map_err(|e| e.to_string())?;
+fn payload_bytes(path: &Path) -> anyhow::Result<(u64, u64)> {
+    let (_, reader) = TraceReader::open(path).map_err(anyhow::Error::msg)?;
     let mut payload = 0u64;
     let mut deliveries = 0u64;
     for event in reader {
@@ -150,11 +151,11 @@ fn report_pair(
     with_trace: &Measured,
     without: &Measured,
     trace: &Path,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let d = with_trace.report.stats.delivered;
     let (payload, traced_deliveries) = payload_bytes(trace)?;
     if traced_deliveries != d {
-        return Err(format!(
+        return Err(anyhow!(
             "{name}: trace holds {traced_deliveries} deliveries, the run made {d}"
         ));
     }
@@ -189,8 +190,8 @@ fn report_pair(
 pub fn run<L: crate::registry::Models>(
     _registry: &crate::registry::Registry<L>,
     args: &BenchArgs,
-) -> Result<u8, String> {
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| anyhow!("{}: {e}", args.dir.display()))?;
     match args.target {
         BenchTarget::Record => return self::record::run(args),
         BenchTarget::Replay => return self::replay::run(args),

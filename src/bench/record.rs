@@ -4,6 +4,7 @@
 
 use crate::bench::BenchArgs;
 use crate::summary::group;
+use anyhow::anyhow;
 use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::log::{read_log, LogRecord};
 use retrace_recorder::manifest::Manifest;
@@ -80,19 +81,19 @@ fn median(xs: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-pub fn run(args: &BenchArgs) -> Result<u8, String> {
+pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let dir = args.dir.join("record");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     let scenario_path = dir.join("kv-bench.toml");
     std::fs::write(&scenario_path, SCENARIO)
-        .map_err(|e| format!("{}: {e}", scenario_path.display()))?;
+        .map_err(|e| anyhow!("{}: {e}", scenario_path.display()))?;
     let scenario = retrace_sim::scenario::parse::<retrace_models::KvModel>(
         &scenario_path.display().to_string(),
         SCENARIO,
     )
-    .map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    .map_err(anyhow::Error::msg)?;
+    let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this program: {e}"))?;
     println!(
         "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",
         args.workers, args.fsync.name(), args.batch_ms, args.rounds, args.round_seconds

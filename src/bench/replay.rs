@@ -3,6 +3,7 @@
 
 use crate::bench::BenchArgs;
 use crate::summary::{bytes, group, rate, short_ns};
+use anyhow::anyhow;
 use retrace_models::KvModel;
 use retrace_replayer::profile::Profiler;
 use retrace_replayer::{Causality, CheckpointPolicy, Cursor, Replay};
@@ -10,14 +11,14 @@ use retrace_sim::{scenario, SimRng, Simulation, Trace, TraceSink};
 use std::time::{Duration, Instant};
 
 /// kv with 5 replicas and 10 clients under load, with a crash: run until `records` records.
-pub(crate) fn kv_trace(records: u64) -> Result<(Trace, Duration), String> {
+pub(crate) fn kv_trace(records: u64) -> anyhow::Result<(Trace, Duration)> {
     let (bytes, sim) = kv_trace_bytes(records)?;
-    let trace = Trace::from_bytes(&bytes, "bench-kv").map_err(|e| e.to_string())?;
+    let trace = Trace::from_bytes(&bytes, "bench-kv").map_err(anyhow::Error::msg)?;
     Ok((trace, sim))
 }
 
 /// The same trace, encoded as a file holds it.
-pub(crate) fn kv_trace_bytes(records: u64) -> Result<(Vec<u8>, Duration), String> {
+pub(crate) fn kv_trace_bytes(records: u64) -> anyhow::Result<(Vec<u8>, Duration)> {
     // About 120 k records per virtual second at this load; `max_events` stops it there.
     let seconds = (records as f64 / 100_000.0).ceil().max(1.0) as u64;
     let source = format!(
@@ -25,11 +26,11 @@ pub(crate) fn kv_trace_bytes(records: u64) -> Result<(Vec<u8>, Duration), String
          [network]\nlatency = \"1ms..5ms\"\n[workload]\nrate = \"5000/s\"\n[[faults]]\nat = \"1s\"\ncrash = \"replica-0\"\nrestart_after = \"500ms\"\n",
         records * 10 / 22
     );
-    let s = scenario::parse::<KvModel>("bench-kv.toml", &source).map_err(|e| e.to_string())?;
+    let s = scenario::parse::<KvModel>("bench-kv.toml", &source).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let report = Simulation::<KvModel>::new(&s, 1, TraceSink::Memory).run();
     let sim = started.elapsed();
-    let bytes = report.trace.ok_or("no trace kept")?;
+    let bytes = report.trace.ok_or_else(|| anyhow!("no trace kept"))?;
     Ok((bytes, sim))
 }
 
@@ -44,20 +45,20 @@ pub(crate) fn peak_rss() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub fn run(args: &BenchArgs) -> Result<u8, String> {
+pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     println!("retrace bench replay (kv: 5 replicas, 10 clients, 5000 requests/s, one crash)");
 
     // Re-execution against simulation, on the same trace.
     let (trace, sim_time) = kv_trace(args.replay_events)?;
     let records = trace.events.len() as u64;
-    let replay = Replay::<KvModel>::new(trace).map_err(|e| e.to_string())?;
+    let replay = Replay::<KvModel>::new(trace).map_err(anyhow::Error::msg)?;
     let steps = replay.steps.len() as u64;
     let started = Instant::now();
     let mut cursor = Cursor::new(replay, CheckpointPolicy::default());
     cursor.run_to_end();
     let replay_time = started.elapsed();
     if let Some(d) = cursor.divergence() {
-        return Err(format!("the bench trace diverged: {d}"));
+        return Err(anyhow!("the bench trace diverged: {d}"));
     }
     println!(
         "  trace             {} records, {} steps",
@@ -122,7 +123,7 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
     // Jumps on a long trace.
     let (trace, _) = kv_trace(args.jump_events)?;
     let records = trace.events.len();
-    let replay = Replay::<KvModel>::new(trace).map_err(|e| e.to_string())?;
+    let replay = Replay::<KvModel>::new(trace).map_err(anyhow::Error::msg)?;
     let steps = replay.steps.len();
     let policy = CheckpointPolicy::default();
     let started = Instant::now();

@@ -23,22 +23,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[k.min(sorted.len() - 1)]
 }
 
-pub fn run(args: &BenchArgs) -> Result<u8, String> {
+pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     println!(
         "retrace bench tui (kv trace of {} records; frames of {WIDTH}x{HEIGHT} on the test backend)",
         group(args.replay_events)
     );
     let (bytes, _) = kv_trace_bytes(args.replay_events)?;
-    let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).map_err(|e| e.to_string())?;
+    let mut terminal =
+        Terminal::new(TestBackend::new(WIDTH, HEIGHT)).map_err(anyhow::Error::msg)?;
 
     let started = Instant::now();
-    let trace = retrace_sim::Trace::from_bytes(&bytes, "bench-kv").map_err(|e| e.to_string())?;
+    let trace = retrace_sim::Trace::from_bytes(&bytes, "bench-kv").map_err(anyhow::Error::msg)?;
     let records = trace.events.len();
-    let replay = Replay::<KvModel>::new(trace).map_err(|e| e.to_string())?;
+    let replay = Replay::<KvModel>::new(trace).map_err(anyhow::Error::msg)?;
     let mut app = App::new(Box::new(ModelSession::new(replay)));
     terminal
         .draw(|f| ui::render(&mut app, f))
-        .map_err(|e| e.to_string())?;
+        .map_err(anyhow::Error::msg)?;
     let open = started.elapsed();
     println!(
         "  open              {:>10}  (decode, index, causality, re-execute to the first problem or {}s, first frame)",
@@ -92,7 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<u8, String> {
             app.press(&last);
             terminal
                 .draw(|f| ui::render(&mut app, f))
-                .map_err(|e| e.to_string())?;
+                .map_err(anyhow::Error::msg)?;
             times.push(t.elapsed());
         }
         times.sort();

@@ -15,6 +15,7 @@ mod emit;
 mod load;
 mod order;
 
+use crate::log::RecordError;
 use crate::manifest::Manifest;
 use emit::Emitter;
 use load::{link_deliveries, load_steps};
@@ -37,7 +38,7 @@ pub struct MergeReport {
 }
 
 /// Merges the run in `dir` into a trace at `out`: load every log, order the steps, emit them.
-pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, String> {
+pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
     let manifest = Manifest::read(dir)?;
     let mut report = MergeReport::default();
     let mut per_node = load_steps(dir, &manifest, &mut report);

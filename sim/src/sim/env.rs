@@ -75,19 +75,25 @@ impl InlinePayload {
     }
 }
 
+/// A copy of a message on its way.
+#[derive(Clone)]
+pub(super) struct InFlight<M> {
+    pub to: NodeId,
+    pub from: NodeId,
+    pub msg: M,
+    /// Trace index of its send.
+    pub send: u64,
+    /// The request ids of the step that sent it.
+    pub ids: ReqIds,
+    pub payload: InlinePayload,
+}
+
 /// An event waiting in the queue for its virtual time.
 pub(super) enum Pending<M> {
     Boot {
         node: NodeId,
     },
-    Deliver {
-        to: NodeId,
-        from: NodeId,
-        msg: M,
-        send: u64,
-        ids: ReqIds,
-        payload: InlinePayload,
-    },
+    Deliver(InFlight<M>),
     Timer {
         node: NodeId,
         timer: TimerId,
@@ -239,14 +245,14 @@ impl<M: Message> Core<M> {
         let ids = self.step_ids;
         self.queue.push(
             at,
-            Pending::Deliver {
+            Pending::Deliver(InFlight {
                 to,
                 from,
                 msg,
                 send,
                 ids,
                 payload,
-            },
+            }),
         );
     }
 

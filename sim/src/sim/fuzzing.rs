@@ -106,7 +106,7 @@ impl<M: Model> Simulation<M> {
         let candidates: Vec<Candidate> = window
             .iter()
             .map(|(_, _, p)| Candidate {
-                is_delivery: matches!(p, Pending::Deliver { .. }),
+                is_delivery: matches!(p, Pending::Deliver(_)),
                 node: Self::queued_input_node(p).unwrap_or(NodeId(0)),
             })
             .collect();
@@ -144,30 +144,15 @@ impl<M: Model> Simulation<M> {
         let now = self.core.now_ns;
         match choice.injected(n) {
             Some(Injected::Drop) => {
-                if let Pending::Deliver { send, .. } = pending {
-                    self.core.drop_msg(send, DropReason::Loss);
+                if let Pending::Deliver(m) = pending {
+                    self.core.drop_msg(m.send, DropReason::Loss);
                     return true;
                 }
             }
             Some(Injected::Duplicate) => {
-                if let Pending::Deliver {
-                    to,
-                    from,
-                    msg,
-                    send,
-                    ids,
-                    payload,
-                } = &pending
-                {
-                    self.core.note_duplicate(*send);
-                    let copy = Pending::Deliver {
-                        to: *to,
-                        from: *from,
-                        msg: msg.clone(),
-                        send: *send,
-                        ids: *ids,
-                        payload: *payload,
-                    };
+                if let Pending::Deliver(m) = &pending {
+                    self.core.note_duplicate(m.send);
+                    let copy = Pending::Deliver(m.clone());
                     self.core.queue.push(now, copy);
                 }
             }
@@ -186,7 +171,7 @@ impl<M: Model> Simulation<M> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         match pending {
-            Pending::Deliver { to, msg, .. } => (0u8, to, std::mem::discriminant(msg)).hash(&mut h),
+            Pending::Deliver(m) => (0u8, m.to, std::mem::discriminant(&m.msg)).hash(&mut h),
             Pending::Timer { node, tag, .. } => (1u8, node, tag).hash(&mut h),
             Pending::External { node, msg, .. } => {
                 (2u8, node, std::mem::discriminant(msg)).hash(&mut h)

@@ -18,7 +18,7 @@ use crate::schedule::{Decider, Schedule};
 use crate::trace::InputHead;
 use crate::trace::{DropReason, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
 use crate::world::{Clock, Network, SwarmKinds};
-use env::{Core, InlinePayload, NodeSlot, Pending, ReqIds};
+use env::{Core, InFlight, NodeSlot, Pending, ReqIds};
 use fuzzing::Fuzzing;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -425,7 +425,7 @@ impl<M: Model> Simulation<M> {
     /// The node an input event is for, if `pending` is one that a busy node must queue.
     fn queued_input_node(pending: &Pending<<M::Node as Node>::Msg>) -> Option<NodeId> {
         match pending {
-            Pending::Deliver { to, .. } => Some(*to),
+            Pending::Deliver(m) => Some(m.to),
             Pending::Timer { node, .. } | Pending::External { node, .. } => Some(*node),
             Pending::Deferred { item, .. } => Self::queued_input_node(item),
             _ => None,
@@ -478,14 +478,7 @@ impl<M: Model> Simulation<M> {
         };
         match pending {
             Pending::Boot { node } => self.boot(node, Boot::First),
-            Pending::Deliver {
-                to,
-                from,
-                msg,
-                send,
-                ids,
-                payload,
-            } => self.deliver(to, from, msg, send, ids, payload),
+            Pending::Deliver(m) => self.deliver(m),
             Pending::Timer {
                 node,
                 timer,
@@ -502,15 +495,15 @@ impl<M: Model> Simulation<M> {
     }
 
     /// A message arrives: a step on `to`, or a drop if `to` is down.
-    fn deliver(
-        &mut self,
-        to: NodeId,
-        from: NodeId,
-        msg: <M::Node as Node>::Msg,
-        send: u64,
-        ids: ReqIds,
-        payload: InlinePayload,
-    ) {
+    fn deliver(&mut self, m: InFlight<<M::Node as Node>::Msg>) {
+        let InFlight {
+            to,
+            from,
+            msg,
+            send,
+            ids,
+            payload,
+        } = m;
         if !self.core.slots[to.index()].up {
             return self.core.drop_msg(send, DropReason::NodeDown);
         }
