@@ -468,12 +468,14 @@ impl<M: Model> Simulation<M> {
             if slot.up && slot.busy_until_ns > now {
                 return self.defer(pending, slot.busy_until_ns);
             }
-            // The input runs now; a deferred one has waited since it arrived.
-            self.core.step_queued_ns = match &pending {
-                Pending::Deferred { arrived_ns, .. } => now - arrived_ns,
-                _ => 0,
-            };
         }
+        // An input runs now; a deferred one has waited since it arrived. Anything else waited
+        // for nothing: a deferred input that ran no step (its node had crashed) must not
+        // leave its wait to the next step.
+        self.core.step_queued_ns = match &pending {
+            Pending::Deferred { arrived_ns, .. } => now - arrived_ns,
+            _ => 0,
+        };
         self.run_event(pending);
     }
 
