@@ -600,14 +600,12 @@ fn log_header<O>(scenario: &Scenario<O>, opts: &NodeOptions, name: &str) -> LogH
         model: scenario.model.clone(),
         scenario_name: scenario.name.clone(),
         scenario_toml: scenario.source.clone(),
-        nodes: scenario
-            .nodes
-            .iter()
-            .map(|s| NodeInfo {
-                name: s.name.clone(),
-                role: s.role.clone(),
-            })
-            .collect(),
+        nodes: NodeInfo::list(
+            scenario
+                .nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.role.as_str())),
+        ),
         fsync: opts.fsync.describe(),
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
     }

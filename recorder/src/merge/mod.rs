@@ -52,14 +52,12 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
         model: manifest.model.clone(),
         scenario_name: manifest.scenario_name.clone(),
         scenario_toml: manifest.scenario_toml.clone(),
-        nodes: manifest
-            .nodes
-            .iter()
-            .map(|n| NodeInfo {
-                name: n.name.clone(),
-                role: n.role.clone(),
-            })
-            .collect(),
+        nodes: NodeInfo::list(
+            manifest
+                .nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.role.as_str())),
+        ),
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
     };
     let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;

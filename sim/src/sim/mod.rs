@@ -137,14 +137,12 @@ pub fn sim_header<O>(scenario: &Scenario<O>, seed: u64) -> Header {
         model: scenario.model.clone(),
         scenario_name: name,
         scenario_toml: scenario.source.clone(),
-        nodes: scenario
-            .nodes
-            .iter()
-            .map(|n| NodeInfo {
-                name: n.name.clone(),
-                role: n.role.clone(),
-            })
-            .collect(),
+        nodes: NodeInfo::list(
+            scenario
+                .nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.role.as_str())),
+        ),
         writer: concat!("retrace-sim ", env!("CARGO_PKG_VERSION")).to_string(),
     }
 }

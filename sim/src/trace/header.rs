@@ -16,6 +16,19 @@ pub struct NodeInfo {
     pub role: String,
 }
 
+impl NodeInfo {
+    /// One per node, from (name, role) pairs in node-id order.
+    pub fn list<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<NodeInfo> {
+        nodes
+            .into_iter()
+            .map(|(name, role)| NodeInfo {
+                name: name.to_string(),
+                role: role.to_string(),
+            })
+            .collect()
+    }
+}
+
 /// Everything needed to make sense of, and re-execute, the records that follow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
