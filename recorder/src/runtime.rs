@@ -17,7 +17,8 @@ use retrace_sim::codec;
 use retrace_sim::logs::Capture;
 use retrace_sim::trace::NodeInfo;
 use retrace_sim::{
-    Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage, Time, TimerId,
+    Boot, Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage, Time,
+    TimerId,
 };
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -137,6 +138,14 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
     }
     fn node_count(&self) -> usize {
         self.node_count
+    }
+    fn boot(&self) -> Boot {
+        // The log's start record says the same (`restart`), which replay and verify read.
+        if self.incarnation > 0 {
+            Boot::Restart
+        } else {
+            Boot::First
+        }
     }
     fn now(&mut self) -> Time {
         let value_ns = wall_now_ns();

@@ -11,7 +11,7 @@ use retrace_sim::check::{
     Place,
 };
 use retrace_sim::trace::Record;
-use retrace_sim::{Model, Node, NodeId, RequestId, Scenario, StepRng, Storage, TimerId};
+use retrace_sim::{Boot, Model, Node, NodeId, RequestId, Scenario, StepRng, Storage, TimerId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -144,6 +144,7 @@ pub fn verify_log<M: Model>(
     let mut rng = StepRng::new(0);
     let mut storage = Storage::default();
     let mut timers = BTreeSet::new();
+    let mut boot = Boot::First;
     let mut events = 0u64;
     let mut outputs = 0u64;
     let mut i = 0usize;
@@ -167,9 +168,11 @@ pub fn verify_log<M: Model>(
         let (request_ids, input): (Vec<RequestId>, Input<'_>) = match record {
             LogRecord::Start {
                 seed,
+                restart,
                 storage: found,
                 ..
             } => {
+                boot = if *restart { Boot::Restart } else { Boot::First };
                 rng = StepRng::new(*seed);
                 storage = Storage::from_synced(found.iter().cloned().collect::<BTreeMap<_, _>>());
                 timers.clear();
@@ -233,6 +236,7 @@ pub fn verify_log<M: Model>(
                 rng: &mut rng,
                 storage: &mut storage,
                 timers: &mut timers,
+                boot,
             },
             // Recorded handlers report measured time (in the log's inputs), not `ctx.busy`.
             false,

@@ -8,7 +8,8 @@ use retrace_sim::check::{
 };
 use retrace_sim::trace::{Origin, Record};
 use retrace_sim::{
-    codec, scenario, Event, Invariant, Model, Node, NodeId, StepRng, Storage, TimerId, Trace, View,
+    codec, scenario, Boot, Event, Invariant, Model, Node, NodeId, StepRng, Storage, TimerId, Trace,
+    View,
 };
 use std::collections::BTreeSet;
 
@@ -70,6 +71,8 @@ pub struct Cluster<M: Model> {
     pub nodes: Vec<Option<M::Node>>,
     rngs: Vec<StepRng>,
     storages: Vec<Storage>,
+    /// Per node: which life is running (from its last start or restart record).
+    boots: Vec<Boot>,
     /// Per node: its timers set and not yet fired or cancelled.
     timers: Vec<BTreeSet<TimerId>>,
     invariants: Vec<Box<dyn Invariant<M::Node>>>,
@@ -82,6 +85,7 @@ impl<M: Model> Clone for Cluster<M> {
         Cluster {
             nodes: self.nodes.clone(),
             rngs: self.rngs.clone(),
+            boots: self.boots.clone(),
             storages: self.storages.clone(),
             timers: self.timers.clone(),
             invariants: self.invariants.iter().map(|i| i.boxed_clone()).collect(),
@@ -204,6 +208,7 @@ impl<M: Model> Replay<M> {
         Cluster {
             nodes: (0..n).map(|_| None).collect(),
             rngs: (0..n).map(|_| StepRng::new(0)).collect(),
+            boots: vec![Boot::First; n],
             storages: vec![Storage::default(); n],
             timers: vec![BTreeSet::new(); n],
             invariants: M::invariants(&self.options),
@@ -262,6 +267,11 @@ impl<M: Model> Replay<M> {
         match &input.record {
             Record::Start { seed, .. } | Record::Restart { seed, .. } => {
                 cluster.rngs[i] = StepRng::new(*seed);
+                cluster.boots[i] = if matches!(input.record, Record::Restart { .. }) {
+                    Boot::Restart
+                } else {
+                    Boot::First
+                };
                 cluster.nodes[i] = Some(M::build(&self.options, node));
                 let image = self.trace.events[step.input..step.end]
                     .iter()
@@ -351,6 +361,7 @@ impl<M: Model> Replay<M> {
                 rng: &mut cluster.rngs[i],
                 storage: &mut cluster.storages[i],
                 timers: &mut cluster.timers[i],
+                boot: cluster.boots[i],
             },
             self.simulated,
         );

@@ -10,7 +10,7 @@
 //! What the callers keep is only their walk over inputs.
 
 use crate::codec;
-use crate::node::{Ctx, Env, Message, Node};
+use crate::node::{Boot, Ctx, Env, Message, Node};
 use crate::trace::Record;
 use crate::{NodeId, RequestId, SimRng, StepRng, Storage, Time, TimerId};
 use std::collections::BTreeSet;
@@ -119,6 +119,8 @@ pub struct NodeWorld<'a> {
     pub storage: &'a mut Storage,
     /// The node's timers that are set and have neither fired nor been cancelled.
     pub timers: &'a mut BTreeSet<TimerId>,
+    /// Which life of the node is running (from its recorded boot).
+    pub boot: Boot,
 }
 
 /// The `Env` that checks a handler's outputs against the expected ones.
@@ -228,6 +230,9 @@ impl<M: Message> Env<M> for CheckingEnv<'_, M> {
     }
     fn node_count(&self) -> usize {
         self.place.node_count
+    }
+    fn boot(&self) -> Boot {
+        self.world.boot
     }
     fn now(&mut self) -> Time {
         match self.expect(

@@ -72,7 +72,7 @@ mod world;
 pub use determinism::{check_determinism, first_difference, TraceDifference};
 pub use ids::{duration_ns, format_ns, NodeId, RequestId, Time, TimerId};
 pub use model::{invariant, Broken, Invariant, Model, NodeSpec, OptionError, View};
-pub use node::{Ctx, Env, Message, Node};
+pub use node::{Boot, Ctx, Env, Message, Node};
 pub use rng::{SimRng, StepRng};
 pub use scenario::{Scenario, ScenarioError};
 pub use schedule::{Choice, Decider, Schedule};

@@ -3,7 +3,7 @@
 use crate::ids::{NodeId, RequestId, Time, TimerId};
 use crate::rng::SimRng;
 use crate::storage::Storage;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -60,7 +60,7 @@ pub trait Node: Clone + Debug + Serialize + DeserializeOwned + 'static {
     type Msg: Message;
 
     /// The node boots: first start, or restart after a crash (the node was rebuilt by its
-    /// model's constructor; its synced storage is what survived).
+    /// model's constructor; its synced storage is what survived). [`Ctx::boot`] tells which.
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg>);
 
     /// A message from another node arrives.
@@ -77,12 +77,23 @@ pub trait Node: Clone + Debug + Serialize + DeserializeOwned + 'static {
     }
 }
 
+/// Which life of a node this is: its first, or one after a crash (built afresh by its
+/// model's constructor, with the storage it had synced). Recorded with the boot, so replay
+/// and `verify` tell node code the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Boot {
+    First,
+    Restart,
+}
+
 /// The world as one node sees it while handling one event. Implemented by retrace's
 /// runtimes (the simulator, the real networked runtime, the replayer), not by users.
 pub trait Env<M> {
     fn id(&self) -> NodeId;
     fn peers(&self) -> &[NodeId];
     fn node_count(&self) -> usize;
+    /// Which life of the node is running.
+    fn boot(&self) -> Boot;
     fn now(&mut self) -> Time;
     fn send(&mut self, to: NodeId, msg: M);
     fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
@@ -158,6 +169,12 @@ impl<'a, M> Ctx<'a, M> {
     /// Free text that shows up in the trace at this event.
     pub fn annotate(&mut self, text: impl Into<String>) {
         self.env.annotate(text.into())
+    }
+
+    /// Whether this life of the node is its first or one after a crash; what `on_start` needs
+    /// to know to recover instead of starting fresh (no marker in storage needed).
+    pub fn boot(&self) -> Boot {
+        self.env.boot()
     }
 
     /// Answers the external client whose request this event belongs to (the first of

@@ -6,7 +6,7 @@ use super::Stats;
 use crate::codec;
 use crate::ids::{NodeId, RequestId, Time, TimerId};
 use crate::logs::Capture;
-use crate::node::{Env, Message};
+use crate::node::{Boot, Env, Message};
 use crate::queue::{EventQueue, Handle};
 use crate::rng::{SimRng, StepRng};
 use crate::scenario::{FaultAction, LinkParams};
@@ -129,6 +129,8 @@ pub(super) struct NodeSlot {
     pub storage: Storage,
     pub peers: Vec<NodeId>,
     pub up: bool,
+    /// Which life is running.
+    pub boot: Boot,
     /// Lives so far: the next boot's incarnation (it seeds the node's random stream).
     pub incarnation: u64,
     /// Trace index of the node's last input: the back-link of its next one.
@@ -145,6 +147,7 @@ impl NodeSlot {
             storage: Storage::default(),
             peers: crate::check::peers_of(me, n),
             up: false,
+            boot: Boot::First,
             incarnation: 0,
             last_input: None,
             busy_until_ns: 0,
@@ -282,6 +285,10 @@ impl<M: Message> Env<M> for Core<M> {
 
     fn node_count(&self) -> usize {
         self.net.node_count()
+    }
+
+    fn boot(&self) -> Boot {
+        self.slots[self.step_node.index()].boot
     }
 
     fn now(&mut self) -> Time {

@@ -83,7 +83,7 @@ impl<M: Model> Simulation<M> {
         match action {
             FaultAction::Restart { node } => {
                 if !self.core.slots[node.index()].up {
-                    self.boot(node, super::Boot::Restart);
+                    self.boot(node, crate::node::Boot::Restart);
                 }
             }
             FaultAction::Crash {

@@ -10,7 +10,7 @@ pub use env::MAX_REQUEST_IDS;
 use crate::ids::{format_ns, NodeId, TimerId};
 use crate::logs::Capture;
 use crate::model::{Broken, Invariant, Model, View};
-use crate::node::{Ctx, Node};
+use crate::node::{Boot, Ctx, Node};
 use crate::queue::EventQueue;
 use crate::rng::{derive_seed, Purpose, SimRng, StepRng};
 use crate::scenario::Scenario;
@@ -145,13 +145,6 @@ pub fn sim_header<O>(scenario: &Scenario<O>, seed: u64) -> Header {
         ),
         writer: concat!("retrace-sim ", env!("CARGO_PKG_VERSION")).to_string(),
     }
-}
-
-/// A node's first boot, or a boot after a crash (volatile state gone, synced storage kept).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Boot {
-    First,
-    Restart,
 }
 
 /// Each node's clock: its offset and drift drawn from the scenario's ranges (all zero when a
@@ -580,6 +573,7 @@ impl<M: Model> Simulation<M> {
         let seed = derive_seed(self.seed, Purpose::Node, i as u64, incarnation);
         slot.rng = StepRng::new(seed);
         slot.up = true;
+        slot.boot = boot;
         let prev = slot.last_input;
         let storage_digest = slot.storage.synced_digest();
         self.nodes[i] = Some(M::build(&self.options, node));
