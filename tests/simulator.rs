@@ -226,6 +226,48 @@ fn clocks_are_skewed_jumped_and_recorded() {
 }
 
 #[test]
+fn timers_run_on_their_nodes_drifting_clock_and_a_jump_does_not_move_them() {
+    // ±5% drift: a's 10 ms tick timer runs on a's clock, so between two ticks a's own clock
+    // advances 10 ms while true time advances 10 ms / (1 + drift). A jump moves the readings,
+    // not the timers.
+    let (_, trace) = run("[clocks]\ndrift_ppm = 50000\n[[faults]]\nat = \"95ms\"\nclock_jump = \"a\"\nby = \"-30ms\"\n");
+    let reads: Vec<(u64, u64)> = trace
+        .events
+        .iter()
+        .filter_map(|e| match e.record {
+            Record::ClockRead { value_ns } if e.node == Some(NodeId(0)) => {
+                Some((e.time_ns, value_ns))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(reads.len() >= 25);
+    let mut true_gaps = Vec::new();
+    for pair in reads.windows(2) {
+        let ((t0, v0), (t1, v1)) = (pair[0], pair[1]);
+        let local = v1 as i64 - v0 as i64;
+        let jumped = t0 < 95_000_000 && t1 >= 95_000_000;
+        let expected = if jumped {
+            10_000_000 - 30_000_000
+        } else {
+            10_000_000
+        };
+        assert!(
+            (local - expected).abs() <= 2,
+            "{local} ns on a's clock between ticks at {t0} and {t1}"
+        );
+        true_gaps.push(t1 - t0);
+    }
+    // The drawn drift is not zero, so true time between ticks is not 10 ms, and it is the same
+    // for every tick, the jump's included.
+    assert!(true_gaps.iter().all(|&g| g != 10_000_000), "{true_gaps:?}");
+    assert!(
+        true_gaps.iter().all(|&g| g.abs_diff(true_gaps[0]) <= 1),
+        "{true_gaps:?}"
+    );
+}
+
+#[test]
 fn duplication_delivers_one_send_twice() {
     let (report, trace) = run("[network]\nduplicate = 1.0\n");
     assert_eq!(report.stats.duplicated, report.stats.sent);

@@ -134,8 +134,9 @@ impl<'a, M> Ctx<'a, M> {
         self.env.node_count()
     }
 
-    /// This node's clock: virtual time as skewed and drifted by the node's clock model.
-    /// Each reading is recorded as an input.
+    /// This node's clock: virtual time as skewed and drifted by the node's clock model
+    /// (an offset, which clock-jump faults move, and a rate error). Each reading is recorded
+    /// as an input.
     pub fn now(&mut self) -> Time {
         self.env.now()
     }
@@ -146,7 +147,10 @@ impl<'a, M> Ctx<'a, M> {
     }
 
     /// Sets a timer that fires `after` from now with `tag`, unless cancelled or the node
-    /// crashes first.
+    /// crashes first. `after` is measured by this node's clock, as a real timer is: with a
+    /// drifting clock (`[clocks] drift_ppm`) it fires that much early or late in true time;
+    /// a clock jump does not move it (timers follow a monotonic clock). The real runtime uses
+    /// the host's monotonic clock.
     pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
         self.env.set_timer(after, tag)
     }

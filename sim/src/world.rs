@@ -90,12 +90,24 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
+    /// The node's reading at true time `true_ns`: offset, plus the rate error so far.
     pub fn read(&self, true_ns: u64) -> u64 {
         let drift = (true_ns as f64 * self.drift_ppm / 1e6) as i64;
         (true_ns as i64)
             .saturating_add(self.offset_ns)
             .saturating_add(drift)
             .max(0) as u64
+    }
+
+    /// How much true time passes while this clock counts `local_ns`: a timer runs on its
+    /// node's clock, so a fast clock fires it early. A jump of the offset does not move it
+    /// (timers follow a monotonic clock, as real ones do). The scenario bounds the drift to
+    /// ±10%, so the rate is never zero.
+    pub fn true_span(&self, local_ns: u64) -> u64 {
+        if self.drift_ppm == 0.0 {
+            return local_ns;
+        }
+        (local_ns as f64 / (1.0 + self.drift_ppm / 1e6)).round() as u64
     }
 }
 

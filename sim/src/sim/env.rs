@@ -326,7 +326,8 @@ impl<M: Message> Env<M> for Core<M> {
             .trace
             .push(|e, out| e.timer_set(out, timer, tag, after_ns));
         let node = self.step_node;
-        let at = self.now_ns.saturating_add(after_ns);
+        let true_after_ns = self.stepping().clock.true_span(after_ns);
+        let at = self.now_ns.saturating_add(true_after_ns);
         let handle = self.queue.push(
             at,
             Pending::Timer {
