@@ -94,40 +94,47 @@ fn check_pins(pins_path: &std::path::Path, now: &BTreeMap<String, String>, what:
 fn fuzzing_finds_and_minimises_its_pinned_failures() {
     let dir = scratch_dir("golden-fuzz");
     let mut now = BTreeMap::new();
-    for name in ["kv-fuzz", "twopc-presumed-commit"] {
-        for strategy in ["random", "pct", "swarm"] {
-            let out = dir.join(format!("{name}-{strategy}"));
-            let o = retrace(&[
-                "fuzz",
-                &format!("scenarios/{name}.toml"),
-                "--cases",
-                "300",
-                "--jobs",
-                "1",
-                "--seed",
-                "5",
-                "--strategy",
-                strategy,
-                "--out",
-                out.to_str().unwrap(),
-            ]);
-            assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
-            let mut found: Vec<_> = std::fs::read_dir(&out)
-                .map(|d| d.map(|e| e.unwrap().path()).collect())
-                .unwrap_or_default();
-            found.sort();
-            let key = format!("{name} {strategy}");
-            if found.is_empty() {
-                now.insert(key.clone(), "nothing found".to_string());
-            }
-            for path in found {
-                let bytes = std::fs::read(&path).unwrap();
-                let file = path.file_name().unwrap().to_string_lossy().into_owned();
-                now.insert(
-                    format!("{key} {file}"),
-                    format!("{:016x} {} bytes", codec::digest(&bytes), bytes.len()),
-                );
-            }
+    // kv-fuzz's swarm case is left out: it minimises much as its random case does, and this
+    // test runs in debug builds, where minimising costs fifteen times what it does in release.
+    let cases = [
+        ("kv-fuzz", "random"),
+        ("kv-fuzz", "pct"),
+        ("twopc-presumed-commit", "random"),
+        ("twopc-presumed-commit", "pct"),
+        ("twopc-presumed-commit", "swarm"),
+    ];
+    for (name, strategy) in cases {
+        let out = dir.join(format!("{name}-{strategy}"));
+        let o = retrace(&[
+            "fuzz",
+            &format!("scenarios/{name}.toml"),
+            "--cases",
+            "300",
+            "--jobs",
+            "1",
+            "--seed",
+            "5",
+            "--strategy",
+            strategy,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+        let mut found: Vec<_> = std::fs::read_dir(&out)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        let key = format!("{name} {strategy}");
+        if found.is_empty() {
+            now.insert(key.clone(), "nothing found".to_string());
+        }
+        for path in found {
+            let bytes = std::fs::read(&path).unwrap();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            now.insert(
+                format!("{key} {file}"),
+                format!("{:016x} {} bytes", codec::digest(&bytes), bytes.len()),
+            );
         }
     }
     check_pins(
