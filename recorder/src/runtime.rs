@@ -222,11 +222,7 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
     fn annotate(&mut self, text: String) {
         self.record(LogRecord::Annotate { text });
     }
-    fn respond(&mut self, msg: M) {
-        // `Ctx::respond` handles an answer outside any request.
-        let Some(&request) = self.request_ids.first() else {
-            return;
-        };
+    fn respond(&mut self, request: RequestId, msg: M) {
         let payload = codec::encode(&msg).unwrap_or_default();
         self.record(LogRecord::Respond {
             request: request.0,

@@ -110,6 +110,13 @@ impl Causality {
         self.clock(s).to_vec()
     }
 
+    /// The step before `s` on its node, if any.
+    pub fn previous_on_node(&self, s: usize) -> Option<usize> {
+        let local = self.local[s] as usize;
+        let node = self.node_of[s] as usize;
+        local.checked_sub(1).map(|l| self.per_node[node][l])
+    }
+
     /// Whether step `a` happens before step `b`.
     pub fn precedes(&self, a: usize, b: usize) -> bool {
         a != b && self.local[a] < self.clock(b)[self.node_of[a] as usize]

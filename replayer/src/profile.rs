@@ -27,6 +27,9 @@ pub enum Kind {
     Network,
     /// Waiting for a timer.
     Timer,
+    /// A node waiting for the input that let it answer (a request answered with
+    /// `respond_to` once something else — a commit, a batch — decided it).
+    Waiting,
 }
 
 /// Where a piece of time was spent: a node, or a link `from -> to`.
@@ -45,6 +48,7 @@ impl std::fmt::Display for Place {
             Kind::Queueing => "queueing",
             Kind::Network => "network",
             Kind::Timer => "timer",
+            Kind::Waiting => "waiting",
         };
         match &self.from {
             Some(from) => write!(f, "{kind} {from}->{}", self.node),
@@ -208,20 +212,51 @@ impl<'a> Profiler<'a> {
                 break;
             }
             let record = &t.events[st[s].input].record;
-            let (p, at, kind) = match record {
+            let trigger = match record {
                 Record::Deliver {
                     send: Some(send), ..
-                } => match t.steps.step_of.get(*send as usize).copied().flatten() {
-                    Some(p) => (p, *send as usize, Kind::Network),
-                    None => break,
-                },
-                Record::Timer { set, .. } => {
-                    match t.steps.step_of.get(*set as usize).copied().flatten() {
-                        Some(p) => (p, *set as usize, Kind::Timer),
-                        None => break,
-                    }
-                }
-                _ => break, // an external input that is not this request's start
+                } => t
+                    .steps
+                    .step_of
+                    .get(*send as usize)
+                    .copied()
+                    .flatten()
+                    .map(|p| (p, *send as usize, Kind::Network)),
+                Record::Timer { set, .. } => t
+                    .steps
+                    .step_of
+                    .get(*set as usize)
+                    .copied()
+                    .flatten()
+                    .map(|p| (p, *set as usize, Kind::Timer)),
+                _ => None, // an external input that is not this request's start
+            };
+            let follows_start = |p: usize| p == start || self.causality.precedes(start, p);
+            let Some((p, at, kind)) = trigger.filter(|&(p, _, _)| follows_start(p)) else {
+                // The step was set off by work that did not follow the request (an answer
+                // given with `respond_to` when a batch or a commit decided it): its node was
+                // waiting for that since its own previous step that did follow the request.
+                let Some(q) = self
+                    .causality
+                    .previous_on_node(s)
+                    .filter(|&q| follows_start(q))
+                else {
+                    break;
+                };
+                let service = t.busy_before(q, None);
+                path.push(Hop {
+                    place: node_place(Kind::Waiting, st[s].node),
+                    ns: t.arrival(s).saturating_sub(st[q].time_ns + service),
+                    event: st[s].input,
+                });
+                path.push(Hop {
+                    place: node_place(Kind::Service, st[q].node),
+                    ns: service,
+                    event: st[q].input,
+                });
+                on_path.push(q);
+                s = q;
+                continue;
             };
             let departs = st[p].time_ns + t.busy_before(p, Some(at));
             let wait = t.arrival(s).saturating_sub(departs);

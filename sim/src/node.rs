@@ -101,7 +101,8 @@ pub trait Env<M> {
     fn rng(&mut self) -> &mut SimRng;
     fn storage(&mut self) -> &mut Storage;
     fn annotate(&mut self, text: String);
-    fn respond(&mut self, msg: M);
+    /// Answers `request` (see [`Ctx::respond_to`]).
+    fn respond(&mut self, request: RequestId, msg: M);
     fn request_ids(&self) -> &[RequestId];
     fn detach(&mut self);
     /// Models service time (see [`Ctx::busy`]). Runtimes that measure real time ignore it.
@@ -187,13 +188,22 @@ impl<'a, M> Ctx<'a, M> {
     where
         M: std::fmt::Debug,
     {
-        if self.env.request_ids().is_empty() {
+        let Some(&request) = self.env.request_ids().first() else {
             // One rule for every runtime, so traces, logs and their re-execution agree.
             return self
                 .env
                 .annotate(format!("respond outside of any request ignored: {msg:?}"));
-        }
-        self.env.respond(msg)
+        };
+        self.env.respond(request, msg)
+    }
+
+    /// Answers the external request `request`, from any event: keep the id (it is plain data)
+    /// and answer when the value is decided — after consensus, say, several steps later. The
+    /// answer is recorded against `request` like [`Ctx::respond`]'s; in the real runtime it
+    /// reaches the client if the client is still waiting. Answering a request twice records
+    /// both answers; the client gets the first.
+    pub fn respond_to(&mut self, request: RequestId, msg: M) {
+        self.env.respond(request, msg)
     }
 
     /// The requests the current event belongs to, propagated by the runtime.

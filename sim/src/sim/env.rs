@@ -368,11 +368,7 @@ impl<M: Message> Env<M> for Core<M> {
         self.stats.annotations += 1;
     }
 
-    fn respond(&mut self, msg: M) {
-        // `Ctx::respond` handles an answer outside any request.
-        let Some(&request) = self.step_ids.as_slice().first() else {
-            return;
-        };
+    fn respond(&mut self, request: RequestId, msg: M) {
         let digest = if self.trace.enabled() {
             self.encode_scratch(&msg);
             codec::digest(&self.scratch)

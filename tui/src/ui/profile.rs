@@ -17,6 +17,7 @@ fn kind_color(kind: Kind) -> Color {
         Kind::Queueing => Color::Yellow,
         Kind::Network => Color::Blue,
         Kind::Timer => Color::Magenta,
+        Kind::Waiting => Color::Red,
     }
 }
 
@@ -62,7 +63,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         ));
     }
     lines.push(Line::from(bar));
-    lines.push(Line::from(vec![
+    let mut legend = vec![
         Span::styled(
             "█ service  ",
             Style::default().fg(kind_color(Kind::Service)),
@@ -76,7 +77,15 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             Style::default().fg(kind_color(Kind::Network)),
         ),
         Span::styled("█ timer", Style::default().fg(kind_color(Kind::Timer))),
-    ]));
+    ];
+    // Only answers given with `respond_to` after a decision wait this way.
+    if p.path.iter().any(|h| h.place.kind == Kind::Waiting) {
+        legend.push(Span::styled(
+            "  █ waiting",
+            Style::default().fg(kind_color(Kind::Waiting)),
+        ));
+    }
+    lines.push(Line::from(legend));
     lines.push(Line::default());
     lines.push(Line::styled(
         "time per place on the critical path:",
