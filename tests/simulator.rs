@@ -193,10 +193,9 @@ fn a_one_way_block_drops_only_that_direction() {
     assert!(blocked >= 25 && b_to_a >= 25, "{blocked} {b_to_a}");
 }
 
-#[test]
-fn clocks_are_skewed_jumped_and_recorded() {
-    let (report, trace) = run("[clocks]\nskew = \"50ms\"\n[[faults]]\nat = \"95ms\"\nclock_jump = \"a\"\nby = \"-30ms\"\n");
-    let reads: Vec<(u64, u64)> = trace
+/// Node a's clock readings: (true time, reading).
+fn clock_reads_of_a(trace: &Trace) -> Vec<(u64, u64)> {
+    trace
         .events
         .iter()
         .filter_map(|e| match e.record {
@@ -205,7 +204,13 @@ fn clocks_are_skewed_jumped_and_recorded() {
             }
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn clocks_are_skewed_jumped_and_recorded() {
+    let (report, trace) = run("[clocks]\nskew = \"50ms\"\n[[faults]]\nat = \"95ms\"\nclock_jump = \"a\"\nby = \"-30ms\"\n");
+    let reads = clock_reads_of_a(&trace);
     assert!(reads.len() >= 25);
     for (t, v) in &reads {
         let offset = if *t < 95_000_000 {
@@ -231,16 +236,7 @@ fn timers_run_on_their_nodes_drifting_clock_and_a_jump_does_not_move_them() {
     // advances 10 ms while true time advances 10 ms / (1 + drift). A jump moves the readings,
     // not the timers.
     let (_, trace) = run("[clocks]\ndrift_ppm = 50000\n[[faults]]\nat = \"95ms\"\nclock_jump = \"a\"\nby = \"-30ms\"\n");
-    let reads: Vec<(u64, u64)> = trace
-        .events
-        .iter()
-        .filter_map(|e| match e.record {
-            Record::ClockRead { value_ns } if e.node == Some(NodeId(0)) => {
-                Some((e.time_ns, value_ns))
-            }
-            _ => None,
-        })
-        .collect();
+    let reads = clock_reads_of_a(&trace);
     assert!(reads.len() >= 25);
     let mut true_gaps = Vec::new();
     for pair in reads.windows(2) {

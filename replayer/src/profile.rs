@@ -212,23 +212,16 @@ impl<'a> Profiler<'a> {
                 break;
             }
             let record = &t.events[st[s].input].record;
+            // The step whose output (at trace index `at`) set this one off.
+            let step_at = |at: u64, kind| {
+                let p = t.steps.step_of.get(at as usize).copied().flatten()?;
+                Some((p, at as usize, kind))
+            };
             let trigger = match record {
                 Record::Deliver {
                     send: Some(send), ..
-                } => t
-                    .steps
-                    .step_of
-                    .get(*send as usize)
-                    .copied()
-                    .flatten()
-                    .map(|p| (p, *send as usize, Kind::Network)),
-                Record::Timer { set, .. } => t
-                    .steps
-                    .step_of
-                    .get(*set as usize)
-                    .copied()
-                    .flatten()
-                    .map(|p| (p, *set as usize, Kind::Timer)),
+                } => step_at(*send, Kind::Network),
+                Record::Timer { set, .. } => step_at(*set, Kind::Timer),
                 _ => None, // an external input that is not this request's start
             };
             let follows_start = |p: usize| p == start || self.causality.precedes(start, p);
