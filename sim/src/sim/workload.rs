@@ -24,7 +24,7 @@ pub(super) struct Workload {
     pub drawn: u64,
     /// When the next request is due on the unshifted clock, and the schedule's shift.
     clock_ns: u64,
-    pub shift_ns: u64,
+    shift_ns: u64,
     /// When the pending tick was due.
     due_ns: u64,
 }
