@@ -39,7 +39,9 @@ fn start_cluster(dir: &Path, seconds: &str, extra: &[&str]) -> (Child, Manifest)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Startup only (certificates, processes, ports): generous, because CI runs these four
+    // clusters at once in debug builds on two cores.
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(m) = Manifest::read(dir) {
             return (child, m);
