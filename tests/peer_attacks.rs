@@ -46,6 +46,14 @@ fn start_cluster(dir: &Path, seconds: &str, extra: &[&str]) -> (Child, Manifest)
         if let Ok(m) = Manifest::read(dir) {
             return (child, m);
         }
+        // A cluster that could not start says why on its stderr.
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the cluster exited ({status}) before writing its manifest: {err}");
+        }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
