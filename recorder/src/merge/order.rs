@@ -89,12 +89,13 @@ impl Order {
     }
 
     /// The send of `msg` is in the trace: its deliveries may go once their turn comes.
+    /// Taken out of the map: a send id that a corrupt log repeats unblocks nothing twice (and
+    /// so never readies a delivery twice).
     pub fn sent(&mut self, per_node: &[Vec<Step>], msg: &MsgId) {
-        let Some(receivers) = self.waiting_on_send.get(msg) else {
+        let Some(receivers) = self.waiting_on_send.remove(msg) else {
             return;
         };
-        for i in 0..receivers.len() {
-            let (node, pos) = self.waiting_on_send[msg][i];
+        for (node, pos) in receivers {
             self.blocked[node][pos] = false;
             if self.next_pos[node] == pos {
                 self.push_if_ready(per_node, node, pos);

@@ -68,15 +68,14 @@ impl Fuzzing {
     fn record(&mut self, choice: Choice, at_ns: u64) {
         self.taken.push(choice);
         self.taken_at.push(at_ns);
+    }
+
+    pub fn into_decided(self) -> Decided {
         assert_eq!(
             self.taken.len(),
             self.taken_at.len(),
             "every decision has its time"
         );
-    }
-
-    pub fn into_decided(self) -> Decided {
-        assert_eq!(self.taken.len(), self.taken_at.len());
         Decided {
             choices: self.taken,
             decision_times: self.taken_at,
