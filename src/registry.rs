@@ -71,12 +71,18 @@ impl<M: Model, R: Models> Models for With<M, R> {
 
 /// The models that ship with retrace.
 pub type Builtin = With<
-    retrace_models::TwoPcModel,
+    retrace_models::QuorumModel,
     With<
-        retrace_models::RaftModel,
+        retrace_models::LockModel,
         With<
-            retrace_models::WebstackModel,
-            With<retrace_models::KvModel, With<retrace_models::PingPongModel, Nil>>,
+            retrace_models::TwoPcModel,
+            With<
+                retrace_models::RaftModel,
+                With<
+                    retrace_models::WebstackModel,
+                    With<retrace_models::KvModel, With<retrace_models::PingPongModel, Nil>>,
+                >,
+            >,
         >,
     >,
 >;
@@ -100,7 +106,8 @@ impl Default for Registry<Nil> {
 }
 
 impl Registry {
-    /// The models that ship with retrace: pingpong, kv, webstack, raft and twopc.
+    /// The models that ship with retrace: pingpong, kv, webstack, raft, twopc, lockserv and
+    /// quorum.
     pub fn builtin() -> Self {
         Registry::new()
             .with::<retrace_models::PingPongModel>()
@@ -108,6 +115,8 @@ impl Registry {
             .with::<retrace_models::WebstackModel>()
             .with::<retrace_models::RaftModel>()
             .with::<retrace_models::TwoPcModel>()
+            .with::<retrace_models::LockModel>()
+            .with::<retrace_models::QuorumModel>()
     }
 }
 
