@@ -323,9 +323,21 @@ fn run_model<M: retrace_sim::Model>(
     });
 
     let started = Instant::now();
+    let mut followed = None;
     let report = if let Some(path) = &args.schedule {
         let text = read_bounded(path, retrace_sim::limits::MAX_SCHEDULE_BYTES)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let format = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64))
+            .unwrap_or(1);
+        if format != retrace_sim::fuzz::SCHEDULE_FORMAT {
+            return Err(anyhow!(
+                "{}: a schedule file of format {format}; this retrace reads format {} (choices keyed by message and moment), so run the fuzzer again to get one",
+                path.display(),
+                retrace_sim::fuzz::SCHEDULE_FORMAT
+            ));
+        }
         let sf: retrace_sim::fuzz::ScheduleFile = serde_json::from_str(&text).map_err(|e| {
             anyhow!(
                 "{}:{}:{}: not a schedule file: {e}",
@@ -343,8 +355,9 @@ fn run_model<M: retrace_sim::Model>(
             ));
         }
         sf.schedule
-            .check(info.time_limit_ns, info.max_events)
+            .check(info.time_limit_ns)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        followed = Some(sf.schedule.clone());
         let sink = match &trace_path {
             Some(p) => TraceSink::Stream(Box::new(create_trace_file(p)?)),
             None => TraceSink::Discard,
@@ -380,6 +393,9 @@ fn run_model<M: retrace_sim::Model>(
     );
     if args.check_determinism {
         println!("determinism: two runs gave byte-identical traces");
+    }
+    if let Some(schedule) = &followed {
+        print!("{}", summary::unapplied(schedule, &report.unapplied));
     }
     if let (Some(v), Some(path)) = (&report.violation, &trace_path) {
         let from = v.step_index.saturating_sub(30);

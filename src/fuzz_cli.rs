@@ -4,7 +4,9 @@
 use crate::summary::{group, rate};
 use anyhow::anyhow;
 use clap::Args;
-use retrace_sim::fuzz::{case_seed, minimize, replay_case, run_case, ScheduleFile, Size, Strategy};
+use retrace_sim::fuzz::{
+    case_seed, minimize, replay_case, run_case, ScheduleFile, Size, Strategy, ROTATION,
+};
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::{codec, Model, Scenario, TraceSink};
 use std::collections::BTreeSet;
@@ -26,7 +28,7 @@ pub struct FuzzArgs {
     /// Parallel workers [default: all cores]
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
-    /// How runs choose orderings and faults: rotate (random and swarm in turn, case by
+    /// How runs choose orderings and faults: rotate (random, swarm and pct in turn, case by
     /// case), random, pct, swarm
     #[arg(long, value_enum, default_value_t = StrategyArg::Rotate)]
     pub(crate) strategy: StrategyArg,
@@ -86,14 +88,9 @@ pub enum StrategyArg {
 #[derive(Clone, Copy)]
 enum Strategies {
     One(Strategy),
-    /// Case by case in turn. A bug that needs a fault kind swarm switches on most of the
-    /// time, or the steady mix of random, is found by one of them without the user having
-    /// to know which. PCT is left out: it reorders only, blind to the crash- and
-    /// partition-dependent bugs the others find; ask for it by name.
+    /// Case by case in turn ([`ROTATION`]).
     Rotate,
 }
-
-const ROTATION: [Strategy; 2] = [Strategy::Random, Strategy::Swarm];
 
 impl Strategies {
     fn of_arg(arg: StrategyArg) -> Strategies {
@@ -294,6 +291,7 @@ pub fn fuzz<M: Model>(
         })?;
         let schedule_path = base.with_extension("schedule.json");
         let sf = ScheduleFile {
+            format: retrace_sim::fuzz::SCHEDULE_FORMAT,
             model: M::NAME.into(),
             scenario: file.into(),
             seed: f.seed,

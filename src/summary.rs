@@ -200,3 +200,30 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
 }
+
+/// The choices of a followed schedule that never applied, as `retrace run --schedule` reports
+/// them (nothing when all did): their message was never sent or their moment never came,
+/// which after a change to the model means the schedule no longer describes this run.
+pub fn unapplied(schedule: &retrace_sim::Schedule, unapplied: &[usize]) -> String {
+    const SHOWN: usize = 5;
+    if unapplied.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "schedule  {} of {} choices did not apply (no such message, or the moment never came):\n",
+        unapplied.len(),
+        schedule.choices.len()
+    );
+    for &i in unapplied.iter().take(SHOWN) {
+        if let Some(c) = schedule.choices.get(i) {
+            out.push_str(&format!("          choices[{i}]: {c}\n"));
+        }
+    }
+    if unapplied.len() > SHOWN {
+        out.push_str(&format!(
+            "          … and {} more\n",
+            unapplied.len() - SHOWN
+        ));
+    }
+    out
+}

@@ -187,6 +187,7 @@ fn a_17_mb_description_is_refused_so_every_trace_written_can_be_read() {
 fn a_schedule_shifting_the_workload_by_2_pow_64_is_refused_instead_of_hanging() {
     let dir = scratch_dir("schedule-shift");
     let schedule = serde_json::json!({
+        "format": 2,
         "model": "kv",
         "scenario": "scenarios/kv.toml",
         "seed": 1,

@@ -4,6 +4,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(sf) = serde_json::from_slice::<retrace_sim::fuzz::ScheduleFile>(data) {
-        let _ = sf.schedule.check(10_000_000_000, 1_000_000);
+        let _ = sf.schedule.check(10_000_000_000);
     }
 });

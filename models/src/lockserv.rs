@@ -236,7 +236,9 @@ impl Node for LockServer {
                 // Each server takes only its own epochs (those equal to its id modulo 2):
                 // two servers that cannot hear each other never take the same one.
                 let me = ctx.id().0;
-                let epoch = (self.epoch + 1..).find(|e| e % 2 == me % 2).unwrap_or(self.epoch);
+                let epoch = (self.epoch + 1..)
+                    .find(|e| e % 2 == me % 2)
+                    .unwrap_or(self.epoch);
                 self.set_epoch(ctx, epoch);
                 self.heard_ns = ctx.now().0;
                 ctx.annotate(format!(

@@ -67,6 +67,7 @@ pub mod schedule;
 mod sim;
 mod storage;
 pub mod trace;
+pub mod variant;
 mod world;
 
 pub use determinism::{check_determinism, first_difference, TraceDifference};
@@ -75,7 +76,7 @@ pub use model::{invariant, Broken, Invariant, Model, NodeSpec, OptionError, View
 pub use node::{Boot, Ctx, Env, Message, Node};
 pub use rng::{SimRng, StepRng};
 pub use scenario::{Scenario, ScenarioError};
-pub use schedule::{Choice, Decider, Schedule};
+pub use schedule::{Choice, Decider, Moment, MsgKey, Schedule};
 pub use sim::{sim_header, RunReport, Simulation, Stats, TraceSink, Violation, MAX_REQUEST_IDS};
 pub use storage::Storage;
 pub use trace::{Event, Outcome, Record, Trace};

@@ -4,12 +4,14 @@
 //! still breaks the invariant (usually: in fewer steps). [`Target`] is the failure being
 //! shrunk, and answers those questions.
 
-use super::ddmin::{ddmin, ddmin_remove};
+use super::ddmin::ddmin;
+use super::slice::Slice;
 use super::{replay_case, Strategy};
 use crate::model::Model;
 use crate::scenario::Scenario;
-use crate::schedule::{Choice, FaultKind, Schedule, TimedFault, CRASH_DOWN_NS, ISOLATION_NS};
+use crate::schedule::{Choice, Moment, Schedule, CRASH_DOWN_NS, DELAY_MIN_NS, ISOLATION_NS};
 use crate::sim::{RunReport, TraceSink};
+use std::collections::BTreeSet;
 
 /// How far `earlier_requests` moves requests at most.
 pub const SHIFT_MAX_NS: u64 = 2_000_000_000;
@@ -27,6 +29,9 @@ const SHORTER_OUTAGES_NS: [u64; 5] = [1_000_000, 5_000_000, 10_000_000, 25_000_0
 const SWAP_MOMENTS: usize = 40;
 const SWAP_BARE_MOMENTS: usize = 400;
 const SWAP_TRIES: usize = 3;
+/// How many of the run without faults' first messages [`swap_for_one_outage`] tries one
+/// drop or duplicate of.
+const SWAP_MESSAGES: usize = 400;
 
 /// How many of a failing run's last moments [`add_a_quick_restart`] tries.
 const QUICK_RESTART_MOMENTS: usize = 200;
@@ -52,6 +57,17 @@ impl<'a, M: Model> Target<'a, M> {
     }
 
     /// The steps of `schedule`'s run if it breaks the invariant.
+    /// `schedule`'s run with its trace kept in memory (for the causal slice).
+    fn run_traced(&self, schedule: &Schedule) -> RunReport {
+        replay_case::<M>(
+            self.scenario,
+            self.seed,
+            self.strategy,
+            schedule,
+            TraceSink::Memory,
+        )
+    }
+
     fn steps(&self, schedule: &Schedule) -> Option<u64> {
         self.steps_of(&self.run(schedule))
     }
@@ -68,9 +84,9 @@ impl<'a, M: Model> Target<'a, M> {
         self.steps(schedule).is_some()
     }
 
-    /// The virtual time of each decision of `schedule`'s run.
-    fn decision_times(&self, schedule: &Schedule) -> Vec<u64> {
-        self.run(schedule).decision_times
+    /// The moment of each decision of `schedule`'s run.
+    fn decisions(&self, schedule: &Schedule) -> Vec<Moment> {
+        self.run(schedule).decisions
     }
 
     /// How many workload requests `schedule`'s run drew, sent or not.
@@ -101,16 +117,18 @@ impl<'a, M: Model> Target<'a, M> {
     ) -> Option<(Schedule, u64)> {
         let small = minimize_round(self, candidate, budget);
         let n = self.steps(&small).filter(|&n| n < steps_to_beat)?;
-        Some((small.trimmed(), n))
+        Some((small, n))
     }
 }
 
-/// Shrinks a failing case as DEMi does: first the external inputs, then the injected faults,
-/// then the forced reorderings, then the wait before what is left (default choices are
-/// deleted so that the remaining ones come sooner), then external inputs again — keeping each
-/// removal only if the same invariant still breaks. Rounds repeat while the run gets
-/// shorter; each round runs at most `budget` re-executions (and the request shift its grid).
-/// Then one outage tried in place of all the faults, and one quick restart added.
+/// Shrinks a failing case as DEMi does, from what the violation causally depends on: first
+/// the requests and choices outside the violating step's causal past, in bulk; then the
+/// external inputs, the faults and the early deliveries by delta debugging; then what is
+/// left made smaller (shorter holds and outages, node faults earlier) — keeping each change
+/// only if the same invariant still breaks. Every choice names the message or moment it is
+/// about, so removing one leaves the others on the same messages. Rounds repeat while the
+/// run gets shorter; each round runs at most `budget` re-executions (and the request shift
+/// its grid). Then one outage tried in place of all the faults, and one quick restart added.
 pub fn minimize<M: Model>(
     scenario: &Scenario<M::Options>,
     seed: u64,
@@ -132,6 +150,11 @@ pub fn minimize<M: Model>(
     let drawn = first.requests_drawn;
     let mut best = Schedule {
         requests_max: Some(schedule.requests_max.map_or(drawn, |m| m.min(drawn))),
+        // Only what applied: a choice whose message never came is no part of the failure.
+        choices: first
+            .schedule
+            .as_ref()
+            .map_or_else(|| schedule.choices.clone(), |s| s.choices.clone()),
         ..schedule.clone()
     };
     let mut best_steps = target.steps_of(&first).unwrap_or(u64::MAX);
@@ -142,18 +165,15 @@ pub fn minimize<M: Model>(
                 best = next;
                 best_steps = n;
             }
-            // Same size: keep the round's result if it is simpler (fewer decisions).
-            Some(n)
-                if n == best_steps
-                    && next.faults() + next.reorderings() < best.faults() + best.reorderings() =>
-            {
+            // Same size: keep the round's result if it is simpler (fewer choices).
+            Some(n) if n == best_steps && next.choices.len() < best.choices.len() => {
                 best = next;
                 break;
             }
             _ => break,
         }
     }
-    let best = swap_for_one_outage(&target, &best.trimmed(), budget);
+    let best = swap_for_one_outage(&target, &best, budget);
     add_a_quick_restart(&target, &best, budget)
 }
 
@@ -161,133 +181,184 @@ pub fn minimize<M: Model>(
 fn minimize_round<M: Model>(target: &Target<'_, M>, schedule: &Schedule, budget: u32) -> Schedule {
     let mut budget = budget;
     let fails = |s: &Schedule| target.fails(s);
-    let mut best = schedule.clone().trimmed();
+    let mut best = schedule.clone();
+    // 1. What the violation does not causally depend on, in bulk.
+    outside_the_slice(target, &mut best, &mut budget);
+    // 2. External inputs.
     minimize_externals(target, &mut best, &mut budget);
-    // 2. Faults, then 3. reorderings: keep as few non-default positions as possible.
+    // 3. Faults, then 4. early deliveries: as few choices as possible.
     for faults in [true, false] {
-        let positions: Vec<usize> = best
-            .choices
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| if faults { c.fault != 0 } else { c.order != 0 })
-            .map(|(i, _)| i)
+        let mine: Vec<usize> = (0..best.choices.len())
+            .filter(|&i| best.choices[i].is_fault() == faults)
             .collect();
-        let keep = ddmin(positions.clone(), &mut budget, &mut |subset: &[usize]| {
-            let mut s = best.clone();
-            for p in &positions {
-                if !subset.contains(p) {
-                    if faults {
-                        s.choices[*p].fault = 0;
-                    } else {
-                        s.choices[*p].order = 0;
-                    }
-                }
-            }
-            fails(&s)
+        let snapshot = best.clone();
+        let keep = fewest(mine.clone(), &mut budget, &mut |subset: &[usize]| {
+            fails(&keeping(&snapshot, &mine, subset))
         });
-        for p in &positions {
-            if !keep.contains(p) {
-                if faults {
-                    best.choices[*p].fault = 0;
-                } else {
-                    best.choices[*p].order = 0;
-                }
-            }
-        }
-        best = best.trimmed();
+        best = keeping(&snapshot, &mine, &keep);
     }
-    // 4. Sooner: delete default choices, which moves the remaining decisions to earlier
-    // steps; a fault that still breaks the invariant when it comes sooner makes a shorter
-    // run, which may need fewer external requests again.
-    best = sooner(best, &mut budget, &fails);
-    minimize_externals(target, &mut best, &mut budget);
-
-    // 6. Anchor node faults (crash, isolate, clock jump) in time: removing events elsewhere
-    // then no longer moves them, which step numbers did.
-    let times = target.decision_times(&best);
-    for pos in 0..best.choices.len() {
-        let code = best.choices[pos].fault;
-        let node_fault = FaultKind::of_code(code).is_some_and(FaultKind::is_node_fault);
-        let Some(&at_ns) = times.get(pos) else { break };
-        if !node_fault || budget == 0 {
-            continue;
-        }
-        let mut s = best.clone();
-        s.choices[pos].fault = 0;
-        s.timed.push(TimedFault {
-            at_ns,
-            fault: code,
-            lasts_ns: None,
-        });
-        budget -= 1;
-        if fails(&s) {
-            best = s;
-        }
-    }
-    best = best.trimmed();
-    minimize_externals(target, &mut best, &mut budget);
-    // 7. Move each timed fault as early as it still breaks the invariant.
-    for k in 0..best.timed.len() {
-        let mut stride = best.timed[k].at_ns / 2;
-        while stride >= 100_000 && budget > 0 {
-            let mut s = best.clone();
-            s.timed[k].at_ns -= stride.min(s.timed[k].at_ns);
-            budget -= 1;
-            if fails(&s) {
-                best = s;
-            } else {
-                stride /= 2;
-            }
-        }
-    }
-    // 7b. Shorten crashes and isolations: a node back sooner may fail the same way sooner
-    // (a restarted node that forgot its vote can vote again in the same election).
+    // 5. What is left, smaller: messages held back less, outages shorter, node faults earlier.
+    hold_shorter(&mut best, &mut budget, &fails);
     shorten_outages(&mut best, &mut budget, &|s: &Schedule| target.steps(s));
-    // 8. And what that earlier failure no longer needs: timed faults that stopped
-    // mattering, default choices, requests.
-    let mut k = 0;
-    while k < best.timed.len() && budget > 0 {
-        let mut s = best.clone();
-        s.timed.remove(k);
-        budget -= 1;
-        if fails(&s) {
-            best = s;
-        } else {
-            k += 1;
-        }
-    }
-    best = sooner(best, &mut budget, &fails);
+    node_faults_earlier(&mut best, &mut budget, &fails);
+    // 6. And what that earlier failure no longer needs.
+    outside_the_slice(target, &mut best, &mut budget);
     minimize_externals(target, &mut best, &mut budget);
-    // 9. The requests left still arrive when the workload first drew them, after idle time
-    // full of heartbeats: move them (and the timed faults with them) earlier.
-    best = earlier_requests(best, &|s: &Schedule| target.steps(s));
-    best.trimmed()
+    // 7. The requests left still arrive when the workload first drew them, after idle time
+    // full of heartbeats: move them (and the moments of the choices with them) earlier.
+    earlier_requests(best, &|s: &Schedule| target.steps(s))
 }
 
-/// `schedule` with the choices at `positions` deleted.
-fn without(schedule: &Schedule, positions: &[usize]) -> Schedule {
-    let gone: std::collections::BTreeSet<usize> = positions.iter().copied().collect();
+/// `schedule` with, of the choices at `candidates`, only those at `kept`.
+fn keeping(schedule: &Schedule, candidates: &[usize], kept: &[usize]) -> Schedule {
+    let gone: BTreeSet<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|i| !kept.contains(i))
+        .collect();
     Schedule {
         choices: schedule
             .choices
             .iter()
             .enumerate()
             .filter(|(i, _)| !gone.contains(i))
-            .map(|(_, c)| *c)
+            .map(|(_, c)| c.clone())
             .collect(),
         ..schedule.clone()
     }
 }
 
-/// Deletes as many default choices as keep the failure: the remaining decisions come sooner.
-fn sooner(best: Schedule, budget: &mut u32, fails: &dyn Fn(&Schedule) -> bool) -> Schedule {
-    let defaults: Vec<usize> = (0..best.choices.len())
-        .filter(|&i| best.choices[i].is_default())
+/// [`ddmin`], which never tries the empty set, after trying it.
+fn fewest<T: Clone>(
+    items: Vec<T>,
+    budget: &mut u32,
+    fails: &mut dyn FnMut(&[T]) -> bool,
+) -> Vec<T> {
+    if items.is_empty() || *budget == 0 {
+        return items;
+    }
+    *budget -= 1;
+    if fails(&[]) {
+        return Vec::new();
+    }
+    ddmin(items, budget, fails)
+}
+
+/// Removes, in bulk, the requests outside the violating step's causal past and the choices
+/// that cannot have mattered to it (see [`Slice`]): all at once, else the requests, else the
+/// choices.
+fn outside_the_slice<M: Model>(target: &Target<'_, M>, best: &mut Schedule, budget: &mut u32) {
+    if *budget < 3 {
+        return;
+    }
+    let run = target.run_traced(best);
+    *budget -= 1;
+    let (Some(v), Some(trace)) = (run.violation.as_ref(), run.trace.as_ref()) else {
+        return;
+    };
+    let Some(slice) = Slice::of(trace, v.step_index) else {
+        return;
+    };
+    // The run's own list of what applied lines up with `choice_sends`.
+    let Some(applied) = run.schedule.as_ref() else {
+        return;
+    };
+    let outside_requests: Vec<u64> = (0..run.requests_drawn)
+        .filter(|r| !best.skip_requests.contains(r) && !slice.requests.contains(r))
         .collect();
-    let drop = ddmin_remove(defaults, budget, &mut |removed: &[usize]| {
-        fails(&without(&best, removed))
-    });
-    without(&best, &drop).trimmed()
+    let needed = |i: usize, c: &Choice| match (c.msg(), run.choice_sends.get(i).copied().flatten())
+    {
+        (Some(msg), Some(send)) => slice.needs_send(send, msg.to),
+        _ => c.moment().is_none_or(|m| slice.needs_fault_at(m.at_ns)),
+    };
+    let kept: Vec<Choice> = applied
+        .choices
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| needed(*i, c))
+        .map(|(_, c)| c.clone())
+        .collect();
+    let fewer_requests = |s: &Schedule| {
+        let mut s = s.clone();
+        s.skip_requests.extend(&outside_requests);
+        s.skip_requests.sort_unstable();
+        s.skip_requests.dedup();
+        s
+    };
+    let fewer_choices = |s: &Schedule| Schedule {
+        choices: kept.clone(),
+        ..s.clone()
+    };
+    let some_requests = !outside_requests.is_empty();
+    let some_choices = kept.len() < applied.choices.len();
+    let tries: Vec<Schedule> = match (some_requests, some_choices) {
+        (false, false) => return,
+        (true, false) => vec![fewer_requests(best)],
+        (false, true) => vec![fewer_choices(best)],
+        (true, true) => vec![
+            fewer_choices(&fewer_requests(best)),
+            fewer_requests(best),
+            fewer_choices(best),
+        ],
+    };
+    for s in tries {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        if target.fails(&s) {
+            *best = s;
+            return;
+        }
+    }
+}
+
+/// Halves each message's hold while the run still fails.
+fn hold_shorter(best: &mut Schedule, budget: &mut u32, fails: &dyn Fn(&Schedule) -> bool) {
+    for k in 0..best.choices.len() {
+        while *budget > 0 {
+            let Choice::Delay { by_ns, .. } = best.choices[k] else {
+                break;
+            };
+            if by_ns < 2 * DELAY_MIN_NS {
+                break;
+            }
+            let mut s = best.clone();
+            if let Choice::Delay { by_ns, .. } = &mut s.choices[k] {
+                *by_ns /= 2;
+            }
+            *budget -= 1;
+            if !fails(&s) {
+                break;
+            }
+            *best = s;
+        }
+    }
+}
+
+/// Moves each node fault as early as it still breaks the invariant.
+fn node_faults_earlier(best: &mut Schedule, budget: &mut u32, fails: &dyn Fn(&Schedule) -> bool) {
+    for k in 0..best.choices.len() {
+        if best.choices[k].node().is_none() {
+            continue;
+        }
+        let Some(at) = best.choices[k].moment() else {
+            continue;
+        };
+        let mut stride = at.at_ns / 2;
+        while stride >= 100_000 && *budget > 0 {
+            let mut s = best.clone();
+            if let Some(m) = s.choices[k].moment_mut() {
+                *m = Moment::at(m.at_ns - stride.min(m.at_ns));
+            }
+            *budget -= 1;
+            if fails(&s) {
+                *best = s;
+            } else {
+                stride /= 2;
+            }
+        }
+    }
 }
 
 /// Leaves out as many workload requests as possible.
@@ -306,19 +377,18 @@ fn minimize_externals<M: Model>(target: &Target<'_, M>, best: &mut Schedule, bud
     best.skip_requests = (0..total).filter(|r| !keep.contains(r)).collect();
 }
 
-/// Gives each timed crash or isolation the shortest length in [`SHORTER_OUTAGES_NS`] with
-/// which the run fails in fewer steps.
+/// Gives each crash or isolation the shortest length in [`SHORTER_OUTAGES_NS`] with which
+/// the run fails in fewer steps.
 fn shorten_outages(
     best: &mut Schedule,
     budget: &mut u32,
     steps: &dyn Fn(&Schedule) -> Option<u64>,
 ) {
     let Some(mut base) = steps(best) else { return };
-    for k in 0..best.timed.len() {
-        let t = best.timed[k];
-        let lasts_ns = match FaultKind::of_code(t.fault) {
-            Some(FaultKind::Crash) => t.lasts_ns.unwrap_or(CRASH_DOWN_NS),
-            Some(FaultKind::Isolate) => t.lasts_ns.unwrap_or(ISOLATION_NS),
+    for k in 0..best.choices.len() {
+        let lasts_ns = match best.choices[k] {
+            Choice::Crash { lasts_ns, .. } => lasts_ns.unwrap_or(CRASH_DOWN_NS),
+            Choice::Isolate { lasts_ns, .. } => lasts_ns.unwrap_or(ISOLATION_NS),
             _ => continue,
         };
         for shorter in SHORTER_OUTAGES_NS.into_iter().take_while(|&l| l < lasts_ns) {
@@ -327,7 +397,11 @@ fn shorten_outages(
             }
             *budget -= 1;
             let mut s = best.clone();
-            s.timed[k].lasts_ns = Some(shorter);
+            if let Choice::Crash { lasts_ns, .. } | Choice::Isolate { lasts_ns, .. } =
+                &mut s.choices[k]
+            {
+                *lasts_ns = Some(shorter);
+            }
             if let Some(n) = steps(&s).filter(|&n| n < base) {
                 *best = s;
                 base = n;
@@ -337,7 +411,7 @@ fn shorten_outages(
     }
 }
 
-/// Shifts the workload and the timed faults earlier by the largest amount that still
+/// Shifts the workload and the choices' moments earlier by the largest amount that still
 /// fails with fewer steps: a coarse grid from [`SHIFT_MAX_NS`] down, then each millisecond
 /// above the first hit. (Not a bisection: whether a shift fails depends on where the
 /// requests land between heartbeats, which is not monotone in the shift.)
@@ -350,8 +424,10 @@ fn earlier_requests(best: Schedule, steps: &dyn Fn(&Schedule) -> Option<u64>) ->
     let shifted = |shift: u64| {
         let mut s = best.clone();
         s.workload_shift_ns = best.workload_shift_ns.saturating_add(shift);
-        for t in &mut s.timed {
-            t.at_ns = t.at_ns.saturating_sub(shift);
+        for c in &mut s.choices {
+            if let Some(m) = c.moment_mut() {
+                *m = Moment::at(m.at_ns.saturating_sub(shift));
+            }
         }
         s
     };
@@ -387,12 +463,9 @@ fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     let Some(base) = target.steps_of(&run) else {
         return best.clone();
     };
-    let times = run.decision_times;
+    let times = run.decisions;
     let mut bare = best.clone();
-    for c in &mut bare.choices {
-        c.fault = 0;
-    }
-    bare.timed.clear();
+    bare.choices.retain(|c| !c.is_fault());
     let mut longer_scenario = target.scenario.clone();
     longer_scenario.time_limit_ns = longer_scenario.time_limit_ns.saturating_add(SHIFT_MAX_NS);
     let longer = target.within(&longer_scenario);
@@ -400,13 +473,13 @@ fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     // The failing run's last moments, and moments of the run without its faults up to where
     // the failing one ended (without the faults, things happen at other times: the write a
     // crash must catch unreplicated may be acknowledged much earlier).
-    let end_ns = times.last().copied().unwrap_or(0);
-    let bare_times: Vec<u64> = target
-        .decision_times(&bare)
+    let end = times.last().copied().unwrap_or_default();
+    let bare_times: Vec<Moment> = target
+        .decisions(&bare)
         .into_iter()
-        .take_while(|&t| t <= end_ns)
+        .take_while(|&t| t <= end)
         .collect();
-    let mut moments: Vec<u64> = times.iter().rev().take(SWAP_MOMENTS).copied().collect();
+    let mut moments: Vec<Moment> = times.iter().rev().take(SWAP_MOMENTS).copied().collect();
     moments.extend(bare_times.iter().rev().take(SWAP_BARE_MOMENTS));
     moments.sort_unstable_by(|a, b| b.cmp(a));
     moments.dedup();
@@ -419,27 +492,43 @@ fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     let forever = Some(longer_scenario.time_limit_ns);
     let at_once = Some(SHORTER_OUTAGES_NS[0]);
     let kinds = [
-        (FaultKind::Crash, None),
-        (FaultKind::Crash, forever),
-        (FaultKind::Crash, at_once),
-        (FaultKind::Isolate, None),
-        (FaultKind::Isolate, forever),
+        (true, None),
+        (true, forever),
+        (true, at_once),
+        (false, None),
+        (false, forever),
     ];
-    'search: for at_ns in moments {
+    'search: for at in moments {
         for ((kind, lasts_ns), node) in kinds
             .into_iter()
             .flat_map(|k| (0..nodes).map(move |n| (k, n)))
         {
             let mut s = bare.clone();
-            s.timed.push(TimedFault {
-                at_ns,
-                fault: Choice::fault_code(kind, node),
-                lasts_ns,
-            });
+            s.choices.push(outage(kind, node, at, lasts_ns));
             if longer.fails(&s) {
                 swaps.push(s);
                 if swaps.len() == SWAP_TRIES {
                     break 'search;
+                }
+            }
+        }
+    }
+    // One lost or doubled message of the run without faults, earliest first: a failure found
+    // late, after many faults, may need only one vote counted twice in the first election.
+    if swaps.len() < SWAP_TRIES {
+        let bare_run = target.run(&bare);
+        'messages: for msg in bare_run.sent.iter().take(SWAP_MESSAGES) {
+            for choice in [
+                Choice::Duplicate { msg: msg.clone() },
+                Choice::Drop { msg: msg.clone() },
+            ] {
+                let mut s = bare.clone();
+                s.choices.push(choice);
+                if target.fails(&s) {
+                    swaps.push(s);
+                    if swaps.len() == SWAP_TRIES {
+                        break 'messages;
+                    }
                 }
             }
         }
@@ -468,18 +557,15 @@ fn add_a_quick_restart<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     let Some(base) = target.steps_of(&run) else {
         return best.clone();
     };
-    let mut moments = run.decision_times;
+    let mut moments = run.decisions;
     moments.dedup();
     let nodes = target.scenario.nodes.len() as u32;
     let mut fastest: Option<(Schedule, u64)> = None;
-    for &at_ns in moments.iter().rev().take(QUICK_RESTART_MOMENTS) {
+    for &at in moments.iter().rev().take(QUICK_RESTART_MOMENTS) {
         for node in 0..nodes {
             let mut s = best.clone();
-            s.timed.push(TimedFault {
-                at_ns,
-                fault: Choice::fault_code(FaultKind::Crash, node),
-                lasts_ns: Some(SHORTER_OUTAGES_NS[0]),
-            });
+            s.choices
+                .push(outage(true, node, at, Some(SHORTER_OUTAGES_NS[0])));
             match target.steps(&s) {
                 Some(n) if n < fastest.as_ref().map_or(base, |f| f.1) => fastest = Some((s, n)),
                 _ => {}
@@ -489,4 +575,13 @@ fn add_a_quick_restart<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     fastest
         .and_then(|(quick, _)| target.minimised_if_smaller(&quick, base, budget))
         .map_or_else(|| best.clone(), |(small, _)| small)
+}
+
+/// A crash (or an isolation) of `node` at `at`.
+fn outage(crash: bool, node: u32, at: Moment, lasts_ns: Option<u64>) -> Choice {
+    if crash {
+        Choice::Crash { node, at, lasts_ns }
+    } else {
+        Choice::Isolate { node, at, lasts_ns }
+    }
 }

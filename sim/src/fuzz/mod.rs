@@ -11,6 +11,7 @@
 mod ddmin;
 mod minimize;
 mod property;
+mod slice;
 
 pub use minimize::{minimize, SHIFT_MAX_NS};
 pub use property::{check_schedule, schedules};
@@ -26,7 +27,7 @@ use crate::sim::{RunReport, Simulation, TraceSink};
 pub enum Strategy {
     /// Reorder and inject faults at random, every kind on.
     Random,
-    /// Probabilistic concurrency testing (ordering only) of depth 3.
+    /// Probabilistic concurrency testing of depth 3, with random faults.
     Pct,
     /// Random, with whole fault kinds switched off per case (and swarm network faults).
     Swarm,
@@ -53,6 +54,17 @@ impl Strategy {
     }
 }
 
+/// The default strategies, case by case in turn: a bug that needs a fault kind swarm
+/// switches on most of the time, the steady mix of random, or an ordering PCT's priorities
+/// reach (with faults of its own) is found by one of them without the user having to know
+/// which.
+pub const ROTATION: [Strategy; 3] = [Strategy::Random, Strategy::Swarm, Strategy::Pct];
+
+/// The strategy of case `i` of the default rotation.
+pub fn rotating(i: u64) -> Strategy {
+    ROTATION[(i % ROTATION.len() as u64) as usize]
+}
+
 /// The seed of case `i` of a search from `master`.
 pub fn case_seed(master: u64, i: u64) -> u64 {
     derive_seed(master, Purpose::FuzzCase, i, 0)
@@ -72,7 +84,17 @@ fn decider_for(
             fault: 0.01,
             kinds: FaultKind::ALL.to_vec(),
         }),
-        Strategy::Pct => Box::new(PctDecider::new(&mut rng, nodes, 3, expected_steps)),
+        Strategy::Pct => {
+            // PCT's own draws first, then the fault plan's stream: its faults are those of
+            // a random run that does not reorder.
+            let faults = RandomDecider {
+                rng: SimRng::new(derive_seed(seed, Purpose::Decider, 1, 0)),
+                reorder: 0.0,
+                fault: 0.01,
+                kinds: FaultKind::ALL.to_vec(),
+            };
+            Box::new(PctDecider::new(&mut rng, nodes, 3, expected_steps, faults))
+        }
         Strategy::Swarm => {
             let mut kinds: Vec<FaultKind> = FaultKind::ALL
                 .into_iter()
@@ -92,10 +114,17 @@ fn decider_for(
     }
 }
 
+/// The schedule file format this build writes and reads: 2, choices keyed by message and
+/// moment.
+pub const SCHEDULE_FORMAT: u64 = 2;
+
 /// What `retrace fuzz` writes beside a failure's trace: enough to replay it exactly
 /// (`retrace run SCENARIO --schedule FILE`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScheduleFile {
+    /// [`SCHEDULE_FORMAT`]; files without it are of format 1 (choices by step number).
+    #[serde(default)]
+    pub format: u64,
     pub model: String,
     pub scenario: String,
     /// The case's seed (the run's seed).

@@ -10,6 +10,7 @@ use crate::node::{Boot, Env, Message};
 use crate::queue::{EventQueue, Handle};
 use crate::rng::{SimRng, StepRng};
 use crate::scenario::{FaultAction, LinkParams};
+use crate::schedule::Fate;
 use crate::storage::Storage;
 use crate::trace::{DropReason, TraceOut};
 use crate::world::{Clock, Network};
@@ -176,6 +177,8 @@ pub(super) struct Core<M> {
     pub stats: Stats,
     /// `tracing` events node code emits, recorded as `Log` records of their step.
     pub logs: Capture,
+    /// Under a decider (fuzzing, or replaying a schedule): it decides each message's fate.
+    pub fuzzing: Option<Box<super::fuzzing::Fuzzing>>,
 }
 
 impl<M: Message> Core<M> {
@@ -214,6 +217,10 @@ impl<M: Message> Core<M> {
     }
 
     fn transmit(&mut self, from: NodeId, to: NodeId, msg: M, send: u64, payload: InlinePayload) {
+        let key = self.fuzzing.as_mut().map(|f| {
+            let request = self.step_ids.as_slice().first().map(|r| r.0);
+            f.key_send(from, to, request, crate::variant::variant_name(&msg), send)
+        });
         let link = *self.net.link(from, to);
         if self.net.is_blocked(from, to) {
             return self.drop_msg(send, DropReason::Partition);
@@ -221,30 +228,54 @@ impl<M: Message> Core<M> {
         if self.net_rng.rng().chance(link.drop) {
             return self.drop_msg(send, DropReason::Loss);
         }
-        if self.net_rng.rng().chance(link.duplicate) {
+        // The network's draws come first and are the same whatever the decider chooses, so
+        // that a choice about this message shifts no other message's latency.
+        let copy_ns = self
+            .net_rng
+            .rng()
+            .chance(link.duplicate)
+            .then(|| self.latency_ns(&link));
+        let latency_ns = self.latency_ns(&link);
+        let fate = match (key, self.fuzzing.as_mut()) {
+            (Some(key), Some(f)) => f.fate(&key, send),
+            _ => Fate::Deliver,
+        };
+        let (held_ns, twice) = match fate {
+            Fate::Deliver => (0, false),
+            Fate::Drop => return self.drop_msg(send, DropReason::Loss),
+            Fate::Duplicate => (0, true),
+            Fate::Delay(by_ns) => (by_ns, false),
+        };
+        if let Some(copy_ns) = copy_ns {
             self.note_duplicate(send);
-            self.deliver_later(&link, from, to, msg.clone(), send, payload);
+            self.deliver_later(from, to, msg.clone(), send, payload, copy_ns + held_ns);
         }
-        self.deliver_later(&link, from, to, msg, send, payload);
+        if twice {
+            self.note_duplicate(send);
+            self.deliver_later(from, to, msg.clone(), send, payload, latency_ns);
+        }
+        self.deliver_later(from, to, msg, send, payload, latency_ns + held_ns);
     }
 
-    /// Queues one copy of a message. Each copy draws its own latency: reordering falls out
-    /// of this jitter, as a later send may draw a shorter one.
+    fn latency_ns(&mut self, link: &LinkParams) -> u64 {
+        self.net_rng
+            .rng()
+            .between(link.latency.lo_ns, link.latency.hi_ns)
+    }
+
+    /// Queues one copy of a message, `latency_ns` after it leaves. Each copy draws its own
+    /// latency: reordering falls out of this jitter, as a later send may draw a shorter one.
     fn deliver_later(
         &mut self,
-        link: &LinkParams,
         from: NodeId,
         to: NodeId,
         msg: M,
         send: u64,
         payload: InlinePayload,
+        latency_ns: u64,
     ) {
         let departs = self.now_ns.saturating_add(self.step_busy_ns);
-        let at = departs.saturating_add(
-            self.net_rng
-                .rng()
-                .between(link.latency.lo_ns, link.latency.hi_ns),
-        );
+        let at = departs.saturating_add(latency_ns);
         let ids = self.step_ids;
         self.queue.push(
             at,

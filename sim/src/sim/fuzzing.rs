@@ -1,5 +1,6 @@
-//! Running under a [`Decider`]: it picks which of the next pending events runs and whether a
-//! fault is injected; what it decided is kept so the run can be replayed as a [`Schedule`].
+//! Running under a [`Decider`]: it decides each message's fate when it is sent, node faults
+//! at each moment, and which pending delivery runs early; what it decided is kept, keyed by
+//! what each choice is about, so the run replays as a [`Schedule`].
 
 use super::env::Pending;
 use super::Simulation;
@@ -8,86 +9,201 @@ use crate::model::Model;
 use crate::node::Node;
 use crate::scenario::{links_between_groups, FaultAction};
 use crate::schedule::{
-    Candidate, Choice, Decider, Injected, TimedFault, CRASH_DOWN_NS, ISOLATION_NS, WINDOW,
+    kind_hash, Candidate, Choice, Decider, Fate, Follow, Key, Moment, MsgKey, NodeFault,
+    CRASH_DOWN_NS, ISOLATION_NS, NO_REQUEST, WINDOW,
 };
-use crate::trace::DropReason;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A bound on the coverage keys one run keeps.
 const COVERAGE_KEYS_MAX: usize = 1 << 16;
 
-/// The fuzzing state of a run: who decides, what was decided and when, faults anchored in
-/// time, and which handlers ran.
+/// Who decides: a search's decider, or a schedule being replayed.
+pub(super) enum Source {
+    Explore(Box<dyn Decider>),
+    Follow(Follow),
+}
+
+impl Source {
+    fn decider(&mut self) -> &mut dyn Decider {
+        match self {
+            Source::Explore(d) => d.as_mut(),
+            Source::Follow(f) => f,
+        }
+    }
+}
+
+/// The fuzzing state of a run: who decides, every send's key, what was decided and when,
+/// and which handlers ran.
 pub(super) struct Fuzzing {
-    pub decider: Box<dyn Decider>,
+    source: Source,
+    /// Sends so far per (from, to, request, kind hash): the next one's `nth`.
+    counts: BTreeMap<(u32, u32, u64, u64), u32>,
+    /// Kind names by hash, to write keys back out.
+    kind_names: BTreeMap<u64, &'static str>,
+    /// Each send's key, by the trace index of its `Send` (increasing).
+    keys: Vec<(u64, Key)>,
     taken: Vec<Choice>,
-    /// When each decision's event ran (`taken_at[i]` belongs to `taken[i]`).
-    taken_at: Vec<u64>,
-    /// Faults at times still to apply, latest first.
-    timed: Vec<TimedFault>,
-    /// All of the schedule's timed faults, to hand back in the report.
-    timed_all: Vec<TimedFault>,
+    /// For each taken choice about a message, the trace index of its send.
+    taken_send: Vec<Option<u64>>,
+    /// Each decision's moment.
+    decisions: Vec<Moment>,
+    /// The last decision's moment.
+    moment: Option<Moment>,
     coverage: BTreeSet<u64>,
 }
 
 /// What a decided run hands back to its report.
 pub(super) struct Decided {
     pub choices: Vec<Choice>,
-    pub decision_times: Vec<u64>,
-    pub timed: Vec<TimedFault>,
+    pub sent: Vec<MsgKey>,
+    pub choice_sends: Vec<Option<u64>>,
+    pub decisions: Vec<Moment>,
+    pub unapplied: Vec<usize>,
     pub coverage: BTreeSet<u64>,
 }
 
 impl Fuzzing {
-    pub fn new(decider: Box<dyn Decider>) -> Self {
+    pub fn new(source: Source) -> Self {
         Fuzzing {
-            decider,
+            source,
+            counts: BTreeMap::new(),
+            kind_names: BTreeMap::new(),
+            keys: Vec::new(),
             taken: Vec::new(),
-            taken_at: Vec::new(),
-            timed: Vec::new(),
-            timed_all: Vec::new(),
+            taken_send: Vec::new(),
+            decisions: Vec::new(),
+            moment: None,
             coverage: BTreeSet::new(),
         }
     }
 
-    /// Takes a schedule's faults anchored in time.
-    pub fn follow(&mut self, timed: &[TimedFault]) {
-        self.timed_all = timed.to_vec();
-        self.timed = timed.to_vec();
-        self.timed.sort_by(|a, b| b.cmp(a));
+    /// Gives the message of the send at trace index `send` its key. Every send is counted,
+    /// also those a partition or the network loses, so that a key does not depend on them.
+    pub fn key_send(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        request: Option<u64>,
+        kind: &'static str,
+        send: u64,
+    ) -> Key {
+        let hash = kind_hash(kind);
+        self.kind_names.entry(hash).or_insert(kind);
+        let request = request.unwrap_or(NO_REQUEST);
+        let count = self
+            .counts
+            .entry((from.0, to.0, request, hash))
+            .or_insert(0);
+        let key = Key {
+            from: from.0,
+            to: to.0,
+            request,
+            kind: hash,
+            nth: *count,
+        };
+        *count += 1;
+        debug_assert!(self.keys.last().is_none_or(|(s, _)| *s < send));
+        self.keys.push((send, key));
+        key
     }
 
-    /// The next timed fault due at or before `front_ns`.
-    fn due(&mut self, front_ns: u64) -> Option<TimedFault> {
-        if self.timed.last()?.at_ns <= front_ns {
-            return self.timed.pop();
+    /// The fate of a message the network is about to carry.
+    pub fn fate(&mut self, key: &Key, send: u64) -> Fate {
+        let fate = self.source.decider().fate(key);
+        if let Some(choice) = Choice::of_fate(self.msg_key(key), fate) {
+            self.taken.push(choice);
+            self.taken_send.push(Some(send));
         }
-        None
+        fate
     }
 
-    fn record(&mut self, choice: Choice, at_ns: u64) {
-        self.taken.push(choice);
-        self.taken_at.push(at_ns);
+    fn msg_key(&self, key: &Key) -> MsgKey {
+        MsgKey {
+            from: key.from,
+            to: key.to,
+            request: (key.request != NO_REQUEST).then_some(key.request),
+            kind: self
+                .kind_names
+                .get(&key.kind)
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
+            nth: key.nth,
+        }
+    }
+
+    fn key_of(&self, send: u64) -> Option<Key> {
+        let i = self.keys.binary_search_by_key(&send, |(s, _)| *s).ok()?;
+        Some(self.keys[i].1)
+    }
+
+    /// The moment of a decision at `at_ns`.
+    fn next_moment(&mut self, at_ns: u64) -> Moment {
+        let m = match self.moment {
+            Some(m) if m.at_ns == at_ns => Moment {
+                at_ns,
+                nth: m.nth + 1,
+            },
+            _ => Moment::at(at_ns),
+        };
+        self.moment = Some(m);
+        m
     }
 
     pub fn into_decided(self) -> Decided {
         assert_eq!(
             self.taken.len(),
-            self.taken_at.len(),
-            "every decision has its time"
+            self.taken_send.len(),
+            "every choice has its place"
         );
+        let unapplied = match &self.source {
+            Source::Follow(f) => f.unapplied(),
+            Source::Explore(_) => Vec::new(),
+        };
+        // Every message's key, for the minimiser's single-fault swaps; only a followed
+        // schedule's run (the minimiser's) pays for writing them out.
+        let sent = match &self.source {
+            Source::Follow(_) => self.keys.iter().map(|(_, k)| self.msg_key(k)).collect(),
+            Source::Explore(_) => Vec::new(),
+        };
         Decided {
+            sent,
             choices: self.taken,
-            decision_times: self.taken_at,
-            timed: self.timed_all,
+            choice_sends: self.taken_send,
+            decisions: self.decisions,
+            unapplied,
             coverage: self.coverage,
         }
     }
 }
 
 impl<M: Model> Simulation<M> {
-    /// One step under a decider: it picks among the next pending events and may inject a fault.
+    /// One step under a decider: node faults due at this moment first, then the decider
+    /// picks among the next pending events.
     pub(super) fn decided_step(&mut self) -> bool {
+        let Some(front_ns) = self.core.queue.peek_time() else {
+            return self.finish(crate::trace::Outcome::Quiescent);
+        };
+        let front_ns = front_ns.max(self.core.now_ns);
+        let n = self.nodes.len();
+        let Some(fuzzing) = self.core.fuzzing.as_mut() else {
+            unreachable!("decided_step runs only under a decider");
+        };
+        let at = fuzzing.next_moment(front_ns);
+        let mut faults = Vec::new();
+        fuzzing.source.decider().node_faults(at, n, &mut faults);
+        for (moment, fault) in faults {
+            if let Some(f) = self.core.fuzzing.as_mut() {
+                f.taken.push(Choice::of_node_fault(moment, fault));
+                f.taken_send.push(None);
+            }
+            // A fault anchored earlier than the next event happens at its own time.
+            self.core.now_ns = self.core.now_ns.max(moment.at_ns.min(front_ns));
+            self.inject_node_fault(fault, n);
+            if self.outcome.is_some() {
+                return true;
+            }
+        }
         let mut window = Vec::with_capacity(WINDOW);
         while window.len() < WINDOW {
             match self.core.queue.pop_keyed() {
@@ -102,65 +218,46 @@ impl<M: Model> Simulation<M> {
         if window.is_empty() {
             return self.finish(crate::trace::Outcome::Quiescent);
         }
+        let Some(fuzzing) = self.core.fuzzing.as_mut() else {
+            unreachable!("decided_step runs only under a decider");
+        };
         let candidates: Vec<Candidate> = window
             .iter()
             .map(|(_, _, p)| Candidate {
-                is_delivery: matches!(p, Pending::Deliver(_)),
+                msg: match p {
+                    Pending::Deliver(m) => fuzzing.key_of(m.send),
+                    _ => None,
+                },
                 node: Self::queued_input_node(p).unwrap_or(NodeId(0)),
             })
             .collect();
-        let n = self.nodes.len();
-        // Faults anchored in time go first, once their time has come.
-        let front = window[0].0.max(self.core.now_ns);
-        while let Some(t) = self.fuzzing.as_mut().and_then(|f| f.due(front)) {
-            self.core.now_ns = self.core.now_ns.max(t.at_ns);
-            let fault = Choice {
-                order: 0,
-                fault: t.fault,
+        let chosen = fuzzing
+            .source
+            .decider()
+            .early(at, &candidates)
+            .filter(|&i| i < window.len() && candidates[i].is_delivery())
+            .unwrap_or(0);
+        if chosen != 0 {
+            if let Some(key) = candidates[chosen].msg {
+                let msg = fuzzing.msg_key(&key);
+                let send = match &window[chosen].2 {
+                    Pending::Deliver(m) => Some(m.send),
+                    _ => None,
+                };
+                fuzzing.taken.push(Choice::Early { msg, at });
+                fuzzing.taken_send.push(send);
             }
-            .injected(n);
-            self.inject_node_fault(fault, n, t.lasts_ns);
         }
-        let at_ns = window[0].0.max(self.core.now_ns);
-        let Some(fuzzing) = self.fuzzing.as_mut() else {
-            unreachable!("decided_step runs only under a decider");
-        };
-        let step = fuzzing.taken.len() as u64;
-        let choice = fuzzing.decider.decide(step, &candidates, n);
-        fuzzing.record(choice, at_ns);
-        let deliveries: Vec<usize> = (0..window.len())
-            .filter(|&i| candidates[i].is_delivery)
-            .collect();
-        let chosen = match (choice.order, deliveries.len()) {
-            (0, _) | (_, 0) => 0,
-            (k, d) => deliveries[(usize::from(k) - 1) % d],
-        };
         let (time_ns, _, pending) = window.remove(chosen);
         for (t, seq, item) in window {
             self.requeue(t, seq, item);
         }
         self.core.now_ns = self.core.now_ns.max(time_ns);
-        let now = self.core.now_ns;
-        match choice.injected(n) {
-            Some(Injected::Drop) => {
-                if let Pending::Deliver(m) = pending {
-                    self.core.drop_msg(m.send, DropReason::Loss);
-                    return true;
-                }
-            }
-            Some(Injected::Duplicate) => {
-                if let Pending::Deliver(m) = &pending {
-                    self.core.note_duplicate(m.send);
-                    let copy = Pending::Deliver(m.clone());
-                    self.core.queue.push(now, copy);
-                }
-            }
-            other => self.inject_node_fault(other, n, None),
+        if let Some(f) = self.core.fuzzing.as_mut() {
+            f.decisions.push(at);
         }
-        if self.outcome.is_none() {
-            self.cover(&pending);
-            self.handle(pending);
-        }
+        self.cover(&pending);
+        self.handle(pending);
         true
     }
 
@@ -177,33 +274,37 @@ impl<M: Model> Simulation<M> {
             }
             _ => return,
         }
-        if let Some(f) = self.fuzzing.as_mut() {
+        if let Some(f) = self.core.fuzzing.as_mut() {
             if f.coverage.len() < COVERAGE_KEYS_MAX {
                 f.coverage.insert(h.finish());
             }
         }
     }
 
-    /// Applies a crash, isolation or clock jump now (drops and duplicates need a message);
-    /// `lasts_ns` overrides how long a crash or isolation lasts.
-    fn inject_node_fault(&mut self, fault: Option<Injected>, n: usize, lasts_ns: Option<u64>) {
+    /// Applies a crash, isolation or clock jump now.
+    fn inject_node_fault(&mut self, fault: NodeFault, n: usize) {
         match fault {
-            Some(Injected::Crash(node)) => self.handle(Pending::Fault(FaultAction::Crash {
-                node,
-                restart_after_ns: Some(lasts_ns.unwrap_or(CRASH_DOWN_NS)),
-            })),
-            Some(Injected::Isolate(node)) => {
-                let group_of: Vec<usize> = (0..n).map(|i| usize::from(i == node.index())).collect();
+            NodeFault::Crash { node, lasts_ns } => {
+                self.handle(Pending::Fault(FaultAction::Crash {
+                    node: NodeId(node),
+                    restart_after_ns: Some(lasts_ns.unwrap_or(CRASH_DOWN_NS)),
+                }))
+            }
+            NodeFault::Isolate { node, lasts_ns } => {
+                let group_of: Vec<usize> =
+                    (0..n).map(|i| usize::from(i == node as usize)).collect();
                 let links = links_between_groups(&group_of);
                 self.handle(Pending::Fault(FaultAction::Cut {
                     links,
                     heal_after_ns: Some(lasts_ns.unwrap_or(ISOLATION_NS)),
                 }))
             }
-            Some(Injected::ClockJump(node, by_ns)) => {
-                self.handle(Pending::Fault(FaultAction::ClockJump { node, by_ns }))
+            NodeFault::ClockJump { node, by_ns } => {
+                self.handle(Pending::Fault(FaultAction::ClockJump {
+                    node: NodeId(node),
+                    by_ns,
+                }))
             }
-            Some(Injected::Drop | Injected::Duplicate) | None => {}
         }
     }
 

@@ -14,12 +14,12 @@ use crate::node::{Boot, Ctx, Node};
 use crate::queue::EventQueue;
 use crate::rng::{derive_seed, Purpose, SimRng, StepRng};
 use crate::scenario::Scenario;
-use crate::schedule::{Decider, Schedule};
+use crate::schedule::{Decider, Follow, Schedule};
 use crate::trace::InputHead;
 use crate::trace::{DropReason, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
 use crate::world::{Clock, Network, SwarmKinds};
 use env::{Core, InFlight, NodeSlot, Pending, ReqIds};
-use fuzzing::Fuzzing;
+use fuzzing::{Fuzzing, Source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use workload::Workload;
@@ -89,11 +89,20 @@ pub struct RunReport {
     pub trace: Option<Vec<u8>>,
     /// The first error met writing a streamed trace.
     pub trace_error: Option<std::io::Error>,
-    /// Under a decider: the choices made (trailing defaults trimmed) and requests left out,
-    /// which replay the run with [`Simulation::with_schedule`].
+    /// Under a decider: the choices made, in the order they applied, and the requests left
+    /// out, which replay the run with [`Simulation::with_schedule`]. (Replaying a schedule,
+    /// the choices that applied.)
     pub schedule: Option<Schedule>,
-    /// Under a decider: the virtual time of each decision's step.
-    pub decision_times: Vec<u64>,
+    /// For each of `schedule`'s choices about a message, the trace index of its send.
+    pub choice_sends: Vec<Option<u64>>,
+    /// Replaying a schedule: the indices of its choices that never applied (their message
+    /// was never sent, their moment never came, their node does not exist).
+    pub unapplied: Vec<usize>,
+    /// Replaying a schedule: every message sent, in order, by key.
+    pub sent: Vec<crate::schedule::MsgKey>,
+    /// Under a decider: the moment of each decision (a choice at one applies right before
+    /// that decision's event).
+    pub decisions: Vec<crate::schedule::Moment>,
     /// Workload requests drawn, sent or not (their numbers are `0..requests_drawn`).
     pub requests_drawn: u64,
     /// Under a decider: which handlers ran — (node, message variant) for deliveries and
@@ -120,8 +129,6 @@ pub struct Simulation<M: Model> {
     outcome: Option<Outcome>,
     violation: Option<Violation>,
     memory_trace: bool,
-    /// Under a decider (fuzzing, or replaying a schedule).
-    fuzzing: Option<Fuzzing>,
 }
 
 /// The header a simulated run writes.
@@ -207,6 +214,7 @@ impl<M: Model> Simulation<M> {
             trace: TraceOut::new(writer),
             scratch: Vec::with_capacity(256),
             logs: Capture::new(),
+            fuzzing: None,
             net: Network::new(scenario, &kinds),
             net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
             slots,
@@ -236,7 +244,6 @@ impl<M: Model> Simulation<M> {
             outcome: None,
             violation: None,
             memory_trace,
-            fuzzing: None,
         };
         for node in 0..n as u32 {
             sim.core.queue.push(0, Pending::Boot { node: NodeId(node) });
@@ -253,23 +260,19 @@ impl<M: Model> Simulation<M> {
         sim
     }
 
-    /// Lets `decider` choose, at every step, which pending event runs and whether a fault is
-    /// injected. The choices made are returned in [`RunReport::schedule`].
+    /// Lets `decider` choose each message's fate, node faults and early deliveries. The
+    /// choices made are returned in [`RunReport::schedule`].
     pub fn with_decider(mut self, decider: Box<dyn Decider>) -> Self {
-        match &mut self.fuzzing {
-            Some(f) => f.decider = decider,
-            None => self.fuzzing = Some(Fuzzing::new(decider)),
-        }
+        self.core.fuzzing = Some(Box::new(Fuzzing::new(Source::Explore(decider))));
         self
     }
 
-    /// Replays a schedule: its choices, and the workload requests it leaves out.
+    /// Replays a schedule: its choices, and the workload requests it leaves out. The
+    /// choices that never applied are listed in [`RunReport::unapplied`].
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
         self.workload.follow(&schedule);
-        let timed = schedule.timed.clone();
-        let mut fuzzing = Fuzzing::new(Box::new(schedule));
-        fuzzing.follow(&timed);
-        self.fuzzing = Some(fuzzing);
+        let follow = Follow::new(&schedule);
+        self.core.fuzzing = Some(Box::new(Fuzzing::new(Source::Follow(follow))));
         self
     }
 
@@ -316,7 +319,7 @@ impl<M: Model> Simulation<M> {
         if self.core.stats.steps >= self.max_events {
             return self.finish(Outcome::EventLimit);
         }
-        if self.fuzzing.is_some() {
+        if self.core.fuzzing.is_some() {
             return self.decided_step();
         }
         let Some((time_ns, pending)) = self.core.queue.pop() else {
@@ -364,12 +367,23 @@ impl<M: Model> Simulation<M> {
                 }
             }
         };
-        let (coverage, decision_times, schedule) = match self.fuzzing.map(Fuzzing::into_decided) {
-            None => (BTreeSet::new(), Vec::new(), None),
-            Some(decided) => (
-                decided.coverage,
-                decided.decision_times,
-                Some(self.workload.schedule(decided.choices, decided.timed)),
+        let decided = self.core.fuzzing.take().map(|f| f.into_decided());
+        let (coverage, decisions, choice_sends, unapplied, sent, schedule) = match decided {
+            None => (
+                BTreeSet::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                None,
+            ),
+            Some(d) => (
+                d.coverage,
+                d.decisions,
+                d.choice_sends,
+                d.unapplied,
+                d.sent,
+                Some(self.workload.schedule(d.choices)),
             ),
         };
         RunReport {
@@ -384,7 +398,10 @@ impl<M: Model> Simulation<M> {
             trace,
             trace_error,
             coverage,
-            decision_times,
+            decisions,
+            choice_sends,
+            unapplied,
+            sent,
             requests_drawn: self.workload.drawn,
             schedule,
         }

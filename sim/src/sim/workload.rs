@@ -8,7 +8,7 @@ use crate::model::Model;
 use crate::node::{Ctx, Node};
 use crate::rng::SimRng;
 use crate::scenario;
-use crate::schedule::{Choice, Schedule, TimedFault};
+use crate::schedule::{Choice, Schedule};
 use crate::trace::InputHead;
 use std::collections::BTreeSet;
 
@@ -57,17 +57,14 @@ impl Workload {
         self.shift_ns = schedule.workload_shift_ns;
     }
 
-    /// The schedule that replays a decided run: its choices and timed faults, with this
-    /// workload's edits.
-    pub fn schedule(&self, choices: Vec<Choice>, timed: Vec<TimedFault>) -> Schedule {
+    /// The schedule that replays a decided run: its choices, with this workload's edits.
+    pub fn schedule(&self, choices: Vec<Choice>) -> Schedule {
         Schedule {
             choices,
             skip_requests: self.skip.iter().copied().collect(),
-            timed,
             workload_shift_ns: self.shift_ns,
             requests_max: self.max,
         }
-        .trimmed()
     }
 
     /// Whether a tick at `now_ns` still sends, after `issued` requests.
