@@ -25,6 +25,8 @@ pub const CLOCK_JUMP_NS: i64 = 50_000_000;
 pub const DELAY_MAX_NS: u64 = 1_000_000_000;
 /// The shortest hold a decider draws.
 pub const DELAY_MIN_NS: u64 = 1_000_000;
+/// How long a quick restart (half of the random deciders' crashes) keeps a node down.
+pub const QUICK_RESTART_NS: (u64, u64) = (1_000_000, 10_000_000);
 /// The largest clock jump a schedule file may ask for.
 pub const CLOCK_JUMP_MAX_NS: u64 = 3_600_000_000_000;
 
@@ -489,15 +491,25 @@ impl Decider for RandomDecider {
         }
         let Some(kind) = self.pick(true) else { return };
         let node = self.rng.below(nodes as u64) as u32;
-        out.extend(NodeFault::random(kind, node).map(|f| (at, f)));
+        let mut fault = NodeFault::random(kind, node);
+        // Half the crashes are a process restarted at once by its supervisor (1-10 ms): a
+        // node that forgets what it had not synced in the middle of a protocol round (a vote,
+        // a prepare) and is back before the round is over. The rest last CRASH_DOWN_NS.
+        if let Some(NodeFault::Crash { lasts_ns, .. }) = &mut fault {
+            if self.rng.chance(0.5) {
+                *lasts_ns = Some(self.rng.between(QUICK_RESTART_NS.0, QUICK_RESTART_NS.1));
+            }
+        }
+        out.extend(fault.map(|f| (at, f)));
     }
 
     fn early(&mut self, _at: Moment, window: &[Candidate]) -> Option<usize> {
-        let deliveries: Vec<usize> = (0..window.len())
-            .filter(|&i| window[i].is_delivery())
-            .collect();
-        if deliveries.len() > 1 && self.rng.chance(self.reorder) {
-            return self.rng.pick(&deliveries).copied();
+        let deliveries = window.iter().filter(|c| c.is_delivery()).count();
+        if deliveries > 1 && self.rng.chance(self.reorder) {
+            let k = self.rng.below(deliveries as u64) as usize;
+            return (0..window.len())
+                .filter(|&i| window[i].is_delivery())
+                .nth(k);
         }
         None
     }

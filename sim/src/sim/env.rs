@@ -87,7 +87,13 @@ pub(super) struct InFlight<M> {
     /// The request ids of the step that sent it.
     pub ids: ReqIds,
     pub payload: InlinePayload,
+    /// Under a decider: where the message's key is in the run's list of keys
+    /// ([`NO_KEY`] otherwise).
+    pub key: u32,
 }
+
+/// [`InFlight::key`] of a message sent without a decider.
+pub(super) const NO_KEY: u32 = u32::MAX;
 
 /// An event waiting in the queue for its virtual time.
 pub(super) enum Pending<M> {
@@ -219,7 +225,7 @@ impl<M: Message> Core<M> {
     fn transmit(&mut self, from: NodeId, to: NodeId, msg: M, send: u64, payload: InlinePayload) {
         let key = self.fuzzing.as_mut().map(|f| {
             let request = self.step_ids.as_slice().first().map(|r| r.0);
-            f.key_send(from, to, request, crate::variant::variant_name(&msg), send)
+            f.key_send(from, to, request, crate::variant::variant_name(&msg))
         });
         let link = *self.net.link(from, to);
         if self.net.is_blocked(from, to) {
@@ -237,9 +243,10 @@ impl<M: Message> Core<M> {
             .then(|| self.latency_ns(&link));
         let latency_ns = self.latency_ns(&link);
         let fate = match (key, self.fuzzing.as_mut()) {
-            (Some(key), Some(f)) => f.fate(&key, send),
+            (Some((key, _)), Some(f)) => f.fate(&key, send),
             _ => Fate::Deliver,
         };
+        let key = key.map_or(NO_KEY, |(_, index)| index);
         let (held_ns, twice) = match fate {
             Fate::Deliver => (0, false),
             Fate::Drop => return self.drop_msg(send, DropReason::Loss),
@@ -248,13 +255,33 @@ impl<M: Message> Core<M> {
         };
         if let Some(copy_ns) = copy_ns {
             self.note_duplicate(send);
-            self.deliver_later(from, to, msg.clone(), send, payload, copy_ns + held_ns);
+            let ids = self.step_ids;
+            let copy = InFlight {
+                to,
+                from,
+                msg: msg.clone(),
+                send,
+                ids,
+                payload,
+                key,
+            };
+            self.deliver_later(copy, copy_ns + held_ns);
         }
+        let ids = self.step_ids;
+        let original = InFlight {
+            to,
+            from,
+            msg,
+            send,
+            ids,
+            payload,
+            key,
+        };
         if twice {
             self.note_duplicate(send);
-            self.deliver_later(from, to, msg.clone(), send, payload, latency_ns);
+            self.deliver_later(original.clone(), latency_ns);
         }
-        self.deliver_later(from, to, msg, send, payload, latency_ns + held_ns);
+        self.deliver_later(original, latency_ns + held_ns);
     }
 
     fn latency_ns(&mut self, link: &LinkParams) -> u64 {
@@ -265,29 +292,10 @@ impl<M: Message> Core<M> {
 
     /// Queues one copy of a message, `latency_ns` after it leaves. Each copy draws its own
     /// latency: reordering falls out of this jitter, as a later send may draw a shorter one.
-    fn deliver_later(
-        &mut self,
-        from: NodeId,
-        to: NodeId,
-        msg: M,
-        send: u64,
-        payload: InlinePayload,
-        latency_ns: u64,
-    ) {
+    fn deliver_later(&mut self, m: InFlight<M>, latency_ns: u64) {
         let departs = self.now_ns.saturating_add(self.step_busy_ns);
         let at = departs.saturating_add(latency_ns);
-        let ids = self.step_ids;
-        self.queue.push(
-            at,
-            Pending::Deliver(InFlight {
-                to,
-                from,
-                msg,
-                send,
-                ids,
-                payload,
-            }),
-        );
+        self.queue.push(at, Pending::Deliver(m));
     }
 
     pub fn cancel_timers_of(&mut self, node: NodeId) {

@@ -40,8 +40,8 @@ pub(super) struct Fuzzing {
     counts: BTreeMap<(u32, u32, u64, u64), u32>,
     /// Kind names by hash, to write keys back out.
     kind_names: BTreeMap<u64, &'static str>,
-    /// Each send's key, by the trace index of its `Send` (increasing).
-    keys: Vec<(u64, Key)>,
+    /// Each send's key, in send order ([`InFlight::key`](super::env::InFlight) indexes it).
+    keys: Vec<Key>,
     taken: Vec<Choice>,
     /// For each taken choice about a message, the trace index of its send.
     taken_send: Vec<Option<u64>>,
@@ -77,18 +77,19 @@ impl Fuzzing {
         }
     }
 
-    /// Gives the message of the send at trace index `send` its key. Every send is counted,
-    /// also those a partition or the network loses, so that a key does not depend on them.
+    /// Gives a message sent now its key, and where it is kept. Every send is counted, also
+    /// those a partition or the network loses, so that a key does not depend on them.
     pub fn key_send(
         &mut self,
         from: NodeId,
         to: NodeId,
         request: Option<u64>,
         kind: &'static str,
-        send: u64,
-    ) -> Key {
+    ) -> (Key, u32) {
         let hash = kind_hash(kind);
-        self.kind_names.entry(hash).or_insert(kind);
+        if !self.kind_names.contains_key(&hash) {
+            self.kind_names.insert(hash, kind);
+        }
         let request = request.unwrap_or(NO_REQUEST);
         let count = self
             .counts
@@ -102,9 +103,9 @@ impl Fuzzing {
             nth: *count,
         };
         *count += 1;
-        debug_assert!(self.keys.last().is_none_or(|(s, _)| *s < send));
-        self.keys.push((send, key));
-        key
+        let index = u32::try_from(self.keys.len()).unwrap_or(u32::MAX - 1);
+        self.keys.push(key);
+        (key, index)
     }
 
     /// The fate of a message the network is about to carry.
@@ -132,9 +133,8 @@ impl Fuzzing {
         }
     }
 
-    fn key_of(&self, send: u64) -> Option<Key> {
-        let i = self.keys.binary_search_by_key(&send, |(s, _)| *s).ok()?;
-        Some(self.keys[i].1)
+    fn key_of(&self, index: u32) -> Option<Key> {
+        self.keys.get(index as usize).copied()
     }
 
     /// The moment of a decision at `at_ns`.
@@ -163,7 +163,7 @@ impl Fuzzing {
         // Every message's key, for the minimiser's single-fault swaps; only a followed
         // schedule's run (the minimiser's) pays for writing them out.
         let sent = match &self.source {
-            Source::Follow(_) => self.keys.iter().map(|(_, k)| self.msg_key(k)).collect(),
+            Source::Follow(_) => self.keys.iter().map(|k| self.msg_key(k)).collect(),
             Source::Explore(_) => Vec::new(),
         };
         Decided {
@@ -225,7 +225,7 @@ impl<M: Model> Simulation<M> {
             .iter()
             .map(|(_, _, p)| Candidate {
                 msg: match p {
-                    Pending::Deliver(m) => fuzzing.key_of(m.send),
+                    Pending::Deliver(m) => fuzzing.key_of(m.key),
                     _ => None,
                 },
                 node: Self::queued_input_node(p).unwrap_or(NodeId(0)),

@@ -515,6 +515,7 @@ impl<M: Model> Simulation<M> {
             send,
             ids,
             payload,
+            ..
         } = m;
         if !self.core.slots[to.index()].up {
             return self.core.drop_msg(send, DropReason::NodeDown);
