@@ -87,9 +87,7 @@ impl Fuzzing {
         kind: &'static str,
     ) -> (Key, u32) {
         let hash = kind_hash(kind);
-        if !self.kind_names.contains_key(&hash) {
-            self.kind_names.insert(hash, kind);
-        }
+        self.kind_names.entry(hash).or_insert(kind);
         let request = request.unwrap_or(NO_REQUEST);
         let count = self
             .counts
