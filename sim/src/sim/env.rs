@@ -253,20 +253,6 @@ impl<M: Message> Core<M> {
             Fate::Duplicate => (0, true),
             Fate::Delay(by_ns) => (by_ns, false),
         };
-        if let Some(copy_ns) = copy_ns {
-            self.note_duplicate(send);
-            let ids = self.step_ids;
-            let copy = InFlight {
-                to,
-                from,
-                msg: msg.clone(),
-                send,
-                ids,
-                payload,
-                key,
-            };
-            self.deliver_later(copy, copy_ns + held_ns);
-        }
         let ids = self.step_ids;
         let original = InFlight {
             to,
@@ -277,6 +263,10 @@ impl<M: Message> Core<M> {
             payload,
             key,
         };
+        if let Some(copy_ns) = copy_ns {
+            self.note_duplicate(send);
+            self.deliver_later(original.clone(), copy_ns + held_ns);
+        }
         if twice {
             self.note_duplicate(send);
             self.deliver_later(original.clone(), latency_ns);
