@@ -106,6 +106,9 @@ enum Command {
     Fuzz(crate::fuzz_cli::FuzzArgs),
     /// Re-execute a trace: report the first divergence from it, or OK
     Replay(crate::replay_cli::ReplayArgs),
+    /// Check what clients saw in a trace: is it linearizable (against the model's
+    /// specification)? Prints the smallest sub-history that is not
+    Check(crate::check_cli::CheckArgs),
     /// Show the events that causally precede (or follow) an event
     Why(crate::replay_cli::WhyArgs),
     /// Where a value came from and where it went: back across machines to the request that
@@ -187,6 +190,7 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
         Command::Replay(args) => crate::replay_cli::replay(&registry, &args),
         Command::Fuzz(args) => crate::fuzz_cli::fuzz_command(&registry, &args),
         Command::Why(args) => crate::replay_cli::why(&registry, &args),
+        Command::Check(args) => crate::check_cli::check(&registry, &args),
         Command::Provenance(args) => crate::provenance_cli::provenance(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
         Command::Export(args) => crate::export_cli::export(&registry, &args),
@@ -421,7 +425,7 @@ fn run_model<M: retrace_sim::Model>(
 
 fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8> {
     let (header, mut reader) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
-    let describe = registry.messages(&header.model).text;
+    let describe = registry.messages(&header.model);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let origin = match &header.origin {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bench;
+pub mod check_cli;
 pub mod cli;
 mod demo;
 pub mod exit;

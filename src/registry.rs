@@ -152,6 +152,17 @@ impl ScenarioInfo {
 pub struct Messages {
     pub name: fn(&[u8]) -> String,
     pub text: fn(&[u8]) -> String,
+    /// A timer's value from its tag (`Node::Timer`).
+    pub timer: fn(&[u8]) -> String,
+}
+
+impl retrace_replayer::Describe for Messages {
+    fn message(&self, payload: &[u8]) -> String {
+        (self.text)(payload)
+    }
+    fn timer(&self, tag: &[u8]) -> String {
+        (self.timer)(tag)
+    }
 }
 
 impl Messages {
@@ -160,6 +171,7 @@ impl Messages {
         Messages {
             name: |p| format!("message ({} bytes)", p.len()),
             text: |p| format!("<{} bytes>", p.len()),
+            timer: retrace_replayer::describe::timer_without_model,
         }
     }
 
@@ -176,6 +188,10 @@ impl Messages {
                     p.len(),
                     M::NAME
                 ),
+            },
+            timer: |t| match codec::decode::<<M::Node as Node>::Timer>(t) {
+                Ok(timer) => format!("{timer:?}"),
+                Err(_) => retrace_replayer::describe::timer_without_model(t),
             },
         }
     }

@@ -189,7 +189,7 @@ fn step_lines(
     trace: &Trace,
     steps: &Steps,
     which: &[usize],
-    describe: &dyn Fn(&[u8]) -> String,
+    describe: &dyn retrace_replayer::Describe,
 ) -> Vec<String> {
     which
         .iter()
@@ -245,7 +245,7 @@ pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> anyhow::Result<
             .collect()
     };
     // Messages decoded as `show` and the TUI print them, when this binary knows the model.
-    let describe = registry.messages(&trace.header.model).text;
+    let describe = registry.messages(&trace.header.model);
     println!(
         "{}",
         event_line(

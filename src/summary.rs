@@ -166,7 +166,7 @@ pub fn run_summary(
                 v.step_index, v.invariant
             );
             let text = format!("{} at {}: {}", v.node_name, format_ns(v.time_ns), v.message);
-            for line in wrap(&text, 68) {
+            for line in wrap_message(&text, 68) {
                 let _ = writeln!(out, "          {line}");
             }
         }
@@ -179,6 +179,16 @@ pub fn run_summary(
         }
     }
     out
+}
+
+/// A violation's message for a terminal: its first line wrapped at `width`, the lines after
+/// it as they are (an invariant that draws, such as linearizability's diagram of
+/// overlapping operations, has laid them out already).
+pub fn wrap_message(text: &str, width: usize) -> Vec<String> {
+    let (head, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let mut lines = wrap(head, width);
+    lines.extend(rest.lines().map(str::to_string));
+    lines
 }
 
 /// Splits `text` into lines of at most `width` characters at spaces (a longer word stays

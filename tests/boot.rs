@@ -17,6 +17,7 @@ struct Lives {
 
 impl Node for Lives {
     type Msg = u8;
+    type Timer = u64;
     fn on_start(&mut self, ctx: &mut Ctx<'_, u8>) {
         let boot = ctx.boot();
         self.boots.push(boot);

@@ -127,6 +127,7 @@ mod leaky {
 
     impl Node for Leaky {
         type Msg = u64;
+        type Timer = u64;
         fn on_start(&mut self, ctx: &mut Ctx<'_, u64>) {
             ctx.set_timer(std::time::Duration::from_millis(5), 0);
         }

@@ -88,6 +88,7 @@ struct Store<const NOTES: bool> {
 
 impl<const NOTES: bool> Node for Store<NOTES> {
     type Msg = Msg;
+    type Timer = u64;
     fn on_start(&mut self, _ctx: &mut Ctx<'_, Msg>) {}
     fn on_request(&mut self, ctx: &mut Ctx<'_, Msg>, request: Msg) {
         if let Msg::Put(v) = request {

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use retrace_models::kv::msg::Msg;
+use retrace_models::kv::msg::{Msg, Timer};
 use retrace_models::KvModel;
 use retrace_sim::trace::Record;
 use retrace_sim::{codec, scenario, Outcome, RequestId, Simulation, Trace, TraceSink};
@@ -180,11 +180,11 @@ fn request_ids_follow_causality_and_not_background_work() {
             }
             // The failover watchdog is reset inside requests but detached from them.
             Record::Timer {
-                tag: 2,
+                tag,
                 request_ids,
                 node,
                 ..
-            } if node.0 < 3 => {
+            } if node.0 < 3 && codec::decode::<Timer>(tag.as_bytes()) == Ok(Timer::Failover) => {
                 assert!(
                     request_ids.is_empty(),
                     "event {}: watchdog carries {request_ids:?}",

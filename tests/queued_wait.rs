@@ -14,6 +14,7 @@ struct Sleeper;
 
 impl Node for Sleeper {
     type Msg = u8;
+    type Timer = u64;
     fn on_start(&mut self, ctx: &mut Ctx<'_, u8>) {
         if ctx.id() == NodeId(0) {
             for i in 0..3 {

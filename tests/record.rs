@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 enum Input {
     Start(u64),
     Deliver(u32, Vec<u8>),
-    Timer(u64),
+    Timer(Vec<u8>),
     External(Vec<u8>),
 }
 
@@ -49,7 +49,7 @@ fn trace_inputs(trace: &Trace, node: usize) -> Vec<Input> {
         .filter_map(|e| match &e.record {
             Record::Start { seed, .. } | Record::Restart { seed, .. } => Some(Input::Start(*seed)),
             Record::Deliver { from, payload, .. } => Some(Input::Deliver(from.0, payload.clone())),
-            Record::Timer { tag, .. } => Some(Input::Timer(*tag)),
+            Record::Timer { tag, .. } => Some(Input::Timer(tag.as_bytes().to_vec())),
             Record::External { payload, .. } => Some(Input::External(payload.clone())),
             _ => None,
         })

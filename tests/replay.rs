@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use retrace_models::pingpong::{Msg as PingMsg, PingPong, PingPongOptions};
+use retrace_models::pingpong::{Msg as PingMsg, PingPong, PingPongOptions, Timer as PingTimer};
 use retrace_models::webstack::Msg as WebMsg;
 use retrace_models::{KvModel, PingPongModel, WebstackModel};
 use retrace_replayer::profile::{compare_window, Kind, Profiler};
@@ -55,10 +55,11 @@ struct OffByOne(PingPong);
 
 impl Node for OffByOne {
     type Msg = PingMsg;
-    fn on_start(&mut self, ctx: &mut Ctx<'_, PingMsg>) {
+    type Timer = PingTimer;
+    fn on_start(&mut self, ctx: &mut Ctx<'_, PingMsg, PingTimer>) {
         self.0.on_start(ctx)
     }
-    fn on_message(&mut self, ctx: &mut Ctx<'_, PingMsg>, from: NodeId, msg: PingMsg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, PingMsg, PingTimer>, from: NodeId, msg: PingMsg) {
         match (&mut self.0, msg) {
             (PingPong::Pong { answered }, PingMsg::Ping { boot, seq }) if seq >= 50 => {
                 *answered += 1;
@@ -67,7 +68,7 @@ impl Node for OffByOne {
             (_, msg) => self.0.on_message(ctx, from, msg),
         }
     }
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, PingMsg>, timer: TimerId, tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, PingMsg, PingTimer>, timer: TimerId, tag: PingTimer) {
         self.0.on_timer(ctx, timer, tag)
     }
 }

@@ -31,6 +31,7 @@ struct Seq {
 
 impl Node for Seq {
     type Msg = Msg;
+    type Timer = u64;
     fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
         if ctx.id() == NodeId(0) {
             ctx.set_timer(Duration::from_millis(10), 0);

@@ -5,7 +5,7 @@
 use retrace_sim::trace::{DropReason, FaultRecord, Record};
 use retrace_sim::{
     invariant, scenario, Ctx, Event, Invariant, Model, Node, NodeId, NodeSpec, Outcome, RunReport,
-    SimRng, Simulation, TimerId, Trace, TraceSink, View,
+    SimRng, Simulation, Tag, TimerId, Trace, TraceSink, View,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -30,6 +30,7 @@ const TAG_WORK: u64 = 7;
 
 impl Node for Probe {
     type Msg = Msg;
+    type Timer = u64;
     fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
         self.recovered_tick = ctx.storage().get_value::<u64>("tick").and_then(Result::ok);
         ctx.set_timer(Duration::from_millis(10), TAG_TICK);
@@ -351,10 +352,8 @@ fn request_ids_ride_timers_unless_detached() {
         .iter()
         .filter_map(|e| match &e.record {
             Record::Timer {
-                tag: TAG_WORK,
-                request_ids,
-                ..
-            } => Some(request_ids.clone()),
+                tag, request_ids, ..
+            } if *tag == Tag::number(TAG_WORK) => Some(request_ids.clone()),
             _ => None,
         })
         .collect();
@@ -382,15 +381,8 @@ fn request_ids_ride_timers_unless_detached() {
     for e in &trace.events {
         match &e.record {
             Record::Timer {
-                tag: 99,
-                request_ids,
-                ..
-            }
-            | Record::Timer {
-                tag: TAG_TICK,
-                request_ids,
-                ..
-            } => {
+                tag, request_ids, ..
+            } if *tag == Tag::number(99) || *tag == Tag::number(TAG_TICK) => {
                 assert!(request_ids.is_empty(), "{e:?}")
             }
             _ => {}

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             request: None,
             message_name: &name,
             message_text: &name,
+            timer_name: &name,
             survey: Some(&survey),
             base_time_ns: u64::MAX - 5,
             dot_depth: Some(3),

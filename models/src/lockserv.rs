@@ -65,8 +65,6 @@ impl Default for LockOptions {
     }
 }
 
-const TAG_HEARTBEAT: u64 = 1;
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     Primary,
@@ -101,7 +99,7 @@ pub struct LockServer {
 }
 
 impl LockServer {
-    fn other(&self, ctx: &Ctx<'_, Msg>) -> NodeId {
+    fn other(&self, ctx: &Ctx<'_, Msg, Timer>) -> NodeId {
         NodeId(1 - ctx.id().0.min(1))
     }
 
@@ -112,24 +110,29 @@ impl LockServer {
         }
     }
 
-    fn backup_silent(&self, ctx: &mut Ctx<'_, Msg>) -> bool {
+    fn backup_silent(&self, ctx: &mut Ctx<'_, Msg, Timer>) -> bool {
         let now = ctx.now().0;
         now.saturating_sub(self.heard_ns) >= self.failover_ms * 1_000_000
     }
 
-    fn set_epoch(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u32) {
+    fn set_epoch(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, epoch: u32) {
         self.epoch = epoch;
         let s = ctx.storage();
         let _ = s.put_value("epoch", &epoch);
         s.sync();
     }
 
-    fn grant(&mut self, ctx: &mut Ctx<'_, Msg>, request: retrace_sim::RequestId, token: u64) {
+    fn grant(
+        &mut self,
+        ctx: &mut Ctx<'_, Msg, Timer>,
+        request: retrace_sim::RequestId,
+        token: u64,
+    ) {
         self.granted.push(token);
         ctx.respond_to(request, Msg::Granted { token });
     }
 
-    fn acquire(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn acquire(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let Some(&request) = ctx.request_ids().first() else {
             return;
         };
@@ -152,10 +155,17 @@ impl LockServer {
     }
 }
 
+/// A lock server's timer: the primary's heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    Heartbeat,
+}
+
 impl Node for LockServer {
     type Msg = Msg;
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         self.heard_ns = ctx.now().0;
         // The epoch is durable: a server that restarts and later takes over must not reuse
         // an epoch it already had (its tokens would collide).
@@ -169,17 +179,17 @@ impl Node for LockServer {
             retrace_sim::Boot::First if ctx.id() == NodeId(0) => Role::Primary,
             _ => Role::Backup { primary: other },
         };
-        ctx.set_timer(Duration::from_millis(self.heartbeat_ms), TAG_HEARTBEAT);
+        ctx.set_timer(Duration::from_millis(self.heartbeat_ms), Timer::Heartbeat);
     }
 
-    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg>, request: Msg) {
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, request: Msg) {
         match request {
             Msg::Acquire => self.acquire(ctx),
             other => ctx.annotate(format!("ignored external {other:?}")),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         match msg {
             Msg::Forward => self.acquire(ctx),
             Msg::Replicate { epoch, next } | Msg::Heartbeat { epoch, next } => {
@@ -212,12 +222,12 @@ impl Node for LockServer {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, _timer: TimerId, tag: u64) {
-        if tag != TAG_HEARTBEAT {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, _timer: TimerId, tag: Timer) {
+        if tag != Timer::Heartbeat {
             return;
         }
         ctx.detach();
-        ctx.set_timer(Duration::from_millis(self.heartbeat_ms), TAG_HEARTBEAT);
+        ctx.set_timer(Duration::from_millis(self.heartbeat_ms), Timer::Heartbeat);
         let silent = self.backup_silent(ctx);
         match self.role {
             Role::Primary => {

@@ -65,12 +65,18 @@ impl Default for PingPongOptions {
 
 const PING: NodeId = NodeId(0);
 const PONG: NodeId = NodeId(1);
-const TAG_RETRANSMIT: u64 = 1;
+
+/// The pinger's timer: check for a pong, resend if none came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    Retransmit,
+}
 
 impl Node for PingPong {
     type Msg = Msg;
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         // A restarted ping starts over from its constructor's state; pong does not mind.
         if let PingPong::Ping {
             boot,
@@ -91,11 +97,11 @@ impl Node for PingPong {
                 ctx.send(PONG, Msg::Ping { boot: *boot, seq });
             }
             *sent = *in_flight;
-            ctx.set_timer(Duration::from_millis(*retransmit_ms), TAG_RETRANSMIT);
+            ctx.set_timer(Duration::from_millis(*retransmit_ms), Timer::Retransmit);
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         match (self, msg) {
             (PingPong::Pong { answered }, Msg::Ping { boot, seq }) => {
                 *answered += 1;
@@ -132,7 +138,7 @@ impl Node for PingPong {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, _timer: TimerId, _tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, _timer: TimerId, _tag: Timer) {
         if let PingPong::Ping {
             boot,
             sent,
@@ -154,7 +160,7 @@ impl Node for PingPong {
                 );
             }
             *received_at_check = *received;
-            ctx.set_timer(Duration::from_millis(*retransmit_ms), TAG_RETRANSMIT);
+            ctx.set_timer(Duration::from_millis(*retransmit_ms), Timer::Retransmit);
         }
     }
 }

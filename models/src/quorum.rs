@@ -253,6 +253,8 @@ impl Server {
 
 impl Node for Server {
     type Msg = Msg;
+    /// Quorum nodes set no timers.
+    type Timer = u64;
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
         let s = ctx.storage();

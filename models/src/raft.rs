@@ -93,8 +93,6 @@ impl Default for RaftOptions {
     }
 }
 
-const TAG_ELECTION: u64 = 1;
-const TAG_HEARTBEAT: u64 = 2;
 /// Entries per AppendEntries message.
 const MAX_BATCH: usize = 64;
 
@@ -133,7 +131,7 @@ impl Raft {
         (0..self.n).filter(|&p| p != self.me).map(NodeId).collect()
     }
 
-    fn persist(&self, ctx: &mut Ctx<'_, Msg>) {
+    fn persist(&self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let s = ctx.storage();
         let _ = s.put_value("term", &self.term);
         let _ = s.put_value("log", &self.log);
@@ -143,16 +141,16 @@ impl Raft {
         s.sync();
     }
 
-    fn reset_election(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn reset_election(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         if let Some(t) = self.election_timer.take() {
             ctx.cancel_timer(t);
         }
         let (lo, hi) = self.election_ms;
         let ms = ctx.rng().between(lo, hi);
-        self.election_timer = Some(ctx.set_timer(Duration::from_millis(ms), TAG_ELECTION));
+        self.election_timer = Some(ctx.set_timer(Duration::from_millis(ms), Timer::Election));
     }
 
-    fn step_down(&mut self, ctx: &mut Ctx<'_, Msg>, term: u64) {
+    fn step_down(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, term: u64) {
         self.term = term;
         self.voted_for = None;
         self.role = Role::Follower;
@@ -166,7 +164,7 @@ impl Raft {
         }
     }
 
-    fn start_election(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn start_election(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         self.term += 1;
         self.role = Role::Candidate;
         self.voted_for = Some(self.me);
@@ -191,7 +189,7 @@ impl Raft {
         }
     }
 
-    fn become_leader(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn become_leader(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         self.role = Role::Leader;
         ctx.annotate(format!("leader of term {}", self.term));
         let len = self.log.len() as u64;
@@ -203,10 +201,10 @@ impl Raft {
             ctx.cancel_timer(t);
         }
         self.heartbeat_timer =
-            Some(ctx.set_timer(Duration::from_millis(self.heartbeat_ms), TAG_HEARTBEAT));
+            Some(ctx.set_timer(Duration::from_millis(self.heartbeat_ms), Timer::Heartbeat));
     }
 
-    fn send_append(&mut self, ctx: &mut Ctx<'_, Msg>, p: NodeId) {
+    fn send_append(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, p: NodeId) {
         let next = self.next_index[p.index()].max(1);
         let prev_index = next - 1;
         let prev_term = if prev_index == 0 {
@@ -231,7 +229,7 @@ impl Raft {
         ctx.send(p, msg);
     }
 
-    fn send_appends(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn send_appends(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         for p in self.peers() {
             self.send_append(ctx, p);
         }
@@ -252,10 +250,20 @@ impl Raft {
     }
 }
 
+/// A raft node's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    /// No leader heard from for a while: stand for election.
+    Election,
+    /// A leader's next round of appends.
+    Heartbeat,
+}
+
 impl Node for Raft {
     type Msg = Msg;
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let s = ctx.storage();
         self.term = s.get_value("term").and_then(Result::ok).unwrap_or(0);
         self.log = s.get_value("log").and_then(Result::ok).unwrap_or_default();
@@ -266,7 +274,7 @@ impl Node for Raft {
         self.reset_election(ctx);
     }
 
-    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg>, request: Msg) {
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, request: Msg) {
         let Msg::Propose { value } = request else {
             return ctx.annotate("raft takes Propose requests");
         };
@@ -287,7 +295,7 @@ impl Node for Raft {
         });
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         match msg {
             Msg::RequestVote {
                 term,
@@ -427,21 +435,21 @@ impl Node for Raft {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, timer: TimerId, tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, timer: TimerId, tag: Timer) {
         match tag {
-            TAG_ELECTION if self.election_timer == Some(timer) => {
+            Timer::Election if self.election_timer == Some(timer) => {
                 self.election_timer = None;
                 if self.role == Role::Leader {
                     return;
                 }
                 self.start_election(ctx);
             }
-            TAG_HEARTBEAT if self.heartbeat_timer == Some(timer) => {
+            Timer::Heartbeat if self.heartbeat_timer == Some(timer) => {
                 self.heartbeat_timer = None;
                 if self.role == Role::Leader {
                     self.send_appends(ctx);
                     self.heartbeat_timer = Some(
-                        ctx.set_timer(Duration::from_millis(self.heartbeat_ms), TAG_HEARTBEAT),
+                        ctx.set_timer(Duration::from_millis(self.heartbeat_ms), Timer::Heartbeat),
                     );
                 }
             }

@@ -68,7 +68,6 @@ impl Default for TwoPcOptions {
 }
 
 const COORDINATOR: NodeId = NodeId(0);
-const TAG_QUERY: u64 = u64::MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TwoPc {
@@ -94,7 +93,7 @@ pub enum TwoPc {
 }
 
 impl TwoPc {
-    fn persist(&self, ctx: &mut Ctx<'_, Msg>) {
+    fn persist(&self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let s = ctx.storage();
         match self {
             TwoPc::Coordinator {
@@ -113,7 +112,7 @@ impl TwoPc {
         s.sync();
     }
 
-    fn decide(&mut self, ctx: &mut Ctx<'_, Msg>, tx: u64, commit: bool) {
+    fn decide(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, tx: u64, commit: bool) {
         let TwoPc::Coordinator {
             participants,
             voting,
@@ -140,7 +139,7 @@ impl TwoPc {
         });
     }
 
-    fn ask_for_decisions(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn ask_for_decisions(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let TwoPc::Participant {
             prepared,
             query_timer,
@@ -154,15 +153,25 @@ impl TwoPc {
         }
         if !prepared.is_empty() {
             ctx.detach();
-            *query_timer = Some(ctx.set_timer(Duration::from_millis(100), TAG_QUERY));
+            *query_timer = Some(ctx.set_timer(Duration::from_millis(100), Timer::Query));
         }
     }
 }
 
+/// 2PC's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    /// The coordinator's deadline for the votes of transaction `tx`: abort if they are not in.
+    Vote { tx: u64 },
+    /// A participant in doubt asks the coordinator for its decisions again.
+    Query,
+}
+
 impl Node for TwoPc {
     type Msg = Msg;
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let s = ctx.storage();
         match self {
             TwoPc::Coordinator {
@@ -201,7 +210,7 @@ impl Node for TwoPc {
         }
     }
 
-    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg>, request: Msg) {
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, request: Msg) {
         let TwoPc::Coordinator {
             participants,
             timeout_ms,
@@ -223,10 +232,10 @@ impl Node for TwoPc {
         for p in 1..=n {
             ctx.send(NodeId(p), Msg::Prepare { tx });
         }
-        ctx.set_timer(Duration::from_millis(timeout), tx);
+        ctx.set_timer(Duration::from_millis(timeout), Timer::Vote { tx });
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         match (&mut *self, msg) {
             (
                 TwoPc::Coordinator {
@@ -299,11 +308,13 @@ impl Node for TwoPc {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, timer: TimerId, tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, timer: TimerId, tag: Timer) {
         match self {
             TwoPc::Coordinator { voting, .. } => {
-                if voting.contains_key(&tag) {
-                    self.decide(ctx, tag, false);
+                if let Timer::Vote { tx } = tag {
+                    if voting.contains_key(&tx) {
+                        self.decide(ctx, tx, false);
+                    }
                 }
             }
             TwoPc::Participant { query_timer, .. } => {

@@ -103,9 +103,6 @@ impl Default for WebstackOptions {
     }
 }
 
-const TAG_LUNCH: u64 = 1;
-const TAG_BATCH_QUERY: u64 = 2;
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Webstack {
     Client {
@@ -159,16 +156,26 @@ pub struct BatchPlan {
     pub interval_ms: u64,
 }
 
+/// The batch job's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    /// Noon: the daily batch job starts.
+    Lunch,
+    /// The batch job's next heavy query.
+    BatchQuery,
+}
+
 impl Node for Webstack {
     type Msg = Msg;
+    type Timer = Timer;
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         if let Webstack::Batch { opts, .. } = self {
-            ctx.set_timer(Duration::from_millis(opts.noon_ms), TAG_LUNCH);
+            ctx.set_timer(Duration::from_millis(opts.noon_ms), Timer::Lunch);
         }
     }
 
-    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg>, request: Msg) {
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, request: Msg) {
         match (self, request) {
             (
                 Webstack::Client {
@@ -188,7 +195,7 @@ impl Node for Webstack {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         match (self, msg) {
             (
                 Webstack::Client {
@@ -374,7 +381,7 @@ impl Node for Webstack {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, _timer: TimerId, tag: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, _timer: TimerId, tag: Timer) {
         let Webstack::Batch {
             db,
             queries_left,
@@ -385,14 +392,14 @@ impl Node for Webstack {
             return;
         };
         match tag {
-            TAG_LUNCH => {
+            Timer::Lunch => {
                 ctx.annotate("noon: the batch job starts");
                 *queries_left = opts.duration_ms / opts.interval_ms.max(1);
-                ctx.set_timer(Duration::ZERO, TAG_BATCH_QUERY);
+                ctx.set_timer(Duration::ZERO, Timer::BatchQuery);
                 // Tomorrow's run: a periodic timer, which must belong to no request.
-                ctx.set_timer(Duration::from_millis(opts.day_ms), TAG_LUNCH);
+                ctx.set_timer(Duration::from_millis(opts.day_ms), Timer::Lunch);
             }
-            TAG_BATCH_QUERY if *queries_left > 0 => {
+            Timer::BatchQuery if *queries_left > 0 => {
                 *queries_left -= 1;
                 let tag = *next_tag;
                 *next_tag += 1;
@@ -404,7 +411,7 @@ impl Node for Webstack {
                         heavy: true,
                     },
                 );
-                ctx.set_timer(Duration::from_millis(opts.interval_ms), TAG_BATCH_QUERY);
+                ctx.set_timer(Duration::from_millis(opts.interval_ms), Timer::BatchQuery);
             }
             _ => {}
         }

@@ -61,7 +61,8 @@ pub enum LogRecord {
     Timer {
         wall_ns: u64,
         timer: u64,
-        tag: u64,
+        /// The node's timer value, encoded (`retrace_sim::Tag`).
+        tag: Vec<u8>,
         request_ids: Vec<u64>,
         timing: Timing,
     },
@@ -83,7 +84,7 @@ pub enum LogRecord {
     },
     TimerSet {
         timer: u64,
-        tag: u64,
+        tag: Vec<u8>,
         after_ns: u64,
     },
     TimerCancel {
@@ -285,11 +286,24 @@ pub struct LogWriter {
     disk_full_after: Option<u64>,
 }
 
+/// Refuses a timer tag longer than any node may set (a trace could not hold it).
+fn bounded_tag(r: LogRecord) -> Result<LogRecord, CodecError> {
+    match &r {
+        LogRecord::Timer { tag, .. } | LogRecord::TimerSet { tag, .. }
+            if tag.len() > retrace_sim::tag::TAG_BYTES_MAX =>
+        {
+            Err(CodecError("timer tag longer than a timer may carry".into()))
+        }
+        _ => Ok(r),
+    }
+}
+
 /// The first bytes of a node's log: not a trace's (`RETRACE\0`), so neither is taken for
 /// the other.
 pub const LOG_MAGIC: [u8; 8] = *b"RTRCLOG\0";
-/// The log format this build writes and reads.
-pub const LOG_FORMAT_VERSION: u16 = 1;
+/// The log format this build writes and reads. 2: a timer's tag is the node's typed timer
+/// value, encoded.
+pub const LOG_FORMAT_VERSION: u16 = 2;
 
 /// An environment variable that makes a node's log behave as if its disk filled after
 /// that many bytes (tests only: where a real small tmpfs cannot be mounted).
@@ -680,7 +694,7 @@ pub fn read_log_from(
         let start = offset;
         match read_frame(&mut input, &mut body, &mut offset) {
             Ok(false) => break,
-            Ok(true) => match codec::decode::<LogRecord>(&body) {
+            Ok(true) => match codec::decode::<LogRecord>(&body).and_then(bounded_tag) {
                 Ok(mut r) => {
                     if let Some(wall) = r.wall_mut() {
                         *wall = wall.wrapping_add(last_wall_ns);

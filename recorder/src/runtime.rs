@@ -96,8 +96,8 @@ fn os_seed() -> u64 {
 }
 
 struct Timers {
-    /// (deadline, timer id) -> (tag, request ids of the event that set it).
-    queue: BTreeMap<(Instant, u64), (u64, Vec<RequestId>)>,
+    /// (deadline, timer id) -> (encoded tag, request ids of the event that set it).
+    queue: BTreeMap<(Instant, u64), (Vec<u8>, Vec<RequestId>)>,
     deadline_of: BTreeMap<u64, Instant>,
     next_id: u64,
 }
@@ -187,13 +187,14 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
             self.outbox.push((to.index(), frame));
         }
     }
-    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+    fn set_timer(&mut self, after: Duration, tag: retrace_sim::Tag) -> TimerId {
         let timer = self.timers.next_id;
         self.timers.next_id += 1;
         let after_ns = retrace_sim::duration_ns(after);
+        let tag = tag.as_bytes().to_vec();
         self.record(LogRecord::TimerSet {
             timer,
-            tag,
+            tag: tag.clone(),
             after_ns,
         });
         let deadline = Instant::now() + after;
@@ -365,6 +366,7 @@ struct NodeRuntime<'o, M: Model> {
 }
 
 type MsgOf<M> = <<M as Model>::Node as Node>::Msg;
+type TimerOf<M> = <<M as Model>::Node as Node>::Timer;
 
 impl<M: Model> NodeRuntime<'_, M> {
     /// One event: record the input, run the handler, persist, commit, release. Nothing the
@@ -373,7 +375,7 @@ impl<M: Model> NodeRuntime<'_, M> {
         &mut self,
         mut input: LogRecord,
         request_ids: Vec<RequestId>,
-        call: impl FnOnce(&mut M::Node, &mut Ctx<'_, MsgOf<M>>),
+        call: impl FnOnce(&mut M::Node, &mut Ctx<'_, MsgOf<M>, TimerOf<M>>),
     ) -> Result<(), RecordError> {
         let event_index = self.log.next_index();
         let started = Instant::now();
@@ -559,6 +561,9 @@ impl<M: Model> NodeRuntime<'_, M> {
                 break;
             };
             self.timers.deadline_of.remove(&timer);
+            // This runtime encoded the tag from the node's own timer value.
+            let value = codec::decode::<<M::Node as Node>::Timer>(&tag)
+                .map_err(|e| RecordError(format!("timer {timer}: its tag does not decode: {e}")))?;
             let input = LogRecord::Timer {
                 wall_ns: wall_now_ns(),
                 timer,
@@ -570,7 +575,7 @@ impl<M: Model> NodeRuntime<'_, M> {
                 },
             };
             self.event(input, ids, |state, ctx| {
-                state.on_timer(ctx, TimerId(timer), tag)
+                state.on_timer(ctx, TimerId(timer), value)
             })?;
         }
         Ok(())

@@ -70,7 +70,7 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
                 after_ns,
             } => Expected::TimerSet {
                 timer: TimerId(*timer),
-                tag: *tag,
+                tag,
                 after_ns: *after_ns,
             },
             LogRecord::TimerCancel { timer } => Expected::TimerCancel {
@@ -204,7 +204,7 @@ pub fn verify_log<M: Model>(
                     request_ids.iter().map(|&r| RequestId(r)).collect(),
                     Input::Timer {
                         timer: TimerId(*timer),
-                        tag: *tag,
+                        tag,
                     },
                 )
             }

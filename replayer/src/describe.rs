@@ -1,11 +1,39 @@
 //! Events as people read them: one dense line per trace record.
 
 use retrace_sim::trace::{Event, FaultRecord, Header, Record};
-use retrace_sim::{format_ns, NodeId, RequestId};
+use retrace_sim::{codec, format_ns, NodeId, RequestId};
+
+/// How encoded values read: messages and timer tags, as the model that made them knows
+/// them. A closure over message payloads is one, with timers shown as numbers (or bytes).
+pub trait Describe {
+    /// An encoded message, on one line.
+    fn message(&self, payload: &[u8]) -> String;
+    /// An encoded timer value (`Node::Timer`), on one line.
+    fn timer(&self, tag: &[u8]) -> String {
+        timer_without_model(tag)
+    }
+}
+
+impl<F: Fn(&[u8]) -> String> Describe for F {
+    fn message(&self, payload: &[u8]) -> String {
+        self(payload)
+    }
+}
+
+/// A timer tag read without its model: the number it is, if it is one, else its bytes.
+pub fn timer_without_model(tag: &[u8]) -> String {
+    match codec::decode::<u64>(tag) {
+        Ok(n) => n.to_string(),
+        Err(_) => {
+            let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+            format!("<{hex}>")
+        }
+    }
+}
 
 /// One dense line describing a trace event: index, time, node, kind, detail. `describe`
-/// renders a message payload.
-pub fn event_line(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> String) -> String {
+/// renders message payloads and timer tags.
+pub fn event_line(header: &Header, event: &Event, describe: &dyn Describe) -> String {
     let node = event
         .node
         .map(|id| node_name(header, id))
@@ -29,7 +57,7 @@ pub fn node_name(header: &Header, id: NodeId) -> String {
 }
 
 /// What an event says, without its index, time, node and kind.
-pub fn event_detail(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> String) -> String {
+pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> String {
     let name = |id: NodeId| node_name(header, id);
     let ids = |ids: &[RequestId]| {
         if ids.is_empty() {
@@ -63,7 +91,7 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> 
                 "from {} ({send}){} {}",
                 name(*from),
                 ids(request_ids),
-                describe(payload)
+                describe.message(payload)
             )
         }
         Record::Timer {
@@ -74,14 +102,15 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> 
             ..
         } => {
             format!(
-                "timer t{} tag {tag} (set #{set}){}",
+                "timer t{} {} (set #{set}){}",
                 timer.0,
+                describe.timer(tag.as_bytes()),
                 ids(request_ids)
             )
         }
         Record::External {
             request, payload, ..
-        } => format!("{request} {}", describe(payload)),
+        } => format!("{request} {}", describe.message(payload)),
         Record::Crash { .. } => "volatile state and unsynced writes lost".to_string(),
         Record::Fault(FaultRecord::Cut { id, links }) => {
             let shown: Vec<String> = links
@@ -114,7 +143,12 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Fn(&[u8]) -> 
             timer,
             tag,
             after_ns,
-        } => format!("t{} tag {tag} in {}", timer.0, format_ns(*after_ns)),
+        } => format!(
+            "t{} {} in {}",
+            timer.0,
+            describe.timer(tag.as_bytes()),
+            format_ns(*after_ns)
+        ),
         Record::TimerCancel { timer } => format!("t{}", timer.0),
         Record::Annotate { text } => format!("{text:?}"),
         Record::ClockRead { value_ns } => format_ns(*value_ns),

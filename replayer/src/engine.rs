@@ -6,6 +6,7 @@ use crate::steps::Steps;
 use retrace_sim::check::{
     peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output, Place,
 };
+use retrace_sim::history::ClientEvent;
 use retrace_sim::trace::{Origin, Record};
 use retrace_sim::{
     codec, scenario, Boot, Event, Invariant, Model, Node, NodeId, StepRng, Storage, TimerId, Trace,
@@ -76,6 +77,9 @@ pub struct Cluster<M: Model> {
     /// Per node: its timers set and not yet fired or cancelled.
     timers: Vec<BTreeSet<TimerId>>,
     invariants: Vec<Box<dyn Invariant<M::Node>>>,
+    /// The last step's client events, kept when an invariant reads them or a caller asked
+    /// ([`Cluster::watch_clients`]).
+    client: Option<Vec<ClientEvent<<M::Node as Node>::Msg>>>,
     /// Steps applied so far.
     pub applied: usize,
 }
@@ -89,12 +93,25 @@ impl<M: Model> Clone for Cluster<M> {
             storages: self.storages.clone(),
             timers: self.timers.clone(),
             invariants: self.invariants.iter().map(|i| i.boxed_clone()).collect(),
+            client: self.client.clone(),
             applied: self.applied,
         }
     }
 }
 
 impl<M: Model> Cluster<M> {
+    /// Keeps each step's client events (the request it began with, the answers it gave)
+    /// for [`Cluster::client_events`].
+    pub fn watch_clients(&mut self) {
+        self.client.get_or_insert_with(Vec::new);
+    }
+
+    /// The client events of the last step applied (empty unless watched or read by an
+    /// invariant).
+    pub fn client_events(&self) -> &[ClientEvent<<M::Node as Node>::Msg>] {
+        self.client.as_deref().unwrap_or_default()
+    }
+
     /// An estimate of the memory a copy of this state holds, for the checkpoint budget.
     pub fn approx_bytes(&self) -> usize {
         let nodes = codec::encode(&self.nodes).map_or(0, |b| b.len());
@@ -143,7 +160,7 @@ fn expected_outputs(events: &[Event], from: usize, end: usize, simulated: bool) 
                 after_ns,
             } => Expected::TimerSet {
                 timer: *timer,
-                tag: *tag,
+                tag: tag.as_bytes(),
                 after_ns: *after_ns,
             },
             Record::TimerCancel { timer } => Expected::TimerCancel { timer: *timer },
@@ -205,13 +222,16 @@ impl<M: Model> Replay<M> {
     /// The cluster before the first step.
     pub fn initial(&self) -> Cluster<M> {
         let n = self.node_names.len();
+        let invariants = M::invariants(&self.options);
+        let client = invariants.iter().any(|i| i.sees_clients()).then(Vec::new);
         Cluster {
             nodes: (0..n).map(|_| None).collect(),
             rngs: (0..n).map(|_| StepRng::new(0)).collect(),
             boots: vec![Boot::First; n],
             storages: vec![Storage::default(); n],
             timers: vec![BTreeSet::new(); n],
-            invariants: M::invariants(&self.options),
+            invariants,
+            client,
             applied: 0,
         }
     }
@@ -262,6 +282,9 @@ impl<M: Model> Replay<M> {
                 format!("node {node}"),
                 Vec::new(),
             ));
+        }
+        if let Some(client) = &mut cluster.client {
+            client.clear();
         }
         let mut request_ids = Vec::new();
         match &input.record {
@@ -334,7 +357,7 @@ impl<M: Model> Replay<M> {
             },
             Record::Timer { timer, tag, .. } => Input::Timer {
                 timer: *timer,
-                tag: *tag,
+                tag: tag.as_bytes(),
             },
             Record::External { payload, .. } => Input::External { payload },
             other => {
@@ -347,6 +370,22 @@ impl<M: Model> Replay<M> {
             }
         };
         cluster.rngs[i].begin_step(&request_ids);
+        if let (
+            Some(client),
+            Record::External {
+                request, payload, ..
+            },
+        ) = (&mut cluster.client, &input.record)
+        {
+            // An undecodable request is reported by the handler's run just below.
+            if let Ok(msg) = codec::decode::<<M::Node as Node>::Msg>(payload) {
+                client.push(ClientEvent::Invoke {
+                    request: *request,
+                    node,
+                    msg,
+                });
+            }
+        }
         let outputs = expected_outputs(events, step.input + 1, step.end, self.simulated);
         let mut env = CheckingEnv::<<M::Node as Node>::Msg>::new(
             Place {
@@ -367,6 +406,9 @@ impl<M: Model> Replay<M> {
         );
         if let Some(sent) = sent {
             env = env.observe_sends(sent);
+        }
+        if let Some(client) = &mut cluster.client {
+            env = env.observe_answers(client);
         }
         match run_handler(state, &mut env, handler_input) {
             Err(HandlerError::Panicked(text)) => {
@@ -426,6 +468,7 @@ impl<M: Model> Replay<M> {
             step_index: input as u64,
             node,
             nodes: &cluster.nodes,
+            client: cluster.client.as_deref().unwrap_or_default(),
         };
         let mut out = Vec::new();
         for inv in &mut cluster.invariants {

@@ -23,7 +23,7 @@ pub mod steps;
 
 pub use causality::Causality;
 pub use cursor::{CheckpointPolicy, Cursor};
-pub use describe::{event_detail, event_line, node_name};
+pub use describe::{event_detail, event_line, node_name, Describe};
 pub use engine::{Cluster, Divergence, Replay, ReplayError, ReplayViolation};
 pub use predicate::Predicate;
 pub use steps::Steps;

@@ -10,7 +10,9 @@
 //! What the callers keep is only their walk over inputs.
 
 use crate::codec;
+use crate::history::ClientEvent;
 use crate::node::{Boot, Ctx, Env, Message, Node};
+use crate::tag::Tag;
 use crate::trace::Record;
 use crate::{NodeId, RequestId, SimRng, StepRng, Storage, Time, TimerId};
 use std::collections::BTreeSet;
@@ -25,7 +27,8 @@ pub enum Expected<'a> {
     },
     TimerSet {
         timer: TimerId,
-        tag: u64,
+        /// The encoded timer value.
+        tag: &'a [u8],
         after_ns: u64,
     },
     TimerCancel {
@@ -58,7 +61,7 @@ impl Expected<'_> {
                 after_ns,
             } => Record::TimerSet {
                 timer,
-                tag,
+                tag: Tag::from_bytes(tag),
                 after_ns,
             },
             Expected::TimerCancel { timer } => Record::TimerCancel { timer },
@@ -135,6 +138,7 @@ pub struct CheckingEnv<'a, M> {
     check_busy: bool,
     mismatch: Option<Mismatch<M>>,
     sent: Option<&'a mut Vec<(usize, M)>>,
+    answers: Option<&'a mut Vec<ClientEvent<M>>>,
 }
 
 impl<'a, M: Message> CheckingEnv<'a, M> {
@@ -158,7 +162,15 @@ impl<'a, M: Message> CheckingEnv<'a, M> {
             check_busy,
             mismatch: None,
             sent: None,
+            answers: None,
         }
+    }
+
+    /// Also hand over each answer the code gave to a client (matching the recorded one), as
+    /// a [`ClientEvent::Complete`]: what the trace itself keeps only as a digest.
+    pub fn observe_answers(mut self, answers: &'a mut Vec<ClientEvent<M>>) -> Self {
+        self.answers = Some(answers);
+        self
     }
 
     /// Also hand over each message the code sent, with its record index.
@@ -263,11 +275,11 @@ impl<M: Message> Env<M> for CheckingEnv<'_, M> {
             }
         }
     }
-    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+    fn set_timer(&mut self, after: Duration, tag: Tag) -> TimerId {
         let after_ns = crate::duration_ns(after);
         match self.expect(
-            || format!("set a timer: tag {tag}, in {}", crate::format_ns(after_ns)),
-            |e| matches!(e, Expected::TimerSet { tag: t, after_ns: a, .. } if *t == tag && *a == after_ns),
+            || format!("set a timer: tag {tag:?}, in {}", crate::format_ns(after_ns)),
+            |e| matches!(e, Expected::TimerSet { tag: t, after_ns: a, .. } if *t == tag.as_bytes() && *a == after_ns),
         ) {
             Some((_, Expected::TimerSet { timer, .. })) => {
                 self.world.timers.insert(timer);
@@ -301,10 +313,17 @@ impl<M: Message> Env<M> for CheckingEnv<'_, M> {
     }
     fn respond(&mut self, request: RequestId, msg: M) {
         let digest = codec::digest(&codec::encode(&msg).unwrap_or_default());
-        self.expect(
+        let matched = self.expect(
             || format!("respond to {request} (digest {digest:016x}): {msg:?}"),
             |e| matches!(e, Expected::Respond { request: q, digest: d } if *q == request && *d == digest),
         );
+        if let (Some(_), Some(answers)) = (matched, self.answers.as_mut()) {
+            answers.push(ClientEvent::Complete {
+                request,
+                node: self.place.id,
+                msg,
+            });
+        }
     }
     fn request_ids(&self) -> &[RequestId] {
         &self.request_ids
@@ -329,7 +348,7 @@ impl<M: Message> Env<M> for CheckingEnv<'_, M> {
 pub enum Input<'p> {
     Start,
     Deliver { from: NodeId, payload: &'p [u8] },
-    Timer { timer: TimerId, tag: u64 },
+    Timer { timer: TimerId, tag: &'p [u8] },
     External { payload: &'p [u8] },
 }
 
@@ -357,7 +376,12 @@ pub fn run_handler<N: Node>(
         match input {
             Input::Start => node.on_start(ctx),
             Input::Deliver { from, payload } => node.on_message(ctx, from, decode(payload)?),
-            Input::Timer { timer, tag } => node.on_timer(ctx, timer, tag),
+            Input::Timer { timer, tag } => {
+                let tag = codec::decode::<N::Timer>(tag).map_err(|e| {
+                    HandlerError::Undecodable(format!("timer tag does not decode: {e}"))
+                })?;
+                node.on_timer(ctx, timer, tag)
+            }
             Input::External { payload } => node.on_request(ctx, decode(payload)?),
         }
         Ok(())

@@ -38,6 +38,14 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         .map_err(|e| CodecError(e.to_string()))
 }
 
+/// Encodes `value` into `out` if it fits; the number of bytes written.
+pub fn encode_into_slice<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut [u8],
+) -> Result<usize, CodecError> {
+    bincode::serde::encode_into_slice(value, out, config()).map_err(|e| CodecError(e.to_string()))
+}
+
 /// Encodes `value` into a new buffer.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();

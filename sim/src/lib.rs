@@ -17,6 +17,7 @@
 //!
 //! impl Node for Counter {
 //!     type Msg = u64;
+//!     type Timer = u64;
 //!     fn on_start(&mut self, ctx: &mut Ctx<'_, u64>) {
 //!         if ctx.id() == NodeId(0) { ctx.send(NodeId(1), 1) }
 //!     }
@@ -55,8 +56,10 @@ pub mod check;
 pub mod codec;
 mod determinism;
 pub mod fuzz;
+pub mod history;
 mod ids;
 pub mod limits;
+pub mod linearizability;
 pub mod logs;
 mod model;
 mod node;
@@ -66,6 +69,7 @@ pub mod scenario;
 pub mod schedule;
 mod sim;
 mod storage;
+pub mod tag;
 pub mod trace;
 pub mod variant;
 mod world;
@@ -79,5 +83,6 @@ pub use scenario::{Scenario, ScenarioError};
 pub use schedule::{Choice, Decider, Moment, MsgKey, Schedule};
 pub use sim::{sim_header, RunReport, Simulation, Stats, TraceSink, Violation, MAX_REQUEST_IDS};
 pub use storage::Storage;
+pub use tag::Tag;
 pub use trace::{Event, Outcome, Record, Trace};
 pub use world::SwarmKinds;

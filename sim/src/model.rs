@@ -1,5 +1,6 @@
 //! What the CLI's registry holds: one [`Model`] per system, with its invariants.
 
+use crate::history::ClientEvent;
 use crate::ids::NodeId;
 use crate::node::Node;
 use crate::rng::SimRng;
@@ -56,6 +57,16 @@ pub trait Model: 'static {
     /// The invariants checked after every event.
     fn invariants(options: &Self::Options) -> Vec<Box<dyn Invariant<Self::Node>>>;
 
+    /// The sequential specification of what clients see (see [`crate::linearizability`]),
+    /// for `retrace check TRACE --linearizable` on any trace of this model, recorded ones
+    /// too. `None` (the default): the model has none.
+    fn linearizability(
+        options: &Self::Options,
+    ) -> Option<Box<dyn crate::linearizability::HistoryCheck<<Self::Node as Node>::Msg>>> {
+        let _ = options;
+        None
+    }
+
     /// The next external request of the workload: which node receives it and what it is.
     /// `None` means the model has no external workload.
     fn request(
@@ -68,7 +79,7 @@ pub trait Model: 'static {
 }
 
 /// The cluster as an invariant sees it after one step.
-pub struct View<'a, N> {
+pub struct View<'a, N: Node> {
     /// Virtual time of the step.
     pub time_ns: u64,
     /// Trace index of the step's input record.
@@ -77,6 +88,11 @@ pub struct View<'a, N> {
     pub node: NodeId,
     /// Every node's state; `None` while a node is down.
     pub nodes: &'a [Option<N>],
+    /// What clients saw in this step: the external request it began with, and the answers
+    /// it gave (to this or to earlier requests), in order. Filled only for invariants that
+    /// say they read it ([`Invariant::sees_clients`]); [`crate::history::History`] gathers
+    /// them over a run.
+    pub client: &'a [ClientEvent<N::Msg>],
 }
 
 /// A broken invariant: the explanation a person reads, and named facts a tool can use
@@ -131,8 +147,14 @@ impl std::fmt::Display for Broken {
 
 /// A property that must hold after every event. It may keep its own state (for example,
 /// what has been acknowledged so far), which evolves deterministically with the run.
-pub trait Invariant<N>: 'static {
+pub trait Invariant<N: Node>: 'static {
     fn name(&self) -> &str;
+    /// Whether this invariant reads [`View::client`]. Runtimes copy requests and answers
+    /// for the view only when some invariant does, so models that check node state alone
+    /// pay nothing for it.
+    fn sees_clients(&self) -> bool {
+        false
+    }
     /// `Err` with a human-readable explanation (and any facts a tool may want) when the
     /// property is broken.
     fn check(&mut self, view: &View<'_, N>) -> Result<(), Broken>;
@@ -145,7 +167,7 @@ struct FnInvariant<F> {
     check: F,
 }
 
-impl<N: 'static, F> Invariant<N> for FnInvariant<F>
+impl<N: Node, F> Invariant<N> for FnInvariant<F>
 where
     F: FnMut(&View<'_, N>) -> Result<(), Broken> + Clone + 'static,
 {
@@ -165,7 +187,7 @@ where
 
 /// An invariant from a closure; `Err("why".into())` or `Err(format!(…).into())` when broken,
 /// or a [`Broken`] with facts.
-pub fn invariant<N: 'static>(
+pub fn invariant<N: Node>(
     name: &str,
     check: impl FnMut(&View<'_, N>) -> Result<(), Broken> + Clone + 'static,
 ) -> Box<dyn Invariant<N>> {

@@ -3,8 +3,10 @@
 use crate::ids::{NodeId, RequestId, Time, TimerId};
 use crate::rng::SimRng;
 use crate::storage::Storage;
+use crate::tag::Tag;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 /// What a message must be: cloneable for duplicates, printable for the trace viewer,
@@ -38,6 +40,7 @@ impl<T: Clone + Debug + Serialize + DeserializeOwned + Send + 'static> Message f
 ///
 /// impl Node for Role {
 ///     type Msg = Msg;
+///     type Timer = u64; // this system sets no timers
 ///     fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
 ///         if let Role::Client { server, .. } = self {
 ///             ctx.send(*server, Msg::Get("x".into()));
@@ -59,19 +62,34 @@ pub trait Node: Clone + Debug + Serialize + DeserializeOwned + 'static {
     /// The messages nodes of this system exchange (one enum for all roles).
     type Msg: Message;
 
+    /// What a timer carries back to the node when it fires: usually an enum of the node's
+    /// timers (`Heartbeat`, `Retry { op }`, …), so traces and the TUI show them by name and
+    /// the fuzzer counts each kind once. `u64` for a system with no timers or plain numbers.
+    type Timer: Message;
+
     /// The node boots: first start, or restart after a crash (the node was rebuilt by its
     /// model's constructor; its synced storage is what survived). [`Ctx::boot`] tells which.
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg>);
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg, Self::Timer>);
 
     /// A message from another node arrives.
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::Msg>, from: NodeId, msg: Self::Msg);
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_, Self::Msg, Self::Timer>,
+        from: NodeId,
+        msg: Self::Msg,
+    );
 
-    /// A timer set with [`Ctx::set_timer`] fires.
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Msg>, timer: TimerId, tag: u64);
+    /// A timer set with [`Ctx::set_timer`] fires, with the value it was set with.
+    fn on_timer(
+        &mut self,
+        ctx: &mut Ctx<'_, Self::Msg, Self::Timer>,
+        timer: TimerId,
+        tag: Self::Timer,
+    );
 
     /// A request from outside the cluster arrives (a client of the system). It starts a new
     /// request id; answer it with [`Ctx::respond`]. The default ignores it.
-    fn on_request(&mut self, ctx: &mut Ctx<'_, Self::Msg>, request: Self::Msg) {
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Self::Msg, Self::Timer>, request: Self::Msg) {
         let _ = request;
         ctx.annotate("external request ignored: on_request is not implemented");
     }
@@ -96,7 +114,7 @@ pub trait Env<M> {
     fn boot(&self) -> Boot;
     fn now(&mut self) -> Time;
     fn send(&mut self, to: NodeId, msg: M);
-    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId;
+    fn set_timer(&mut self, after: Duration, tag: Tag) -> TimerId;
     fn cancel_timer(&mut self, timer: TimerId) -> bool;
     fn rng(&mut self) -> &mut SimRng;
     fn storage(&mut self) -> &mut Storage;
@@ -109,15 +127,20 @@ pub trait Env<M> {
     fn busy(&mut self, duration: Duration);
 }
 
-/// A node's only door to the world while it handles an event.
-pub struct Ctx<'a, M> {
+/// A node's only door to the world while it handles an event: `M` its messages, `T` its
+/// timer values (see [`Node::Timer`]).
+pub struct Ctx<'a, M, T = u64> {
     env: &'a mut dyn Env<M>,
+    _timer: PhantomData<fn(T)>,
 }
 
-impl<'a, M> Ctx<'a, M> {
+impl<'a, M, T> Ctx<'a, M, T> {
     /// Wraps a runtime's environment (for runtimes, not for node code).
     pub fn new(env: &'a mut dyn Env<M>) -> Self {
-        Ctx { env }
+        Ctx {
+            env,
+            _timer: PhantomData,
+        }
     }
 
     /// This node's id.
@@ -147,13 +170,17 @@ impl<'a, M> Ctx<'a, M> {
         self.env.send(to, msg)
     }
 
-    /// Sets a timer that fires `after` from now with `tag`, unless cancelled or the node
-    /// crashes first. `after` is measured by this node's clock, as a real timer is: with a
-    /// drifting clock (`[clocks] drift_ppm`) it fires that much early or late in true time;
-    /// a clock jump does not move it (timers follow a monotonic clock). The real runtime uses
-    /// the host's monotonic clock.
-    pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        self.env.set_timer(after, tag)
+    /// Sets a timer that fires `after` from now, handing `tag` back to `on_timer`, unless
+    /// cancelled or the node crashes first. `after` is measured by this node's clock, as a
+    /// real timer is: with a drifting clock (`[clocks] drift_ppm`) it fires that much early
+    /// or late in true time; a clock jump does not move it (timers follow a monotonic
+    /// clock). The real runtime uses the host's monotonic clock. The tag is recorded (it
+    /// must encode to at most [`crate::tag::TAG_BYTES_MAX`] bytes).
+    pub fn set_timer(&mut self, after: Duration, tag: T) -> TimerId
+    where
+        T: Serialize + Debug,
+    {
+        self.env.set_timer(after, Tag::of(&tag))
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use retrace_sim::trace::{BodyDecoder, BodyEncoder, DropReason, FaultRecord, Outcome, Record};
-use retrace_sim::{NodeId, RequestId, TimerId};
+use retrace_sim::{NodeId, RequestId, Tag, TimerId};
 
 /// A record at `index`, whose links point backwards (at most `index` records back).
 fn record(index: u64) -> BoxedStrategy<Record> {
@@ -74,10 +74,14 @@ fn record(index: u64) -> BoxedStrategy<Record> {
         (node.clone(), any::<u64>())
             .prop_map(|(to, digest)| Record::Send { to, digest })
             .boxed(),
-        (any::<u64>(), any::<u64>(), any::<u64>())
+        (
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            any::<u64>(),
+        )
             .prop_map(|(t, tag, after_ns)| Record::TimerSet {
                 timer: TimerId(t),
-                tag,
+                tag: Tag::from_bytes(&tag),
                 after_ns,
             })
             .boxed(),
@@ -119,12 +123,19 @@ fn record(index: u64) -> BoxedStrategy<Record> {
     if index > 0 {
         let link = (0..index).boxed();
         kinds.extend([
-            (node, back, any::<u64>(), any::<u64>(), link.clone(), ids)
+            (
+                node,
+                back,
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                link.clone(),
+                ids,
+            )
                 .prop_map(|(node, prev, timer, tag, set, request_ids)| Record::Timer {
                     node,
                     prev,
                     timer: TimerId(timer),
-                    tag,
+                    tag: Tag::from_bytes(&tag),
                     set,
                     request_ids,
                 })

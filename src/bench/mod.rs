@@ -2,6 +2,7 @@
 
 mod export;
 mod fuzz;
+mod lin;
 mod record;
 pub(crate) mod replay;
 mod tui;
@@ -31,6 +32,8 @@ pub enum BenchTarget {
     Tui,
     /// The exports: each format's speed and peak memory on long traces
     Export,
+    /// The linearizability checker: a 10,000-operation kv history, and its cost inside runs
+    Lin,
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +201,7 @@ pub fn run<L: crate::registry::Models>(
         BenchTarget::Fuzz => return self::fuzz::run(args.seeds, args.only.as_deref()),
         BenchTarget::Tui => return self::tui::run(args),
         BenchTarget::Export => return self::export::run(args),
+        BenchTarget::Lin => return self::lin::run(),
         BenchTarget::Sim => {}
     }
     println!(

@@ -315,7 +315,7 @@ impl App {
     pub fn row_text(&self, row: usize) -> String {
         let trace = self.session.trace();
         let e = &trace.events[self.record_of(row)];
-        let describe = |p: &[u8]| self.session.describe(p);
+        let describe = crate::session::Described(&*self.session);
         format!(
             "{:>7} {:>10} {:<10} {:<9} {}",
             e.index,

@@ -51,6 +51,8 @@ pub trait Session {
     fn first_violation(&self) -> Option<ReplayViolation>;
     /// An encoded message, on one line.
     fn describe(&self, payload: &[u8]) -> String;
+    /// An encoded timer value (`Node::Timer`), on one line.
+    fn describe_timer(&self, tag: &[u8]) -> String;
     /// An encoded message, pretty-printed over several lines.
     fn describe_pretty(&self, payload: &[u8]) -> String;
     /// The state of step `step`'s node before and after it. Leaves the cursor after the step.
@@ -156,6 +158,13 @@ impl<M: Model> Session for ModelSession<M> {
         }
     }
 
+    fn describe_timer(&self, tag: &[u8]) -> String {
+        match codec::decode::<<M::Node as Node>::Timer>(tag) {
+            Ok(t) => format!("{t:?}"),
+            Err(_) => retrace_replayer::describe::timer_without_model(tag),
+        }
+    }
+
     fn describe_pretty(&self, payload: &[u8]) -> String {
         match codec::decode::<<M::Node as Node>::Msg>(payload) {
             Ok(m) => pretty(&m),
@@ -203,5 +212,17 @@ impl<M: Model> Session for ModelSession<M> {
 
     fn provenance(&self, ask: &Ask) -> Result<Provenance, String> {
         provenance::ask(self.cursor.replay(), ask).map_err(|e| e.to_string())
+    }
+}
+
+/// A session as a [`retrace_replayer::Describe`]: messages and timers as its model reads them.
+pub struct Described<'a>(pub &'a dyn Session);
+
+impl retrace_replayer::Describe for Described<'_> {
+    fn message(&self, payload: &[u8]) -> String {
+        self.0.describe(payload)
+    }
+    fn timer(&self, tag: &[u8]) -> String {
+        self.0.describe_timer(tag)
     }
 }

@@ -1,7 +1,7 @@
 //! kv clients: receive operations from outside, find the primary, retry, answer.
 
-use super::msg::{Msg, Op, OpResult, Version};
-use retrace_sim::{Ctx, NodeId, TimerId};
+use super::msg::{Msg, Op, OpResult, Timer};
+use retrace_sim::{Boot, Ctx, NodeId, RequestId, TimerId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,18 +13,12 @@ pub const MAX_ATTEMPTS: u32 = 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outstanding {
+    /// The external request this operation answers.
+    pub request: Option<RequestId>,
     pub op: Op,
     pub target: NodeId,
     pub attempts: u32,
     pub timer: TimerId,
-}
-
-/// The last operation a client completed, for the invariant checker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Completed {
-    pub op_id: u64,
-    pub op: Op,
-    pub result: OpResult,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,11 +29,6 @@ pub struct Client {
     pub primary_guess: NodeId,
     pub next_op: u64,
     pub outstanding: BTreeMap<u64, Outstanding>,
-    /// Counters and the most recent issue/completion, which the invariant watches.
-    pub issued: u64,
-    pub last_issued: Option<(u64, Op)>,
-    pub completed: u64,
-    pub last_completed: Option<Completed>,
 }
 
 impl Client {
@@ -50,20 +39,25 @@ impl Client {
             primary_guess: NodeId(0),
             next_op: 0,
             outstanding: BTreeMap::new(),
-            issued: 0,
-            last_issued: None,
-            completed: 0,
-            last_completed: None,
         }
     }
 
-    pub fn on_request(&mut self, ctx: &mut Ctx<'_, Msg>, msg: Msg) {
+    pub fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
+        if ctx.boot() == Boot::Restart {
+            // Replies to the operations of an earlier life may still arrive; operation ids
+            // of this life must not match them (or an old answer would complete a new
+            // operation). A random base makes that vanishingly unlikely.
+            self.next_op = u64::from(ctx.rng().next_u64() as u32) << 32;
+        }
+    }
+
+    pub fn on_request(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, msg: Msg) {
         let Msg::Op(op) = msg else {
             ctx.annotate(format!("client ignores external {msg:?}"));
             return;
         };
         if self.outstanding.len() >= MAX_OUTSTANDING {
-            ctx.respond(Msg::Done(OpResult::Failed {
+            ctx.respond(Msg::Done(OpResult::Refused {
                 reason: "too many outstanding operations".into(),
             }));
             return;
@@ -78,12 +72,14 @@ impl Client {
                 op: op.clone(),
             },
         );
-        let timer = ctx.set_timer(Duration::from_millis(self.timeout_ms), op_id);
-        self.issued += 1;
-        self.last_issued = Some((op_id, op.clone()));
+        let timer = ctx.set_timer(
+            Duration::from_millis(self.timeout_ms),
+            Timer::Retry { op_id },
+        );
         self.outstanding.insert(
             op_id,
             Outstanding {
+                request: ctx.request_ids().first().copied(),
                 op,
                 target,
                 attempts: 1,
@@ -92,7 +88,7 @@ impl Client {
         );
     }
 
-    pub fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    pub fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         let Msg::Reply { op_id, result } = msg else {
             ctx.annotate(format!("client ignores {msg:?} from {from}"));
             return;
@@ -117,7 +113,10 @@ impl Client {
         }
     }
 
-    pub fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, timer: TimerId, op_id: u64) {
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, timer: TimerId, tag: Timer) {
+        let Timer::Retry { op_id } = tag else {
+            return;
+        };
         let Some(out) = self.outstanding.get(&op_id) else {
             return;
         };
@@ -133,7 +132,7 @@ impl Client {
         NodeId((after.0 + 1) % self.replicas.max(1))
     }
 
-    fn retry(&mut self, ctx: &mut Ctx<'_, Msg>, op_id: u64, target: NodeId) {
+    fn retry(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, op_id: u64, target: NodeId) {
         let Some(out) = self.outstanding.get_mut(&op_id) else {
             return;
         };
@@ -152,32 +151,21 @@ impl Client {
                 op: out.op.clone(),
             },
         );
-        out.timer = ctx.set_timer(Duration::from_millis(self.timeout_ms), op_id);
+        out.timer = ctx.set_timer(
+            Duration::from_millis(self.timeout_ms),
+            Timer::Retry { op_id },
+        );
     }
 
-    fn complete(&mut self, ctx: &mut Ctx<'_, Msg>, op_id: u64, result: OpResult) {
+    fn complete(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, op_id: u64, result: OpResult) {
         let Some(out) = self.outstanding.remove(&op_id) else {
             return;
         };
         ctx.cancel_timer(out.timer);
-        ctx.respond(Msg::Done(result.clone()));
-        self.completed += 1;
-        self.last_completed = Some(Completed {
-            op_id,
-            op: out.op,
-            result,
-        });
-    }
-
-    /// The version an acknowledged put was given, if the last completion was one.
-    pub fn last_ack(&self) -> Option<(&str, Version, &str)> {
-        match &self.last_completed {
-            Some(Completed {
-                op: Op::Put { key, value },
-                result: OpResult::PutOk { version },
-                ..
-            }) => Some((key, *version, value)),
-            _ => None,
+        // The operation's own request, whichever step completes it (a reply carries the
+        // request ids of whatever the replica was doing, not necessarily this one's).
+        if let Some(request) = out.request {
+            ctx.respond_to(request, Msg::Done(result));
         }
     }
 }

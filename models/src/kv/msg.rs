@@ -49,8 +49,12 @@ pub enum OpResult {
     NotPrimary {
         hint: NodeId,
     },
-    /// The client gave up after its retries, or has too many operations outstanding.
+    /// The client gave up after its retries: the operation may or may not have happened.
     Failed {
+        reason: String,
+    },
+    /// The client refused the operation (too many outstanding): it did not happen.
+    Refused {
         reason: String,
     },
 }
@@ -107,4 +111,15 @@ pub enum Msg {
     StateRequest {
         epoch: u64,
     },
+}
+
+/// kv's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    /// A primary's next heartbeat to its backups.
+    Heartbeat,
+    /// A backup's check that it heard from the primary since the last one.
+    Failover,
+    /// A client's deadline for an answer to operation `op_id`.
+    Retry { op_id: u64 },
 }

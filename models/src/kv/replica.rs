@@ -10,16 +10,18 @@
 //! With `bug = "ack-before-replicate"` the primary acknowledges a write as soon as it has
 //! applied it locally and ships writes to the backups lazily, with its next heartbeat: a
 //! crash in between loses an acknowledged write.
+//!
+//! With `bug = "local-reads"` the primary answers reads from its own store at once, without
+//! the read barrier: a deposed primary that has not yet heard of its successor answers with
+//! values the new primary has already overwritten. No write is lost, so only the
+//! linearizability check of what clients saw notices.
 
-use super::msg::{Entry, Msg, Op, OpResult, Store, Version};
+use super::msg::{Entry, Msg, Op, OpResult, Store, Timer, Version};
 use super::KvBug;
 use retrace_sim::{Ctx, NodeId, TimerId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-const TAG_HEARTBEAT: u64 = 1;
-const TAG_FAILOVER: u64 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
@@ -123,7 +125,7 @@ impl Replica {
         (0..self.n).filter(move |&r| r != self.me).map(NodeId)
     }
 
-    fn persist(&self, ctx: &mut Ctx<'_, Msg>) {
+    fn persist(&self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let storage = ctx.storage();
         // Plain data: encoding cannot fail.
         let _ = storage.put_value("promised", &self.promised);
@@ -132,7 +134,7 @@ impl Replica {
         storage.sync();
     }
 
-    pub fn on_start(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    pub fn on_start(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let storage = ctx.storage();
         let restarted = storage.get("promised").is_some();
         if restarted {
@@ -167,25 +169,25 @@ impl Replica {
     /// The watchdog is a periodic check ("heard anything since the last check?") rather than
     /// a timer re-armed on every message: the same failure detection within one to two
     /// periods, without a cancel and a set per message in the trace.
-    fn reset_failover(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn reset_failover(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         self.heard = true;
         if self.failover_timer.is_none() {
             self.arm_watchdog(ctx);
         }
     }
 
-    fn arm_watchdog(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn arm_watchdog(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         // A watchdog is background work: it must not belong to the request that armed it.
         ctx.detach();
         // Jitter keeps two backups from standing for election at the same instant forever.
         let jitter = ctx.rng().below(self.failover_ms / 2 + 1);
         self.failover_timer = Some(ctx.set_timer(
             Duration::from_millis(self.failover_ms + jitter),
-            TAG_FAILOVER,
+            Timer::Failover,
         ));
     }
 
-    fn start_heartbeats(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn start_heartbeats(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         ctx.detach();
         if let Some(t) = self.failover_timer.take() {
             ctx.cancel_timer(t);
@@ -196,7 +198,7 @@ impl Replica {
         self.send_heartbeats(ctx);
     }
 
-    fn send_heartbeats(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn send_heartbeats(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let epoch = self.epoch;
         if !self.unshipped.is_empty() {
             let writes = std::mem::take(&mut self.unshipped);
@@ -222,18 +224,18 @@ impl Replica {
             ctx.send(r, Msg::Heartbeat { epoch });
         }
         self.heartbeat_timer =
-            Some(ctx.set_timer(Duration::from_millis(self.heartbeat_ms), TAG_HEARTBEAT));
+            Some(ctx.set_timer(Duration::from_millis(self.heartbeat_ms), Timer::Heartbeat));
     }
 
-    pub fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg>, timer: TimerId, tag: u64) {
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, timer: TimerId, tag: Timer) {
         match tag {
-            TAG_HEARTBEAT if self.heartbeat_timer == Some(timer) => {
+            Timer::Heartbeat if self.heartbeat_timer == Some(timer) => {
                 self.heartbeat_timer = None;
                 if self.is_primary() {
                     self.send_heartbeats(ctx);
                 }
             }
-            TAG_FAILOVER if self.failover_timer == Some(timer) => {
+            Timer::Failover if self.failover_timer == Some(timer) => {
                 self.failover_timer = None;
                 if self.is_primary() {
                     return;
@@ -248,7 +250,7 @@ impl Replica {
         }
     }
 
-    fn stand_for_election(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn stand_for_election(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let floor = self.promised.max(self.epoch) + 1;
         let n = u64::from(self.n);
         let me = u64::from(self.me);
@@ -277,7 +279,7 @@ impl Replica {
         }
     }
 
-    fn maybe_lead(&mut self, ctx: &mut Ctx<'_, Msg>) {
+    fn maybe_lead(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         let Status::Candidate { votes } = &self.status else {
             return;
         };
@@ -315,7 +317,7 @@ impl Replica {
 
     /// Follow `epoch` (at least as new as any promise), asking its primary for the state if
     /// this replica may have missed its start.
-    fn follow(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u64, from: NodeId) {
+    fn follow(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, epoch: u64, from: NodeId) {
         let missed_start = self.status != Status::Normal || epoch > self.epoch;
         if missed_start {
             self.adopt_view(ctx, epoch);
@@ -324,7 +326,7 @@ impl Replica {
     }
 
     /// Follows `epoch` as a backup, durably.
-    fn adopt_view(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u64) {
+    fn adopt_view(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, epoch: u64) {
         self.epoch = epoch;
         self.promised = epoch;
         self.status = Status::Normal;
@@ -334,7 +336,7 @@ impl Replica {
 
     /// Promises, durably, never to follow an epoch below `epoch`: whatever this replica was
     /// doing for an older epoch (leading, standing for election) stops.
-    fn promise(&mut self, ctx: &mut Ctx<'_, Msg>, epoch: u64) {
+    fn promise(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, epoch: u64) {
         self.promised = epoch;
         self.pending.clear();
         self.unshipped.clear();
@@ -345,7 +347,7 @@ impl Replica {
     }
 
     /// Answers a message from an epoch older than the promise with the newer epoch.
-    fn reject_if_stale(&self, ctx: &mut Ctx<'_, Msg>, from: NodeId, epoch: u64) -> bool {
+    fn reject_if_stale(&self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, epoch: u64) -> bool {
         if epoch < self.promised {
             ctx.send(
                 from,
@@ -358,7 +360,11 @@ impl Replica {
         false
     }
 
-    fn maybe_commit(&mut self, ctx: &mut Ctx<'_, Msg>, slot: u64) {
+    /// Answers the operation of `slot` once a majority holds it. Slots are answered as
+    /// they complete, not in order: a read's value is taken when it comes in, possibly from
+    /// a write still on its way to the backups, so a read can return a write no majority
+    /// holds yet (`retrace check --linearizable` shows it when that write is then lost).
+    fn maybe_commit(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, slot: u64) {
         let Some(p) = self.pending.get(&slot) else {
             return;
         };
@@ -375,7 +381,7 @@ impl Replica {
         }
     }
 
-    pub fn on_message(&mut self, ctx: &mut Ctx<'_, Msg>, from: NodeId, msg: Msg) {
+    pub fn on_message(&mut self, ctx: &mut Ctx<'_, Msg, Timer>, from: NodeId, msg: Msg) {
         match msg {
             Msg::Request { op_id, op } => self.on_client_request(ctx, from, op_id, op),
             Msg::Replicate {
@@ -472,7 +478,13 @@ impl Replica {
         }
     }
 
-    fn on_client_request(&mut self, ctx: &mut Ctx<'_, Msg>, client: NodeId, op_id: u64, op: Op) {
+    fn on_client_request(
+        &mut self,
+        ctx: &mut Ctx<'_, Msg, Timer>,
+        client: NodeId,
+        op_id: u64,
+        op: Op,
+    ) {
         if !self.is_primary() {
             let hint = self.primary_of(self.promised.max(self.epoch));
             return ctx.send(
@@ -509,6 +521,17 @@ impl Replica {
             }
             // A read also goes round a majority: a deposed primary that has not heard of its
             // successor must not answer from a stale store.
+            Op::Get { key } if self.bug == Some(KvBug::LocalReads) => {
+                let entry = self.store.get(&key).cloned();
+                tracing::debug!(key = %key, "read answered from the local store");
+                return ctx.send(
+                    client,
+                    Msg::Reply {
+                        op_id,
+                        result: OpResult::GetOk { entry },
+                    },
+                );
+            }
             Op::Get { key } => (
                 OpResult::GetOk {
                     entry: self.store.get(&key).cloned(),

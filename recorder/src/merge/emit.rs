@@ -5,7 +5,7 @@ use super::load::{Input, Step};
 use crate::log::LogRecord;
 use crate::wire::MsgId;
 use retrace_sim::trace::{InputHead, TraceOut};
-use retrace_sim::{NodeId, RequestId, TimerId};
+use retrace_sim::{NodeId, RequestId, Tag, TimerId};
 use std::collections::BTreeMap;
 
 /// What the trace written so far says about ids.
@@ -95,7 +95,8 @@ impl Emitter {
                             names[node], step.incarnation
                         )
                     })?;
-                trace.push(|e, o| e.timer(o, head, tid, *tag, set, request_ids))
+                let tag = Tag::from_bytes(tag);
+                trace.push(|e, o| e.timer(o, head, tid, &tag, set, request_ids))
             }
             Input::External { request, payload } => {
                 trace.push(|e, o| e.external(o, head, *request, payload))
@@ -136,7 +137,8 @@ impl Emitter {
             } => {
                 let tid = TimerId(self.next_timer);
                 self.next_timer += 1;
-                let i = trace.push(|e, out| e.timer_set(out, tid, *tag, *after_ns));
+                let tag = Tag::from_bytes(tag);
+                let i = trace.push(|e, out| e.timer_set(out, tid, &tag, *after_ns));
                 self.timer_ids
                     .insert((step.node, step.incarnation, *timer), (tid, i));
             }

@@ -27,7 +27,7 @@ pub(super) enum Input {
     },
     Timer {
         timer: u64,
-        tag: u64,
+        tag: Vec<u8>,
         request_ids: Vec<RequestId>,
     },
     External {

@@ -68,6 +68,8 @@ pub struct Options<'a> {
     pub message_name: &'a dyn Fn(&[u8]) -> String,
     /// A message decoded in full (variant and fields), for ShiViz's event text.
     pub message_text: &'a dyn Fn(&[u8]) -> String,
+    /// A timer's value from its tag (`Node::Timer`), for labels.
+    pub timer_name: &'a dyn Fn(&[u8]) -> String,
     /// What a first pass over the trace found (see [`survey`]): lets Jaeger write each
     /// trace as soon as it is whole, and `dot` draw the violation's neighbourhood.
     pub survey: Option<&'a Survey>,
@@ -196,7 +198,7 @@ pub(crate) fn label(input: &Event, options: &Options<'_>) -> String {
         Record::Deliver { payload, .. } | Record::External { payload, .. } => {
             (options.message_name)(payload)
         }
-        Record::Timer { tag, .. } => format!("timer {tag}"),
+        Record::Timer { tag, .. } => format!("timer {}", (options.timer_name)(tag.as_bytes())),
         other => other.kind().to_string(),
     }
 }

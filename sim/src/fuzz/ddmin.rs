@@ -3,7 +3,7 @@
 
 /// Delta debugging (Zeller's ddmin) over `items`: the smallest subset found for which
 /// `fails(subset)` still holds, with at most `budget` calls.
-pub(super) fn ddmin<T: Clone>(
+pub(crate) fn ddmin<T: Clone>(
     items: Vec<T>,
     budget: &mut u32,
     fails: &mut dyn FnMut(&[T]) -> bool,

@@ -8,7 +8,7 @@
 //! `minimize.rs` shrinks a failing case; `ddmin.rs` holds the delta-debugging searches it
 //! uses; `property.rs` is the proptest side (a schedule strategy and `check_schedule`).
 
-mod ddmin;
+pub(crate) mod ddmin;
 mod minimize;
 mod property;
 mod slice;

@@ -4,6 +4,7 @@
 
 use super::Stats;
 use crate::codec;
+use crate::history::ClientEvent;
 use crate::ids::{NodeId, RequestId, Time, TimerId};
 use crate::logs::Capture;
 use crate::node::{Boot, Env, Message};
@@ -12,6 +13,7 @@ use crate::rng::{SimRng, StepRng};
 use crate::scenario::{FaultAction, LinkParams};
 use crate::schedule::Fate;
 use crate::storage::Storage;
+use crate::tag::Tag;
 use crate::trace::{DropReason, TraceOut};
 use crate::world::{Clock, Network};
 use std::collections::BTreeMap;
@@ -104,7 +106,7 @@ pub(super) enum Pending<M> {
     Timer {
         node: NodeId,
         timer: TimerId,
-        tag: u64,
+        tag: Tag,
         set: u64,
         ids: ReqIds,
     },
@@ -185,6 +187,8 @@ pub(super) struct Core<M> {
     pub logs: Capture,
     /// Under a decider (fuzzing, or replaying a schedule): it decides each message's fate.
     pub fuzzing: Option<Box<super::fuzzing::Fuzzing>>,
+    /// The step's client events, kept only when an invariant reads them.
+    pub client: Option<Vec<ClientEvent<M>>>,
 }
 
 impl<M: Message> Core<M> {
@@ -347,13 +351,13 @@ impl<M: Message> Env<M> for Core<M> {
         self.transmit(from, to, msg, send, payload);
     }
 
-    fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
+    fn set_timer(&mut self, after: Duration, tag: Tag) -> TimerId {
         let timer = TimerId(self.next_timer);
         self.next_timer += 1;
         let after_ns = crate::ids::duration_ns(after);
         let set = self
             .trace
-            .push(|e, out| e.timer_set(out, timer, tag, after_ns));
+            .push(|e, out| e.timer_set(out, timer, &tag, after_ns));
         let node = self.step_node;
         let true_after_ns = self.stepping().clock.true_span(after_ns);
         let at = self.now_ns.saturating_add(true_after_ns);
@@ -406,6 +410,10 @@ impl<M: Message> Env<M> for Core<M> {
         };
         self.trace.push(|e, out| e.respond(out, request, digest));
         self.stats.responses += 1;
+        let node = self.step_node;
+        if let Some(client) = &mut self.client {
+            client.push(ClientEvent::Complete { request, node, msg });
+        }
     }
 
     fn request_ids(&self) -> &[RequestId] {

@@ -4,6 +4,7 @@
 
 use super::env::Pending;
 use super::Simulation;
+use crate::codec;
 use crate::ids::NodeId;
 use crate::model::Model;
 use crate::node::Node;
@@ -259,14 +260,21 @@ impl<M: Model> Simulation<M> {
         true
     }
 
-    /// Notes which handler `pending` will exercise. The message's enum variant stands for
-    /// its kind; `DefaultHasher::new()` has fixed keys, so keys agree across runs.
+    /// Notes which handler `pending` will exercise. The message's (or timer's) enum variant
+    /// stands for its kind; `DefaultHasher::new()` has fixed keys, so keys agree across runs.
     fn cover(&mut self, pending: &Pending<<M::Node as Node>::Msg>) {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         match pending {
             Pending::Deliver(m) => (0u8, m.to, std::mem::discriminant(&m.msg)).hash(&mut h),
-            Pending::Timer { node, tag, .. } => (1u8, node, tag).hash(&mut h),
+            Pending::Timer { node, tag, .. } => {
+                // By the timer's kind (its enum variant), not its value: a timer that carries
+                // an operation number is one handler, not one per number.
+                match codec::decode::<<M::Node as Node>::Timer>(tag.as_bytes()) {
+                    Ok(value) => (1u8, node, std::mem::discriminant(&value)).hash(&mut h),
+                    Err(_) => (1u8, node).hash(&mut h),
+                }
+            }
             Pending::External { node, msg, .. } => {
                 (2u8, node, std::mem::discriminant(msg)).hash(&mut h)
             }

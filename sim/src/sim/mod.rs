@@ -7,6 +7,7 @@ mod workload;
 
 pub use env::MAX_REQUEST_IDS;
 
+use crate::codec;
 use crate::ids::{format_ns, NodeId, TimerId};
 use crate::logs::Capture;
 use crate::model::{Broken, Invariant, Model, View};
@@ -15,6 +16,7 @@ use crate::queue::EventQueue;
 use crate::rng::{derive_seed, Purpose, SimRng, StepRng};
 use crate::scenario::Scenario;
 use crate::schedule::{Decider, Follow, Schedule};
+use crate::tag::Tag;
 use crate::trace::InputHead;
 use crate::trace::{DropReason, Header, NodeInfo, Origin, Outcome, TraceOut, TraceWriter};
 use crate::world::{Clock, Network, SwarmKinds};
@@ -215,6 +217,7 @@ impl<M: Model> Simulation<M> {
             scratch: Vec::with_capacity(256),
             logs: Capture::new(),
             fuzzing: None,
+            client: None,
             net: Network::new(scenario, &kinds),
             net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
             slots,
@@ -245,6 +248,9 @@ impl<M: Model> Simulation<M> {
             violation: None,
             memory_trace,
         };
+        if sim.invariants.iter().any(|i| i.sees_clients()) {
+            sim.core.client = Some(Vec::new());
+        }
         for node in 0..n as u32 {
             sim.core.queue.push(0, Pending::Boot { node: NodeId(node) });
         }
@@ -424,6 +430,9 @@ impl<M: Model> Simulation<M> {
         self.core.net_rng.begin_step(ids.as_slice());
         self.core.step_busy_ns = 0;
         self.core.stats.steps += 1;
+        if let Some(client) = &mut self.core.client {
+            client.clear();
+        }
         let queued = std::mem::take(&mut self.core.step_queued_ns);
         if queued > 0 {
             self.core.trace.push(|e, out| e.queued(out, queued));
@@ -551,7 +560,7 @@ impl<M: Model> Simulation<M> {
     }
 
     /// A timer comes due: a step on its node, unless it was cancelled in the same instant.
-    fn fire_timer(&mut self, node: NodeId, timer: TimerId, tag: u64, set: u64, ids: ReqIds) {
+    fn fire_timer(&mut self, node: NodeId, timer: TimerId, tag: Tag, set: u64, ids: ReqIds) {
         if self.core.timers.remove(&timer).is_none() {
             return;
         }
@@ -562,15 +571,18 @@ impl<M: Model> Simulation<M> {
                 out,
                 InputHead::new(node, now, prev),
                 timer,
-                tag,
+                &tag,
                 set,
                 ids.as_slice(),
             )
         });
         self.core.stats.timers_fired += 1;
         self.begin_step(node, ids, index);
+        // The simulator encoded this tag from the node's own timer value a moment ago.
+        let value = codec::decode::<<M::Node as Node>::Timer>(tag.as_bytes())
+            .unwrap_or_else(|e| panic!("{node}: timer {timer:?} tag {tag:?} does not decode: {e}"));
         if let Some(state) = self.nodes[node.index()].as_mut() {
-            state.on_timer(&mut Ctx::new(&mut self.core), timer, tag);
+            state.on_timer(&mut Ctx::new(&mut self.core), timer, value);
         }
         self.end_step(node, index);
     }
@@ -631,6 +643,7 @@ impl<M: Model> Simulation<M> {
             step_index,
             node,
             nodes: &self.nodes,
+            client: self.core.client.as_deref().unwrap_or_default(),
         };
         for inv in &mut self.invariants {
             if let Err(broken) = inv.check(&view) {

@@ -3,6 +3,7 @@
 
 use super::env::{Pending, ReqIds};
 use super::Simulation;
+use crate::history::ClientEvent;
 use crate::ids::{NodeId, RequestId};
 use crate::model::Model;
 use crate::node::{Ctx, Node};
@@ -140,6 +141,13 @@ impl<M: Model> Simulation<M> {
             .push(|e, out| e.external(out, InputHead::new(node, now, prev), request, payload));
         core.stats.requests += 1;
         self.begin_step(node, ReqIds::one(request), index);
+        if let Some(client) = &mut self.core.client {
+            client.push(ClientEvent::Invoke {
+                request,
+                node,
+                msg: msg.clone(),
+            });
+        }
         if let Some(state) = self.nodes[node.index()].as_mut() {
             state.on_request(&mut Ctx::new(&mut self.core), msg);
         }

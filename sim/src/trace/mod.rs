@@ -26,7 +26,8 @@ pub use writer::{frame_into, TraceOut, TraceWriter};
 pub const MAGIC: [u8; 8] = *b"RETRACE\0";
 /// The version of the format this build writes and reads. 2: node code's draws inside a
 /// request come from that request's stream (`rng::StepRng`), so a version-1 trace would
-/// re-execute with other numbers and diverge; it is refused instead.
-pub const FORMAT_VERSION: u16 = 2;
+/// re-execute with other numbers and diverge; it is refused instead. 3: a timer carries the
+/// node's typed timer value, encoded (`Tag`), not a number.
+pub const FORMAT_VERSION: u16 = 3;
 /// No frame may claim more than this; a larger length is corruption, not a reason to allocate.
 pub const MAX_FRAME_BYTES: u64 = 16 << 20;

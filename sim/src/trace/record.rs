@@ -16,6 +16,7 @@
 
 use crate::codec::{put_bytes, put_ivarint, put_uvarint, Cursor, ReadError};
 use crate::ids::{NodeId, RequestId, TimerId};
+use crate::tag::{Tag, TAG_BYTES_MAX};
 
 /// Why a sent message never arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,12 +149,12 @@ pub enum Record {
         request_ids: Vec<RequestId>,
         payload: Vec<u8>,
     },
-    /// A timer fires; `set` is the index of its `TimerSet`.
+    /// A timer fires; `set` is the index of its `TimerSet`; `tag` the node's timer value.
     Timer {
         node: NodeId,
         prev: Option<u64>,
         timer: TimerId,
-        tag: u64,
+        tag: Tag,
         set: u64,
         request_ids: Vec<RequestId>,
     },
@@ -177,7 +178,7 @@ pub enum Record {
     /// Output: a timer set to fire `after_ns` from now.
     TimerSet {
         timer: TimerId,
-        tag: u64,
+        tag: Tag,
         after_ns: u64,
     },
     /// Output: a timer cancelled before it fired.
@@ -407,13 +408,13 @@ impl BodyEncoder {
         out: &mut Vec<u8>,
         head: InputHead,
         timer: TimerId,
-        tag: u64,
+        tag: &Tag,
         set: u64,
         request_ids: &[RequestId],
     ) {
         self.input_head(out, tag::TIMER, head);
         put_uvarint(out, timer.0);
-        put_uvarint(out, tag);
+        put_bytes(out, tag.as_bytes());
         self.back(out, set);
         Self::request_ids(out, request_ids);
     }
@@ -478,10 +479,10 @@ impl BodyEncoder {
         out.extend_from_slice(&digest.to_le_bytes());
     }
 
-    pub fn timer_set(&mut self, out: &mut Vec<u8>, timer: TimerId, tag: u64, after_ns: u64) {
+    pub fn timer_set(&mut self, out: &mut Vec<u8>, timer: TimerId, tag: &Tag, after_ns: u64) {
         out.push(tag::TIMER_SET);
         put_uvarint(out, timer.0);
-        put_uvarint(out, tag);
+        put_bytes(out, tag.as_bytes());
         put_uvarint(out, after_ns);
     }
 
@@ -588,7 +589,7 @@ impl BodyEncoder {
                 out,
                 InputHead::new(*node, time_ns, *prev),
                 *timer,
-                *tag,
+                tag,
                 *set,
                 request_ids,
             ),
@@ -612,7 +613,7 @@ impl BodyEncoder {
                 timer,
                 tag,
                 after_ns,
-            } => self.timer_set(out, *timer, *tag, *after_ns),
+            } => self.timer_set(out, *timer, tag, *after_ns),
             Record::TimerCancel { timer } => self.timer_cancel(out, *timer),
             Record::Annotate { text } => self.annotate(out, text),
             Record::ClockRead { value_ns } => self.clock_read(out, *value_ns),
@@ -707,6 +708,17 @@ impl BodyDecoder {
         Ok(NodeId(c.u32varint()?))
     }
 
+    /// A timer's tag, no longer than any tag a node may set.
+    fn tag(c: &mut Cursor<'_>) -> Result<Tag, BodyError> {
+        let bytes = c.bytes()?;
+        if bytes.len() > TAG_BYTES_MAX {
+            return Err(BodyError::Malformed(
+                "timer tag longer than a timer may carry",
+            ));
+        }
+        Ok(Tag::from_bytes(bytes))
+    }
+
     fn request_ids(c: &mut Cursor<'_>) -> Result<Vec<RequestId>, BodyError> {
         let n = c.count()?;
         let mut ids = Vec::with_capacity(n);
@@ -762,7 +774,7 @@ impl BodyDecoder {
             tag::TIMER => {
                 let (node, prev) = self.input(&mut c)?;
                 let timer = TimerId(c.uvarint()?);
-                let tag = c.uvarint()?;
+                let tag = Self::tag(&mut c)?;
                 let set = self.back(&mut c)?;
                 let request_ids = Self::request_ids(&mut c)?;
                 Record::Timer {
@@ -827,7 +839,7 @@ impl BodyDecoder {
             },
             tag::TIMER_SET => Record::TimerSet {
                 timer: TimerId(c.uvarint()?),
-                tag: c.uvarint()?,
+                tag: Self::tag(&mut c)?,
                 after_ns: c.uvarint()?,
             },
             tag::TIMER_CANCEL => Record::TimerCancel {

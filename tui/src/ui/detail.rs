@@ -74,7 +74,7 @@ fn event_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let trace = app.session.trace();
     let i = app.record_of(app.sel);
     let e = &trace.events[i];
-    let describe = |p: &[u8]| app.session.describe(p);
+    let describe = crate::session::Described(&*app.session);
     let mut lines = vec![Line::styled(
         fit(
             &format!(
@@ -210,8 +210,9 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
                     } => {
                         let due = trace.events[set].time_ns + after_ns;
                         format!(
-                            "  timer t{} tag {tag} on {on}, due in {}",
+                            "  timer t{} {} on {on}, due in {}",
                             timer.0,
+                            app.session.describe_timer(tag.as_bytes()),
                             super::short_time(due.saturating_sub(now))
                         )
                     }

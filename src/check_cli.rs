@@ -1,0 +1,153 @@
+//! `retrace check`: properties of what clients saw in a trace, by re-executing it (a
+//! trace keeps answers only as digests; the code gives them back). Today: linearizability
+//! against the model's sequential specification.
+
+use crate::exit;
+use crate::registry::{ModelFn, Models, Registry};
+use crate::replay_cli::load;
+use crate::summary::group;
+use anyhow::anyhow;
+use clap::Args;
+use retrace_replayer::Replay;
+use retrace_sim::history::History;
+use retrace_sim::linearizability::Limits;
+use retrace_sim::{format_ns, Model, Node, Trace};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The trace (simulated, merged from a recording, or cut by the fuzzer)
+    trace: PathBuf,
+    /// Check that every external operation could have taken effect at one instant between
+    /// its request and its answer, in an order the model's specification accepts
+    #[arg(long, required = true)]
+    linearizable: bool,
+    /// Search steps per key before the key is reported undecided
+    #[arg(long, default_value_t = Limits::default().steps_per_key)]
+    steps_per_key: u64,
+}
+
+pub fn check<L: Models>(registry: &Registry<L>, args: &CheckArgs) -> anyhow::Result<u8> {
+    let trace = load(&args.trace)?;
+    let model = trace.header.model.clone();
+    if !registry.names().contains(&model.as_str()) {
+        return Err(anyhow!(
+            "{}: the trace is of model `{model}`, which this binary does not know",
+            args.trace.display()
+        ));
+    }
+    let torn = trace.tail.clone();
+    struct Check<'a>(Trace, &'a CheckArgs);
+    impl ModelFn for Check<'_> {
+        type Out = anyhow::Result<u8>;
+        fn call<M: Model>(self) -> Self::Out {
+            check_trace::<M>(self.0, self.1)
+        }
+    }
+    let code = registry.call(&model, Check(trace, args))??;
+    Ok(exit::after_reading(torn.as_ref(), code))
+}
+
+fn check_trace<M: Model>(trace: Trace, args: &CheckArgs) -> anyhow::Result<u8> {
+    let path = args.trace.display();
+    let replay = Replay::<M>::new(trace).map_err(|e| anyhow!("{path}: {e}"))?;
+    let Some(checker) = M::linearizability(&replay.options) else {
+        return Err(anyhow!(
+            "{path}: model `{}` has no sequential specification to check against \
+             (it does not implement Model::linearizability)",
+            M::NAME
+        ));
+    };
+    let started = std::time::Instant::now();
+    let mut cluster = replay.initial();
+    cluster.watch_clients();
+    let mut history: History<<M::Node as Node>::Msg> = History::new();
+    while cluster.applied < replay.steps.steps.len() {
+        let step = &replay.steps.steps[cluster.applied];
+        let (index, time_ns) = (step.input as u64, replay.trace.events[step.input].time_ns);
+        if let Err(d) = replay.apply(&mut cluster) {
+            println!("{d}");
+            println!(
+                "check     not done: the trace does not replay (its history would be the code's, not the recording's)"
+            );
+            return Ok(exit::NONDETERMINISM);
+        }
+        history.observe(index, time_ns, cluster.client_events());
+    }
+    let replayed = started.elapsed();
+    let limits = Limits {
+        steps_per_key: args.steps_per_key,
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let report = checker.check(&history, limits);
+    let searched = started.elapsed();
+    let names = &replay.node_names;
+    let name = |n: retrace_sim::NodeId| {
+        names
+            .get(n.index())
+            .cloned()
+            .unwrap_or_else(|| n.to_string())
+    };
+    println!(
+        "history   {} operations over {} keys: {} answered, {} without an answer (or with an unknown one), {} refused and left out",
+        group(report.ops as u64 + report.failed as u64),
+        group(report.keys as u64),
+        group((report.ops - report.open.min(report.ops)) as u64),
+        group(report.open as u64),
+        group(report.failed as u64),
+    );
+    println!(
+        "search    {} steps in {:.3}s (replay {:.3}s)",
+        group(report.steps),
+        searched.as_secs_f64(),
+        replayed.as_secs_f64()
+    );
+    for w in &report.violations {
+        println!();
+        print!("{}", checker.draw(&history, w, &name));
+        let events: Vec<String> = w
+            .ops
+            .iter()
+            .map(|&i| {
+                let op = &history.ops()[i];
+                format!("{} at #{}", op.request, op.call.step_index())
+            })
+            .collect();
+        println!("  requests  {}", events.join(", "));
+        let first = w.ops.first().map(|&i| &history.ops()[i]);
+        if let Some(op) = first {
+            println!(
+                "  events    retrace show {path} --from {}   (from the first operation's request, at {})",
+                op.call.step_index(),
+                format_ns(op.call_ns)
+            );
+        }
+    }
+    if !report.undecided.is_empty() {
+        println!(
+            "undecided {} key{} ran out of search steps (--steps-per-key): {}",
+            report.undecided.len(),
+            if report.undecided.len() == 1 { "" } else { "s" },
+            report.undecided.join(", ")
+        );
+    }
+    if report.is_linearizable() {
+        println!(
+            "verdict   linearizable: every checked key's operations can be ordered{}",
+            if report.undecided.is_empty() {
+                ""
+            } else {
+                " (except the undecided keys)"
+            }
+        );
+        Ok(exit::OK)
+    } else {
+        println!(
+            "verdict   NOT linearizable: {} key{} (each with the smallest sub-history that cannot be ordered)",
+            report.violations.len(),
+            if report.violations.len() == 1 { "" } else { "s" }
+        );
+        Ok(exit::VIOLATION)
+    }
+}
