@@ -130,6 +130,23 @@ fn every_request_is_answered_from_the_step_that_decided_it() {
 }
 
 #[test]
+fn following_a_request_reaches_the_step_that_answered_it() {
+    // What `r` in the TUI and `why`'s request membership use: the answering step belongs to
+    // the request it answered, though it ran for none.
+    let trace = run();
+    let steps = Steps::new(&trace.events);
+    let c = Causality::new(&steps, &trace.events, trace.header.nodes.len());
+    for (s, st) in steps.steps.iter().enumerate() {
+        for e in &trace.events[st.input + 1..st.end] {
+            if let Record::Respond { request, .. } = e.record {
+                assert!(c.request(request).contains(&s), "{request}: step {s}");
+                assert!(c.request(request).windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+    }
+}
+
+#[test]
 fn replay_checks_answers_given_later() {
     let mut cursor = Cursor::new(
         Replay::<SeqModel>::new(run()).unwrap(),

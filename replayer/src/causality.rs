@@ -89,6 +89,17 @@ impl Causality {
             for r in record.request_ids() {
                 requests.entry(*r).or_default().push(s);
             }
+            // A step that answers a request belongs to it too, even when it runs for another
+            // (`respond_to` once a value is decided): following the request shows where its
+            // answer came from.
+            for e in events.get(step.input + 1..step.end).unwrap_or_default() {
+                if let Record::Respond { request, .. } = e.record {
+                    let members = requests.entry(request).or_default();
+                    if members.last() != Some(&s) {
+                        members.push(s);
+                    }
+                }
+            }
         }
         Causality {
             n,

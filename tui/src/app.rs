@@ -217,6 +217,8 @@ impl App {
         app.add_opening_bookmarks(violation_at);
         let row = start_at.map_or(0, |i| app.timeline.row_of(i));
         app.select(row);
+        // Known once the cursor has re-executed up to the violation.
+        app.add_witness_bookmarks();
         if start_at.is_some() && app.message.is_none() {
             app.message = Some("opened at the first problem: `w` shows what led here".into());
         }
@@ -255,6 +257,36 @@ impl App {
                 let per_node = format!("crash-{n}");
                 if !marks.iter().any(|(m, _)| *m == per_node) {
                     marks.push((per_node, i));
+                }
+            }
+        }
+        for (name, i) in marks {
+            let row = self.timeline.row_of(i);
+            self.bookmarks.insert(name, row);
+        }
+    }
+
+    /// `op-rN` at the external request of each operation a violation names (its
+    /// `requests` fact: a linearizability witness).
+    fn add_witness_bookmarks(&mut self) {
+        let mut marks: Vec<(String, usize)> = Vec::new();
+        let named: Vec<String> = self
+            .session
+            .first_violation()
+            .and_then(|v| {
+                v.facts
+                    .iter()
+                    .find(|(name, _)| name == "requests")
+                    .map(|(_, list)| list.split_whitespace().map(str::to_string).collect())
+            })
+            .unwrap_or_default();
+        if !named.is_empty() {
+            for e in &self.session.trace().events {
+                if let Record::External { request, .. } = e.record {
+                    let name = request.to_string();
+                    if named.contains(&name) {
+                        marks.push((format!("op-{name}"), e.index as usize));
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{app, keys, screen, LOST_WRITE};
+use common::{app, keys, screen, LOST_WRITE, STALE_READ};
 use retrace_sim::trace::Record;
 use retrace_tui::app::{Input, View};
 use retrace_tui::App;
@@ -237,6 +237,23 @@ fn every_trace_opens_with_bookmarks_for_its_violation_and_each_crash() {
         said.contains("bookmarks: crash, crash-replica-0, violation"),
         "{said}"
     );
+}
+
+#[test]
+fn a_linearizability_violation_opens_with_a_bookmark_at_each_operation_of_its_witness() {
+    let mut a = app(STALE_READ);
+    keys(&mut a, ":goto nothing<Enter>");
+    let said = a.message.clone().unwrap_or_default();
+    let ops: Vec<&str> = said
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| w.starts_with("op-r"))
+        .collect();
+    assert!(ops.len() >= 2, "the witness's operations: {said}");
+    for op in ops {
+        keys(&mut a, &format!("g:goto {op}<Enter>"));
+        assert_eq!(kind(&a), "external", "{op}: {:?}", a.message);
+        assert!(text(&a).contains(&op[3..]), "{op}: {}", text(&a));
+    }
 }
 
 /// `:break invariant` and `:break state replica-1 Candidate`, then `c`, stopped at every

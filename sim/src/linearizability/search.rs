@@ -6,7 +6,7 @@
 //! differently.
 
 use super::Spec;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A fast hash for the memo (bitsets and small states); the set is only looked up, never
@@ -105,7 +105,9 @@ pub(super) fn linearizable<S: Spec>(ops: &[SearchOp<'_, S>], budget: &mut u64) -
 
     let words = n.div_ceil(64);
     let mut linearized = vec![0u64; words];
-    let mut seen: HashSet<(Vec<u64>, S), BuildHasherDefault<Fx>> = HashSet::default();
+    // Linearized set -> the states reached with it. Looked up by the set as a slice, so a
+    // visit already made costs no allocation; most sets have one or two states.
+    let mut seen: HashMap<Vec<u64>, Vec<S>, BuildHasherDefault<Fx>> = HashMap::default();
     let mut stack: Vec<(usize, S)> = Vec::new();
     let mut state = S::default();
     let mut entry = next[head];
@@ -122,7 +124,18 @@ pub(super) fn linearizable<S: Spec>(ops: &[SearchOp<'_, S>], budget: &mut u64) -
             let fits = ops[op].result.as_ref().is_none_or(|saw| *saw == got);
             if fits {
                 linearized[op / 64] |= 1 << (op % 64);
-                if seen.insert((linearized.clone(), after.clone())) {
+                let new = match seen.get_mut(linearized.as_slice()) {
+                    Some(states) if states.contains(&after) => false,
+                    Some(states) => {
+                        states.push(after.clone());
+                        true
+                    }
+                    None => {
+                        seen.insert(linearized.clone(), vec![after.clone()]);
+                        true
+                    }
+                };
+                if new {
                     stack.push((op, std::mem::replace(&mut state, after)));
                     unlink(&mut next, &mut prev, call_at[op]);
                     unlink(&mut next, &mut prev, ret_at[op]);

@@ -34,6 +34,33 @@ at = "150ms"
 crash = "replica-0"
 "#;
 
+/// kv whose deposed primary answers reads from its own store (the `local-reads` bug), with
+/// the linearizability check on: the violation names the operations of its witness.
+pub const STALE_READ: &str = r#"
+model = "kv"
+seed = 3
+time_limit = "2s"
+
+[model_options]
+replicas = 3
+clients = 4
+keys = 4
+bug = "local-reads"
+linearizable = true
+
+[network]
+latency = "1ms..5ms"
+
+[workload]
+rate = "100/s"
+start = "50ms"
+
+[[faults]]
+at = "1s"
+partition = [["replica-0", "client-0", "client-1", "client-2", "client-3"], ["replica-1", "replica-2"]]
+heal_after = "1s"
+"#;
+
 pub fn trace(source: &str) -> Trace {
     let s = scenario::parse::<KvModel>("lost-write.toml", source).expect("scenario");
     let seed = s.seed;
