@@ -4,7 +4,7 @@
 
 use crate::exit;
 use crate::registry::{ModelFn, Models, Registry};
-use crate::replay_cli::load;
+use crate::replay_cli::{known_model, load};
 use crate::summary::group;
 use anyhow::anyhow;
 use clap::Args;
@@ -29,13 +29,7 @@ pub struct CheckArgs {
 
 pub fn check<L: Models>(registry: &Registry<L>, args: &CheckArgs) -> anyhow::Result<u8> {
     let trace = load(&args.trace)?;
-    let model = trace.header.model.clone();
-    if !registry.names().contains(&model.as_str()) {
-        return Err(anyhow!(
-            "{}: the trace is of model `{model}`, which this binary does not know",
-            args.trace.display()
-        ));
-    }
+    let model = known_model(registry, &args.trace, &trace)?;
     let torn = trace.tail.clone();
     struct Check<'a>(Trace, &'a CheckArgs);
     impl ModelFn for Check<'_> {

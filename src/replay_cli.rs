@@ -89,15 +89,26 @@ pub(crate) fn check_event(path: &Path, trace: &Trace, event: usize) -> anyhow::R
     Ok(())
 }
 
-pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::Result<u8> {
-    let trace = load(&args.trace)?;
+/// The model of `trace` (read from `path`), refused by name when this binary does not know
+/// it: re-executing needs the model's code.
+pub(crate) fn known_model<L: Models>(
+    registry: &Registry<L>,
+    path: &Path,
+    trace: &Trace,
+) -> anyhow::Result<String> {
     let model = trace.header.model.clone();
     if !registry.names().contains(&model.as_str()) {
         return Err(anyhow!(
             "{}: the trace is of model `{model}`, which this binary does not know",
-            args.trace.display()
+            path.display()
         ));
     }
+    Ok(model)
+}
+
+pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::Result<u8> {
+    let trace = load(&args.trace)?;
+    let model = known_model(registry, &args.trace, &trace)?;
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
     if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
         if trace.events.is_empty() {
