@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --example custom_model -- run examples/register.toml
 //! cargo run --example custom_model -- run examples/register-forget-commit.toml
+//! cargo run --example custom_model -- run examples/register-clients.toml
 //! cargo run --example custom_model -- fuzz examples/register.toml --cases 200
 //! cargo run --example custom_model -- check target/retrace/register-seed3.trace --linearizable
 //! ```
@@ -14,12 +15,15 @@
 //! A get is answered at once with the committed value. A typed timer (`Timer::Resend`) sends
 //! followers what they lack; `ctx.boot()` tells the leader to recover its log and commit point
 //! after a crash. What clients saw must be linearizable: `Cell` is the specification.
+//! `Writer` is a client with state — its own values, waiting for answers, retrying after a
+//! timeout — for scenarios with `[workload] clients = N` instead of a `rate`.
 //!
 //! With `bug = "forget-commit"` the leader does not keep its commit point durable: after a
 //! restart it answers gets with the value before puts it had acknowledged — a stale read that
 //! only the linearizability check sees.
 
 use retrace::registry::Registry;
+use retrace::sim::client::{Call, Client, ClientCtx};
 use retrace::sim::linearizability::{self, HistoryCheck, Linearizable, Observed, Spec};
 use retrace::sim::{
     Boot, Ctx, Invariant, Model, Node, NodeId, NodeSpec, OptionError, RequestId, SimRng, TimerId,
@@ -308,6 +312,15 @@ impl Model for RegisterModel {
         Some(linearizability::checker::<Cell>())
     }
 
+    fn client(o: &RegisterOptions, index: u32) -> Option<Box<dyn Client<Msg>>> {
+        Some(Box::new(Writer {
+            put_ratio: o.put_ratio,
+            next: u64::from(index) * 1_000_000,
+            last: None,
+            retry: false,
+        }))
+    }
+
     fn request(o: &RegisterOptions, rng: &mut SimRng) -> Option<(NodeId, Msg)> {
         let msg = if rng.chance(o.put_ratio) {
             Msg::Put(rng.below(1_000_000))
@@ -315,6 +328,43 @@ impl Model for RegisterModel {
             Msg::Get
         };
         Some((NodeId(0), msg))
+    }
+}
+
+/// A client with state (`[workload] clients = N`, examples/register-clients.toml): it
+/// writes values of its own (client × 10⁶ + a count, so a value names its writer), waits
+/// for each answer, and after a timeout asks again — the same put, since the first may or
+/// may not have been stored.
+struct Writer {
+    put_ratio: f64,
+    /// The last value this client wrote.
+    next: u64,
+    /// The call in flight, and whether to make it again.
+    last: Option<Msg>,
+    retry: bool,
+}
+
+impl Client<Msg> for Writer {
+    fn request(&mut self, cx: &mut ClientCtx<'_>) -> Option<Call<Msg>> {
+        let again = std::mem::take(&mut self.retry).then(|| self.last.clone());
+        let msg = again.flatten().unwrap_or_else(|| {
+            if cx.rng().chance(self.put_ratio) {
+                self.next += 1;
+                Msg::Put(self.next)
+            } else {
+                Msg::Get
+            }
+        });
+        self.last = Some(msg.clone());
+        Some(Call { to: NodeId(0), msg })
+    }
+
+    fn on_answer(&mut self, _cx: &mut ClientCtx<'_>, _answer: Msg) {}
+
+    fn on_timeout(&mut self, cx: &mut ClientCtx<'_>) {
+        self.retry = true;
+        // Back off a little more than the scenario's think time.
+        cx.next_after(Duration::from_millis(20));
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `commit-old-term`: a leader commits an entry of an earlier term by counting replicas
 //!   (the Raft paper's Figure 8).
 
+use retrace_sim::client::{Call, Client, ClientCtx};
 use retrace_sim::{
     Broken, Ctx, Invariant, Model, Node, NodeId, NodeSpec, OptionError, SimRng, TimerId, View,
 };
@@ -39,7 +40,10 @@ pub enum Msg {
         index: u64,
         term: u64,
     },
-    NotLeader,
+    /// External reply: this node does not lead; the leader it last heard from, if any.
+    NotLeader {
+        leader: Option<u32>,
+    },
     RequestVote {
         term: u64,
         last_index: u64,
@@ -107,6 +111,8 @@ pub struct Raft {
     pub voted_for: Option<u32>,
     pub log: Vec<Entry>,
     pub role: Role,
+    /// The leader of the current term, once heard from (for redirecting clients).
+    pub leader: Option<u32>,
     pub votes: BTreeSet<u32>,
     pub vote_count: u32,
     pub commit: u64,
@@ -154,6 +160,7 @@ impl Raft {
         self.term = term;
         self.voted_for = None;
         self.role = Role::Follower;
+        self.leader = None;
         self.persist(ctx);
     }
 
@@ -167,6 +174,7 @@ impl Raft {
     fn start_election(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         self.term += 1;
         self.role = Role::Candidate;
+        self.leader = None;
         self.voted_for = Some(self.me);
         self.votes = BTreeSet::from([self.me]);
         self.vote_count = 1;
@@ -191,6 +199,7 @@ impl Raft {
 
     fn become_leader(&mut self, ctx: &mut Ctx<'_, Msg, Timer>) {
         self.role = Role::Leader;
+        self.leader = Some(self.me);
         ctx.annotate(format!("leader of term {}", self.term));
         let len = self.log.len() as u64;
         self.next_index = vec![len + 1; self.n as usize];
@@ -279,7 +288,9 @@ impl Node for Raft {
             return ctx.annotate("raft takes Propose requests");
         };
         if self.role != Role::Leader {
-            return ctx.respond(Msg::NotLeader);
+            return ctx.respond(Msg::NotLeader {
+                leader: self.leader,
+            });
         }
         self.log.push(Entry {
             term: self.term,
@@ -361,6 +372,7 @@ impl Node for Raft {
                     self.step_down(ctx, term);
                 }
                 self.role = Role::Follower;
+                self.leader = Some(from.0);
                 self.reset_election(ctx);
                 let matches = prev_index == 0
                     || self
@@ -622,6 +634,7 @@ impl Model for RaftModel {
             voted_for: None,
             log: Vec::new(),
             role: Role::Follower,
+            leader: None,
             votes: BTreeSet::new(),
             vote_count: 0,
             commit: 0,
@@ -637,6 +650,10 @@ impl Model for RaftModel {
         vec![Box::new(RaftSafety::default())]
     }
 
+    fn client(o: &RaftOptions, index: u32) -> Option<Box<dyn Client<Msg>>> {
+        Some(Box::new(RaftClient::new(index, o.nodes)))
+    }
+
     fn request(o: &RaftOptions, rng: &mut SimRng) -> Option<(NodeId, Msg)> {
         let node = NodeId(rng.below(u64::from(o.nodes)) as u32);
         Some((
@@ -645,5 +662,69 @@ impl Model for RaftModel {
                 value: rng.below(1_000_000),
             },
         ))
+    }
+}
+
+/// A raft client (`[workload] clients = N`): proposes its own unique values one at a time
+/// (client number × 10⁹ + its count, so every value names who proposed it), follows a
+/// `NotLeader` to the leader it names at once, and after a timeout or a "no leader known"
+/// tries the next node. A value is proposed again until some leader accepts it.
+#[derive(Clone, Debug)]
+pub struct RaftClient {
+    /// Where the next proposal goes: the leader as far as this client knows.
+    target: NodeId,
+    /// Values accepted so far.
+    count: u64,
+    /// Redirections followed at once since the last accepted value: bounded, so two nodes
+    /// that name each other (each behind on the term) cannot make the client spin.
+    redirects: u32,
+}
+
+/// Where a client's values start: client `c` proposes `c * CLIENT_VALUES + 0, 1, …`.
+pub const CLIENT_VALUES: u64 = 1_000_000_000;
+
+impl RaftClient {
+    pub fn new(client: u32, nodes: u32) -> Self {
+        RaftClient {
+            target: NodeId(client % nodes.max(1)),
+            count: 0,
+            redirects: 0,
+        }
+    }
+
+    fn next_node(&mut self, cx: &ClientCtx<'_>) {
+        self.target = NodeId((self.target.0 + 1) % cx.nodes().max(1));
+    }
+}
+
+impl Client<Msg> for RaftClient {
+    fn request(&mut self, cx: &mut ClientCtx<'_>) -> Option<Call<Msg>> {
+        let value = u64::from(cx.client()) * CLIENT_VALUES + self.count;
+        Some(Call {
+            to: self.target,
+            msg: Msg::Propose { value },
+        })
+    }
+
+    fn on_answer(&mut self, cx: &mut ClientCtx<'_>, answer: Msg) {
+        match answer {
+            Msg::Accepted { .. } => {
+                self.count += 1;
+                self.redirects = 0;
+            }
+            Msg::NotLeader {
+                leader: Some(leader),
+            } if leader != self.target.0 && self.redirects < cx.nodes() => {
+                self.target = NodeId(leader);
+                self.redirects += 1;
+                cx.next_after(Duration::ZERO);
+            }
+            // No leader known (an election is on): try another node after thinking.
+            _ => self.next_node(cx),
+        }
+    }
+
+    fn on_timeout(&mut self, cx: &mut ClientCtx<'_>) {
+        self.next_node(cx);
     }
 }

@@ -100,6 +100,12 @@ impl Client {
         Ok(Client { stream })
     }
 
+    /// How long [`Client::request`] waits for a reply (30 s unless set).
+    pub fn set_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+    }
+
     /// Sends one request (JSON) and waits for its reply (JSON).
     pub fn request(&mut self, json: &[u8]) -> Result<serde_json::Value, RecordError> {
         write_frame(&mut self.stream, json).map_err(|e| format!("sending: {e}"))?;

@@ -9,9 +9,10 @@ use crate::log::wall_now_ns;
 use crate::log::RecordError;
 use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
 use crate::tls::TlsFiles;
+use retrace_sim::client::ClientCtx;
 use retrace_sim::rng::{derive_seed, Purpose};
-use retrace_sim::scenario::FaultAction;
-use retrace_sim::{Model, NodeId, Scenario, SimRng};
+use retrace_sim::scenario::{ClosedLoop, FaultAction, Workload};
+use retrace_sim::{Model, Node, NodeId, Scenario, SimRng};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -349,6 +350,121 @@ fn send_one(
     }
 }
 
+/// What one closed-loop client thread needs.
+struct ClientRun {
+    index: u32,
+    workload: Workload,
+    closed: ClosedLoop,
+    seed: u64,
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<LoadStats>,
+}
+
+/// One of the model's stateful clients against the real cluster: the same `Client` code the
+/// simulator runs, on real time, with the scenario's think time and timeout. A request's
+/// answer is what the node replied; no reply in time (or no connection) is a timeout, and
+/// the connection is dropped so that a late reply never answers the next call.
+fn run_client<M: Model>(options: &M::Options, run: ClientRun) {
+    let Some(mut client) = M::client(options, run.index) else {
+        return;
+    };
+    let n = run.addrs.len();
+    let mut rng = SimRng::new(derive_seed(
+        run.seed,
+        Purpose::Client,
+        u64::from(run.index),
+        0,
+    ));
+    let timeout = Duration::from_nanos(run.closed.timeout_ns);
+    let mut conns: Vec<Option<Client>> = run.addrs.iter().map(|_| None).collect();
+    let started = Instant::now();
+    let mut next_at = Duration::from_nanos(run.workload.start_ns);
+    let stats = &run.stats;
+    loop {
+        let now = started.elapsed();
+        if run.stop.load(Ordering::Relaxed)
+            || run
+                .workload
+                .stop_ns
+                .is_some_and(|s| now.as_nanos() as u64 >= s)
+        {
+            return;
+        }
+        if next_at > now {
+            thread::sleep((next_at - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        let now_ns = now.as_nanos() as u64;
+        let mut cx = ClientCtx::new(run.index, n as u32, now_ns, &mut rng);
+        let Some(call) = client.request(&mut cx) else {
+            return;
+        };
+        // The cap counts every call of every client, as in the simulator.
+        let issued = stats.sent.fetch_add(1, Ordering::Relaxed);
+        if run.workload.requests.is_some_and(|max| issued >= max) {
+            return;
+        }
+        let to = call.to.index() % n;
+        let json = serde_json::to_vec(&call.msg).unwrap_or_default();
+        let sent = Instant::now();
+        let answer = call_node(&mut conns, &run.addrs, to, &json, timeout)
+            .and_then(|reply| serde_json::from_value::<<M::Node as Node>::Msg>(reply).ok());
+        let mut cx = ClientCtx::new(
+            run.index,
+            n as u32,
+            started.elapsed().as_nanos() as u64,
+            &mut rng,
+        );
+        match answer {
+            Some(msg) => {
+                stats.answered.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut l) = stats.latencies_us.lock() {
+                    l.push(sent.elapsed().as_micros() as u64);
+                }
+                client.on_answer(&mut cx, msg);
+            }
+            None => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                client.on_timeout(&mut cx);
+            }
+        }
+        let think_ns = cx.asked_next_after_ns().unwrap_or_else(|| {
+            let think = run.closed.think;
+            rng.between(think.lo_ns, think.hi_ns)
+        });
+        next_at = started.elapsed() + Duration::from_nanos(think_ns);
+    }
+}
+
+/// One call on a node's client port: its reply's `reply` field, or `None` (no connection,
+/// no reply within `timeout`, an error reply); a failed connection is dropped.
+fn call_node(
+    conns: &mut [Option<Client>],
+    addrs: &[SocketAddr],
+    to: usize,
+    json: &[u8],
+    timeout: Duration,
+) -> Option<serde_json::Value> {
+    if conns[to].is_none() {
+        let connect = timeout.min(Duration::from_millis(200));
+        conns[to] = Client::connect(addrs[to], connect).ok();
+        if let Some(c) = conns[to].as_mut() {
+            if c.set_timeout(timeout).is_err() {
+                conns[to] = None;
+            }
+        }
+    }
+    let reply = conns[to].as_mut().map(|c| c.request(json));
+    match reply {
+        Some(Ok(mut reply)) => reply.get_mut("reply").map(serde_json::Value::take),
+        _ => {
+            conns[to] = None;
+            None
+        }
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -389,6 +505,23 @@ fn start_load<M: Model>(
             let Some(workload) = scenario.workload else {
                 return Vec::new();
             };
+            if let Some(closed) = workload.clients {
+                return (0..closed.clients)
+                    .map(|i| {
+                        let ctx = ClientRun {
+                            index: i,
+                            workload,
+                            closed,
+                            seed,
+                            addrs: addrs.clone(),
+                            stop: stop.clone(),
+                            stats: stats.clone(),
+                        };
+                        let options = options.clone();
+                        thread::spawn(move || run_client::<M>(&options, ctx))
+                    })
+                    .collect();
+            }
             let Some(mean_ns) = workload.rate.mean_interval_ns() else {
                 return Vec::new();
             };

@@ -53,6 +53,7 @@
 //! ```
 
 pub mod check;
+pub mod client;
 pub mod codec;
 mod determinism;
 pub mod fuzz;

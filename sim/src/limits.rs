@@ -9,6 +9,10 @@
 /// the node count, so memory is proportional to the input only while this is bounded.
 pub const MAX_NODES: usize = 256;
 
+/// Closed-loop clients in one workload (`[workload] clients`): each is a model object and,
+/// under `retrace cluster`, a thread.
+pub const MAX_CLIENTS: u32 = 1024;
+
 /// A scenario file (and so the scenario text a trace header carries).
 pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
 

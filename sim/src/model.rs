@@ -67,6 +67,18 @@ pub trait Model: 'static {
         None
     }
 
+    /// Client number `index` of a closed-loop workload (`[workload] clients = N` in a
+    /// scenario): a [`Client`](crate::client::Client) that keeps state and sees answers.
+    /// `None` (the default): the model has no stateful client, and its scenarios use
+    /// `rate` with [`Model::request`].
+    fn client(
+        options: &Self::Options,
+        index: u32,
+    ) -> Option<Box<dyn crate::client::Client<<Self::Node as Node>::Msg>>> {
+        let _ = (options, index);
+        None
+    }
+
     /// The next external request of the workload: which node receives it and what it is.
     /// `None` means the model has no external workload.
     fn request(

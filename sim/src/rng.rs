@@ -31,6 +31,8 @@ pub enum Purpose {
     Decider,
     /// `retrace cluster`'s closed-loop workers.
     ClusterLoad,
+    /// A stateful client's own stream (`Model::client`), per client; also its think times.
+    Client,
 }
 
 impl Purpose {
@@ -46,6 +48,7 @@ impl Purpose {
             Purpose::FuzzCase => "fuzz-case",
             Purpose::Decider => "decider",
             Purpose::ClusterLoad => "cluster-load",
+            Purpose::Client => "client",
         }
     }
 }

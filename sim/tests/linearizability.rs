@@ -315,3 +315,114 @@ fn long_concurrent_histories_from_a_sequential_run_are_linearizable() {
     }
     assert!(linearizable(&text));
 }
+
+/// A node type for handing client events to the invariant; it never runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Idle;
+
+impl retrace_sim::Node for Idle {
+    type Msg = Msg;
+    type Timer = u64;
+    fn on_start(&mut self, _: &mut retrace_sim::Ctx<'_, Msg>) {}
+    fn on_message(&mut self, _: &mut retrace_sim::Ctx<'_, Msg>, _: NodeId, _: Msg) {}
+    fn on_timer(&mut self, _: &mut retrace_sim::Ctx<'_, Msg>, _: retrace_sim::TimerId, _: u64) {}
+}
+
+/// One step of a random run: client `c` calls (`Some(op)`) or its open call is answered.
+#[derive(Clone, Debug)]
+enum Step {
+    Call(u8, u8, u8), // client, key, put value (0 = get)
+    Answer(u8, u8),   // client, answer kind/value
+}
+
+fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..3, 0u8..2, 0u8..4).prop_map(|(c, k, v)| Step::Call(c, k, v)),
+        (0u8..3, 0u8..8).prop_map(|(c, a)| Step::Answer(c, a)),
+    ]
+}
+
+/// The events of a random run of three clients over two keys, one step each: answers are
+/// random (ok, refused, timed out, or a read of 0–3), so some runs are linearizable for a
+/// while and then are not.
+fn events(steps: &[Step]) -> Vec<Vec<retrace_sim::history::ClientEvent<Msg>>> {
+    use retrace_sim::history::ClientEvent;
+    let mut open: [Option<(RequestId, bool)>; 3] = [None; 3];
+    let mut next = 0u64;
+    let mut out = Vec::new();
+    for s in steps {
+        let e = match *s {
+            Step::Call(c, k, v) if open[c as usize].is_none() => {
+                let request = RequestId(next);
+                next += 1;
+                let key = format!("k{k}");
+                let (msg, put) = if v == 0 {
+                    (Msg::Get(key), false)
+                } else {
+                    (Msg::Put(key, u64::from(v)), true)
+                };
+                open[c as usize] = Some((request, put));
+                ClientEvent::Invoke {
+                    request,
+                    node: NodeId(0),
+                    msg,
+                }
+            }
+            Step::Answer(c, a) => {
+                let Some((request, put)) = open[c as usize].take() else {
+                    continue;
+                };
+                let msg = match (a, put) {
+                    (0, _) => Msg::Refused,
+                    (1, _) => Msg::TimedOut,
+                    (_, true) => Msg::Ok,
+                    (2, false) => Msg::Value(None),
+                    (a, false) => Msg::Value(Some(u64::from(a % 4))),
+                };
+                ClientEvent::Complete {
+                    request,
+                    node: NodeId(0),
+                    msg,
+                }
+            }
+            Step::Call(..) => continue,
+        };
+        out.push(vec![e]);
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+    /// The invariant extends a linearization answer by answer and searches only when it
+    /// cannot; it must break at exactly the first step whose history the whole-history
+    /// check finds not linearizable.
+    #[test]
+    fn the_incremental_check_breaks_exactly_where_the_whole_history_stops_being_linearizable(
+        steps in proptest::collection::vec(step_strategy(), 1..40)
+    ) {
+        use retrace_sim::linearizability::Linearizable;
+        use retrace_sim::{Invariant, View};
+        let mut inv = Linearizable::<Cell>::new("linearizable");
+        let mut whole = History::new();
+        let nodes: [Option<Idle>; 1] = [Some(Idle)];
+        for (i, step) in events(&steps).iter().enumerate() {
+            let view = View {
+                time_ns: i as u64,
+                step_index: i as u64,
+                node: NodeId(0),
+                nodes: &nodes,
+                client: step,
+            };
+            let incremental = Invariant::<Idle>::check(&mut inv, &view).is_ok();
+            whole.observe(i as u64, i as u64, step);
+            let report = check::<Cell>(&whole, Limits::default());
+            proptest::prop_assert!(report.undecided.is_empty());
+            proptest::prop_assert_eq!(incremental, report.is_linearizable(), "at step {}", i);
+            if !incremental {
+                break;
+            }
+        }
+    }
+}

@@ -227,33 +227,40 @@ pub fn check_key<S: Spec>(
     ops: &[usize],
     budget: &mut u64,
 ) -> Option<bool> {
+    linearize_key::<S>(history, ops, budget).map(|order| order.is_some())
+}
+
+/// As [`check_key`], with the order found: `Some(Some(order))` lists operations of `ops`
+/// (history indices) in an order that explains every known result — every operation with
+/// one, and whichever of the others it needed.
+pub fn linearize_key<S: Spec>(
+    history: &History<S::Msg>,
+    ops: &[usize],
+    budget: &mut u64,
+) -> Option<Option<Vec<usize>>> {
+    let search = |ops: &[usize], budget: &mut u64| {
+        let found =
+            search::linearize::<S>(&search_ops::<S>(history, ops, Instant::NEVER, true), budget)?;
+        Some(found.map(|order| order.into_iter().map(|k| ops[k]).collect::<Vec<usize>>()))
+    };
     let known: Vec<usize> = ops
         .iter()
         .copied()
         .filter(|&i| known_result::<S>(&history.ops()[i]))
         .collect();
     if known.len() == ops.len() {
-        return search::linearizable::<S>(
-            &search_ops::<S>(history, ops, Instant::NEVER, true),
-            budget,
-        );
+        return search(ops, budget);
     }
-    if search::linearizable::<S>(
-        &search_ops::<S>(history, &known, Instant::NEVER, true),
-        budget,
-    )? {
-        return Some(true);
+    if let Some(order) = search(&known, budget)? {
+        return Some(Some(order));
     }
     let some = explaining::<S>(history, ops);
-    if some.len() < ops.len()
-        && search::linearizable::<S>(
-            &search_ops::<S>(history, &some, Instant::NEVER, true),
-            budget,
-        )?
-    {
-        return Some(true);
+    if some.len() < ops.len() {
+        if let Some(order) = search(&some, budget)? {
+            return Some(Some(order));
+        }
     }
-    search::linearizable::<S>(&search_ops::<S>(history, ops, Instant::NEVER, true), budget)
+    search(ops, budget)
 }
 
 fn known_result<S: Spec>(op: &Operation<S::Msg>) -> bool {

@@ -59,9 +59,18 @@ const NIL: usize = usize::MAX;
 /// than `budget` steps (each step is one call or return point visited). `budget` is
 /// decreased by the steps taken.
 pub(super) fn linearizable<S: Spec>(ops: &[SearchOp<'_, S>], budget: &mut u64) -> Option<bool> {
+    linearize(ops, budget).map(|order| order.is_some())
+}
+
+/// As [`linearizable`], with the order found: `Some(Some(order))` lists every operation
+/// (indices into `ops`) in an order that explains every result.
+pub(super) fn linearize<S: Spec>(
+    ops: &[SearchOp<'_, S>],
+    budget: &mut u64,
+) -> Option<Option<Vec<usize>>> {
     let n = ops.len();
     if n == 0 {
-        return Some(true);
+        return Some(Some(Vec::new()));
     }
     // Points: (time, is_return, op). At equal times calls come first, so operations that
     // touch at one instant overlap rather than being ordered.
@@ -149,7 +158,7 @@ pub(super) fn linearizable<S: Spec>(ops: &[SearchOp<'_, S>], budget: &mut u64) -
             // The first return reached belongs to an operation not linearized yet: it had to
             // take effect before now. Undo the latest choice and try the next one.
             let Some((undo, before)) = stack.pop() else {
-                return Some(false);
+                return Some(None);
             };
             linearized[undo / 64] &= !(1 << (undo % 64));
             state = before;
@@ -158,5 +167,5 @@ pub(super) fn linearizable<S: Spec>(ops: &[SearchOp<'_, S>], budget: &mut u64) -
             entry = next[call_at[undo]];
         }
     }
-    Some(true)
+    Some(Some(stack.into_iter().map(|(op, _)| op).collect()))
 }

@@ -118,6 +118,9 @@ struct ClocksFile {
 #[serde(deny_unknown_fields)]
 struct WorkloadFile {
     rate: Option<Rate>,
+    clients: Option<u32>,
+    think: Option<DurRange>,
+    timeout: Option<Dur>,
     requests: Option<u64>,
     #[serde(default)]
     start: Dur,
@@ -178,11 +181,28 @@ pub struct ClockParams {
 /// External requests arriving as a Poisson process.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Workload {
+    /// Open loop: requests from [`Model::request`] arriving at this rate (zero when the
+    /// workload is closed loop).
     pub rate: Rate,
+    /// Closed loop: the model's stateful clients ([`Model::client`]).
+    pub clients: Option<ClosedLoop>,
     pub requests: Option<u64>,
     pub start_ns: u64,
     pub stop_ns: Option<u64>,
 }
+
+/// A closed-loop workload: `clients` clients, each making one request at a time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClosedLoop {
+    pub clients: u32,
+    /// Between an answer (or a timeout) and the client's next request, uniformly drawn.
+    pub think: DurRange,
+    /// How long a client waits for an answer before it is told of a timeout.
+    pub timeout_ns: u64,
+}
+
+/// The default wait for an answer in a closed-loop workload.
+pub const DEFAULT_CLIENT_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// One planned fault, with node names resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -381,21 +401,7 @@ pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>,
         ));
     }
 
-    let workload = f.workload.rate.map(|rate| Workload {
-        rate,
-        requests: f.workload.requests,
-        start_ns: f.workload.start.0,
-        stop_ns: f.workload.stop.map(|d| d.0),
-    });
-    if f.workload.rate.is_none() && f.workload.requests.is_some() {
-        return Err(ScenarioError::at_key(
-            file,
-            source,
-            "workload",
-            "requests",
-            "needs a `rate` beside it",
-        ));
-    }
+    let workload = workload::<M>(file, source, &f.workload, &f.model_options)?;
 
     let mut faults = Vec::new();
     for fault in &f.faults {
@@ -443,6 +449,85 @@ pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>,
         faults,
         random_faults,
     })
+}
+
+/// The `[workload]` table: open loop (`rate`) or closed loop (`clients`), not both.
+fn workload<M: Model>(
+    file: &str,
+    source: &str,
+    w: &WorkloadFile,
+    options: &M::Options,
+) -> Result<Option<Workload>, ScenarioError> {
+    let at =
+        |key: &str, message: String| ScenarioError::at_key(file, source, "workload", key, message);
+    let clients = match (w.rate, w.clients) {
+        (Some(_), Some(_)) => {
+            return Err(at(
+                "clients",
+                "is a closed-loop workload; `rate` is an open-loop one: give one of them".into(),
+            ))
+        }
+        (None, None) => {
+            for (key, given) in [
+                ("requests", w.requests.is_some()),
+                ("think", w.think.is_some()),
+                ("timeout", w.timeout.is_some()),
+                ("stop", w.stop.is_some()),
+            ] {
+                if given {
+                    return Err(at(key, "needs a `rate` or `clients` beside it".into()));
+                }
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => {
+            for (key, given) in [
+                ("think", w.think.is_some()),
+                ("timeout", w.timeout.is_some()),
+            ] {
+                if given {
+                    return Err(at(
+                        key,
+                        "is for closed-loop clients (`clients = N`), not a `rate`".into(),
+                    ));
+                }
+            }
+            None
+        }
+        (None, Some(clients)) => {
+            if !(1..=limits::MAX_CLIENTS).contains(&clients) {
+                return Err(at(
+                    "clients",
+                    format!("must be between 1 and {}", limits::MAX_CLIENTS),
+                ));
+            }
+            if M::client(options, 0).is_none() {
+                return Err(at(
+                    "clients",
+                    format!(
+                        "model `{}` has no stateful client (`Model::client`); use `rate`",
+                        M::NAME
+                    ),
+                ));
+            }
+            let timeout_ns = w.timeout.map_or(DEFAULT_CLIENT_TIMEOUT_NS, |d| d.0);
+            if timeout_ns == 0 {
+                return Err(at("timeout", "must be longer than 0s".into()));
+            }
+            Some(ClosedLoop {
+                clients,
+                think: w.think.unwrap_or(DurRange::fixed(0)),
+                timeout_ns,
+            })
+        }
+    };
+    Ok(Some(Workload {
+        rate: w.rate.unwrap_or_default(),
+        clients,
+        requests: w.requests,
+        start_ns: w.start.0,
+        stop_ns: w.stop.map(|d| d.0),
+    }))
 }
 
 fn resolve_fault(

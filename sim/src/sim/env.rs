@@ -111,6 +111,15 @@ pub(super) enum Pending<M> {
         ids: ReqIds,
     },
     WorkloadTick,
+    /// A closed-loop client's think time is over: it makes its next request.
+    ClientWake {
+        client: u32,
+    },
+    /// A closed-loop client's call `request` may have timed out.
+    ClientTimeout {
+        client: u32,
+        request: RequestId,
+    },
     /// A request from the workload, for a node that was busy when it arrived.
     External {
         node: NodeId,
@@ -189,6 +198,8 @@ pub(super) struct Core<M> {
     pub fuzzing: Option<Box<super::fuzzing::Fuzzing>>,
     /// The step's client events, kept only when an invariant reads them.
     pub client: Option<Vec<ClientEvent<M>>>,
+    /// The step's answers, kept only when the workload has stateful clients waiting.
+    pub answers: Option<Vec<(RequestId, M)>>,
 }
 
 impl<M: Message> Core<M> {
@@ -410,6 +421,9 @@ impl<M: Message> Env<M> for Core<M> {
         };
         self.trace.push(|e, out| e.respond(out, request, digest));
         self.stats.responses += 1;
+        if let Some(answers) = &mut self.answers {
+            answers.push((request, msg.clone()));
+        }
         let node = self.step_node;
         if let Some(client) = &mut self.client {
             client.push(ClientEvent::Complete { request, node, msg });

@@ -24,7 +24,7 @@ use env::{Core, InFlight, NodeSlot, Pending, ReqIds};
 use fuzzing::{Fuzzing, Source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use workload::Workload;
+use workload::{Clients, Workload};
 
 /// Where the trace of a run goes.
 pub enum TraceSink {
@@ -124,6 +124,8 @@ pub struct Simulation<M: Model> {
     invariants: Vec<Box<dyn Invariant<M::Node>>>,
     core: Core<<M::Node as Node>::Msg>,
     workload: Workload,
+    /// A closed-loop workload's clients.
+    clients: Option<Clients<<M::Node as Node>::Msg>>,
     seed: u64,
     swarm: Option<SwarmKinds>,
     time_limit_ns: u64,
@@ -218,6 +220,7 @@ impl<M: Model> Simulation<M> {
             logs: Capture::new(),
             fuzzing: None,
             client: None,
+            answers: None,
             net: Network::new(scenario, &kinds),
             net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
             slots,
@@ -233,6 +236,9 @@ impl<M: Model> Simulation<M> {
             scenario.workload,
             SimRng::new(derive_seed(seed, Purpose::Workload, 0, 0)),
         );
+        let clients = workload
+            .closed_loop()
+            .map(|spec| Clients::new::<M>(spec, &scenario.options, seed));
         let mut sim = Simulation {
             options: scenario.options.clone(),
             node_names: scenario.nodes.iter().map(|s| s.name.clone()).collect(),
@@ -240,6 +246,7 @@ impl<M: Model> Simulation<M> {
             invariants: M::invariants(&scenario.options),
             core,
             workload,
+            clients,
             seed,
             swarm,
             time_limit_ns: scenario.time_limit_ns,
@@ -256,6 +263,15 @@ impl<M: Model> Simulation<M> {
         }
         if let Some(at_ns) = sim.workload.first_tick_ns() {
             sim.core.queue.push(at_ns, Pending::WorkloadTick);
+        }
+        if let Some(clients) = &sim.clients {
+            sim.core.answers = Some(Vec::new());
+            let start_ns = sim.workload.start_ns();
+            for client in 0..clients.len() {
+                sim.core
+                    .queue
+                    .push(start_ns, Pending::ClientWake { client });
+            }
         }
         for fault in &scenario.faults {
             sim.schedule_fault(fault.at_ns, fault.action.clone());
@@ -508,6 +524,8 @@ impl<M: Model> Simulation<M> {
                 ids,
             } => self.fire_timer(node, timer, tag, set, ids),
             Pending::WorkloadTick => self.workload_tick(),
+            Pending::ClientWake { client } => self.client_wake(client),
+            Pending::ClientTimeout { client, request } => self.client_timeout(client, request),
             Pending::External { node, msg, number } => self.external(node, msg, number),
             Pending::Deferred { item, .. } => self.run_event(*item),
             Pending::Fault(action) => self.apply_fault(action),
@@ -635,6 +653,7 @@ impl<M: Model> Simulation<M> {
             self.core.slots[node.index()].busy_until_ns = self.core.now_ns.saturating_add(busy);
         }
         self.check_invariants(node, step_index);
+        self.answer_clients();
     }
 
     fn check_invariants(&mut self, node: NodeId, step_index: u64) {

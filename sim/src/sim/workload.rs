@@ -1,17 +1,19 @@
 //! The workload: external requests arriving as a Poisson process, drawn from their own random
-//! stream so that what the nodes do never changes which requests arrive or when.
+//! stream so that what the nodes do never changes which requests arrive or when — or, closed
+//! loop, the model's stateful clients (`crate::client`), each waiting for its answer.
 
 use super::env::{Pending, ReqIds};
 use super::Simulation;
+use crate::client::{Call, Client, ClientCtx};
 use crate::history::ClientEvent;
 use crate::ids::{NodeId, RequestId};
 use crate::model::Model;
 use crate::node::{Ctx, Node};
-use crate::rng::SimRng;
-use crate::scenario;
+use crate::rng::{derive_seed, Purpose, SimRng};
+use crate::scenario::{self, ClosedLoop};
 use crate::schedule::{Choice, Schedule};
 use crate::trace::InputHead;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where the workload stands: what it has drawn, what a schedule leaves out, when it ticks.
 pub(super) struct Workload {
@@ -68,6 +70,16 @@ impl Workload {
         }
     }
 
+    /// The closed loop's parameters, if the workload is one.
+    pub fn closed_loop(&self) -> Option<ClosedLoop> {
+        self.spec?.clients
+    }
+
+    /// When the workload starts.
+    pub fn start_ns(&self) -> u64 {
+        self.spec.map_or(0, |w| w.start_ns)
+    }
+
     /// Whether a tick at `now_ns` still sends, after `issued` requests.
     fn open(&self, now_ns: u64, issued: u64) -> bool {
         self.spec.is_some_and(|w| {
@@ -97,7 +109,167 @@ impl Workload {
     }
 }
 
+/// One closed-loop client: the model's object, its own random stream, and the call it
+/// waits on.
+pub(super) struct ClientSlot<Msg> {
+    client: Box<dyn Client<Msg>>,
+    rng: SimRng,
+    /// The request it waits for an answer to (at most one: the loop is closed).
+    waiting: Option<RequestId>,
+}
+
+/// The closed-loop clients, and which of them waits on which request.
+pub(super) struct Clients<Msg> {
+    spec: ClosedLoop,
+    slots: Vec<ClientSlot<Msg>>,
+    /// Request -> client, for the answers a step gives.
+    awaiting: BTreeMap<RequestId, u32>,
+}
+
+impl<Msg> Clients<Msg> {
+    /// The model's clients for `spec`, each with its stream from the run's seed.
+    pub fn new<M: Model>(spec: ClosedLoop, options: &M::Options, seed: u64) -> Self
+    where
+        M::Node: Node<Msg = Msg>,
+    {
+        let slots = (0..spec.clients)
+            .filter_map(|i| {
+                let client = M::client(options, i)?;
+                Some(ClientSlot {
+                    client,
+                    rng: SimRng::new(derive_seed(seed, Purpose::Client, u64::from(i), 0)),
+                    waiting: None,
+                })
+            })
+            .collect();
+        Clients {
+            spec,
+            slots,
+            awaiting: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.slots.len() as u32
+    }
+}
+
 impl<M: Model> Simulation<M> {
+    /// A client's think time is over: its next call, a step on the node it calls (or, if
+    /// that node is down, a timeout at once: a refused connection is no wait).
+    pub(super) fn client_wake(&mut self, client: u32) {
+        let now = self.core.now_ns;
+        let issued = self.core.stats.requests + self.core.stats.requests_refused;
+        if !self.workload.open(now, issued) {
+            return;
+        }
+        let nodes = self.nodes.len() as u32;
+        let Some(clients) = &mut self.clients else {
+            return;
+        };
+        let slot = &mut clients.slots[client as usize];
+        assert!(slot.waiting.is_none(), "client {client} woke while waiting");
+        let mut cx = ClientCtx::new(client, nodes, now, &mut slot.rng);
+        let Some(Call { to, msg }) = slot.client.request(&mut cx) else {
+            return; // this client is done
+        };
+        // A call left out by a schedule is lost on its way: the client times out.
+        let Some(number) = self.workload.number() else {
+            return self.client_waits(client, RequestId(u64::MAX - u64::from(client)));
+        };
+        let request = RequestId(number);
+        if to.index() >= self.nodes.len() || !self.core.slots[to.index()].up {
+            self.core.stats.requests_refused += 1;
+            return self.client_gives_up(client, None);
+        }
+        self.client_waits(client, request);
+        self.handle(Pending::External {
+            node: to,
+            msg,
+            number,
+        });
+    }
+
+    /// `client` waits for `request` until its timeout.
+    fn client_waits(&mut self, client: u32, request: RequestId) {
+        let Some(clients) = &mut self.clients else {
+            return;
+        };
+        clients.slots[client as usize].waiting = Some(request);
+        clients.awaiting.insert(request, client);
+        let at = self.core.now_ns.saturating_add(clients.spec.timeout_ns);
+        self.core
+            .queue
+            .push(at, Pending::ClientTimeout { client, request });
+    }
+
+    /// A call's timeout came: if the client still waits on it, it is told so.
+    pub(super) fn client_timeout(&mut self, client: u32, request: RequestId) {
+        let waits = self
+            .clients
+            .as_ref()
+            .is_some_and(|c| c.slots[client as usize].waiting == Some(request));
+        if waits {
+            self.client_gives_up(client, Some(request));
+        }
+    }
+
+    fn client_gives_up(&mut self, client: u32, request: Option<RequestId>) {
+        let nodes = self.nodes.len() as u32;
+        let now = self.core.now_ns;
+        let Some(clients) = &mut self.clients else {
+            return;
+        };
+        if let Some(r) = request {
+            clients.awaiting.remove(&r);
+        }
+        let slot = &mut clients.slots[client as usize];
+        slot.waiting = None;
+        let mut cx = ClientCtx::new(client, nodes, now, &mut slot.rng);
+        slot.client.on_timeout(&mut cx);
+        let asked = cx.asked_next_after_ns();
+        self.client_thinks(client, asked);
+    }
+
+    /// Hands the step's answers to the clients waiting on them (a late answer, to a call
+    /// that timed out, or a second answer, reaches no one).
+    pub(super) fn answer_clients(&mut self) {
+        let Some(answers) = self.core.answers.as_mut().filter(|a| !a.is_empty()) else {
+            return;
+        };
+        let answers = std::mem::take(answers);
+        let nodes = self.nodes.len() as u32;
+        let now = self.core.now_ns;
+        for (request, msg) in answers {
+            let Some(clients) = &mut self.clients else {
+                return;
+            };
+            let Some(client) = clients.awaiting.remove(&request) else {
+                continue;
+            };
+            let slot = &mut clients.slots[client as usize];
+            debug_assert_eq!(slot.waiting, Some(request));
+            slot.waiting = None;
+            let mut cx = ClientCtx::new(client, nodes, now, &mut slot.rng);
+            slot.client.on_answer(&mut cx, msg);
+            let asked = cx.asked_next_after_ns();
+            self.client_thinks(client, asked);
+        }
+    }
+
+    /// Schedules the client's next call: after what it asked for, or the scenario's think
+    /// time drawn from its stream.
+    fn client_thinks(&mut self, client: u32, asked_ns: Option<u64>) {
+        let Some(clients) = &mut self.clients else {
+            return;
+        };
+        let think = clients.spec.think;
+        let slot = &mut clients.slots[client as usize];
+        let after = asked_ns.unwrap_or_else(|| slot.rng.between(think.lo_ns, think.hi_ns));
+        let at = self.core.now_ns.saturating_add(after);
+        self.core.queue.push(at, Pending::ClientWake { client });
+    }
+
     /// A workload tick: maybe a request, then the next tick.
     pub(super) fn workload_tick(&mut self) {
         let now = self.core.now_ns;
