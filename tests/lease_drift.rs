@@ -12,8 +12,8 @@
 
 use retrace_sim::fuzz::{case_seed, replay_case, rotating, run_case};
 use retrace_sim::{
-    invariant, scenario, Boot, Ctx, Invariant, Model, Node, NodeId, NodeSpec, Scenario,
-    TimerId, TraceSink,
+    invariant, scenario, Boot, Ctx, Invariant, Model, Node, NodeId, NodeSpec, Scenario, TimerId,
+    TraceSink,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -82,12 +82,12 @@ impl Node for Lease {
                 ctx.set_timer(LEASE, Timer::Free);
                 ctx.send(from, Msg::Granted { n });
             }
-            (Lease::Candidate { holding, next, .. }, Msg::Granted { n }) => {
-                // Only the latest request's grant: its lease timer is still running (an
-                // older one may have fired already).
-                if n == *next && holding.is_none() {
-                    *holding = Some(n);
-                }
+            // Only the latest request's grant: its lease timer is still running (an older
+            // one may have fired already).
+            (Lease::Candidate { holding, next, .. }, Msg::Granted { n })
+                if n == *next && holding.is_none() =>
+            {
+                *holding = Some(n);
             }
             _ => {}
         }
@@ -99,11 +99,9 @@ impl Node for Lease {
                 *holder = None;
                 *waiting = false;
             }
-            (Lease::Candidate { holding, .. }, Timer::Expire { n }) => {
-                if *holding == Some(n) {
-                    *holding = None;
-                    ctx.set_timer(RETRY, Timer::Retry);
-                }
+            (Lease::Candidate { holding, .. }, Timer::Expire { n }) if *holding == Some(n) => {
+                *holding = None;
+                ctx.set_timer(RETRY, Timer::Retry);
             }
             (
                 Lease::Candidate {
@@ -173,7 +171,15 @@ impl Model for LeaseModel {
                 .nodes
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| matches!(n, Some(Lease::Candidate { holding: Some(_), .. })))
+                .filter(|(_, n)| {
+                    matches!(
+                        n,
+                        Some(Lease::Candidate {
+                            holding: Some(_),
+                            ..
+                        })
+                    )
+                })
                 .map(|(i, _)| i)
                 .collect();
             if holders.len() > 1 {

@@ -177,3 +177,98 @@ fn the_critical_path_of_a_later_answer_waits_for_the_decision_and_adds_up() {
         assert!(p.path.iter().any(|h| h.place.kind == Kind::Network));
     }
 }
+
+/// Exports `trace` as `format` through the library, with every request.
+fn export(trace: &Trace, format: retrace_replayer::export::Format) -> serde_json::Value {
+    use retrace_replayer::export::{self, Options};
+    let name = |_: &[u8]| String::from("msg");
+    let survey = export::survey(&trace.header, trace.events.iter().cloned()).unwrap();
+    let options = Options {
+        request: None,
+        message_name: &name,
+        message_text: &name,
+        timer_name: &name,
+        survey: Some(&survey),
+        base_time_ns: 0,
+        dot_depth: None,
+    };
+    let mut out = Vec::new();
+    export::export(
+        &trace.header,
+        trace.events.iter().cloned(),
+        format,
+        &options,
+        &mut out,
+    )
+    .unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn in_otlp_and_jaeger_a_later_answer_is_a_span_of_the_request_it_answered() {
+    let trace = run();
+    // Where each request arrived, and which step answered it.
+    let mut arrived = std::collections::BTreeMap::new();
+    let mut answered_at = std::collections::BTreeMap::new();
+    let steps = Steps::new(&trace.events);
+    for st in &steps.steps {
+        let input = &trace.events[st.input];
+        if let Record::External { request, .. } = input.record {
+            arrived.insert(request.0, input.index);
+        }
+        for e in &trace.events[st.input + 1..st.end] {
+            if let Record::Respond { request, .. } = e.record {
+                answered_at.insert(request.0, input.index);
+            }
+        }
+    }
+    assert_eq!(answered_at.len(), 100);
+    let span_id = |index: u64| format!("{:016x}", index + 1);
+    let trace_id = |r: u64| format!("7265747261636500{r:016x}");
+
+    // OTLP: the answering step is a span in its request's trace, under the request's
+    // arrival, and says which requests it answered.
+    let otlp = export(&trace, retrace_replayer::export::Format::Otlp);
+    let spans: Vec<&serde_json::Value> = otlp["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["scopeSpans"][0]["spans"].as_array().unwrap())
+        .collect();
+    for (&r, &at) in &answered_at {
+        let span = spans
+            .iter()
+            .find(|s| s["traceId"] == trace_id(r) && s["spanId"] == span_id(at))
+            .unwrap_or_else(|| panic!("r{r}: no span of its answer in its trace"));
+        assert_eq!(span["parentSpanId"], span_id(arrived[&r]), "r{r}");
+        let answers = span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == "retrace.answers")
+            .map(|a| a["value"]["stringValue"].as_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(
+            answers.split(' ').any(|a| a == format!("r{r}")),
+            "{answers}"
+        );
+    }
+
+    // Jaeger: the request's trace holds the answering span, a child of the arrival.
+    let jaeger = export(&trace, retrace_replayer::export::Format::Jaeger);
+    for (&r, &at) in &answered_at {
+        let t = jaeger["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["traceID"] == trace_id(r))
+            .unwrap_or_else(|| panic!("r{r}: no trace"));
+        let span = t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["spanID"] == span_id(at))
+            .unwrap_or_else(|| panic!("r{r}: its answer is not in its trace"));
+        assert_eq!(span["references"][0]["spanID"], span_id(arrived[&r]));
+    }
+}

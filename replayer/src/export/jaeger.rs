@@ -91,11 +91,11 @@ impl Visitor for Jaeger<'_> {
             }
             let tid = trace_id(r);
             let references = s
-                .parent_in(r)
-                .map(|c| {
+                .parent_index(r)
+                .map(|index| {
                     format!(
                         "{{\"refType\":\"CHILD_OF\",\"traceID\":\"{tid}\",\"spanID\":\"{}\"}}",
-                        span_id(c.index)
+                        span_id(index)
                     )
                 })
                 .unwrap_or_default();

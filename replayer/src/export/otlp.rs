@@ -92,9 +92,9 @@ fn attr_int(key: &str, value: u64) -> String {
 }
 
 impl Otlp<'_> {
-    fn span(&mut self, s: &StepInfo<'_>, key: TraceKey, parent: Option<&Cause>) -> io::Result<()> {
+    fn span(&mut self, s: &StepInfo<'_>, key: TraceKey, parent: Option<u64>) -> io::Result<()> {
         let parent = parent
-            .map(|c| format!(",\"parentSpanId\":\"{}\"", span_id(c.index)))
+            .map(|index| format!(",\"parentSpanId\":\"{}\"", span_id(index)))
             .unwrap_or_default();
         // A request's first event is where it arrives from its client: a server span.
         let kind = match (key, parent.is_empty()) {
@@ -110,6 +110,10 @@ impl Otlp<'_> {
         ];
         if let TraceKey::Background(_) = key {
             attrs.push(attr_str("retrace.background", "true"));
+        }
+        if !s.answered.is_empty() {
+            let answered: Vec<String> = s.answered.iter().map(|(r, _)| r.to_string()).collect();
+            attrs.push(attr_str("retrace.answers", &answered.join(" ")));
         }
         let events: Vec<String> = notes(s.rest)
             .map(|text| {
@@ -148,7 +152,7 @@ impl Visitor for Otlp<'_> {
     fn step(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
         for &key in s.traces {
             if wanted(self.options, key) {
-                self.span(s, key, s.parent_in(key))?;
+                self.span(s, key, s.parent_index(key))?;
             }
         }
         Ok(())

@@ -84,9 +84,20 @@ impl Visitor for Perfetto<'_> {
             .iter()
             .map(|r| json_str(&r.to_string()))
             .collect();
+        // Requests answered from outside their own steps (`respond_to`) are named too.
+        let answers = if s.answered.is_empty() {
+            String::new()
+        } else {
+            let a: Vec<String> = s
+                .answered
+                .iter()
+                .map(|(r, _)| json_str(&r.to_string()))
+                .collect();
+            format!(",\"answers\":[{}]", a.join(","))
+        };
         write!(
             self.out,
-            ",\n{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{PID},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"event\":{},\"queued_ns\":{},\"requests\":[{}]}}}}",
+            ",\n{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{PID},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"event\":{},\"queued_ns\":{},\"requests\":[{}]{answers}}}}}",
             json_str(&label(s.input, self.options)),
             s.input.record.kind(),
             micros(ts),

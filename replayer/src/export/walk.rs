@@ -48,8 +48,13 @@ pub struct StepInfo<'a> {
     pub queued_ns: u64,
     pub request_ids: &'a [RequestId],
     pub cause: Option<&'a Cause>,
-    /// The exported traces this step belongs to (none for a crash, which runs no code).
+    /// The exported traces this step belongs to (none for a crash, which runs no code):
+    /// its own requests' (or its background work's), and those of the requests it answered
+    /// from outside them (`respond_to` once a commit or a batch decided them).
     pub traces: &'a [TraceKey],
+    /// Requests this step answered that are not its own, each with the input index of the
+    /// step it arrived in (when the walk saw it).
+    pub answered: &'a [(RequestId, Option<u64>)],
     /// The node's vector clock after this step (entry k: steps of node k that precede it,
     /// itself included).
     pub clock: &'a [u32],
@@ -59,6 +64,23 @@ impl StepInfo<'_> {
     /// Whether this step's span has a parent in trace `key`: its cause is in the same trace.
     pub fn parent_in(&self, key: TraceKey) -> Option<&Cause> {
         self.cause.filter(|c| c.traces.contains(&key))
+    }
+
+    /// The input index of this step's parent span in trace `key`: its cause if that is in
+    /// the trace; in the trace of a request it answered from outside, the step the request
+    /// arrived in (so the answer hangs under its request).
+    pub fn parent_index(&self, key: TraceKey) -> Option<u64> {
+        if let Some(c) = self.parent_in(key) {
+            return Some(c.index);
+        }
+        let TraceKey::Request(r) = key else {
+            return None;
+        };
+        self.answered
+            .iter()
+            .find(|(a, _)| *a == r)
+            .and_then(|(_, root)| *root)
+            .filter(|&root| root != self.input.index)
     }
 }
 
@@ -97,9 +119,16 @@ struct Walker<'v> {
     timer_sets: BTreeMap<TimerId, u64>,
     timers_of_node: Vec<Vec<u64>>,
     step: Vec<Event>,
+    /// Where each request arrived (its first step's input index), for answers given from
+    /// other steps; at most `ROOTS_MAX` are remembered.
+    roots: BTreeMap<RequestId, u64>,
     walked: Walked,
     visitor: &'v mut dyn Visitor,
 }
+
+/// Requests whose arrival the walk remembers (about 48 bytes each): an answer to a request
+/// beyond them is still put in its trace, without a parent.
+const ROOTS_MAX: usize = 1 << 18;
 
 impl Walker<'_> {
     fn flush(&mut self) -> io::Result<()> {
@@ -147,6 +176,21 @@ impl Walker<'_> {
                 });
                 vec![TraceKey::Background(inherited.unwrap_or(input.index))]
             };
+        for &r in &request_ids {
+            if self.roots.len() < ROOTS_MAX || self.roots.contains_key(&r) {
+                self.roots.entry(r).or_insert(input.index);
+            }
+        }
+        let mut answered: Vec<(RequestId, Option<u64>)> = Vec::new();
+        for e in &self.step[1..] {
+            if let Record::Respond { request, .. } = e.record {
+                if !request_ids.contains(&request) && !answered.iter().any(|(a, _)| *a == request) {
+                    answered.push((request, self.roots.get(&request).copied()));
+                }
+            }
+        }
+        let mut all_traces = traces.clone();
+        all_traces.extend(answered.iter().map(|&(r, _)| TraceKey::Request(r)));
         self.clocks[k][k] += 1;
         let (mut busy_ns, mut queued_ns) = (0, 0);
         for e in &self.step[1..] {
@@ -165,7 +209,8 @@ impl Walker<'_> {
             queued_ns,
             request_ids: &request_ids,
             cause: cause.as_ref(),
-            traces: &traces,
+            traces: &all_traces,
+            answered: &answered,
             clock: &self.clocks[k],
         };
         self.visitor.step(&info)?;
@@ -271,6 +316,7 @@ pub fn walk(
         timer_sets: BTreeMap::new(),
         timers_of_node: vec![Vec::new(); nodes],
         step: Vec::new(),
+        roots: BTreeMap::new(),
         walked: Walked::default(),
         visitor,
     };
