@@ -331,21 +331,21 @@ impl retrace_sim::Node for Idle {
 /// One step of a random run: client `c` calls (`Some(op)`) or its open call is answered.
 #[derive(Clone, Debug)]
 enum Step {
-    Call(u8, u8, u8), // client, key, put value (0 = get)
+    Call(u8, u8, u8), // client, key, what: 0 get, 1-3 put that value, 4-5 add 1
     Answer(u8, u8),   // client, answer kind/value
 }
 
 fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
     use proptest::prelude::*;
     prop_oneof![
-        (0u8..3, 0u8..2, 0u8..4).prop_map(|(c, k, v)| Step::Call(c, k, v)),
+        (0u8..3, 0u8..2, 0u8..6).prop_map(|(c, k, v)| Step::Call(c, k, v)),
         (0u8..3, 0u8..8).prop_map(|(c, a)| Step::Answer(c, a)),
     ]
 }
 
 /// The events of a random run of three clients over two keys, one step each: answers are
-/// random (ok, refused, timed out, or a read of 0–3), so some runs are linearizable for a
-/// while and then are not.
+/// random (ok, refused, timed out, or a read or sum of 0–3), so some runs are linearizable
+/// for a while and then are not.
 fn events(steps: &[Step]) -> Vec<Vec<retrace_sim::history::ClientEvent<Msg>>> {
     use retrace_sim::history::ClientEvent;
     let mut open: [Option<(RequestId, bool)>; 3] = [None; 3];
@@ -357,10 +357,10 @@ fn events(steps: &[Step]) -> Vec<Vec<retrace_sim::history::ClientEvent<Msg>>> {
                 let request = RequestId(next);
                 next += 1;
                 let key = format!("k{k}");
-                let (msg, put) = if v == 0 {
-                    (Msg::Get(key), false)
-                } else {
-                    (Msg::Put(key, u64::from(v)), true)
+                let (msg, put) = match v {
+                    0 => (Msg::Get(key), false),
+                    1..=3 => (Msg::Put(key, u64::from(v)), true),
+                    _ => (Msg::Add(key, 1), false),
                 };
                 open[c as usize] = Some((request, put));
                 ClientEvent::Invoke {

@@ -10,12 +10,16 @@
 //! linearization, which stays valid: the new operation answered now, so nothing
 //! linearized before it began after it ended. Only an answer the frontier cannot explain
 //! sends the key to the full search (which may find another order, or the violation).
+//! An answer that leaves the state as it was (a read) may also go in among the last
+//! operations placed, after any that had not ended when it began: two reads racing a write
+//! see either side of it.
 
 use super::{linearize_key, witness, Limits, Observed, Spec};
 use crate::history::History;
+use crate::history::Instant;
 use crate::model::{Broken, Invariant, View};
 use crate::node::Node;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::marker::PhantomData;
 
 /// Keys with more operations than this are no longer searched whole while a run goes on
@@ -32,6 +36,9 @@ pub const INVARIANT_LIMITS: Limits = Limits {
 /// Open operations tried before a new answer, at most, when extending a frontier.
 const OPEN_TRIED_MAX: usize = 64;
 
+/// The last operations placed that a read may still go in among, with their states.
+const RECENT_MAX: usize = 32;
+
 /// A key's operations and the end of a linearization of them found so far.
 struct Key<S: Spec> {
     /// History indices, in invocation order (failed operations taken out).
@@ -43,6 +50,9 @@ struct Key<S: Spec> {
     /// Those placed before their answer came, with the result the order gave them: their
     /// answer must match it.
     expect: BTreeMap<usize, S::Ret>,
+    /// The linearization's last operations, each with the state after it (the last one's
+    /// is `state`).
+    recent: VecDeque<(usize, S)>,
 }
 
 impl<S: Spec> Clone for Key<S> {
@@ -52,6 +62,7 @@ impl<S: Spec> Clone for Key<S> {
             state: self.state.clone(),
             placed: self.placed.clone(),
             expect: self.expect.clone(),
+            recent: self.recent.clone(),
         }
     }
 }
@@ -63,6 +74,7 @@ impl<S: Spec> Default for Key<S> {
             state: S::default(),
             placed: BTreeSet::new(),
             expect: BTreeMap::new(),
+            recent: VecDeque::new(),
         }
     }
 }
@@ -91,8 +103,7 @@ impl<S: Spec> Key<S> {
         let input = &history.ops()[i].input;
         let mut after = self.state.clone();
         if after.apply(input) == *result {
-            self.state = after;
-            self.placed.insert(i);
+            self.place(i, after);
             return Extended::Yes;
         }
         // One open operation may have taken effect first: the write a read returned.
@@ -105,13 +116,51 @@ impl<S: Spec> Key<S> {
         for j in open {
             let mut after = self.state.clone();
             let got = after.apply(&history.ops()[j].input);
-            if after.clone().apply(input) == *result {
-                after.apply(input);
-                self.state = after;
-                self.placed.insert(j);
-                self.placed.insert(i);
+            let mut last = after.clone();
+            if last.apply(input) == *result {
+                self.place(j, after);
+                self.place(i, last);
                 if history.ops()[j].output.is_none() {
                     self.expect.insert(j, got);
+                }
+                return Extended::Yes;
+            }
+        }
+        self.insert_read(history, i, result)
+    }
+
+    /// Appends operation `i`, after which the state is `after`.
+    fn place(&mut self, i: usize, after: S) {
+        self.placed.insert(i);
+        if self.recent.len() == RECENT_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((i, after.clone()));
+        self.state = after;
+    }
+
+    /// Puts operation `i` right after one of the last operations placed, if there it
+    /// returns `result` and changes nothing (so what follows it still holds), and every
+    /// operation after that point had not ended when `i` began.
+    fn insert_read(&mut self, history: &History<S::Msg>, i: usize, result: &S::Ret) -> Extended {
+        let op = &history.ops()[i];
+        for p in (0..self.recent.len()).rev() {
+            // The operation at p + 1 would now follow `i`: it must not have ended first.
+            if let Some(&(later, _)) = self.recent.get(p + 1) {
+                if known_ret::<S>(history, later) < op.call {
+                    break;
+                }
+            }
+            let before = &self.recent[p].1;
+            let mut after = before.clone();
+            if after.apply(&op.input) == *result && after == *before {
+                self.placed.insert(i);
+                if self.recent.len() == RECENT_MAX {
+                    // Keep the window's length; what falls out is older than p.
+                    self.recent.pop_front();
+                    self.recent.insert(p, (i, after));
+                } else {
+                    self.recent.insert(p + 1, (i, after));
                 }
                 return Extended::Yes;
             }
@@ -124,13 +173,25 @@ impl<S: Spec> Key<S> {
         self.state = S::default();
         self.placed.clear();
         self.expect.clear();
+        self.recent.clear();
         for &j in order {
-            let got = self.state.apply(&history.ops()[j].input);
-            self.placed.insert(j);
+            let mut after = self.state.clone();
+            let got = after.apply(&history.ops()[j].input);
+            self.place(j, after);
             if history.ops()[j].output.is_none() {
                 self.expect.insert(j, got);
             }
         }
+    }
+}
+
+/// When operation `j` is known to have ended: its answer, if that says what it returned;
+/// otherwise never (it may take effect at any time).
+fn known_ret<S: Spec>(history: &History<S::Msg>, j: usize) -> Instant {
+    let op = &history.ops()[j];
+    match op.output.as_ref().map(S::observe) {
+        Some(Observed::Returned(_)) => op.ret,
+        _ => Instant::NEVER,
     }
 }
 
@@ -146,9 +207,14 @@ fn open_or_unknown<S: Spec>(history: &History<S::Msg>, j: usize) -> bool {
 pub struct Linearizable<S: Spec> {
     name: String,
     history: History<S::Msg>,
-    keys: BTreeMap<String, Key<S>>,
+    /// Each key's number, in order of first use, and each key by number.
+    key_ids: BTreeMap<String, u32>,
+    keys: Vec<(String, Key<S>)>,
+    /// Per operation of the history, its key's number (so an answer finds its key without
+    /// partitioning the request again).
+    op_keys: Vec<Option<u32>>,
     /// Keys no longer checked: too long, or the search ran out of its budget once.
-    skipped: BTreeSet<String>,
+    skipped: BTreeSet<u32>,
     limits: Limits,
     _spec: PhantomData<fn() -> S>,
 }
@@ -158,7 +224,9 @@ impl<S: Spec> Clone for Linearizable<S> {
         Linearizable {
             name: self.name.clone(),
             history: self.history.clone(),
+            key_ids: self.key_ids.clone(),
             keys: self.keys.clone(),
+            op_keys: self.op_keys.clone(),
             skipped: self.skipped.clone(),
             limits: self.limits,
             _spec: PhantomData,
@@ -171,7 +239,9 @@ impl<S: Spec> Linearizable<S> {
         Linearizable {
             name: name.to_string(),
             history: History::new(),
-            keys: BTreeMap::new(),
+            key_ids: BTreeMap::new(),
+            keys: Vec::new(),
+            op_keys: Vec::new(),
             skipped: BTreeSet::new(),
             limits: INVARIANT_LIMITS,
             _spec: PhantomData,
@@ -190,12 +260,10 @@ impl<S: Spec> Linearizable<S> {
     }
 
     /// Searches `key` whole: a new frontier, or the violation with its witness.
-    fn search(&mut self, key: &str) -> Result<(), Broken> {
-        let Some(k) = self.keys.get_mut(key) else {
-            return Ok(());
-        };
+    fn search(&mut self, id: u32) -> Result<(), Broken> {
+        let (key, k) = &mut self.keys[id as usize];
         if k.ops.len() > OPS_PER_KEY_MAX {
-            self.skipped.insert(key.to_string());
+            self.skipped.insert(id);
             return Ok(());
         }
         let mut budget = self.limits.steps_per_key;
@@ -205,12 +273,12 @@ impl<S: Spec> Linearizable<S> {
                 Ok(())
             }
             None => {
-                self.skipped.insert(key.to_string());
+                self.skipped.insert(id);
                 Ok(())
             }
             Some(None) => {
                 let mut budget = self.limits.steps_per_witness;
-                let w = witness::<S>(&self.history, key.to_string(), &k.ops, &mut budget);
+                let w = witness::<S>(&self.history, key.clone(), &k.ops, &mut budget);
                 let diagram = super::draw::<S>(&self.history, &w, &|n| n.to_string());
                 let requests: Vec<String> = w
                     .ops
@@ -219,7 +287,7 @@ impl<S: Spec> Linearizable<S> {
                     .collect();
                 Err(
                     Broken::new(format!("not linearizable: {}", diagram.trim_end()))
-                        .fact("key", key.to_string())
+                        .fact("key", key.clone())
                         .fact("requests", requests.join(" ")),
                 )
             }
@@ -249,21 +317,27 @@ impl<N: Node, S: Spec<Msg = N::Msg>> Invariant<N> for Linearizable<S> {
             .history
             .observe(view.step_index, view.time_ns, view.client);
         for i in first_new..self.history.len() {
-            if let Some(key) = S::partition(&self.history.ops()[i].input) {
-                self.keys.entry(key).or_default().ops.push(i);
-            }
+            let id = S::partition(&self.history.ops()[i].input).map(|key| {
+                let next = self.keys.len() as u32;
+                let id = *self.key_ids.entry(key.clone()).or_insert(next);
+                if id == next {
+                    self.keys.push((key, Key::default()));
+                }
+                self.keys[id as usize].1.ops.push(i);
+                id
+            });
+            debug_assert_eq!(self.op_keys.len(), i);
+            self.op_keys.push(id);
         }
         for i in completed {
             let op = &self.history.ops()[i];
-            let Some(key) = S::partition(&op.input) else {
+            let Some(id) = self.op_keys[i] else {
                 continue;
             };
-            if self.skipped.contains(&key) {
+            if self.skipped.contains(&id) {
                 continue;
             }
-            let Some(k) = self.keys.get_mut(&key) else {
-                continue;
-            };
+            let k = &mut self.keys[id as usize].1;
             let observed = op.output.as_ref().map(S::observe);
             let verdict = match observed {
                 // It did not happen: out of the key's operations, as `partitions` leaves
@@ -284,7 +358,7 @@ impl<N: Node, S: Spec<Msg = N::Msg>> Invariant<N> for Linearizable<S> {
                 Some(Observed::Returned(result)) => k.extend(&self.history, i, &result),
             };
             if let Extended::Search = verdict {
-                self.search(&key)?;
+                self.search(id)?;
             }
         }
         Ok(())
