@@ -403,6 +403,7 @@ fn run_client<M: Model>(options: &M::Options, run: ClientRun) {
         // The cap counts every call of every client, as in the simulator.
         let issued = stats.sent.fetch_add(1, Ordering::Relaxed);
         if run.workload.requests.is_some_and(|max| issued >= max) {
+            stats.sent.fetch_sub(1, Ordering::Relaxed); // not sent after all
             return;
         }
         let to = call.to.index() % n;
