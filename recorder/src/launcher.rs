@@ -9,7 +9,7 @@ use crate::log::wall_now_ns;
 use crate::log::RecordError;
 use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
 use crate::tls::TlsFiles;
-use retrace_sim::client::ClientCtx;
+use retrace_sim::client::{ClientCtx, REFUSED_PAUSE_NS};
 use retrace_sim::rng::{derive_seed, Purpose};
 use retrace_sim::scenario::{ClosedLoop, FaultAction, Workload};
 use retrace_sim::{Model, Node, NodeId, Scenario, SimRng};
@@ -417,6 +417,7 @@ fn run_client<M: Model>(options: &M::Options, run: ClientRun) {
             started.elapsed().as_nanos() as u64,
             &mut rng,
         );
+        let failed = answer.is_none();
         match answer {
             Some(msg) => {
                 stats.answered.fetch_add(1, Ordering::Relaxed);
@@ -430,10 +431,16 @@ fn run_client<M: Model>(options: &M::Options, run: ClientRun) {
                 client.on_timeout(&mut cx);
             }
         }
-        let think_ns = cx.asked_next_after_ns().unwrap_or_else(|| {
-            let think = run.closed.think;
-            rng.between(think.lo_ns, think.hi_ns)
-        });
+        let asked = cx.asked_next_after_ns();
+        // After a failure, a pause as the simulator makes after a refusal: a node that is
+        // down refuses at once, and a client with no think time would spin on it.
+        let pause_min_ns = if failed { REFUSED_PAUSE_NS } else { 0 };
+        let think_ns = asked
+            .unwrap_or_else(|| {
+                let think = run.closed.think;
+                rng.between(think.lo_ns, think.hi_ns)
+            })
+            .max(pause_min_ns);
         next_at = started.elapsed() + Duration::from_nanos(think_ns);
     }
 }

@@ -14,6 +14,8 @@
 //! call is an external request, each answer a response; the client itself is outside the
 //! trace, so replay never needs it.
 
+pub use crate::sim::REFUSED_PAUSE_NS;
+
 use crate::ids::NodeId;
 use crate::rng::SimRng;
 use std::time::Duration;
@@ -34,8 +36,9 @@ pub trait Client<M>: 'static {
     /// The answer to the last call.
     fn on_answer(&mut self, cx: &mut ClientCtx<'_>, answer: M);
     /// The last call got no answer: its node did not answer within the scenario's
-    /// `timeout`, or could not be reached at all (it is down; then at once). Whether the
-    /// request took effect is unknown — a retry may apply it twice.
+    /// `timeout`, or could not be reached at all (it is down; then at once, and the next
+    /// call comes no sooner than [`REFUSED_PAUSE_NS`]). Whether the request took effect is
+    /// unknown — a retry may apply it twice.
     fn on_timeout(&mut self, cx: &mut ClientCtx<'_>);
 }
 

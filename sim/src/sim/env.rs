@@ -120,6 +120,12 @@ pub(super) enum Pending<M> {
         client: u32,
         request: RequestId,
     },
+    /// An answer on its way back to a closed-loop client.
+    ClientAnswer {
+        client: u32,
+        request: RequestId,
+        msg: M,
+    },
     /// A request from the workload, for a node that was busy when it arrived.
     External {
         node: NodeId,

@@ -6,6 +6,7 @@ mod fuzzing;
 mod workload;
 
 pub use env::MAX_REQUEST_IDS;
+pub use workload::REFUSED_PAUSE_NS;
 
 use crate::codec;
 use crate::ids::{format_ns, NodeId, TimerId};
@@ -238,7 +239,7 @@ impl<M: Model> Simulation<M> {
         );
         let clients = workload
             .closed_loop()
-            .map(|spec| Clients::new::<M>(spec, &scenario.options, seed));
+            .map(|spec| Clients::new::<M>(spec, scenario.network.latency, &scenario.options, seed));
         let mut sim = Simulation {
             options: scenario.options.clone(),
             node_names: scenario.nodes.iter().map(|s| s.name.clone()).collect(),
@@ -526,6 +527,11 @@ impl<M: Model> Simulation<M> {
             Pending::WorkloadTick => self.workload_tick(),
             Pending::ClientWake { client } => self.client_wake(client),
             Pending::ClientTimeout { client, request } => self.client_timeout(client, request),
+            Pending::ClientAnswer {
+                client,
+                request,
+                msg,
+            } => self.client_answer(client, request, msg),
             Pending::External { node, msg, number } => self.external(node, msg, number),
             Pending::Deferred { item, .. } => self.run_event(*item),
             Pending::Fault(action) => self.apply_fault(action),

@@ -109,6 +109,16 @@ impl Workload {
     }
 }
 
+/// The least pause after a call to a node that is down: a refusal takes no virtual time,
+/// so without it a client that keeps calling down nodes with no think time would loop at
+/// one instant for ever (a real connection refusal takes about this long, too).
+pub const REFUSED_PAUSE_NS: u64 = 1_000_000;
+
+/// The least time a request or an answer takes between a client and a node: nothing
+/// crosses a network in no time, and a client answered at the instant it asked could ask
+/// again, at that instant, for ever.
+const HOP_MIN_NS: u64 = 1_000;
+
 /// One closed-loop client: the model's object, its own random stream, and the call it
 /// waits on.
 pub(super) struct ClientSlot<Msg> {
@@ -121,6 +131,9 @@ pub(super) struct ClientSlot<Msg> {
 /// The closed-loop clients, and which of them waits on which request.
 pub(super) struct Clients<Msg> {
     spec: ClosedLoop,
+    /// One way between a client and a node: the scenario's default network latency, at
+    /// least [`HOP_MIN_NS`].
+    latency: scenario::DurRange,
     slots: Vec<ClientSlot<Msg>>,
     /// Request -> client, for the answers a step gives.
     awaiting: BTreeMap<RequestId, u32>,
@@ -128,7 +141,12 @@ pub(super) struct Clients<Msg> {
 
 impl<Msg> Clients<Msg> {
     /// The model's clients for `spec`, each with its stream from the run's seed.
-    pub fn new<M: Model>(spec: ClosedLoop, options: &M::Options, seed: u64) -> Self
+    pub fn new<M: Model>(
+        spec: ClosedLoop,
+        latency: scenario::DurRange,
+        options: &M::Options,
+        seed: u64,
+    ) -> Self
     where
         M::Node: Node<Msg = Msg>,
     {
@@ -144,6 +162,10 @@ impl<Msg> Clients<Msg> {
             .collect();
         Clients {
             spec,
+            latency: scenario::DurRange {
+                lo_ns: latency.lo_ns.max(HOP_MIN_NS),
+                hi_ns: latency.hi_ns.max(HOP_MIN_NS),
+            },
             slots,
             awaiting: BTreeMap::new(),
         }
@@ -180,14 +202,30 @@ impl<M: Model> Simulation<M> {
         let request = RequestId(number);
         if to.index() >= self.nodes.len() || !self.core.slots[to.index()].up {
             self.core.stats.requests_refused += 1;
-            return self.client_gives_up(client, None);
+            return self.client_gives_up(client, None, REFUSED_PAUSE_NS);
         }
         self.client_waits(client, request);
-        self.handle(Pending::External {
-            node: to,
-            msg,
-            number,
-        });
+        let hop = self.client_hop(client);
+        let at = now.saturating_add(hop);
+        self.core.queue.push(
+            at,
+            Pending::External {
+                node: to,
+                msg,
+                number,
+            },
+        );
+    }
+
+    /// A one-way trip between `client` and a node, drawn from the client's stream.
+    fn client_hop(&mut self, client: u32) -> u64 {
+        let Some(clients) = &mut self.clients else {
+            return 0;
+        };
+        let latency = clients.latency;
+        clients.slots[client as usize]
+            .rng
+            .between(latency.lo_ns, latency.hi_ns)
     }
 
     /// `client` waits for `request` until its timeout.
@@ -210,11 +248,12 @@ impl<M: Model> Simulation<M> {
             .as_ref()
             .is_some_and(|c| c.slots[client as usize].waiting == Some(request));
         if waits {
-            self.client_gives_up(client, Some(request));
+            self.client_gives_up(client, Some(request), 0);
         }
     }
 
-    fn client_gives_up(&mut self, client: u32, request: Option<RequestId>) {
+    /// Tells `client` its call failed; its next call comes no sooner than `pause_min_ns`.
+    fn client_gives_up(&mut self, client: u32, request: Option<RequestId>, pause_min_ns: u64) {
         let nodes = self.nodes.len() as u32;
         let now = self.core.now_ns;
         let Some(clients) = &mut self.clients else {
@@ -228,44 +267,72 @@ impl<M: Model> Simulation<M> {
         let mut cx = ClientCtx::new(client, nodes, now, &mut slot.rng);
         slot.client.on_timeout(&mut cx);
         let asked = cx.asked_next_after_ns();
-        self.client_thinks(client, asked);
+        self.client_thinks(client, asked, pause_min_ns);
     }
 
-    /// Hands the step's answers to the clients waiting on them (a late answer, to a call
-    /// that timed out, or a second answer, reaches no one).
+    /// Sends the step's answers back to the clients waiting on them: each arrives after a
+    /// one-way trip (an answer to a request no client waits on reaches no one).
     pub(super) fn answer_clients(&mut self) {
         let Some(answers) = self.core.answers.as_mut().filter(|a| !a.is_empty()) else {
             return;
         };
         let answers = std::mem::take(answers);
-        let nodes = self.nodes.len() as u32;
-        let now = self.core.now_ns;
         for (request, msg) in answers {
-            let Some(clients) = &mut self.clients else {
-                return;
-            };
-            let Some(client) = clients.awaiting.remove(&request) else {
+            let Some(client) = self
+                .clients
+                .as_ref()
+                .and_then(|c| c.awaiting.get(&request).copied())
+            else {
                 continue;
             };
-            let slot = &mut clients.slots[client as usize];
-            debug_assert_eq!(slot.waiting, Some(request));
-            slot.waiting = None;
-            let mut cx = ClientCtx::new(client, nodes, now, &mut slot.rng);
-            slot.client.on_answer(&mut cx, msg);
-            let asked = cx.asked_next_after_ns();
-            self.client_thinks(client, asked);
+            let at = self.core.now_ns.saturating_add(self.client_hop(client));
+            self.core.queue.push(
+                at,
+                Pending::ClientAnswer {
+                    client,
+                    request,
+                    msg,
+                },
+            );
         }
     }
 
+    /// An answer reaches its client: if it still waits on that call (not timed out, not
+    /// answered already), it is told, then thinks.
+    pub(super) fn client_answer(
+        &mut self,
+        client: u32,
+        request: RequestId,
+        msg: <M::Node as Node>::Msg,
+    ) {
+        let nodes = self.nodes.len() as u32;
+        let now = self.core.now_ns;
+        let Some(clients) = &mut self.clients else {
+            return;
+        };
+        let slot = &mut clients.slots[client as usize];
+        if slot.waiting != Some(request) {
+            return;
+        }
+        clients.awaiting.remove(&request);
+        slot.waiting = None;
+        let mut cx = ClientCtx::new(client, nodes, now, &mut slot.rng);
+        slot.client.on_answer(&mut cx, msg);
+        let asked = cx.asked_next_after_ns();
+        self.client_thinks(client, asked, 0);
+    }
+
     /// Schedules the client's next call: after what it asked for, or the scenario's think
-    /// time drawn from its stream.
-    fn client_thinks(&mut self, client: u32, asked_ns: Option<u64>) {
+    /// time drawn from its stream, and no sooner than `pause_min_ns`.
+    fn client_thinks(&mut self, client: u32, asked_ns: Option<u64>, pause_min_ns: u64) {
         let Some(clients) = &mut self.clients else {
             return;
         };
         let think = clients.spec.think;
         let slot = &mut clients.slots[client as usize];
-        let after = asked_ns.unwrap_or_else(|| slot.rng.between(think.lo_ns, think.hi_ns));
+        let after = asked_ns
+            .unwrap_or_else(|| slot.rng.between(think.lo_ns, think.hi_ns))
+            .max(pause_min_ns);
         let at = self.core.now_ns.saturating_add(after);
         self.core.queue.push(at, Pending::ClientWake { client });
     }
