@@ -272,3 +272,12 @@ fn a_client_calling_only_down_nodes_pauses_instead_of_spinning() {
     // Two clients, one call per millisecond at most, for the 900 ms the nodes are down.
     assert!((1_000..=2_000).contains(&refused), "{refused} refused");
 }
+
+#[test]
+fn a_requests_cap_bounds_closed_loop_calls_in_flight_too() {
+    let text = scenario_text().replace("start = \"300ms\"", "start = \"300ms\"\nrequests = 50");
+    let sc = scenario::parse::<RaftModel>("capped.toml", &text).unwrap();
+    let report = Simulation::<RaftModel>::new(&sc, sc.seed, TraceSink::Discard).run();
+    assert_eq!(report.stats.requests + report.stats.requests_refused, 50);
+    assert_eq!(report.requests_drawn, 50);
+}

@@ -181,8 +181,9 @@ impl<M: Model> Simulation<M> {
     /// that node is down, a timeout at once: a refused connection is no wait).
     pub(super) fn client_wake(&mut self, client: u32) {
         let now = self.core.now_ns;
-        let issued = self.core.stats.requests + self.core.stats.requests_refused;
-        if !self.workload.open(now, issued) {
+        // Every call is numbered when made (refused, left out or still on its way too), so
+        // the count of numbers is what a `requests` cap bounds.
+        if !self.workload.open(now, self.workload.drawn) {
             return;
         }
         let nodes = self.nodes.len() as u32;
