@@ -87,6 +87,7 @@ pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> anyhow::Resul
                 closed_loop: Some(CLOSED_LOOP_WORKERS),
                 insecure_plaintext: false,
                 quiet: true,
+                log_policy: Default::default(),
             },
         )?;
         let trace_path = args.dir.join("incident.trace");

@@ -9,6 +9,7 @@ use clap::Args;
 use retrace_recorder::launcher::run_cluster;
 use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::net::{Limits, Transport};
+use retrace_recorder::policy::{self, LogPolicy, Retain, SnapshotEvery};
 use retrace_recorder::tls::{Tls, TlsFiles};
 use retrace_recorder::verify::{verify_dir, VerifyReport};
 use retrace_recorder::{run_node, NodeSummary};
@@ -101,6 +102,63 @@ pub struct NodeArgs {
     /// Open connections allowed on the client port
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_client_connections: usize,
+    #[command(flatten)]
+    log_policy: LogPolicyArgs,
+}
+
+/// How each node's log is kept: segments, retention, snapshots (`retrace_recorder::policy`).
+#[derive(Args, Debug, Clone)]
+pub struct LogPolicyArgs {
+    /// Start a new log segment once the current one holds this much (64MiB, 500KB, ...)
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = policy::parse_segment_size)]
+    segment_size: u64,
+    /// ...or once it is this old (1h, 10m, ...)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = policy::parse_segment_age)]
+    segment_age: Duration,
+    /// What a node keeps of its log on disk, all its lives together: a size (1GiB), an age
+    /// (7d) or all; whole segments are deleted, oldest first
+    #[arg(long, value_name = "SIZE|AGE|all", default_value = "1GiB")]
+    retain: Retain,
+    /// How often a node's state is snapshotted into its log, so that replay and verify can
+    /// start there: a duration (10s), a number of records (50000), or never (only where a
+    /// segment starts)
+    #[arg(long, value_name = "DURATION|RECORDS|never", default_value = "10s")]
+    snapshot_every: SnapshotEvery,
+}
+
+impl Default for LogPolicyArgs {
+    fn default() -> Self {
+        let p = LogPolicy::default();
+        LogPolicyArgs {
+            segment_size: p.segment_bytes_max,
+            segment_age: p.segment_age_max,
+            retain: p.retain,
+            snapshot_every: p.snapshot_every,
+        }
+    }
+}
+
+impl LogPolicyArgs {
+    pub(crate) fn policy(&self) -> anyhow::Result<LogPolicy> {
+        if let Retain::Bytes(max) = self.retain {
+            // Retention keeps room for the segment being written to fill: a bound below two
+            // segments would delete each segment as soon as the next one starts.
+            if max < 2 * self.segment_size {
+                return Err(anyhow!(
+                    "--retain {} keeps less than two segments of --segment-size {}: make it at least {}",
+                    bytes(max),
+                    bytes(self.segment_size),
+                    bytes(2 * self.segment_size)
+                ));
+            }
+        }
+        Ok(LogPolicy {
+            segment_bytes_max: self.segment_size,
+            segment_age_max: self.segment_age,
+            retain: self.retain,
+            snapshot_every: self.snapshot_every,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +194,8 @@ pub struct ClusterArgs {
     /// notes about faults the real network does not inject.
     #[arg(skip)]
     pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) log_policy: LogPolicyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +256,7 @@ pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> anyhow::Resul
         log_path: args.log.clone(),
         storage_path: args.storage.clone(),
         fsync: args.fsync.policy(args.batch_ms),
+        policy: args.log_policy.policy()?,
         strict: args.record_strict,
         transport: node_transport(args)?,
         limits: Limits {
@@ -273,6 +334,7 @@ fn cluster_model<M: Model>(
             .closed_loop
             .map_or(Load::Scenario, |workers| Load::Closed { workers }),
         tls: !args.insecure_plaintext,
+        policy: args.log_policy.policy()?,
     };
     if !args.quiet {
         say!(
@@ -331,12 +393,8 @@ fn cluster_model<M: Model>(
     let mut total = 0u64;
     for n in &manifest.nodes {
         let lives: Vec<String> = n.incarnations.iter().map(|i| i.ended.to_string()).collect();
-        let size: u64 = n
-            .incarnations
-            .iter()
-            .filter_map(|i| std::fs::metadata(args.record.join(&i.log)).ok())
-            .map(|m| m.len())
-            .sum();
+        // Every segment of every life still on disk (retention may have deleted some).
+        let size = retrace_recorder::segments::node_log_bytes(&args.record, &n.name);
         total += size;
         say!(
             "  {:<12} {:<8} {:<22} log {}",
@@ -382,6 +440,9 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<u8> {
 
 pub fn merge(args: &MergeArgs) -> anyhow::Result<u8> {
     let report = retrace_recorder::merge::merge(&args.dir, &args.out)?;
+    for n in &report.retained {
+        tell!("note: {n}");
+    }
     for p in &report.problems {
         tell!("warning: {p}");
     }
@@ -416,6 +477,9 @@ pub fn verify<L: Models>(registry: &Registry<L>, args: &VerifyArgs) -> anyhow::R
     for c in &report.cut {
         tell!("note: {c}");
     }
+    for r in &report.retired {
+        tell!("note: {r}");
+    }
     for s in &report.unreadable {
         tell!("error: not verified: {s}");
     }
@@ -423,10 +487,11 @@ pub fn verify<L: Models>(registry: &Registry<L>, args: &VerifyArgs) -> anyhow::R
         say!("MISMATCH  {m}");
     }
     say!(
-        "verified  {} logs: {} events, {} outputs re-executed; {} mismatches{}",
+        "verified  {} logs: {} events, {} outputs re-executed, {} snapshots matched; {} mismatches{}",
         report.logs,
         group(report.events),
         group(report.outputs),
+        group(report.snapshots),
         report.mismatches.len(),
         match report.unreadable.len() {
             0 => String::new(),

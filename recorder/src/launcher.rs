@@ -3,6 +3,7 @@
 //! then restart), stop everything cleanly, and leave one log per node incarnation plus a
 //! manifest in the run's directory.
 
+use crate::policy::{LogPolicy, ShowDuration};
 use crate::client::Client;
 use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
@@ -59,6 +60,8 @@ pub struct ClusterOptions {
     /// Peer links over mutual TLS with a throwaway cluster CA made for the run (written to
     /// `DIR/tls/`); `false` runs them as plaintext, which anyone on the network can forge.
     pub tls: bool,
+    /// How each node keeps its log.
+    pub policy: LogPolicy,
 }
 
 /// The command line of one node process: the one place that spells `retrace node`'s flags
@@ -112,6 +115,17 @@ pub fn node_args(
     if opts.strict {
         args.push("--record-strict".into());
     }
+    let p = &opts.policy;
+    args.extend([
+        "--segment-size".to_string(),
+        p.segment_bytes_max.to_string(),
+        "--segment-age".into(),
+        ShowDuration(p.segment_age_max).to_string(),
+        "--retain".into(),
+        p.retain.to_string(),
+        "--snapshot-every".into(),
+        p.snapshot_every.to_string(),
+    ]);
     args
 }
 
@@ -201,7 +215,7 @@ impl Cluster<'_> {
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let incarnation = self.manifest.nodes[i].incarnations.len() as u32;
         let name = self.manifest.nodes[i].name.clone();
-        let log_name = format!("{name}.{incarnation}.log");
+        let log_name = crate::segments::log_file_name(&name, incarnation);
         let args = node_args(
             self.opts,
             NodeId(i as u32),

@@ -3,7 +3,10 @@
 //! the codec). A process killed mid-write leaves at worst a torn last frame.
 
 use crate::wire::MsgId;
+use crate::policy::{LogPolicy, SnapshotEvery};
+use crate::segments;
 use retrace_sim::codec::{self, CodecError};
+use retrace_sim::NodeSnapshot;
 use retrace_sim::trace::{frame_into, read_frame, NodeInfo, TailError, TailErrorKind};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -26,6 +29,10 @@ pub struct LogHeader {
     pub nodes: Vec<NodeInfo>,
     pub fsync: String,
     pub writer: String,
+    /// Which segment of the life's log this file is (0: the one the manifest names).
+    pub segment: u32,
+    /// The index in the life's log of this segment's first record.
+    pub first_record: u64,
 }
 
 /// Measured times of one step, in microseconds (small varints; the profiler needs no more):
@@ -112,6 +119,14 @@ pub enum LogRecord {
     Stop {
         wall_ns: u64,
     },
+    /// The node between two steps (taken after the step before it): re-execution can
+    /// start here instead of at the boot. Each segment after a life's first starts with one.
+    Snapshot {
+        wall_ns: u64,
+        /// How long taking it held the node up, in microseconds (for `bench record`).
+        took_us: u64,
+        snapshot: NodeSnapshot,
+    },
 }
 
 impl LogRecord {
@@ -133,6 +148,7 @@ impl LogRecord {
             | LogRecord::Timer { wall_ns, .. }
             | LogRecord::External { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
+            | LogRecord::Snapshot { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(wall_ns),
             _ => None,
         }
@@ -155,6 +171,7 @@ impl LogRecord {
             | LogRecord::Timer { wall_ns, .. }
             | LogRecord::External { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
+            | LogRecord::Snapshot { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(*wall_ns),
             _ => None,
         }
@@ -268,7 +285,21 @@ impl Syncer {
 /// Appends records to a node's log. Records accumulate in memory and reach the file on
 /// [`LogWriter::commit`] as the [`Fsync`] policy says.
 pub struct LogWriter {
+    /// The segment being written.
     path: PathBuf,
+    /// The life's first segment: the name the manifest knows, which the others extend.
+    base: PathBuf,
+    header: LogHeader,
+    policy: LogPolicy,
+    segment: u32,
+    /// Bytes of the segment being written that reached its file.
+    segment_bytes: u64,
+    segment_started: Instant,
+    last_snapshot: Instant,
+    /// `records` after the last snapshot.
+    last_snapshot_record: u64,
+    /// What retention deleted while this life ran.
+    retired: segments::Retired,
     file: Option<File>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -302,8 +333,8 @@ fn bounded_tag(r: LogRecord) -> Result<LogRecord, CodecError> {
 /// the other.
 pub const LOG_MAGIC: [u8; 8] = *b"RTRCLOG\0";
 /// The log format this build writes and reads. 2: a timer's tag is the node's typed timer
-/// value, encoded.
-pub const LOG_FORMAT_VERSION: u16 = 2;
+/// value, encoded. 3: segments (the header's number and first record) and snapshots.
+pub const LOG_FORMAT_VERSION: u16 = 3;
 
 /// An environment variable that makes a node's log behave as if its disk filled after
 /// that many bytes (tests only: where a real small tmpfs cannot be mounted).
@@ -318,8 +349,21 @@ impl LogWriter {
         fsync: Fsync,
         strict: bool,
     ) -> Result<Self, RecordError> {
+        let mut header = header.clone();
+        header.segment = 0;
+        header.first_record = 0;
+        let now = Instant::now();
         let mut w = LogWriter {
             path: path.to_owned(),
+            base: path.to_owned(),
+            header,
+            policy: LogPolicy::default(),
+            segment: 0,
+            segment_bytes: 0,
+            segment_started: now,
+            last_snapshot: now,
+            last_snapshot_record: 0,
+            retired: segments::Retired::default(),
             file: None,
             buf: Vec::with_capacity(WRITE_BATCH_BYTES + 4096),
             scratch: Vec::with_capacity(256),
@@ -349,18 +393,189 @@ impl LogWriter {
             }
             Err(e) => w.fail(format!("cannot create {}: {e}", path.display()))?,
         }
-        let body = codec::encode(header).map_err(|e| RecordError(e.to_string()))?;
-        w.buf.extend_from_slice(&LOG_MAGIC);
-        w.buf.extend_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
-        frame_into(&mut w.buf, |o| o.extend_from_slice(&body));
+        segment_start(&w.header, &mut w.buf)?;
         w.write_out()?;
         Ok(w)
     }
 
+    /// Cuts the log into segments, keeps what `policy` says and snapshots as often, from now
+    /// on. A restarted node's older lives count towards what is kept: retention runs once
+    /// here as well.
+    pub fn with_policy(mut self, policy: LogPolicy) -> Self {
+        self.policy = policy;
+        self.retire();
+        self
+    }
+
+    /// Whether the node is due a snapshot after the step just ended: its interval has
+    /// passed, or its segment is full or old (the next segment starts with one).
+    pub fn snapshot_due(&self) -> bool {
+        if self.file.is_none() {
+            return false;
+        }
+        self.rotation_due()
+            || match self.policy.snapshot_every {
+                SnapshotEvery::Time(every) => self.last_snapshot.elapsed() >= every,
+                SnapshotEvery::Records(n) => self.records - self.last_snapshot_record >= n,
+                SnapshotEvery::Never => false,
+            }
+    }
+
+    fn rotation_due(&self) -> bool {
+        self.file.is_some()
+            && (self.segment_bytes + self.buf.len() as u64 >= self.policy.segment_bytes_max
+                || self.segment_started.elapsed() >= self.policy.segment_age_max)
+    }
+
+    /// Records a snapshot of the node, taken between two steps: as the first record of a
+    /// new segment if the current one is full or old, else in the current one.
+    pub fn snapshot(&mut self, snapshot: NodeSnapshot, took: Duration) -> Result<(), RecordError> {
+        self.last_snapshot = Instant::now();
+        let record = LogRecord::Snapshot {
+            wall_ns: wall_now_ns(),
+            took_us: took.as_micros() as u64,
+            snapshot,
+        };
+        if self.rotation_due() {
+            return self.rotate(record);
+        }
+        // Records are plain data: encoding cannot fail.
+        let _ = self.append(record);
+        self.last_snapshot_record = self.records;
+        Ok(())
+    }
+
+    /// Closes the segment being written and starts the next with `snapshot`.
+    ///
+    /// The closed segment reaches the disk whole first (synced, under a policy that syncs),
+    /// and the new one appears only complete with its header and snapshot (written under a
+    /// temporary name, synced, renamed, the directory synced): a kill at any moment leaves
+    /// consecutive segments, each readable, of which only the last can be cut.
+    fn rotate(&mut self, snapshot: LogRecord) -> Result<(), RecordError> {
+        self.write_out()?;
+        let sync = !matches!(self.fsync, Fsync::Never);
+        if sync {
+            if let Some(file) = self.file.as_mut() {
+                if let Err(e) = file.sync_data() {
+                    return self.fail(format!("syncing {}: {e}", self.path.display()));
+                }
+            }
+        }
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let segment = self.segment + 1;
+        let path = segments::segment_path(&self.base, segment);
+        let mut header = self.header.clone();
+        header.segment = segment;
+        header.first_record = self.records;
+        // The new segment's bytes, built in `buf` (empty after `write_out`) so that
+        // `append` frames the snapshot with its time relative to the segment's start.
+        segment_start(&header, &mut self.buf)?;
+        self.last_wall_ns = 0;
+        let _ = self.append(snapshot);
+        let bytes = std::mem::take(&mut self.buf);
+        let tmp = segments::temporary_path(&path);
+        let disk_full = self
+            .disk_full_after
+            .is_some_and(|max| self.bytes + bytes.len() as u64 > max);
+        let written = (|| -> std::io::Result<File> {
+            if disk_full {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            if sync {
+                f.sync_data()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            if let (true, Some(dir)) = (sync, path.parent()) {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(f)
+        })();
+        let file = match written {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return self.fail(format!("starting segment {}: {e}", path.display()));
+            }
+        };
+        if let Some(mut s) = self.syncer.take() {
+            s.finish();
+        }
+        if let (Fsync::Batch { interval }, Ok(clone)) = (self.fsync, file.try_clone()) {
+            self.syncer = Some(Syncer::start(clone, interval));
+        }
+        self.file = Some(file);
+        self.path = path;
+        self.segment = segment;
+        self.segment_bytes = bytes.len() as u64;
+        self.bytes += bytes.len() as u64;
+        self.segment_started = Instant::now();
+        self.last_write = self.segment_started;
+        self.last_snapshot_record = self.records;
+        self.buf = bytes;
+        self.buf.clear();
+        self.retire();
+        Ok(())
+    }
+
+    /// Deletes the node's oldest segments past what the policy keeps. A failure is
+    /// reported and recording goes on: the disk fills more slowly than the node would
+    /// stop being recorded.
+    fn retire(&mut self) {
+        let Some(dir) = self.base.parent() else {
+            return;
+        };
+        let reserve = self.policy.segment_bytes_max.saturating_sub(self.segment_bytes);
+        match segments::retire(dir, &self.header.name, &self.path, self.policy.retain, reserve) {
+            Ok(r) => {
+                self.retired.segments += r.segments;
+                self.retired.bytes += r.bytes;
+            }
+            Err(e) => crate::diag::warn(format_args!(
+                "warning: [{}] deleting old log segments: {e}",
+                self.header.name
+            )),
+        }
+    }
+
+    /// Which segment is being written, and what retention deleted in this life.
+    pub fn segments(&self) -> (u32, &segments::Retired) {
+        (self.segment, &self.retired)
+    }
+
     /// A writer that records nothing (recording switched off).
     pub fn disabled() -> Self {
+        let now = Instant::now();
         LogWriter {
             path: PathBuf::new(),
+            base: PathBuf::new(),
+            header: LogHeader {
+                node: 0,
+                name: String::new(),
+                incarnation: 0,
+                model: String::new(),
+                scenario_name: String::new(),
+                scenario_toml: String::new(),
+                nodes: Vec::new(),
+                fsync: String::new(),
+                writer: String::new(),
+                segment: 0,
+                first_record: 0,
+            },
+            policy: LogPolicy::default(),
+            segment: 0,
+            segment_bytes: 0,
+            segment_started: now,
+            last_snapshot: now,
+            last_snapshot_record: 0,
+            retired: segments::Retired::default(),
             file: None,
             buf: Vec::new(),
             scratch: Vec::new(),
@@ -466,6 +681,7 @@ impl LogWriter {
                 return self.fail(format!("writing {}: {e}", self.path.display()));
             }
             self.bytes += self.buf.len() as u64;
+            self.segment_bytes += self.buf.len() as u64;
             self.buf.clear();
             if let Some(s) = &self.syncer {
                 s.dirty.store(true, Ordering::Release);
@@ -535,6 +751,15 @@ impl Drop for LogWriter {
     }
 }
 
+/// The first bytes of a segment: the magic, the format version and the header frame.
+fn segment_start(header: &LogHeader, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    let body = codec::encode(header).map_err(|e| RecordError(e.to_string()))?;
+    out.extend_from_slice(&LOG_MAGIC);
+    out.extend_from_slice(&LOG_FORMAT_VERSION.to_le_bytes());
+    frame_into(out, |o| o.extend_from_slice(&body));
+    Ok(())
+}
+
 /// Wall-clock time in nanoseconds since the Unix epoch.
 pub fn wall_now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -575,6 +800,8 @@ pub struct LogCut {
     pub unreadable_bytes: u64,
     /// Valid records left out because their step may be incomplete.
     pub dropped_records: usize,
+    /// Later segments of the life left out because this one is cut (see `segments`).
+    pub dropped_segments: usize,
 }
 
 impl LogCut {
@@ -603,6 +830,13 @@ impl std::fmt::Display for LogCut {
                 f,
                 "; the last step's {} records are left out, as it may be incomplete",
                 self.dropped_records
+            )?;
+        }
+        if self.dropped_segments > 0 {
+            write!(
+                f,
+                "; {} later segment(s) are left out, as they follow a cut",
+                self.dropped_segments
             )?;
         }
         Ok(())
@@ -739,7 +973,11 @@ pub fn read_log_from(
     }
     let cut = (tail.is_some() || stopped.is_some()).then(|| {
         let unreadable_bytes = tail.as_ref().map_or(0, |t| size.saturating_sub(t.offset));
-        let keep = records.iter().rposition(LogRecord::is_input).unwrap_or(0);
+        // A snapshot is a step boundary too: the step before it was whole.
+        let keep = records
+            .iter()
+            .rposition(|r| r.is_input() || matches!(r, LogRecord::Snapshot { .. }))
+            .unwrap_or(0);
         let dropped_records = records.len() - keep;
         records.truncate(keep);
         LogCut {
@@ -747,6 +985,7 @@ pub fn read_log_from(
             stopped,
             unreadable_bytes,
             dropped_records,
+            dropped_segments: 0,
         }
     });
     Ok(Log {

@@ -11,10 +11,12 @@ use crate::client;
 use crate::diag::{self, Status};
 use crate::durable::DurableFile;
 use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
+use crate::policy::LogPolicy;
 use crate::net::{self, ByteBudget, Deadline, Limits, PeerLink, PeerPort, Permit, Transport};
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
 use retrace_sim::logs::Capture;
+use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use retrace_sim::trace::NodeInfo;
 use retrace_sim::{
     Boot, Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage, Time,
@@ -48,6 +50,8 @@ pub struct NodeOptions {
     pub log_path: Option<PathBuf>,
     pub storage_path: PathBuf,
     pub fsync: Fsync,
+    /// Segments, retention and snapshots.
+    pub policy: LogPolicy,
     /// A recording failure ends the node instead of only stopping the recording.
     pub strict: bool,
     /// How peer links are carried (mutual TLS, or plaintext only when asked for).
@@ -93,6 +97,16 @@ fn os_seed() -> u64 {
     h.write_u64(wall_now_ns());
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// An id unique in the whole recorded run, from a counter of this node's life: the counter
+/// in the high bits, then 12 bits of incarnation and 12 of node id (small for the log's
+/// varints). Request ids are made so, and timer ids too: a node keeps its timers' ids in its
+/// state, so they must mean the same in the merged trace — where every node's timers live
+/// together — as in the log, or a node resumed from a snapshot would hold ids of other
+/// timers.
+fn run_unique_id(counter: u64, incarnation: u32, node: NodeId) -> u64 {
+    (counter << 24) | (u64::from(incarnation & 0xfff) << 12) | u64::from(node.0 & 0xfff)
 }
 
 struct Timers {
@@ -188,7 +202,7 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
         }
     }
     fn set_timer(&mut self, after: Duration, tag: retrace_sim::Tag) -> TimerId {
-        let timer = self.timers.next_id;
+        let timer = run_unique_id(self.timers.next_id, self.incarnation, self.id);
         self.timers.next_id += 1;
         let after_ns = retrace_sim::duration_ns(after);
         let tag = tag.as_bytes().to_vec();
@@ -425,7 +439,39 @@ impl<M: Model> NodeRuntime<'_, M> {
             }
         }
         self.summary.events += 1;
+        if self.log.snapshot_due() {
+            self.snapshot()?;
+        }
         Ok(())
+    }
+
+    /// Records the node as it is between steps (see `retrace_sim::snapshot`).
+    fn snapshot(&mut self) -> Result<(), RecordError> {
+        let boot = if self.opts.incarnation > 0 {
+            Boot::Restart
+        } else {
+            Boot::First
+        };
+        let started = Instant::now();
+        let taken = NodeSnapshot::take(SnapshotOf {
+            node: &self.node,
+            storage: &self.storage,
+            timers: &mut self.timers.deadline_of.keys().map(|&t| TimerId(t)),
+            rng: &self.rng,
+            boot,
+        });
+        match taken {
+            Ok(snapshot) => self.log.snapshot(snapshot, started.elapsed()),
+            Err(e) => {
+                // Nothing re-executes from a snapshot that was not written: the log stays
+                // whole, only longer to re-execute.
+                diag::warn(format_args!(
+                    "[{}] warning: the node's state does not encode, no snapshot: {e}",
+                    self.name
+                ));
+                Ok(())
+            }
+        }
     }
 
     /// Writes storage to disk if the node synced since the last write.
@@ -522,13 +568,11 @@ impl<M: Model> NodeRuntime<'_, M> {
         reply: Sender<Vec<u8>>,
         received: Instant,
     ) -> Result<(), RecordError> {
-        // Unique per node and life, and small for the log's varints: the counter in the
-        // high bits, then 12 bits of incarnation and 12 of node id.
-        let request = RequestId(
-            (self.next_request << 24)
-                | (u64::from(self.opts.incarnation & 0xfff) << 12)
-                | u64::from(self.id.0 & 0xfff),
-        );
+        let request = RequestId(run_unique_id(
+            self.next_request,
+            self.opts.incarnation,
+            self.id,
+        ));
         self.next_request += 1;
         self.waiting.insert(request, reply);
         let payload = codec::encode(&msg).unwrap_or_default();
@@ -618,6 +662,8 @@ fn log_header<O>(scenario: &Scenario<O>, opts: &NodeOptions, name: &str) -> LogH
         ),
         fsync: opts.fsync.describe(),
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
+        segment: 0,
+        first_record: 0,
     }
 }
 
@@ -710,7 +756,8 @@ pub fn run_node<M: Model>(
             &log_header(scenario, opts, &name),
             opts.fsync,
             opts.strict,
-        )?,
+        )?
+        .with_policy(opts.policy),
         None => LogWriter::disabled(),
     };
     let durable = DurableFile::new(&opts.storage_path);

@@ -4,7 +4,9 @@
 //! and the node's code regenerates the outputs, which must match record for record.
 
 use crate::log::RecordError;
-use crate::log::{incomplete_marker, read_log, Log, LogRecord};
+use crate::log::{incomplete_marker, Log, LogRecord};
+use crate::segments::{read_segments, SegmentsError};
+use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use crate::manifest::Manifest;
 use retrace_sim::check::{
     describe, peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output,
@@ -48,6 +50,20 @@ pub struct VerifyReport {
     /// Logs cut where a crash or a full disk cuts them, verified up to their last
     /// complete step: where, why, and how much was left out.
     pub cut: Vec<String>,
+    /// Snapshots the re-executed node was checked against (each must equal it).
+    pub snapshots: u64,
+    /// Lives whose oldest segments retention deleted, verified from the first snapshot
+    /// kept; and lives retention deleted whole.
+    pub retired: Vec<String>,
+}
+
+/// What re-executing one life's log checked.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub events: u64,
+    pub outputs: u64,
+    /// Snapshots passed and found equal to the re-executed node.
+    pub snapshots: u64,
 }
 
 /// The outputs of the step whose input is record `input`, as the checking environment
@@ -59,7 +75,9 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
     while let Some(r) = records.get(at) {
         let expected = match r {
             _ if r.is_input() => break,
-            LogRecord::Stop { .. } | LogRecord::Incomplete { .. } => break,
+            LogRecord::Stop { .. } | LogRecord::Incomplete { .. } | LogRecord::Snapshot { .. } => {
+                break
+            }
             LogRecord::Send { to, digest, .. } => Expected::Send {
                 to: NodeId(*to),
                 digest: *digest,
@@ -115,18 +133,35 @@ fn show(r: &LogRecord) -> String {
     }
 }
 
-/// Re-executes one log. Returns the number of events and outputs checked, or the mismatch.
+/// Whether the re-executed node's state is the snapshot's: the same bytes, or (for a node
+/// whose state holds a map the codec writes in no fixed order) the same value.
+fn same_state<N: Node>(node: &N, snapshot: &[u8], encoded: &[u8]) -> bool {
+    if snapshot == encoded {
+        return true;
+    }
+    match retrace_sim::codec::decode::<N>(snapshot) {
+        Ok(recorded) => {
+            matches!((serde_json::to_value(&recorded), serde_json::to_value(node)), (Ok(a), Ok(b)) if a == b)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Re-executes one life's log, from its boot or (when retention deleted its start) from
+/// its first snapshot; every later snapshot must equal the node re-execution reached.
+/// `first_record` is the index in the life of `log.records[0]`, for the places reported.
 pub fn verify_log<M: Model>(
     scenario: &Scenario<M::Options>,
     log: &Log,
+    first_record: u64,
     log_name: &str,
-) -> Result<(u64, u64), Mismatch> {
+) -> Result<Verified, Mismatch> {
     let id = NodeId(log.header.node);
     let node_name = log.header.name.clone();
     let mismatch = |record: usize, expected: String, actual: String| Mismatch {
         node: node_name.clone(),
         log: log_name.to_string(),
-        record,
+        record: record + first_record as usize,
         expected,
         actual,
     };
@@ -145,14 +180,52 @@ pub fn verify_log<M: Model>(
     let mut storage = Storage::default();
     let mut timers = BTreeSet::new();
     let mut boot = Boot::First;
-    let mut events = 0u64;
-    let mut outputs = 0u64;
+    let mut done = Verified::default();
     let mut i = 0usize;
     while i < records.len() {
         let record = &records[i];
         if !record.is_input() {
             match record {
                 LogRecord::Stop { .. } | LogRecord::Incomplete { .. } => {
+                    i += 1;
+                    continue;
+                }
+                LogRecord::Snapshot { snapshot, .. } => {
+                    match node.as_ref() {
+                        // The log starts here (its earlier segments were deleted).
+                        None => {
+                            let r = snapshot.resume::<M::Node>().map_err(|e| {
+                                mismatch(i, "a snapshot of this model's node".into(), e)
+                            })?;
+                            node = Some(r.node);
+                            (rng, storage, timers, boot) = (r.rng, r.storage, r.timers, r.boot);
+                        }
+                        Some(state) => {
+                            let reached = NodeSnapshot::take(SnapshotOf {
+                                node: state,
+                                storage: &storage,
+                                timers: &mut timers.iter().copied(),
+                                rng: &rng,
+                                boot,
+                            })
+                            .map_err(|e| mismatch(i, "the snapshot".into(), e.to_string()))?;
+                            let mut differ = reached.differences(snapshot);
+                            if same_state(state, &snapshot.state, &reached.state) {
+                                differ.retain(|d| *d != "node state");
+                            }
+                            if !differ.is_empty() {
+                                return Err(mismatch(
+                                    i,
+                                    "the node as this snapshot records it".into(),
+                                    format!(
+                                        "re-execution reached a different {}",
+                                        differ.join(", ")
+                                    ),
+                                ));
+                            }
+                            done.snapshots += 1;
+                        }
+                    }
                     i += 1;
                     continue;
                 }
@@ -253,13 +326,13 @@ pub fn verify_log<M: Model>(
             Ok(()) => {}
         }
         match env.finish() {
-            Ok(matched) => outputs += matched as u64,
+            Ok(matched) => done.outputs += matched as u64,
             Err(m) => return Err(mismatch(m.at, m.expected, m.actual)),
         }
-        events += 1;
+        done.events += 1;
         i = end;
     }
-    Ok((events, outputs))
+    Ok(done)
 }
 
 /// Verifies every log of the run in `dir`.
@@ -275,8 +348,15 @@ pub fn verify_dir<M: Model>(
                 continue;
             }
             let path = dir.join(&inc.log);
-            let log = match read_log(&path) {
-                Ok(log) => log,
+            let read = match read_segments(dir, &mn.name, &inc.log) {
+                Ok(read) => read,
+                Err(SegmentsError::Retired) => {
+                    report.retired.push(format!(
+                        "{}: {} deleted whole by retention",
+                        mn.name, inc.log
+                    ));
+                    continue;
+                }
                 // A life that started on a full disk has a log with no room for its header.
                 Err(e) if inc.recording_stopped.is_some() || incomplete_marker(&path).exists() => {
                     report.cut.push(format!(
@@ -290,7 +370,14 @@ pub fn verify_dir<M: Model>(
                     continue;
                 }
             };
+            let log = &read.log;
             report.logs += 1;
+            if read.first_segment > 0 {
+                report.retired.push(format!(
+                    "{}: {} verified from segment {}'s snapshot (segments before it deleted by retention)",
+                    mn.name, inc.log, read.first_segment
+                ));
+            }
             if let Some(cut) = &log.cut {
                 let line = format!("{}: {} {cut}", mn.name, inc.log);
                 if cut.is_expected() || inc.recording_stopped.is_some() {
@@ -309,10 +396,11 @@ pub fn verify_dir<M: Model>(
                 ));
                 continue;
             }
-            match verify_log::<M>(scenario, &log, &inc.log) {
-                Ok((events, outputs)) => {
-                    report.events += events;
-                    report.outputs += outputs;
+            match verify_log::<M>(scenario, log, read.first_record, &inc.log) {
+                Ok(done) => {
+                    report.events += done.events;
+                    report.outputs += done.outputs;
+                    report.snapshots += done.snapshots;
                 }
                 Err(m) => report.mismatches.push(m),
             }

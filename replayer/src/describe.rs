@@ -76,6 +76,12 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> 
         } => {
             format!("seed {seed:016x}, storage {storage_digest:016x}")
         }
+        Record::Resume { snapshot, .. } => format!(
+            "from a snapshot ({} bytes of state, {} pending timer(s), {} stored keys): what came before is not in this trace",
+            snapshot.state.len(),
+            snapshot.timers.len(),
+            snapshot.storage.synced.len()
+        ),
         Record::Deliver {
             from,
             send,

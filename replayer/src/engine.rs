@@ -318,6 +318,25 @@ impl<M: Model> Replay<M> {
                     }
                 }
             }
+            Record::Resume { snapshot, .. } => {
+                // The node is as the snapshot says; no handler runs. A snapshot that does not
+                // fit this model is where replay cannot go on.
+                let resumed = snapshot.resume::<M::Node>().map_err(|e| {
+                    diverge(
+                        step.input,
+                        "a snapshot of this model's node".into(),
+                        e,
+                        Vec::new(),
+                    )
+                })?;
+                cluster.nodes[i] = Some(resumed.node);
+                cluster.storages[i] = resumed.storage;
+                cluster.timers[i] = resumed.timers;
+                cluster.rngs[i] = resumed.rng;
+                cluster.boots[i] = resumed.boot;
+                cluster.applied += 1;
+                return Ok(self.check_invariants(cluster, k, step.input, node, input.time_ns));
+            }
             Record::Crash { .. } => {
                 cluster.nodes[i] = None;
                 cluster.storages[i].crash();

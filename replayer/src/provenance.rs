@@ -612,7 +612,10 @@ pub fn provenance<M: Model>(
                     );
                 }
             }
-            let what = if matches!(events[st.input].record, Record::Restart { .. }) {
+            let what = if matches!(
+                events[st.input].record,
+                Record::Restart { .. } | Record::Resume { .. }
+            ) {
                 What::Restored { path }
             } else {
                 What::Set { path }
@@ -923,7 +926,7 @@ fn back_chain(
                 }
                 if matches!(
                     events[steps.steps[t.step].input].record,
-                    Record::Restart { .. }
+                    Record::Restart { .. } | Record::Resume { .. }
                 ) {
                     out.push(link(t, What::Restored { path: to }));
                     if t.step == 0 {

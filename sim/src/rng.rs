@@ -5,6 +5,7 @@
 use crate::ids::RequestId;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 /// What a random stream is for: one independent stream per purpose, so adding a draw to
 /// one never shifts another. The names are hashed into the seed: changing one changes every
@@ -145,6 +146,21 @@ impl SimRng {
     }
 }
 
+impl SimRng {
+    /// How many 32-bit words of its stream the generator has used: with the seed, all it
+    /// takes to resume it ([`SimRng::resume`]).
+    pub fn position(&self) -> u128 {
+        self.inner.get_word_pos()
+    }
+
+    /// The generator seeded with `seed`, `position` words into its stream.
+    pub fn resume(seed: u64, position: u128) -> Self {
+        let mut rng = SimRng::new(seed);
+        rng.inner.set_word_pos(position);
+        rng
+    }
+}
+
 impl RngCore for SimRng {
     fn next_u32(&mut self) -> u32 {
         self.inner.next_u32()
@@ -227,6 +243,53 @@ impl StepRng {
     }
 }
 
+/// Where a [`StepRng`] is between steps: enough to resume it exactly (a node snapshot
+/// holds one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRngState {
+    pub seed: u64,
+    /// Words of the background stream used.
+    pub background_position: u128,
+    /// Per request that has drawn: (request, steps of it that drew), by slot, the empty
+    /// slots left out.
+    pub draws_by_request: Vec<(u32, u64, u32)>,
+}
+
+impl StepRng {
+    /// The generator's state between steps.
+    pub fn state(&self) -> StepRngState {
+        StepRngState {
+            seed: self.seed,
+            background_position: self.background.position(),
+            draws_by_request: self
+                .draws_by_request
+                .iter()
+                .enumerate()
+                .filter(|(_, &(request, n))| request != 0 || n != 0)
+                .map(|(slot, &(request, n))| (slot as u32, request, n))
+                .collect(),
+        }
+    }
+
+    /// The generator `state` describes. A state naming a slot past the table (a corrupt
+    /// snapshot) is refused.
+    pub fn resume(state: &StepRngState) -> Result<Self, String> {
+        let mut rng = StepRng::new(state.seed);
+        rng.background = SimRng::resume(state.seed, state.background_position);
+        if !state.draws_by_request.is_empty() {
+            rng.draws_by_request.resize(STEP_RNG_SLOTS, (0, 0));
+        }
+        for &(slot, request, n) in &state.draws_by_request {
+            let cell = rng
+                .draws_by_request
+                .get_mut(slot as usize)
+                .ok_or_else(|| format!("request slot {slot} past the {STEP_RNG_SLOTS} a generator has"))?;
+            *cell = (request, n);
+        }
+        Ok(rng)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +322,24 @@ mod tests {
         let second = draw(&mut quiet, Some(5));
         assert_ne!(second, busy_5);
         assert_ne!(quiet.rng().next_u64(), second);
+    }
+
+    #[test]
+    fn a_resumed_step_rng_draws_what_the_original_would_have() {
+        let mut a = StepRng::new(3);
+        for step in 0..40u64 {
+            let ids = if step % 3 == 0 { vec![] } else { vec![RequestId(step % 7)] };
+            a.begin_step(&ids);
+            a.rng().next_u64();
+        }
+        let mut b = StepRng::resume(&a.state()).unwrap();
+        assert_eq!(b.state(), a.state());
+        for step in 0..40u64 {
+            let ids = if step % 2 == 0 { vec![] } else { vec![RequestId(step % 5)] };
+            a.begin_step(&ids);
+            b.begin_step(&ids);
+            assert_eq!(a.rng().next_u64(), b.rng().next_u64(), "step {step}");
+        }
     }
 
     #[test]

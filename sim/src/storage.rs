@@ -4,6 +4,15 @@ use crate::codec::{self, CodecError};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 
+/// A [`Storage`] as data: its synced contents, sync count and unsynced writes (`None` a
+/// delete), each in key order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorageImage {
+    pub synced: Vec<(String, Vec<u8>)>,
+    pub syncs: u64,
+    pub pending: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// Key-value storage with explicit sync, as a node sees its disk.
 ///
 /// Writes are visible to the node at once, but only [`Storage::sync`] makes them durable:
@@ -39,6 +48,24 @@ impl Storage {
             synced,
             syncs: 0,
             pending: BTreeMap::new(),
+        }
+    }
+
+    /// Everything the node's storage holds, durable or not: what a snapshot keeps.
+    pub fn image(&self) -> StorageImage {
+        StorageImage {
+            synced: self.synced.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            syncs: self.syncs,
+            pending: self.pending.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    /// Storage as `image` describes it.
+    pub fn from_image(image: StorageImage) -> Self {
+        Storage {
+            synced: image.synced.into_iter().collect(),
+            syncs: image.syncs,
+            pending: image.pending.into_iter().collect(),
         }
     }
 

@@ -41,8 +41,9 @@ pub struct BenchArgs {
     /// What to measure
     #[arg(value_enum, default_value_t = BenchTarget::Sim)]
     pub(crate) target: BenchTarget,
-    /// (record) Rounds, alternating recording off, on, and on with plaintext peer links
-    #[arg(long, default_value_t = 6)]
+    /// (record) Rounds, alternating recording off, on, on with plaintext peer links, and
+    /// the flight recorder
+    #[arg(long, default_value_t = 8)]
     pub(crate) rounds: u32,
     /// (record) Seconds per round
     #[arg(long, default_value_t = 4)]

@@ -1,12 +1,16 @@
 //! `retrace bench record`: what recording costs a real cluster. A kv cluster (3 replicas)
 //! runs on loopback under a fixed closed-loop load, round after round, with recording off and
-//! on in turn, so that both modes see the same machine conditions.
+//! on in turn, so that both modes see the same machine conditions; and as a flight recorder
+//! (small segments that rotate, retention that deletes, snapshots), whose disk use is
+//! sampled through the round against its bound.
 
 use crate::bench::BenchArgs;
 use crate::summary::group;
 use anyhow::anyhow;
 use retrace_recorder::launcher::{ClusterOptions, Load};
-use retrace_recorder::log::{read_log, LogRecord};
+use retrace_recorder::log::LogRecord;
+use retrace_recorder::policy::{LogPolicy, Retain, SnapshotEvery};
+use retrace_recorder::segments::{node_log_bytes, read_segments};
 use retrace_recorder::manifest::Manifest;
 use std::path::Path;
 use std::time::Duration;
@@ -15,59 +19,126 @@ const SCENARIO: &str =
     "# written by `retrace bench record`\nmodel = \"kv\"\nseed = 1\ntime_limit = \"1h\"\n\
     [model_options]\nreplicas = 3\nclients = 3\nkeys = 64\n";
 
-/// What a round runs: recording on or off, peer links over mutual TLS or plaintext.
+/// What a round runs: recording on or off, peer links over mutual TLS or plaintext, and
+/// the log kept with the default policy or as a flight recorder.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Mode {
     recording: bool,
     tls: bool,
+    flight: bool,
 }
 
 /// The modes, alternated round by round so that each sees the same machine conditions:
-/// recording off and on (both over TLS, the default), and TLS off (recording on).
-const MODES: [Mode; 3] = [
+/// recording off and on (both over TLS, the default), TLS off (recording on), and the
+/// flight recorder (TLS, recording).
+const MODES: [Mode; 4] = [
     Mode {
         recording: false,
         tls: true,
+        flight: false,
     },
     Mode {
         recording: true,
         tls: true,
+        flight: false,
     },
     Mode {
         recording: true,
         tls: false,
+        flight: false,
+    },
+    Mode {
+        recording: true,
+        tls: true,
+        flight: true,
     },
 ];
+
+/// The flight recorder's policy: segments small enough that the busiest node rotates (and
+/// snapshots) every second or so and retention deletes within a round, snapshots every 10 s
+/// as the issue sets them.
+fn flight_policy() -> LogPolicy {
+    LogPolicy {
+        segment_bytes_max: 512 << 10,
+        segment_age_max: Duration::from_secs(3600),
+        retain: Retain::Bytes(2 << 20),
+        snapshot_every: SnapshotEvery::Time(Duration::from_secs(10)),
+    }
+}
+
+/// How often the sampler measures each node's log on disk.
+const DISK_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Samples the bytes each node's segments take in `dir` until `stop`; returns the peak per
+/// node.
+fn sample_disk(
+    dir: std::path::PathBuf,
+    names: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut peak = vec![0u64; names.len()];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (p, name) in peak.iter_mut().zip(&names) {
+                *p = (*p).max(node_log_bytes(&dir, name));
+            }
+            std::thread::sleep(DISK_SAMPLE_INTERVAL);
+        }
+        peak
+    })
+}
 
 struct Round {
     mode: Mode,
     manifest: Manifest,
-    log_bytes: u64,
+    logs: LogStats,
+    /// Flight recorder rounds: the most any node's segments took on disk at once.
+    disk_peak_bytes: u64,
+}
+
+/// What the kept logs of a round hold.
+#[derive(Default, Clone, Copy)]
+struct LogStats {
+    bytes: u64,
     records: u64,
     deliveries: u64,
     payload_bytes: u64,
+    snapshots: u64,
+    snapshot_bytes: u64,
+    snapshot_us: u64,
+    segments: u64,
 }
 
-fn log_stats(dir: &Path, manifest: &Manifest) -> (u64, u64, u64, u64) {
-    let (mut bytes, mut records, mut deliveries, mut payload) = (0, 0, 0, 0);
+fn log_stats(dir: &Path, manifest: &Manifest) -> LogStats {
+    let mut s = LogStats::default();
     for n in &manifest.nodes {
+        s.bytes += node_log_bytes(dir, &n.name);
         for inc in &n.incarnations {
-            let path = dir.join(&inc.log);
-            bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
-            if let Ok(log) = read_log(&path) {
-                records += log.records.len() as u64;
-                for r in &log.records {
-                    if let LogRecord::Deliver { payload: p, .. }
-                    | LogRecord::External { payload: p, .. } = r
-                    {
-                        payload += p.len() as u64;
-                        deliveries += u64::from(matches!(r, LogRecord::Deliver { .. }));
+            let Ok(read) = read_segments(dir, &n.name, &inc.log) else {
+                continue;
+            };
+            s.segments += u64::from(read.segments);
+            s.records += read.log.records.len() as u64;
+            for r in &read.log.records {
+                match r {
+                    LogRecord::Deliver { payload: p, .. } | LogRecord::External { payload: p, .. } => {
+                        s.payload_bytes += p.len() as u64;
+                        s.deliveries += u64::from(matches!(r, LogRecord::Deliver { .. }));
                     }
+                    LogRecord::Snapshot {
+                        took_us, snapshot, ..
+                    } => {
+                        s.snapshots += 1;
+                        s.snapshot_us += took_us;
+                        s.snapshot_bytes += retrace_sim::codec::encode(snapshot)
+                            .map_or(0, |b| b.len() as u64);
+                    }
+                    _ => {}
                 }
             }
         }
     }
-    (bytes, records, deliveries, payload)
+    s
 }
 
 /// The median: one disturbed round on a shared machine should not move the figure.
@@ -103,6 +174,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         let mode = MODES[r % MODES.len()];
         let recording = mode.recording;
         let run_dir = dir.join(format!("round-{r}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = mode.flight.then(|| {
+            let names = scenario.nodes.iter().map(|n| n.name.clone()).collect();
+            sample_disk(run_dir.clone(), names, stop.clone())
+        });
         let opts = ClusterOptions {
             exe: exe.clone(),
             scenario_path: scenario_path.clone(),
@@ -116,18 +192,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
                 workers: args.workers,
             },
             tls: mode.tls,
+            policy: if mode.flight {
+                flight_policy()
+            } else {
+                LogPolicy::default()
+            },
         };
         let manifest =
-            retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(&scenario, &opts)?;
-        let (log_bytes, records, deliveries, payload_bytes) = if recording {
+            retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(&scenario, &opts);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let disk_peak_bytes = sampler
+            .and_then(|s| s.join().ok())
+            .map_or(0, |peaks| peaks.into_iter().max().unwrap_or(0));
+        let manifest = manifest?;
+        let logs = if recording {
             log_stats(&run_dir, &manifest)
         } else {
-            (0, 0, 0, 0)
+            LogStats::default()
         };
         let w = &manifest.workload;
         println!(
-            "  round {r} recording {:<3} tls {:<3}  {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
-            if recording { "on" } else { "off" },
+            "  round {r} recording {:<6} tls {:<3}  {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
+            match (recording, mode.flight) {
+                (false, _) => "off",
+                (true, false) => "on",
+                (true, true) => "flight",
+            },
             if mode.tls { "on" } else { "off" },
             w.throughput_per_s,
             w.p50_us,
@@ -138,22 +228,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         rounds.push(Round {
             mode,
             manifest,
-            log_bytes,
-            records,
-            deliveries,
-            payload_bytes,
+            logs,
+            disk_peak_bytes,
         });
     }
     let by = |m: Mode| rounds.iter().filter(move |r| r.mode == m);
     let tput = |m: Mode| median(by(m).map(|r| r.manifest.workload.throughput_per_s));
     let p50 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p50_us as f64));
     let p99 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p99_us as f64));
-    let [off, on, plain] = MODES;
+    let [off, on, plain, flight] = MODES;
     println!("summary (medians over rounds)");
     for (name, m) in [
         ("recording off, TLS", off),
         ("recording on,  TLS", on),
         ("recording on,  plaintext", plain),
+        ("flight recorder, TLS", flight),
     ] {
         println!(
             "  {name:<26} {:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
@@ -171,11 +260,29 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     };
     cost("cost of recording (TLS)", off, on);
     cost("cost of TLS (recording)", plain, on);
-    let recorded = || rounds.iter().filter(|r| r.mode.recording);
-    let bytes: u64 = recorded().map(|r| r.log_bytes).sum();
-    let records: u64 = recorded().map(|r| r.records).sum();
-    let deliveries: u64 = recorded().map(|r| r.deliveries).sum();
-    let payload: u64 = recorded().map(|r| r.payload_bytes).sum();
+    cost("cost of flight recorder", off, flight);
+    let p = flight_policy();
+    let flights = || rounds.iter().filter(|r| r.mode.flight);
+    let peak = flights().map(|r| r.disk_peak_bytes).max().unwrap_or(0);
+    let sum = |f: fn(&LogStats) -> u64| flights().map(|r| f(&r.logs)).sum::<u64>();
+    let (snapshots, segments) = (sum(|l| l.snapshots), sum(|l| l.segments));
+    println!(
+        "  flight recorder: segments of {}, --retain {}, snapshots every {}; peak disk of a node {} ({:.0}% of the bound); {} segments kept, {} snapshots in them: {:.0} B and {:.0} us each",
+        crate::summary::bytes(p.segment_bytes_max),
+        crate::summary::bytes(match p.retain { Retain::Bytes(b) => b, _ => 0 }),
+        p.snapshot_every,
+        crate::summary::bytes(peak),
+        peak as f64 * 100.0 / match p.retain { Retain::Bytes(b) => b as f64, _ => 1.0 },
+        segments,
+        snapshots,
+        sum(|l| l.snapshot_bytes) as f64 / snapshots.max(1) as f64,
+        sum(|l| l.snapshot_us) as f64 / snapshots.max(1) as f64,
+    );
+    let recorded = || rounds.iter().filter(|r| r.mode.recording && !r.mode.flight);
+    let bytes: u64 = recorded().map(|r| r.logs.bytes).sum();
+    let records: u64 = recorded().map(|r| r.logs.records).sum();
+    let deliveries: u64 = recorded().map(|r| r.logs.deliveries).sum();
+    let payload: u64 = recorded().map(|r| r.logs.payload_bytes).sum();
     println!(
         "  log size       {:.1} B/record; {:.1} B per delivery = {:.1} B payload + {:.1} B other",
         bytes as f64 / records.max(1) as f64,

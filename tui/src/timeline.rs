@@ -101,7 +101,9 @@ impl Timeline {
                 let row = rows.len();
                 rows.push(i);
                 match &e.record {
-                    Record::Start { node, .. } | Record::Restart { node, .. } => {
+                    Record::Start { node, .. }
+                    | Record::Restart { node, .. }
+                    | Record::Resume { node, .. } => {
                         if let Some(l) = lifetimes.get_mut(node.index()) {
                             l.push((row, true));
                         }
@@ -150,6 +152,20 @@ impl Timeline {
                         end: n,
                         what: Pending::Timer { set: i },
                     });
+                }
+                // A resumed node's timers are pending from the resume on.
+                Record::Resume { node, snapshot, .. } => {
+                    for timer in &snapshot.timers {
+                        if let Some(mine) = timers_of_node.get_mut(node.index()) {
+                            mine.push(*timer);
+                        }
+                        open_timers.insert(*timer, spans.len());
+                        spans.push(Span {
+                            start: i,
+                            end: n,
+                            what: Pending::Timer { set: i },
+                        });
+                    }
                 }
                 Record::Timer { timer, .. } | Record::TimerCancel { timer } => {
                     if let Some(s) = open_timers.remove(timer) {

@@ -13,9 +13,10 @@ pub(super) struct Emitter {
     pub trace: TraceOut,
     /// Trace index of each message's send.
     send_index: BTreeMap<MsgId, u64>,
-    /// (node, life, the log's timer id) → (the trace's timer id, index of its setting).
-    timer_ids: BTreeMap<(u32, u32, u64), (TimerId, u64)>,
-    next_timer: u64,
+    /// (node, life, timer id) → index of its setting (or of the resume it was pending at).
+    /// The ids are the logs': unique in the run (see the runtime's `run_unique_id`), and
+    /// kept, because nodes hold their timers' ids in their state.
+    timer_ids: BTreeMap<(u32, u32, u64), u64>,
     /// Per node: trace index of its last input (the back-link of its next one).
     prev: Vec<Option<u64>>,
     /// The latest wall-clock time emitted (the end record's time).
@@ -28,7 +29,6 @@ impl Emitter {
             trace,
             send_index: BTreeMap::new(),
             timer_ids: BTreeMap::new(),
-            next_timer: 0,
             prev: vec![None; node_count],
             last_wall_ns: 0,
         }
@@ -85,7 +85,7 @@ impl Emitter {
                 // A node's log holds a timer's setting before its firing; a log without
                 // it is not one a node wrote, and a trace linking the firing elsewhere
                 // would be refused by every reader.
-                let (tid, set) = self
+                let set = self
                     .timer_ids
                     .get(&(step.node, step.incarnation, *timer))
                     .copied()
@@ -96,12 +96,20 @@ impl Emitter {
                         )
                     })?;
                 let tag = Tag::from_bytes(tag);
-                trace.push(|e, o| e.timer(o, head, tid, &tag, set, request_ids))
+                trace.push(|e, o| e.timer(o, head, TimerId(*timer), &tag, set, request_ids))
             }
             Input::External { request, payload } => {
                 trace.push(|e, o| e.external(o, head, *request, payload))
             }
             Input::Crash => trace.push(|e, o| e.crash(o, head)),
+            Input::Resume { snapshot } => {
+                // The pending timers' firings link here, as to their setting.
+                let index = trace.push(|e, o| e.resume(o, head, snapshot));
+                for t in &snapshot.timers {
+                    self.timer_ids.insert((step.node, step.incarnation, t.0), index);
+                }
+                index
+            }
         };
         self.prev[node] = Some(index);
         let (queued_ns, busy_ns) = (step.timing.queued_us * 1000, step.timing.busy_us * 1000);
@@ -135,17 +143,16 @@ impl Emitter {
                 tag,
                 after_ns,
             } => {
-                let tid = TimerId(self.next_timer);
-                self.next_timer += 1;
                 let tag = Tag::from_bytes(tag);
-                let i = trace.push(|e, out| e.timer_set(out, tid, &tag, *after_ns));
-                self.timer_ids
-                    .insert((step.node, step.incarnation, *timer), (tid, i));
+                let i = trace.push(|e, out| e.timer_set(out, TimerId(*timer), &tag, *after_ns));
+                self.timer_ids.insert((step.node, step.incarnation, *timer), i);
             }
             LogRecord::TimerCancel { timer } => {
-                if let Some(&(tid, _)) = self.timer_ids.get(&(step.node, step.incarnation, *timer))
+                if self
+                    .timer_ids
+                    .contains_key(&(step.node, step.incarnation, *timer))
                 {
-                    trace.push(|e, out| e.timer_cancel(out, tid));
+                    trace.push(|e, out| e.timer_cancel(out, TimerId(*timer)));
                 }
             }
             LogRecord::Annotate { text } => {

@@ -2,7 +2,9 @@
 //! deduplicated and those whose send no log holds marked as coming from a black box.
 
 use super::MergeReport;
-use crate::log::{read_log, LogRecord, Timing};
+use crate::log::{LogRecord, Timing};
+use crate::segments::{read_segments, SegmentsError};
+use retrace_sim::NodeSnapshot;
 use crate::manifest::Manifest;
 use crate::wire::MsgId;
 use retrace_sim::codec;
@@ -35,6 +37,8 @@ pub(super) enum Input {
         payload: Vec<u8>,
     },
     Crash,
+    /// The life's log starts at this snapshot: retention deleted what came before.
+    Resume { snapshot: NodeSnapshot },
 }
 
 pub(super) struct Step {
@@ -86,9 +90,23 @@ pub(super) fn load_steps(
             if incarnation.log.is_empty() {
                 continue;
             }
-            let path = dir.join(&incarnation.log);
-            let log = match read_log(&path) {
-                Ok(log) => log,
+            let log = match read_segments(dir, &mn.name, &incarnation.log) {
+                Ok(read) => {
+                    if read.first_segment > 0 {
+                        report.retained.push(format!(
+                            "{}: log {} starts at segment {}'s snapshot: retention deleted the segments before it",
+                            mn.name, incarnation.log, read.first_segment
+                        ));
+                    }
+                    read.log
+                }
+                Err(SegmentsError::Retired) => {
+                    report.retained.push(format!(
+                        "{}: log {} was deleted whole by retention; its node is a black box there",
+                        mn.name, incarnation.log
+                    ));
+                    continue;
+                }
                 Err(e) => {
                     report.problems.push(format!(
                         "{}: log {} unusable ({e}); its node is a black box there",
@@ -105,7 +123,9 @@ pub(super) fn load_steps(
                 ));
             }
             let mut last_wall = 0;
+            let mut first = true;
             for mut record in log.records {
+                let at_start = std::mem::take(&mut first);
                 let wall = record.wall_ns();
                 let timing = record.timing_mut().copied().unwrap_or_default();
                 let input = match record {
@@ -148,6 +168,12 @@ pub(super) fn load_steps(
                         payload,
                     }),
                     LogRecord::Stop { .. } => None,
+                    // A snapshot where the kept log starts is where the node's history in
+                    // the trace starts; any later one only checks re-execution (`verify`).
+                    LogRecord::Snapshot { snapshot, .. } if at_start => {
+                        Some(Input::Resume { snapshot })
+                    }
+                    LogRecord::Snapshot { .. } => None,
                     other => {
                         if let Some(step) = steps.last_mut().filter(|s| s.incarnation == inc as u32)
                         {

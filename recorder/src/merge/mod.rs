@@ -35,6 +35,9 @@ pub struct MergeReport {
     pub duplicates_dropped: u64,
     /// Missing, torn or incomplete logs, by name.
     pub problems: Vec<String>,
+    /// Lives whose older segments retention deleted (merged from their first snapshot), or
+    /// that it deleted whole.
+    pub retained: Vec<String>,
 }
 
 /// Merges the run in `dir` into a trace at `out`: load every log, order the steps, emit them.

@@ -130,6 +130,18 @@ struct Walker<'v> {
 /// beyond them is still put in its trace, without a parent.
 const ROOTS_MAX: usize = 1 << 18;
 
+/// A timer set at `set` fired or was cancelled: its cause, the entry gone once every timer
+/// it stands for has (a resume stands for several).
+fn take_timer(timers: &mut BTreeMap<u64, Pending>, set: u64) -> Option<Cause> {
+    let p = timers.get_mut(&set)?;
+    p.remaining = p.remaining.saturating_sub(1);
+    let cause = p.cause.clone();
+    if p.remaining == 0 {
+        timers.remove(&set);
+    }
+    Some(cause)
+}
+
 impl Walker<'_> {
     fn flush(&mut self) -> io::Result<()> {
         let Some(input) = self.step.first() else {
@@ -153,7 +165,7 @@ impl Walker<'_> {
                 }
                 None => None,
             },
-            Record::Timer { set, .. } => self.timers.remove(set).map(|p| p.cause),
+            Record::Timer { set, .. } => take_timer(&mut self.timers, *set),
             _ => None,
         };
         if let Record::Crash { .. } = input.record {
@@ -257,10 +269,34 @@ impl Walker<'_> {
                 }
                 Record::TimerCancel { timer } => {
                     if let Some(set) = self.timer_sets.remove(timer) {
-                        self.timers.remove(&set);
+                        take_timer(&mut self.timers, set);
                     }
                 }
                 _ => {}
+            }
+        }
+        // A resumed node's pending timers were set before the trace: the resume stands in
+        // for their settings, one entry for them all.
+        if let Some(Record::Resume { snapshot, .. }) = self.step.first().map(|e| &e.record) {
+            let timers = snapshot.timers.clone();
+            if !timers.is_empty() {
+                let index = me.index;
+                for t in &timers {
+                    self.timer_sets.insert(*t, index);
+                }
+                self.timers_of_node[k].push(index);
+                self.timers.insert(
+                    index,
+                    Pending {
+                        cause: Cause {
+                            link: index,
+                            by_message: false,
+                            ..me.clone()
+                        },
+                        clock: Vec::new(),
+                        remaining: timers.len() as u32,
+                    },
+                );
             }
         }
         // Drops and duplicates decided while the step ran come after it.

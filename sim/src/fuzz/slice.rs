@@ -66,6 +66,7 @@ impl Slice {
             let (prev, cause) = match &e.record {
                 Record::Start { prev, .. }
                 | Record::Restart { prev, .. }
+                | Record::Resume { prev, .. }
                 | Record::Crash { prev, .. } => (*prev, None),
                 Record::Deliver { prev, send, .. } => (*prev, send.and_then(|s| owner[at(s)?])),
                 Record::Timer { prev, set, .. } => (*prev, at(*set).and_then(|s| owner[s])),

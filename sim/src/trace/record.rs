@@ -16,6 +16,7 @@
 
 use crate::codec::{put_bytes, put_ivarint, put_uvarint, Cursor, ReadError};
 use crate::ids::{NodeId, RequestId, TimerId};
+use crate::snapshot::NodeSnapshot;
 use crate::tag::{Tag, TAG_BYTES_MAX};
 
 /// Why a sent message never arrived.
@@ -139,6 +140,16 @@ pub enum Record {
         seed: u64,
         storage_digest: u64,
     },
+    /// The node's history in the trace starts here, in the middle of a life: it is as the
+    /// snapshot says (taken between two steps; its pending timers by their ids in this
+    /// trace, whose firings link here as to their setting). What came before is not in
+    /// the trace — a recording whose older segments retention deleted, or a window cut
+    /// out of a longer run.
+    Resume {
+        node: NodeId,
+        prev: Option<u64>,
+        snapshot: Box<NodeSnapshot>,
+    },
     /// A message arrives; `send` is the index of the `Send` that produced it, `None` when the
     /// sender's record of it is lost (a recorded node whose last log writes died with it).
     Deliver {
@@ -223,6 +234,7 @@ impl Record {
         match self {
             Record::Start { node, .. }
             | Record::Restart { node, .. }
+            | Record::Resume { node, .. }
             | Record::Deliver { node, .. }
             | Record::Timer { node, .. }
             | Record::External { node, .. }
@@ -255,6 +267,7 @@ impl Record {
         match self {
             Record::Start { .. } => "start",
             Record::Restart { .. } => "restart",
+            Record::Resume { .. } => "resume",
             Record::Deliver { .. } => "deliver",
             Record::Timer { .. } => "timer",
             Record::External { .. } => "external",
@@ -312,6 +325,7 @@ mod tag {
     pub const QUEUED: u8 = 21;
     pub const STORAGE_IMAGE: u8 = 22;
     pub const LOG: u8 = 23;
+    pub const RESUME: u8 = 24;
 }
 
 /// What every input record starts with: the node whose step it starts, when, and the
@@ -384,6 +398,13 @@ impl BodyEncoder {
         self.input_head(out, tag::RESTART, head);
         out.extend_from_slice(&seed.to_le_bytes());
         out.extend_from_slice(&storage_digest.to_le_bytes());
+    }
+
+    pub fn resume(&mut self, out: &mut Vec<u8>, head: InputHead, snapshot: &NodeSnapshot) {
+        self.input_head(out, tag::RESUME, head);
+        // A snapshot is plain data: encoding cannot fail.
+        let body = crate::codec::encode(snapshot).unwrap_or_default();
+        put_bytes(out, &body);
     }
 
     pub fn deliver(
@@ -563,6 +584,11 @@ impl BodyEncoder {
                 *seed,
                 *storage_digest,
             ),
+            Record::Resume {
+                node,
+                prev,
+                snapshot,
+            } => self.resume(out, InputHead::new(*node, time_ns, *prev), snapshot),
             Record::Deliver {
                 node,
                 prev,
@@ -754,6 +780,17 @@ impl BodyDecoder {
                     prev,
                     seed: c.u64_le()?,
                     storage_digest: c.u64_le()?,
+                }
+            }
+            tag::RESUME => {
+                let (node, prev) = self.input(&mut c)?;
+                // The frame bounds the bytes, and the codec every length inside them.
+                let snapshot = crate::codec::decode::<NodeSnapshot>(c.bytes()?)
+                    .map_err(|_| BodyError::Malformed("snapshot"))?;
+                Record::Resume {
+                    node,
+                    prev,
+                    snapshot: Box::new(snapshot),
                 }
             }
             tag::DELIVER => {

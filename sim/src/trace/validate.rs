@@ -99,6 +99,7 @@ impl Validator {
             let prev = match r {
                 Record::Start { prev, .. }
                 | Record::Restart { prev, .. }
+                | Record::Resume { prev, .. }
                 | Record::Deliver { prev, .. }
                 | Record::Timer { prev, .. }
                 | Record::External { prev, .. }
@@ -136,7 +137,9 @@ impl Validator {
                 self.node("its destination", *to)?;
                 self.sends.set(e.index);
             }
-            Record::TimerSet { .. } => self.timer_sets.set(e.index),
+            // A resumed node's pending timers were set before the trace begins: their
+            // firings link to the resume.
+            Record::TimerSet { .. } | Record::Resume { .. } => self.timer_sets.set(e.index),
             Record::Fault(FaultRecord::Cut { links, .. }) => {
                 for (a, b) in links {
                     self.node("a cut link's end", *a)?;

@@ -336,11 +336,11 @@ fn mark(
                 put(cells, col, '◆', kind_style);
             }
         }
-        Record::Start { node, .. } | Record::Restart { node, .. } => {
-            let c = if matches!(e.record, Record::Start { .. }) {
-                '▲'
-            } else {
-                '△'
+        Record::Start { node, .. } | Record::Restart { node, .. } | Record::Resume { node, .. } => {
+            let c = match e.record {
+                Record::Start { .. } => '▲',
+                Record::Restart { .. } => '△',
+                _ => '▶',
             };
             if let Some(col) = lanes.col(*node) {
                 put(cells, col, c, kind_style);
