@@ -125,6 +125,11 @@ enum Command {
     Merge(crate::record_cli::MergeArgs),
     /// Re-execute each node of a recorded run from its log and check its outputs
     Verify(crate::record_cli::VerifyArgs),
+    /// Mark this moment on a running node, for `capture --around` (or send it SIGUSR1)
+    Mark(crate::capture_cli::MarkArgs),
+    /// Cut the window around a mark or a time out of the logs of a long recording, as a
+    /// trace that replays from each node's snapshot before the window
+    Capture(crate::capture_cli::CaptureArgs),
     /// Send one request to a node's client port and print the reply
     Client(crate::record_cli::ClientArgs),
     /// Run one node as this process (started by `retrace cluster`)
@@ -198,6 +203,8 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
         Command::Merge(args) => crate::record_cli::merge(&args),
         Command::Verify(args) => crate::record_cli::verify(&registry, &args),
         Command::Client(args) => crate::record_cli::client(&args),
+        Command::Mark(args) => crate::capture_cli::mark(&args),
+        Command::Capture(args) => crate::capture_cli::capture(&args),
         Command::Node(args) => crate::record_cli::node(&registry, &args),
     };
     match code {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bench;
+mod capture_cli;
 pub mod check_cli;
 pub mod cli;
 mod demo;

@@ -3,12 +3,12 @@
 //! then restart), stop everything cleanly, and leave one log per node incarnation plus a
 //! manifest in the run's directory.
 
-use crate::policy::{LogPolicy, ShowDuration};
 use crate::client::Client;
 use crate::diag::{self, Status};
 use crate::log::wall_now_ns;
 use crate::log::RecordError;
 use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
+use crate::policy::{LogPolicy, ShowDuration};
 use crate::tls::TlsFiles;
 use retrace_sim::client::{ClientCtx, REFUSED_PAUSE_NS};
 use retrace_sim::rng::{derive_seed, Purpose};

@@ -6,6 +6,7 @@
 //! [`merge`] turns the logs of a run into one trace; [`verify`] re-executes each node
 //! from its log and checks it makes the recorded outputs.
 
+pub mod capture;
 pub mod client;
 pub mod diag;
 pub mod durable;

@@ -2,12 +2,12 @@
 //! The first frame is a [`LogHeader`]; each later frame one [`LogRecord`] (bincode, through
 //! the codec). A process killed mid-write leaves at worst a torn last frame.
 
-use crate::wire::MsgId;
 use crate::policy::{LogPolicy, SnapshotEvery};
 use crate::segments;
+use crate::wire::MsgId;
 use retrace_sim::codec::{self, CodecError};
-use retrace_sim::NodeSnapshot;
 use retrace_sim::trace::{frame_into, read_frame, NodeInfo, TailError, TailErrorKind};
+use retrace_sim::NodeSnapshot;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Write};
@@ -33,6 +33,9 @@ pub struct LogHeader {
     pub segment: u32,
     /// The index in the life's log of this segment's first record.
     pub first_record: u64,
+    /// When the segment was started (ns since the Unix epoch): `capture` picks segments
+    /// by it, reading headers only.
+    pub started_wall_ns: u64,
 }
 
 /// Measured times of one step, in microseconds (small varints; the profiler needs no more):
@@ -127,6 +130,12 @@ pub enum LogRecord {
         took_us: u64,
         snapshot: NodeSnapshot,
     },
+    /// An operator or a watchdog marked this moment (`retrace mark`, or the mark signal);
+    /// between two steps, and no input of the node's.
+    Mark {
+        wall_ns: u64,
+        reason: String,
+    },
 }
 
 impl LogRecord {
@@ -149,6 +158,7 @@ impl LogRecord {
             | LogRecord::External { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Snapshot { wall_ns, .. }
+            | LogRecord::Mark { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(wall_ns),
             _ => None,
         }
@@ -172,6 +182,7 @@ impl LogRecord {
             | LogRecord::External { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Snapshot { wall_ns, .. }
+            | LogRecord::Mark { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(*wall_ns),
             _ => None,
         }
@@ -352,6 +363,7 @@ impl LogWriter {
         let mut header = header.clone();
         header.segment = 0;
         header.first_record = 0;
+        header.started_wall_ns = wall_now_ns();
         let now = Instant::now();
         let mut w = LogWriter {
             path: path.to_owned(),
@@ -469,6 +481,7 @@ impl LogWriter {
         let mut header = self.header.clone();
         header.segment = segment;
         header.first_record = self.records;
+        header.started_wall_ns = wall_now_ns();
         // The new segment's bytes, built in `buf` (empty after `write_out`) so that
         // `append` frames the snapshot with its time relative to the segment's start.
         segment_start(&header, &mut self.buf)?;
@@ -532,8 +545,17 @@ impl LogWriter {
         let Some(dir) = self.base.parent() else {
             return;
         };
-        let reserve = self.policy.segment_bytes_max.saturating_sub(self.segment_bytes);
-        match segments::retire(dir, &self.header.name, &self.path, self.policy.retain, reserve) {
+        let reserve = self
+            .policy
+            .segment_bytes_max
+            .saturating_sub(self.segment_bytes);
+        match segments::retire(
+            dir,
+            &self.header.name,
+            &self.path,
+            self.policy.retain,
+            reserve,
+        ) {
             Ok(r) => {
                 self.retired.segments += r.segments;
                 self.retired.bytes += r.bytes;
@@ -543,6 +565,46 @@ impl LogWriter {
                 self.header.name
             )),
         }
+    }
+
+    /// Marks this moment, between two steps: a record in the log, and a line in the node's
+    /// marks file beside it (so `capture` finds marks without reading logs). The reason is
+    /// cut to [`MARK_REASON_BYTES_MAX`].
+    pub fn mark(&mut self, reason: &str) -> Result<Mark, RecordError> {
+        let mut end = reason.len().min(MARK_REASON_BYTES_MAX);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mark = Mark {
+            wall_ns: wall_now_ns(),
+            node: self.header.name.clone(),
+            incarnation: self.header.incarnation,
+            reason: reason[..end].to_string(),
+        };
+        let _ = self.append(LogRecord::Mark {
+            wall_ns: mark.wall_ns,
+            reason: mark.reason.clone(),
+        });
+        // The mark is an operator's request to keep this moment: it reaches the disk now.
+        self.write_out()?;
+        if let Some(dir) = self.base.parent() {
+            let line = serde_json::to_string(&mark).unwrap_or_default();
+            let written = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(marks_file(dir, &self.header.name))
+                .and_then(|mut f| {
+                    f.write_all(format!("{line}\n").as_bytes())?;
+                    f.sync_data()
+                });
+            if let Err(e) = written {
+                crate::diag::warn(format_args!(
+                    "warning: [{}] writing the marks file: {e} (the mark is in the log)",
+                    self.header.name
+                ));
+            }
+        }
+        Ok(mark)
     }
 
     /// Which segment is being written, and what retention deleted in this life.
@@ -568,6 +630,7 @@ impl LogWriter {
                 writer: String::new(),
                 segment: 0,
                 first_record: 0,
+                started_wall_ns: 0,
             },
             policy: LogPolicy::default(),
             segment: 0,
@@ -751,6 +814,23 @@ impl Drop for LogWriter {
     }
 }
 
+/// The longest reason a mark keeps.
+pub const MARK_REASON_BYTES_MAX: usize = 1024;
+
+/// A marked moment, as the marks file beside the logs lists it (one JSON object a line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub wall_ns: u64,
+    pub node: String,
+    pub incarnation: u32,
+    pub reason: String,
+}
+
+/// The file beside a node's logs that lists its marks.
+pub fn marks_file(dir: &Path, node_name: &str) -> PathBuf {
+    dir.join(format!("{node_name}.marks"))
+}
+
 /// The first bytes of a segment: the magic, the format version and the header frame.
 fn segment_start(header: &LogHeader, out: &mut Vec<u8>) -> Result<(), RecordError> {
     let body = codec::encode(header).map_err(|e| RecordError(e.to_string()))?;
@@ -865,6 +945,13 @@ impl std::fmt::Display for LogError {
     }
 }
 
+/// Reads only a log's header (what `capture` needs to pick segments).
+pub fn read_log_header(path: &Path) -> Result<LogHeader, LogError> {
+    let file = File::open(path).map_err(|e| LogError(format!("{}: {e}", path.display())))?;
+    let mut input = BufReader::with_capacity(64 << 10, file);
+    read_header(&mut input, path).map(|(header, _)| header)
+}
+
 /// Reads a log: every valid record, stopping at the first bad frame.
 pub fn read_log(path: &Path) -> Result<Log, LogError> {
     let file = File::open(path).map_err(|e| LogError(format!("{}: {e}", path.display())))?;
@@ -872,15 +959,11 @@ pub fn read_log(path: &Path) -> Result<Log, LogError> {
     read_log_from(BufReader::with_capacity(1 << 20, file), size, path)
 }
 
-/// Reads a log of `size` bytes from `input`; `path` names it in errors (and locates the
-/// marker beside it).
-pub fn read_log_from(
-    mut input: impl std::io::Read,
-    size: u64,
-    path: &Path,
-) -> Result<Log, LogError> {
+/// Reads and checks a log's magic bytes, format version and header; returns the header and
+/// the offset after it.
+fn read_header(input: &mut impl std::io::Read, path: &Path) -> Result<(LogHeader, u64), LogError> {
     let mut magic = [0u8; 10];
-    std::io::Read::read_exact(&mut input, &mut magic)
+    std::io::Read::read_exact(input, &mut magic)
         .map_err(|_| LogError(format!("{}: not a retrace log (too short)", path.display())))?;
     if magic[..8] == retrace_sim::trace::MAGIC {
         return Err(LogError(format!(
@@ -903,7 +986,7 @@ pub fn read_log_from(
     }
     let mut body = Vec::new();
     let mut offset = 10u64;
-    let header: LogHeader = match read_frame(&mut input, &mut body, &mut offset) {
+    let header: LogHeader = match read_frame(input, &mut body, &mut offset) {
         Ok(true) => codec::decode(&body)
             .map_err(|e| LogError(format!("{}: bad log header: {e}", path.display())))?,
         Ok(false) => {
@@ -921,6 +1004,18 @@ pub fn read_log_from(
             return Err(LogError(format!("{}: bad log header: {t}", path.display())));
         }
     };
+    Ok((header, offset))
+}
+
+/// Reads a log of `size` bytes from `input`; `path` names it in errors (and locates the
+/// marker beside it).
+pub fn read_log_from(
+    mut input: impl std::io::Read,
+    size: u64,
+    path: &Path,
+) -> Result<Log, LogError> {
+    let (header, mut offset) = read_header(&mut input, path)?;
+    let mut body = Vec::new();
     let mut records = Vec::new();
     let mut tail = None;
     let mut last_wall_ns = 0u64;

@@ -129,12 +129,15 @@ impl FromStr for Retain {
         if text.trim() == "all" {
             return Ok(Retain::All);
         }
-        if text.trim_end().ends_with(|c: char| c == 'B' || c.is_ascii_digit()) {
+        if text
+            .trim_end()
+            .ends_with(|c: char| c == 'B' || c.is_ascii_digit())
+        {
             return parse_size(text).map(Retain::Bytes);
         }
-        parse_duration(text).map(Retain::Age).map_err(|e| {
-            format!("{e}; --retain takes a size (`1GiB`), a duration (`7d`) or `all`")
-        })
+        parse_duration(text)
+            .map(Retain::Age)
+            .map_err(|e| format!("{e}; --retain takes a size (`1GiB`), a duration (`7d`) or `all`"))
     }
 }
 
@@ -230,10 +233,17 @@ mod tests {
 
     #[test]
     fn bad_sizes_and_durations_say_what_was_expected() {
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!("0".parse::<SnapshotEvery>().is_err());
-        assert!("soon".parse::<Retain>().unwrap_err().contains("--retain takes"));
+        assert!("soon"
+            .parse::<Retain>()
+            .unwrap_err()
+            .contains("--retain takes"));
         assert!(parse_segment_size("1KB").unwrap_err().contains("at least"));
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 }

@@ -11,8 +11,8 @@ use crate::client;
 use crate::diag::{self, Status};
 use crate::durable::DurableFile;
 use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
-use crate::policy::LogPolicy;
 use crate::net::{self, ByteBudget, Deadline, Limits, PeerLink, PeerPort, Permit, Transport};
+use crate::policy::LogPolicy;
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
 use retrace_sim::logs::Capture;
@@ -88,8 +88,23 @@ enum Inbound<M> {
         received: Instant,
         _permit: Permit,
     },
+    /// `retrace mark`: keep this moment (the reply gets the mark as JSON).
+    Mark {
+        reason: String,
+        reply: Sender<Vec<u8>>,
+    },
     Shutdown,
 }
+
+/// The client port's one frame that is not a request: `{"retrace_mark": "reason"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkRequest {
+    retrace_mark: String,
+}
+
+/// The signal that marks the moment on a running node, for scripts and watchdogs.
+pub const MARK_SIGNAL: i32 = signal_hook::consts::SIGUSR1;
 
 /// A random seed from the OS (through std's randomly keyed hasher), to be recorded.
 fn os_seed() -> u64 {
@@ -315,6 +330,25 @@ fn serve_clients<M: retrace_sim::Message>(
                         return;
                     }
                 };
+                if let Ok(mark) = serde_json::from_slice::<MarkRequest>(&bytes) {
+                    let (rtx, rrx) = mpsc::channel();
+                    let request = Inbound::Mark {
+                        reason: mark.retrace_mark,
+                        reply: rtx,
+                    };
+                    if tx.send(request).is_err() {
+                        return;
+                    }
+                    let reply = rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
+                        serde_json::json!({ "error": "no reply" })
+                            .to_string()
+                            .into_bytes()
+                    });
+                    if client::write_frame(&mut conn, &reply).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let reply = match (serde_json::from_slice::<M>(&bytes), permit) {
                     (Err(e), _) => {
                         serde_json::json!({ "error": format!("not a request of this model: {e}") })
@@ -443,6 +477,19 @@ impl<M: Model> NodeRuntime<'_, M> {
             self.snapshot()?;
         }
         Ok(())
+    }
+
+    /// Marks this moment in the log (between steps); the answer for `retrace mark`.
+    fn mark(&mut self, reason: &str) -> Result<Vec<u8>, RecordError> {
+        if !self.log.recording() {
+            return Ok(serde_json::json!({ "error": "this node is not recording" })
+                .to_string()
+                .into_bytes());
+        }
+        let mark = self.log.mark(reason)?;
+        Ok(serde_json::json!({ "marked": mark })
+            .to_string()
+            .into_bytes())
     }
 
     /// Records the node as it is between steps (see `retrace_sim::snapshot`).
@@ -664,6 +711,7 @@ fn log_header<O>(scenario: &Scenario<O>, opts: &NodeOptions, name: &str) -> LogH
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
         segment: 0,
         first_record: 0,
+        started_wall_ns: 0,
     }
 }
 
@@ -792,6 +840,13 @@ pub fn run_node<M: Model>(
         capture: Capture::new(),
     };
     let _logs = rt.capture.enter();
+    let marked = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(MARK_SIGNAL, marked.clone()) {
+        diag::warn(format_args!(
+            "[{}] warning: the mark signal cannot be caught: {e}",
+            rt.name
+        ));
+    }
 
     // What the node finds on disk is an input: the OS decided which writes survived.
     let start = LogRecord::Start {
@@ -810,10 +865,17 @@ pub fn run_node<M: Model>(
                 received,
                 _permit,
             }) => rt.on_request(msg, reply, received)?,
+            Ok(Inbound::Mark { reason, reply }) => {
+                let json = rt.mark(&reason)?;
+                let _ = reply.send(json);
+            }
             Ok(Inbound::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
         rt.fire_due_timers()?;
+        if marked.swap(false, Ordering::AcqRel) {
+            rt.mark("signal SIGUSR1")?;
+        }
         rt.log.commit()?;
     }
     stop.store(true, Ordering::Relaxed);

@@ -5,13 +5,13 @@
 
 use crate::log::RecordError;
 use crate::log::{incomplete_marker, Log, LogRecord};
-use crate::segments::{read_segments, SegmentsError};
-use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use crate::manifest::Manifest;
+use crate::segments::{read_segments, SegmentsError};
 use retrace_sim::check::{
     describe, peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output,
     Place,
 };
+use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use retrace_sim::trace::Record;
 use retrace_sim::{Boot, Model, Node, NodeId, RequestId, Scenario, StepRng, Storage, TimerId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,7 +102,7 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
                 request: RequestId(*request),
                 digest: *digest,
             },
-            LogRecord::Log { .. } => {
+            LogRecord::Log { .. } | LogRecord::Mark { .. } => {
                 at += 1;
                 continue;
             }
@@ -186,7 +186,7 @@ pub fn verify_log<M: Model>(
         let record = &records[i];
         if !record.is_input() {
             match record {
-                LogRecord::Stop { .. } | LogRecord::Incomplete { .. } => {
+                LogRecord::Stop { .. } | LogRecord::Incomplete { .. } | LogRecord::Mark { .. } => {
                     i += 1;
                     continue;
                 }

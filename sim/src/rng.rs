@@ -280,10 +280,9 @@ impl StepRng {
             rng.draws_by_request.resize(STEP_RNG_SLOTS, (0, 0));
         }
         for &(slot, request, n) in &state.draws_by_request {
-            let cell = rng
-                .draws_by_request
-                .get_mut(slot as usize)
-                .ok_or_else(|| format!("request slot {slot} past the {STEP_RNG_SLOTS} a generator has"))?;
+            let cell = rng.draws_by_request.get_mut(slot as usize).ok_or_else(|| {
+                format!("request slot {slot} past the {STEP_RNG_SLOTS} a generator has")
+            })?;
             *cell = (request, n);
         }
         Ok(rng)
@@ -328,14 +327,22 @@ mod tests {
     fn a_resumed_step_rng_draws_what_the_original_would_have() {
         let mut a = StepRng::new(3);
         for step in 0..40u64 {
-            let ids = if step % 3 == 0 { vec![] } else { vec![RequestId(step % 7)] };
+            let ids = if step % 3 == 0 {
+                vec![]
+            } else {
+                vec![RequestId(step % 7)]
+            };
             a.begin_step(&ids);
             a.rng().next_u64();
         }
         let mut b = StepRng::resume(&a.state()).unwrap();
         assert_eq!(b.state(), a.state());
         for step in 0..40u64 {
-            let ids = if step % 2 == 0 { vec![] } else { vec![RequestId(step % 5)] };
+            let ids = if step % 2 == 0 {
+                vec![]
+            } else {
+                vec![RequestId(step % 5)]
+            };
             a.begin_step(&ids);
             b.begin_step(&ids);
             assert_eq!(a.rng().next_u64(), b.rng().next_u64(), "step {step}");

@@ -54,9 +54,17 @@ impl Storage {
     /// Everything the node's storage holds, durable or not: what a snapshot keeps.
     pub fn image(&self) -> StorageImage {
         StorageImage {
-            synced: self.synced.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            synced: self
+                .synced
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             syncs: self.syncs,
-            pending: self.pending.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 

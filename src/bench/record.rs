@@ -9,9 +9,9 @@ use crate::summary::group;
 use anyhow::anyhow;
 use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::log::LogRecord;
+use retrace_recorder::manifest::Manifest;
 use retrace_recorder::policy::{LogPolicy, Retain, SnapshotEvery};
 use retrace_recorder::segments::{node_log_bytes, read_segments};
-use retrace_recorder::manifest::Manifest;
 use std::path::Path;
 use std::time::Duration;
 
@@ -121,7 +121,8 @@ fn log_stats(dir: &Path, manifest: &Manifest) -> LogStats {
             s.records += read.log.records.len() as u64;
             for r in &read.log.records {
                 match r {
-                    LogRecord::Deliver { payload: p, .. } | LogRecord::External { payload: p, .. } => {
+                    LogRecord::Deliver { payload: p, .. }
+                    | LogRecord::External { payload: p, .. } => {
                         s.payload_bytes += p.len() as u64;
                         s.deliveries += u64::from(matches!(r, LogRecord::Deliver { .. }));
                     }
@@ -130,8 +131,8 @@ fn log_stats(dir: &Path, manifest: &Manifest) -> LogStats {
                     } => {
                         s.snapshots += 1;
                         s.snapshot_us += took_us;
-                        s.snapshot_bytes += retrace_sim::codec::encode(snapshot)
-                            .map_or(0, |b| b.len() as u64);
+                        s.snapshot_bytes +=
+                            retrace_sim::codec::encode(snapshot).map_or(0, |b| b.len() as u64);
                     }
                     _ => {}
                 }

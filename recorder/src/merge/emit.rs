@@ -8,6 +8,10 @@ use retrace_sim::trace::{InputHead, TraceOut};
 use retrace_sim::{NodeId, RequestId, Tag, TimerId};
 use std::collections::BTreeMap;
 
+/// How a mark shows in a trace: a `warn` log line of this target.
+pub const MARK_TARGET: &str = "retrace::mark";
+const MARK_LEVEL: u8 = 2;
+
 /// What the trace written so far says about ids.
 pub(super) struct Emitter {
     pub trace: TraceOut,
@@ -106,7 +110,8 @@ impl Emitter {
                 // The pending timers' firings link here, as to their setting.
                 let index = trace.push(|e, o| e.resume(o, head, snapshot));
                 for t in &snapshot.timers {
-                    self.timer_ids.insert((step.node, step.incarnation, t.0), index);
+                    self.timer_ids
+                        .insert((step.node, step.incarnation, t.0), index);
                 }
                 index
             }
@@ -145,7 +150,8 @@ impl Emitter {
             } => {
                 let tag = Tag::from_bytes(tag);
                 let i = trace.push(|e, out| e.timer_set(out, TimerId(*timer), &tag, *after_ns));
-                self.timer_ids.insert((step.node, step.incarnation, *timer), i);
+                self.timer_ids
+                    .insert((step.node, step.incarnation, *timer), i);
             }
             LogRecord::TimerCancel { timer } => {
                 if self
@@ -170,6 +176,12 @@ impl Emitter {
             }
             LogRecord::Respond { request, digest } => {
                 trace.push(|e, out| e.respond(out, RequestId(*request), *digest));
+            }
+            // A mark is no output of node code: a log line (which replay does not check),
+            // after the step it followed.
+            LogRecord::Mark { reason, .. } => {
+                let text = format!("mark: {reason}");
+                trace.push(|e, out| e.log(out, MARK_LEVEL, MARK_TARGET, &text));
             }
             LogRecord::Incomplete { reason, .. } => {
                 let text = format!("recording stopped here: {reason}");

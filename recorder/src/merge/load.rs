@@ -3,16 +3,16 @@
 
 use super::MergeReport;
 use crate::log::{LogRecord, Timing};
-use crate::segments::{read_segments, SegmentsError};
-use retrace_sim::NodeSnapshot;
 use crate::manifest::Manifest;
+use crate::segments::{read_segments, SegmentsError};
 use crate::wire::MsgId;
 use retrace_sim::codec;
+use retrace_sim::NodeSnapshot;
 use retrace_sim::RequestId;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-pub(super) enum Input {
+pub(crate) enum Input {
     Start {
         seed: u64,
         restart: bool,
@@ -38,10 +38,12 @@ pub(super) enum Input {
     },
     Crash,
     /// The life's log starts at this snapshot: retention deleted what came before.
-    Resume { snapshot: NodeSnapshot },
+    Resume {
+        snapshot: NodeSnapshot,
+    },
 }
 
-pub(super) struct Step {
+pub(crate) struct Step {
     /// Measured waiting and handler time of the step (recorded runs).
     pub timing: Timing,
     pub node: u32,
@@ -122,101 +124,116 @@ pub(super) fn load_steps(
                     mn.name, incarnation.log
                 ));
             }
-            let mut last_wall = 0;
-            let mut first = true;
-            for mut record in log.records {
-                let at_start = std::mem::take(&mut first);
-                let wall = record.wall_ns();
-                let timing = record.timing_mut().copied().unwrap_or_default();
-                let input = match record {
-                    LogRecord::Start {
-                        seed,
-                        restart,
-                        storage,
-                        ..
-                    } => Some(Input::Start {
-                        seed,
-                        restart,
-                        storage_digest: storage_digest(&storage),
-                        storage,
-                    }),
-                    LogRecord::Deliver {
-                        id,
-                        request_ids,
-                        payload,
-                        ..
-                    } => Some(Input::Deliver {
-                        id,
-                        payload,
-                        request_ids: request_ids.into_iter().map(RequestId).collect(),
-                        unsent: false,
-                    }),
-                    LogRecord::Timer {
-                        timer,
-                        tag,
-                        request_ids,
-                        ..
-                    } => Some(Input::Timer {
-                        timer,
-                        tag,
-                        request_ids: request_ids.into_iter().map(RequestId).collect(),
-                    }),
-                    LogRecord::External {
-                        request, payload, ..
-                    } => Some(Input::External {
-                        request: RequestId(request),
-                        payload,
-                    }),
-                    LogRecord::Stop { .. } => None,
-                    // A snapshot where the kept log starts is where the node's history in
-                    // the trace starts; any later one only checks re-execution (`verify`).
-                    LogRecord::Snapshot { snapshot, .. } if at_start => {
-                        Some(Input::Resume { snapshot })
-                    }
-                    LogRecord::Snapshot { .. } => None,
-                    other => {
-                        if let Some(step) = steps.last_mut().filter(|s| s.incarnation == inc as u32)
-                        {
-                            step.outputs.push(other);
-                        }
-                        None
-                    }
-                };
-                if let Some(w) = wall {
-                    last_wall = w;
-                }
-                if let Some(input) = input {
-                    let local = steps.len();
-                    steps.push(Step {
-                        timing,
-                        node: node as u32,
-                        incarnation: inc as u32,
-                        local,
-                        wall_ns: last_wall,
-                        input,
-                        outputs: Vec::new(),
-                    });
-                }
-            }
-            // A life that did not stop cleanly ended in a crash (the launcher's SIGKILL, or a
-            // failure): the trace says so, as the simulator's would.
-            let killed = incarnation.ended.crashed();
-            if killed {
-                let local = steps.len();
-                steps.push(Step {
-                    timing: Timing::default(),
-                    node: node as u32,
-                    incarnation: inc as u32,
-                    local,
-                    wall_ns: last_wall,
-                    input: Input::Crash,
-                    outputs: Vec::new(),
-                });
-            }
+            push_life(
+                &mut steps,
+                node as u32,
+                inc as u32,
+                log.records,
+                incarnation.ended.crashed(),
+            );
         }
         per_node.push(steps);
     }
     per_node
+}
+
+/// Appends one life's records to its node's program-ordered `steps`: each input starts a
+/// step, the records after it are its outputs; a life that `crashed` ends in a crash step.
+/// (`capture` hands over part of a life: records from a snapshot to the window's end.)
+pub(crate) fn push_life(
+    steps: &mut Vec<Step>,
+    node: u32,
+    incarnation: u32,
+    records: Vec<LogRecord>,
+    crashed: bool,
+) {
+    let mut last_wall = 0;
+    let mut first = true;
+    for mut record in records {
+        let at_start = std::mem::take(&mut first);
+        let wall = record.wall_ns();
+        let timing = record.timing_mut().copied().unwrap_or_default();
+        let input = match record {
+            LogRecord::Start {
+                seed,
+                restart,
+                storage,
+                ..
+            } => Some(Input::Start {
+                seed,
+                restart,
+                storage_digest: storage_digest(&storage),
+                storage,
+            }),
+            LogRecord::Deliver {
+                id,
+                request_ids,
+                payload,
+                ..
+            } => Some(Input::Deliver {
+                id,
+                payload,
+                request_ids: request_ids.into_iter().map(RequestId).collect(),
+                unsent: false,
+            }),
+            LogRecord::Timer {
+                timer,
+                tag,
+                request_ids,
+                ..
+            } => Some(Input::Timer {
+                timer,
+                tag,
+                request_ids: request_ids.into_iter().map(RequestId).collect(),
+            }),
+            LogRecord::External {
+                request, payload, ..
+            } => Some(Input::External {
+                request: RequestId(request),
+                payload,
+            }),
+            LogRecord::Stop { .. } => None,
+            // A snapshot where the kept log starts is where the node's history in
+            // the trace starts; any later one only checks re-execution (`verify`).
+            LogRecord::Snapshot { snapshot, .. } if at_start => Some(Input::Resume { snapshot }),
+            LogRecord::Snapshot { .. } => None,
+            other => {
+                if let Some(step) = steps.last_mut().filter(|s| s.incarnation == incarnation) {
+                    step.outputs.push(other);
+                }
+                None
+            }
+        };
+        if let Some(w) = wall {
+            last_wall = w;
+        }
+        if let Some(input) = input {
+            let local = steps.len();
+            steps.push(Step {
+                timing,
+                node: node,
+                incarnation: incarnation,
+                local,
+                wall_ns: last_wall,
+                input,
+                outputs: Vec::new(),
+            });
+        }
+    }
+    // A life that did not stop cleanly ended in a crash (the launcher's SIGKILL, or a
+    // failure): the trace says so, as the simulator's would.
+    if crashed {
+        let local = steps.len();
+        steps.push(Step {
+            timing: Timing::default(),
+            node: node,
+            incarnation: incarnation,
+            local,
+            wall_ns: last_wall,
+            input: Input::Crash,
+            outputs: Vec::new(),
+        });
+    }
 }
 
 /// Drops deliveries duplicated by reconnects (by message id) and marks those whose send is in

@@ -19,6 +19,7 @@ use crate::log::RecordError;
 use crate::manifest::Manifest;
 use emit::Emitter;
 use load::{link_deliveries, load_steps};
+pub(crate) use load::{push_life, Step};
 use order::Order;
 use retrace_sim::trace::{Header, NodeInfo, Origin, Outcome, TraceOut, TraceReader, TraceWriter};
 use std::path::Path;
@@ -44,10 +45,8 @@ pub struct MergeReport {
 pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
     let manifest = Manifest::read(dir)?;
     let mut report = MergeReport::default();
-    let mut per_node = load_steps(dir, &manifest, &mut report);
-    link_deliveries(&mut per_node, &mut report);
+    let per_node = load_steps(dir, &manifest, &mut report);
     let names: Vec<String> = manifest.nodes.iter().map(|n| n.name.clone()).collect();
-
     let header = Header {
         origin: Origin::Recorded {
             description: format!("merged from {} ({} logs)", dir.display(), report.logs),
@@ -63,18 +62,32 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
         ),
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
     };
+    write_trace(per_node, &names, &header, out, &mut report)?;
+    Ok(report)
+}
+
+/// Orders every node's program-ordered steps by happens-before and writes them as the trace
+/// `out`, checked by reading it back (merge and capture alike).
+pub(crate) fn write_trace(
+    mut per_node: Vec<Vec<Step>>,
+    names: &[String],
+    header: &Header,
+    out: &Path,
+    report: &mut MergeReport,
+) -> Result<(), RecordError> {
+    link_deliveries(&mut per_node, report);
     let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let trace = TraceOut::new(Some(TraceWriter::to_sink(&header, Box::new(file))));
+    let trace = TraceOut::new(Some(TraceWriter::to_sink(header, Box::new(file))));
     let mut emitter = Emitter::new(trace, per_node.len());
     let mut order = Order::new(&per_node);
     let total: usize = per_node.iter().map(Vec::len).sum();
     let mut sent = Vec::new();
     for _ in 0..total {
         let (node, pos) = order
-            .next(&mut per_node, &names, &mut report)
+            .next(&mut per_node, names, report)
             .ok_or("merge made no progress")?;
         sent.clear();
-        emitter.step(&per_node[node][pos], &names, &mut sent)?;
+        emitter.step(&per_node[node][pos], names, &mut sent)?;
         for msg in &sent {
             order.sent(&per_node, msg);
         }
@@ -90,7 +103,7 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
         .finish()
         .map_err(|e| format!("{}: {e}", out.display()))?;
     check_readable(out)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Reads the merged trace back through the reader every consumer uses: what merge writes,
