@@ -21,8 +21,11 @@ for s in kv-ack-before-replicate raft-double-vote twopc-presumed-commit webstack
     "$retrace" run "$work/small-$s.toml" -o $c/trace/small-$s.trace >/dev/null 2>&1 || true
 done
 cp $c/trace/small-kv-* $c/trace/kv-* $c/replay_tui/
-"$retrace" cluster scenarios/pingpong.toml --record "$work/rec" --duration 1s --closed-loop 1 >/dev/null 2>&1
-for f in "$work"/rec/*.log; do
+# Small segments and frequent snapshots, so the log corpus has segment headers past the
+# first and snapshot records.
+"$retrace" cluster scenarios/pingpong.toml --record "$work/rec" --duration 1s --closed-loop 1 \
+    --segment-size 4096 --retain all --snapshot-every 50 >/dev/null 2>&1
+for f in "$work"/rec/*.log "$work"/rec/*.log.[0-9]*; do
     head -c 1048576 "$f" > "$c/log/$(basename "$f")"
     head -c 65536 "$f" > "$c/wire/$(basename "$f")"
 done

@@ -109,6 +109,14 @@ fn a_marked_moment_is_captured_as_a_trace_that_replays_and_explains() {
         stdout(&o),
         stderr(&o)
     );
+    // The TUI opens it and moves through it, across the resumes.
+    let registry = retrace::registry::Registry::builtin();
+    let loaded = retrace::sim::Trace::load(&trace).unwrap();
+    let mut app = retrace::tui::App::new(registry.session(loaded).unwrap());
+    for key in ["G", "w", "<Esc>", "g", "j", "j", "w"] {
+        app.press(key);
+    }
+    assert!(app.session.divergence().is_none());
     let o = retrace(&["show", trace.to_str().unwrap()]);
     let shown = stdout(&o);
     assert!(shown.contains("resume"), "nodes start at snapshots");

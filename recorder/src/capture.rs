@@ -16,6 +16,7 @@
 
 use crate::log::{read_log, read_log_header, LogHeader, LogRecord, Mark, RecordError};
 use crate::merge::{push_life, write_trace, MergeReport, Step};
+use crate::segments::parse_log_file_name;
 use retrace_sim::trace::{Header, NodeInfo, Origin};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,28 +61,20 @@ struct SegmentFile {
     header: LogHeader,
 }
 
-/// `NAME.LIFE.log` is (NAME, LIFE, 0); `NAME.LIFE.log.K` is (NAME, LIFE, K).
-fn parse_file_name(file: &str) -> Option<(String, u32, u32)> {
-    let (stem, segment) = match file.rsplit_once(".log") {
-        Some((stem, "")) => (stem, 0),
-        Some((stem, tail)) => (
-            stem,
-            tail.strip_prefix('.')?.parse().ok().filter(|&k| k > 0)?,
-        ),
-        None => return None,
-    };
-    let (name, life) = stem.rsplit_once('.')?;
-    Some((name.to_string(), life.parse().ok()?, segment))
-}
-
 /// Every life's segments in `dirs`, by (node name, life), each life's in segment order. A
 /// segment found in two directories (copied twice) is read once.
-fn find_lives(dirs: &[PathBuf]) -> Result<BTreeMap<(String, u32), Vec<SegmentFile>>, RecordError> {
+/// A segment whose header does not read (a node killed while starting it) is left out,
+/// named in `problems`.
+fn find_lives(
+    dirs: &[PathBuf],
+    problems: &mut Vec<String>,
+) -> Result<BTreeMap<(String, u32), Vec<SegmentFile>>, RecordError> {
     let mut lives: BTreeMap<(String, u32), BTreeMap<u32, SegmentFile>> = BTreeMap::new();
     for dir in dirs {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries.filter_map(Result::ok) {
-            let Some((name, life, segment)) = entry.file_name().to_str().and_then(parse_file_name)
+            let Some((name, life, segment)) =
+                entry.file_name().to_str().and_then(parse_log_file_name)
             else {
                 continue;
             };
@@ -90,7 +83,13 @@ fn find_lives(dirs: &[PathBuf]) -> Result<BTreeMap<(String, u32), Vec<SegmentFil
                 continue;
             }
             let path = entry.path();
-            let header = read_log_header(&path).map_err(|e| RecordError(e.0))?;
+            let header = match read_log_header(&path) {
+                Ok(h) => h,
+                Err(e) => {
+                    problems.push(format!("{e}; left out"));
+                    continue;
+                }
+            };
             if header.segment != segment || header.incarnation != life {
                 return Err(RecordError(format!(
                     "{}: its header says life {} segment {}, its name life {life} segment {segment}",
@@ -118,7 +117,7 @@ fn read_marks(dirs: &[PathBuf]) -> Vec<Mark> {
         };
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if !path.extension().is_some_and(|e| e == "marks") {
+            if path.extension().is_none_or(|e| e != "marks") {
                 continue;
             }
             let Ok(file) = std::fs::File::open(&path) else {
@@ -257,7 +256,8 @@ pub fn capture(
     opts: &CaptureOptions,
     out: &Path,
 ) -> Result<CaptureReport, RecordError> {
-    let lives = find_lives(dirs)?;
+    let mut report = CaptureReport::default();
+    let lives = find_lives(dirs, &mut report.merge.problems)?;
     let Some(((_, _), any)) = lives.iter().next() else {
         let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         return Err(RecordError(format!(
@@ -279,7 +279,6 @@ pub fn capture(
             )));
         }
     }
-    let mut report = CaptureReport::default();
     let center = match &opts.around {
         Around::Time(t) => *t,
         Around::Mark(text) => {
@@ -413,20 +412,5 @@ mod tests {
             "a zone is required"
         );
         assert_eq!(parse_wall_time("disk full on replica-2"), None);
-    }
-
-    #[test]
-    fn log_file_names_parse_with_dots_in_node_names() {
-        assert_eq!(
-            parse_file_name("replica-0.2.log"),
-            Some(("replica-0".into(), 2, 0))
-        );
-        assert_eq!(
-            parse_file_name("db.eu.1.log.7"),
-            Some(("db.eu".into(), 1, 7))
-        );
-        assert_eq!(parse_file_name("replica-0.2.log.tmp"), None);
-        assert_eq!(parse_file_name("replica-0.2.stderr"), None);
-        assert_eq!(parse_file_name("replica-0.marks"), None);
     }
 }

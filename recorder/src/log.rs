@@ -285,6 +285,12 @@ impl Syncer {
         self.error.lock().ok().and_then(|e| e.clone())
     }
 
+    /// Lets the thread make its last sync and end on its own (a closed segment's).
+    fn detach(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.handle.take();
+    }
+
     fn finish(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
@@ -309,8 +315,8 @@ pub struct LogWriter {
     last_snapshot: Instant,
     /// `records` after the last snapshot.
     last_snapshot_record: u64,
-    /// What retention deleted while this life ran.
-    retired: segments::Retired,
+    /// Directory syncs and retention, off the event loop (started at the first need).
+    housekeeper: Option<segments::Housekeeper>,
     file: Option<File>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -375,7 +381,7 @@ impl LogWriter {
             segment_started: now,
             last_snapshot: now,
             last_snapshot_record: 0,
-            retired: segments::Retired::default(),
+            housekeeper: None,
             file: None,
             buf: Vec::with_capacity(WRITE_BATCH_BYTES + 4096),
             scratch: Vec::with_capacity(256),
@@ -415,7 +421,9 @@ impl LogWriter {
     /// here as well.
     pub fn with_policy(mut self, policy: LogPolicy) -> Self {
         self.policy = policy;
-        self.retire();
+        if policy.retain != crate::policy::Retain::All && self.file.is_some() {
+            self.retire();
+        }
         self
     }
 
@@ -459,20 +467,15 @@ impl LogWriter {
 
     /// Closes the segment being written and starts the next with `snapshot`.
     ///
-    /// The closed segment reaches the disk whole first (synced, under a policy that syncs),
-    /// and the new one appears only complete with its header and snapshot (written under a
-    /// temporary name, synced, renamed, the directory synced): a kill at any moment leaves
-    /// consecutive segments, each readable, of which only the last can be cut.
+    /// Crash safety without stalling the node: the closed segment's last records reach the
+    /// file first, and the new segment is created with its header and snapshot in one
+    /// write, so a kill at any moment leaves consecutive segments of which only the last
+    /// can be cut (or, killed inside that one write, have a torn header: readers leave such
+    /// a last segment out). The syncs follow the policy: under `always` the new segment and
+    /// its directory entry are synced before the node goes on; under `batch` the closed
+    /// segment's last sync, the directory sync and retention run off the event loop.
     fn rotate(&mut self, snapshot: LogRecord) -> Result<(), RecordError> {
         self.write_out()?;
-        let sync = !matches!(self.fsync, Fsync::Never);
-        if sync {
-            if let Some(file) = self.file.as_mut() {
-                if let Err(e) = file.sync_data() {
-                    return self.fail(format!("syncing {}: {e}", self.path.display()));
-                }
-            }
-        }
         if self.file.is_none() {
             return Ok(());
         }
@@ -488,10 +491,11 @@ impl LogWriter {
         self.last_wall_ns = 0;
         let _ = self.append(snapshot);
         let bytes = std::mem::take(&mut self.buf);
-        let tmp = segments::temporary_path(&path);
         let disk_full = self
             .disk_full_after
             .is_some_and(|max| self.bytes + bytes.len() as u64 > max);
+        let always = matches!(self.fsync, Fsync::Always);
+        let dir = self.base.parent().map(Path::to_owned);
         let written = (|| -> std::io::Result<File> {
             if disk_full {
                 return Err(std::io::Error::from_raw_os_error(28));
@@ -500,29 +504,34 @@ impl LogWriter {
                 .create(true)
                 .write(true)
                 .truncate(true)
-                .open(&tmp)?;
+                .open(&path)?;
             f.write_all(&bytes)?;
-            if sync {
+            if always {
                 f.sync_data()?;
-            }
-            std::fs::rename(&tmp, &path)?;
-            if let (true, Some(dir)) = (sync, path.parent()) {
-                File::open(dir)?.sync_all()?;
+                if let Some(dir) = &dir {
+                    File::open(dir)?.sync_all()?;
+                }
             }
             Ok(f)
         })();
         let file = match written {
             Ok(f) => f,
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                // A partial segment would read as a torn one; none is clearer.
+                let _ = std::fs::remove_file(&path);
                 return self.fail(format!("starting segment {}: {e}", path.display()));
             }
         };
-        if let Some(mut s) = self.syncer.take() {
-            s.finish();
+        // The closed segment's syncer makes its last sync on its own and ends.
+        if let Some(s) = self.syncer.take() {
+            s.detach();
         }
         if let (Fsync::Batch { interval }, Ok(clone)) = (self.fsync, file.try_clone()) {
             self.syncer = Some(Syncer::start(clone, interval));
+        }
+        let housekeeper = self.housekeeper.get_or_insert_with(Default::default);
+        if let (Fsync::Batch { .. }, Some(dir)) = (self.fsync, &dir) {
+            housekeeper.submit(segments::Job::SyncDir(dir.clone()));
         }
         self.file = Some(file);
         self.path = path;
@@ -538,33 +547,24 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Deletes the node's oldest segments past what the policy keeps. A failure is
-    /// reported and recording goes on: the disk fills more slowly than the node would
-    /// stop being recorded.
+    /// Deletes the node's oldest segments past what the policy keeps, off the event loop.
     fn retire(&mut self) {
         let Some(dir) = self.base.parent() else {
             return;
         };
-        let reserve = self
-            .policy
-            .segment_bytes_max
-            .saturating_sub(self.segment_bytes);
-        match segments::retire(
-            dir,
-            &self.header.name,
-            &self.path,
-            self.policy.retain,
-            reserve,
-        ) {
-            Ok(r) => {
-                self.retired.segments += r.segments;
-                self.retired.bytes += r.bytes;
-            }
-            Err(e) => crate::diag::warn(format_args!(
-                "warning: [{}] deleting old log segments: {e}",
-                self.header.name
-            )),
-        }
+        let job = segments::Job::Retire {
+            dir: dir.to_owned(),
+            name: self.header.name.clone(),
+            current: self.path.clone(),
+            retain: self.policy.retain,
+            reserve_bytes: self
+                .policy
+                .segment_bytes_max
+                .saturating_sub(self.segment_bytes),
+        };
+        self.housekeeper
+            .get_or_insert_with(Default::default)
+            .submit(job);
     }
 
     /// Marks this moment, between two steps: a record in the log, and a line in the node's
@@ -608,8 +608,13 @@ impl LogWriter {
     }
 
     /// Which segment is being written, and what retention deleted in this life.
-    pub fn segments(&self) -> (u32, &segments::Retired) {
-        (self.segment, &self.retired)
+    pub fn segments(&self) -> (u32, segments::Retired) {
+        let retired = self
+            .housekeeper
+            .as_ref()
+            .map(segments::Housekeeper::retired)
+            .unwrap_or_default();
+        (self.segment, retired)
     }
 
     /// A writer that records nothing (recording switched off).
@@ -638,7 +643,7 @@ impl LogWriter {
             segment_started: now,
             last_snapshot: now,
             last_snapshot_record: 0,
-            retired: segments::Retired::default(),
+            housekeeper: None,
             file: None,
             buf: Vec::new(),
             scratch: Vec::new(),
@@ -790,6 +795,9 @@ impl LogWriter {
         }
         if let Some(mut s) = self.syncer.take() {
             s.finish();
+        }
+        if let Some(mut h) = self.housekeeper.take() {
+            h.finish();
         }
         Ok(())
     }

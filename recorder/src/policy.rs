@@ -116,7 +116,7 @@ fn show_duration(d: Duration, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         ("ms", 1_000_000),
         ("us", 1_000),
     ] {
-        if ns >= scale && ns % scale == 0 {
+        if ns >= scale && ns.is_multiple_of(scale) {
             return write!(f, "{}{unit}", ns / scale);
         }
     }

@@ -7,15 +7,17 @@
 //! re-executed on its own. That is what makes retention safe: deleting the oldest segments
 //! leaves a log that still verifies, merges and replays from its first snapshot.
 //!
-//! Crash safety: a segment is written whole under a temporary name (header and snapshot,
-//! synced) and renamed into place only after the segment before it is complete on disk, so
-//! a kill at any moment leaves consecutive segments of which only the last can be cut.
+//! Crash safety: a segment is started only after the segment before it is complete in its
+//! file, with its header and snapshot in one write, so a kill at any moment leaves
+//! consecutive segments of which only the last can be cut — or, killed inside that write,
+//! have a torn header, which readers take as a cut before it.
 //! Deletion goes oldest first and each deleted name is first written to the node's
 //! `.retired` journal, so a reader can tell a segment retention removed from one that was
 //! lost.
 
 use crate::log::{read_log, Log, LogCut, LogError, LogRecord};
 use crate::policy::Retain;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -27,13 +29,6 @@ pub fn segment_path(base: &Path, k: u32) -> PathBuf {
     }
     let mut name = base.as_os_str().to_owned();
     name.push(format!(".{k}"));
-    PathBuf::from(name)
-}
-
-/// The temporary name a segment is written under before it is renamed into place.
-pub fn temporary_path(segment: &Path) -> PathBuf {
-    let mut name = segment.as_os_str().to_owned();
-    name.push(".tmp");
     PathBuf::from(name)
 }
 
@@ -63,13 +58,14 @@ fn node_segments(dir: &Path, name: &str) -> Vec<Found> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let prefix = format!("{name}.");
     let mut found: Vec<Found> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
             let file = e.file_name().into_string().ok()?;
-            let rest = file.strip_prefix(&prefix)?;
-            let (incarnation, segment) = parse_segment_name(rest)?;
+            let (node, incarnation, segment) = parse_log_file_name(&file)?;
+            if node != name {
+                return None;
+            }
             let meta = e.metadata().ok()?;
             Some(Found {
                 incarnation,
@@ -84,17 +80,35 @@ fn node_segments(dir: &Path, name: &str) -> Vec<Found> {
     found
 }
 
-/// `3.log` is (3, 0); `3.log.12` is (3, 12); anything else is not a segment.
-fn parse_segment_name(rest: &str) -> Option<(u32, u32)> {
-    let (incarnation, tail) = rest.split_once(".log")?;
-    let incarnation = incarnation.parse().ok()?;
-    match tail {
-        "" => Some((incarnation, 0)),
-        _ => {
-            let k: u32 = tail.strip_prefix('.')?.parse().ok()?;
-            (k > 0).then_some((incarnation, k))
+/// `NAME.LIFE.log` is (NAME, LIFE, 0); `NAME.LIFE.log.K` is (NAME, LIFE, K).
+pub fn parse_log_file_name(file: &str) -> Option<(String, u32, u32)> {
+    let (stem, segment) = match file.rsplit_once(".log") {
+        Some((stem, "")) => (stem, 0),
+        Some((stem, tail)) => (
+            stem,
+            tail.strip_prefix('.')?.parse().ok().filter(|&k| k > 0)?,
+        ),
+        None => return None,
+    };
+    let (name, life) = stem.rsplit_once('.')?;
+    Some((name.to_string(), life.parse().ok()?, segment))
+}
+
+/// The bytes each node's segments take in `dir`, all lives, by node name: one listing of
+/// the directory.
+pub fn log_bytes_by_node(dir: &Path) -> BTreeMap<String, u64> {
+    let mut by_node = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            let Some((node, _, _)) = name.to_str().and_then(parse_log_file_name) else {
+                continue;
+            };
+            let bytes = e.metadata().map_or(0, |m| m.len());
+            *by_node.entry(node).or_insert(0) += bytes;
         }
     }
+    by_node
 }
 
 /// What retention removed in one pass.
@@ -107,8 +121,7 @@ pub struct Retired {
 /// Deletes node `name`'s oldest segments in `dir` until what is left meets `retain`, with
 /// room for the segment `current` (being written) to grow by `reserve_bytes` more: so the
 /// node stays within its bound until the next rotation. `current` is never deleted, nor
-/// anything after it. Leftover temporary segments of the node (a kill during a rotation)
-/// go too.
+/// anything after it.
 pub fn retire(
     dir: &Path,
     name: &str,
@@ -157,17 +170,125 @@ pub fn retire(
             retired.bytes += f.bytes;
         }
     }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        let prefix = format!("{name}.");
-        for e in entries.filter_map(Result::ok) {
-            let file = e.file_name();
-            let file = file.to_string_lossy();
-            if file.starts_with(&prefix) && file.ends_with(".tmp") {
-                let _ = std::fs::remove_file(e.path());
+    Ok(retired)
+}
+
+/// Work on a node's segments that must not hold up its event loop: making a new segment's
+/// name durable (a directory sync) and retention's deletions. One thread per log behind a
+/// bounded queue; when the queue is full the caller does the job itself, so nothing waits
+/// unboundedly and nothing is dropped.
+pub struct Housekeeper {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    retired: std::sync::Arc<std::sync::Mutex<Retired>>,
+}
+
+/// Jobs waiting for the housekeeping thread.
+const HOUSEKEEPING_QUEUE: usize = 16;
+
+/// One piece of housekeeping.
+pub enum Job {
+    /// Sync a directory, so a file created in it survives a machine crash.
+    SyncDir(PathBuf),
+    /// Run [`retire`] with these arguments.
+    Retire {
+        dir: PathBuf,
+        name: String,
+        current: PathBuf,
+        retain: Retain,
+        reserve_bytes: u64,
+    },
+}
+
+impl Job {
+    fn run(self, retired: &std::sync::Mutex<Retired>) {
+        match self {
+            Job::SyncDir(dir) => {
+                if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+                    crate::diag::warn(format_args!("warning: syncing {}: {e}", dir.display()));
+                }
             }
+            Job::Retire {
+                dir,
+                name,
+                current,
+                retain,
+                reserve_bytes,
+            } => match retire(&dir, &name, &current, retain, reserve_bytes) {
+                Ok(r) => {
+                    if let Ok(mut total) = retired.lock() {
+                        total.segments += r.segments;
+                        total.bytes += r.bytes;
+                    }
+                }
+                // The disk fills more slowly than the node would stop being recorded.
+                Err(e) => crate::diag::warn(format_args!(
+                    "warning: [{name}] deleting old log segments: {e}"
+                )),
+            },
         }
     }
-    Ok(retired)
+}
+
+impl Default for Housekeeper {
+    fn default() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(HOUSEKEEPING_QUEUE);
+        let retired = std::sync::Arc::new(std::sync::Mutex::new(Retired::default()));
+        let mine = retired.clone();
+        let handle = std::thread::Builder::new()
+            .name("log-housekeeping".into())
+            .spawn(move || {
+                for job in rx {
+                    job.run(&mine);
+                }
+            })
+            .ok();
+        Housekeeper {
+            tx: handle.is_some().then_some(tx),
+            handle,
+            retired,
+        }
+    }
+}
+
+impl Housekeeper {
+    /// Hands `job` to the thread, or does it now if the thread is busy or gone.
+    pub fn submit(&self, job: Job) {
+        let job = match &self.tx {
+            Some(tx) => match tx.try_send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::TrySendError::Full(job))
+                | Err(std::sync::mpsc::TrySendError::Disconnected(job)) => job,
+            },
+            None => job,
+        };
+        job.run(&self.retired);
+    }
+
+    /// What retention deleted so far.
+    pub fn retired(&self) -> Retired {
+        self.retired
+            .lock()
+            .map(|r| Retired {
+                segments: r.segments,
+                bytes: r.bytes,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits for the jobs handed over so far.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Housekeeper {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// The bytes node `name`'s segments take in `dir`, all lives.
@@ -231,10 +352,9 @@ pub fn read_segments(
     log_name: &str,
 ) -> Result<SegmentedLog, SegmentsError> {
     let base = dir.join(log_name);
-    let incarnation = log_name
-        .strip_prefix(&format!("{node_name}."))
-        .and_then(parse_segment_name)
-        .map(|(inc, _)| inc);
+    let incarnation = parse_log_file_name(log_name)
+        .filter(|(node, _, segment)| node == node_name && *segment == 0)
+        .map(|(_, inc, _)| inc);
     let Some(incarnation) = incarnation else {
         // Not named as the launcher names logs: one file.
         let log = read_log(&base).map_err(SegmentsError::Unreadable)?;
@@ -262,7 +382,24 @@ pub fn read_segments(
     // The segment and record index the next segment must start at.
     let mut next: Option<(u32, u64)> = None;
     for (read, f) in present.iter().enumerate() {
-        let log = read_log(&f.path).map_err(SegmentsError::Unreadable)?;
+        let log = match read_log(&f.path) {
+            Ok(log) => log,
+            // The last segment, killed while its header was being written: the life ends
+            // where the segment before it does.
+            Err(e) if read > 0 && read + 1 == present.len() => {
+                if let Some(j) = joined.as_mut() {
+                    j.cut = Some(LogCut {
+                        tail: None,
+                        stopped: Some(format!("its last segment is unreadable: {e}")),
+                        unreadable_bytes: f.bytes,
+                        dropped_records: 0,
+                        dropped_segments: 1,
+                    });
+                }
+                break;
+            }
+            Err(e) => return Err(SegmentsError::Unreadable(e)),
+        };
         let located = |what: String| {
             SegmentsError::Unreadable(LogError(format!("{}: {what}", f.path.display())))
         };
@@ -329,13 +466,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_file_names_parse_with_dots_in_node_names() {
+        assert_eq!(
+            parse_log_file_name("replica-0.2.log"),
+            Some(("replica-0".into(), 2, 0))
+        );
+        assert_eq!(
+            parse_log_file_name("db.eu.1.log.7"),
+            Some(("db.eu".into(), 1, 7))
+        );
+        assert_eq!(parse_log_file_name("replica-0.2.log.tmp"), None);
+        assert_eq!(parse_log_file_name("replica-0.2.stderr"), None);
+        assert_eq!(parse_log_file_name("replica-0.marks"), None);
+    }
+
+    #[test]
     fn segment_names_parse_back() {
-        assert_eq!(parse_segment_name("3.log"), Some((3, 0)));
-        assert_eq!(parse_segment_name("3.log.12"), Some((3, 12)));
-        assert_eq!(parse_segment_name("3.log.0"), None);
-        assert_eq!(parse_segment_name("3.log.tmp"), None);
-        assert_eq!(parse_segment_name("3.stderr"), None);
-        assert_eq!(parse_segment_name("3.log.2.tmp"), None);
+        assert_eq!(parse_log_file_name("n.3.log.0"), None);
+        assert_eq!(parse_log_file_name("n.3.log.2.tmp"), None);
         let base = Path::new("/d/replica-0.3.log");
         assert_eq!(segment_path(base, 0), base);
         assert_eq!(segment_path(base, 5), Path::new("/d/replica-0.3.log.5"));

@@ -11,7 +11,7 @@ use retrace_recorder::launcher::{ClusterOptions, Load};
 use retrace_recorder::log::LogRecord;
 use retrace_recorder::manifest::Manifest;
 use retrace_recorder::policy::{LogPolicy, Retain, SnapshotEvery};
-use retrace_recorder::segments::{node_log_bytes, read_segments};
+use retrace_recorder::segments::{log_bytes_by_node, node_log_bytes, read_segments};
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,29 +59,27 @@ const MODES: [Mode; 4] = [
 /// as the issue sets them.
 fn flight_policy() -> LogPolicy {
     LogPolicy {
-        segment_bytes_max: 512 << 10,
+        segment_bytes_max: 128 << 10,
         segment_age_max: Duration::from_secs(3600),
-        retain: Retain::Bytes(2 << 20),
+        retain: Retain::Bytes(512 << 10),
         snapshot_every: SnapshotEvery::Time(Duration::from_secs(10)),
     }
 }
 
 /// How often the sampler measures each node's log on disk.
-const DISK_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+const DISK_SAMPLE_INTERVAL: Duration = Duration::from_millis(25);
 
-/// Samples the bytes each node's segments take in `dir` until `stop`; returns the peak per
-/// node.
+/// Samples the bytes each node's segments take in `dir` until `stop` (one directory listing
+/// a sample); returns the most any node took.
 fn sample_disk(
     dir: std::path::PathBuf,
-    names: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<Vec<u64>> {
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let mut peak = vec![0u64; names.len()];
+        let mut peak = 0;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for (p, name) in peak.iter_mut().zip(&names) {
-                *p = (*p).max(node_log_bytes(&dir, name));
-            }
+            let most = log_bytes_by_node(&dir).into_values().max().unwrap_or(0);
+            peak = peak.max(most);
             std::thread::sleep(DISK_SAMPLE_INTERVAL);
         }
         peak
@@ -172,14 +170,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     );
     let mut rounds = Vec::new();
     for r in 0..(args.rounds as usize).max(MODES.len()) {
-        let mode = MODES[r % MODES.len()];
+        // Each cycle through the modes starts one later, so that no mode always follows the
+        // same one (a round inherits the disk writeback of the rounds before it).
+        let (cycle, at) = (r / MODES.len(), r % MODES.len());
+        let mode = MODES[(at + cycle) % MODES.len()];
         let recording = mode.recording;
         let run_dir = dir.join(format!("round-{r}"));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sampler = mode.flight.then(|| {
-            let names = scenario.nodes.iter().map(|n| n.name.clone()).collect();
-            sample_disk(run_dir.clone(), names, stop.clone())
-        });
+        let sampler = mode
+            .flight
+            .then(|| sample_disk(run_dir.clone(), stop.clone()));
         let opts = ClusterOptions {
             exe: exe.clone(),
             scenario_path: scenario_path.clone(),
@@ -202,9 +202,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         let manifest =
             retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(&scenario, &opts);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let disk_peak_bytes = sampler
-            .and_then(|s| s.join().ok())
-            .map_or(0, |peaks| peaks.into_iter().max().unwrap_or(0));
+        let disk_peak_bytes = sampler.and_then(|s| s.join().ok()).unwrap_or(0);
         let manifest = manifest?;
         let logs = if recording {
             log_stats(&run_dir, &manifest)

@@ -153,13 +153,12 @@ impl Emitter {
                 self.timer_ids
                     .insert((step.node, step.incarnation, *timer), i);
             }
-            LogRecord::TimerCancel { timer } => {
+            LogRecord::TimerCancel { timer }
                 if self
                     .timer_ids
-                    .contains_key(&(step.node, step.incarnation, *timer))
-                {
-                    trace.push(|e, out| e.timer_cancel(out, TimerId(*timer)));
-                }
+                    .contains_key(&(step.node, step.incarnation, *timer)) =>
+            {
+                trace.push(|e, out| e.timer_cancel(out, TimerId(*timer)));
             }
             LogRecord::Annotate { text } => {
                 trace.push(|e, out| e.annotate(out, text));

@@ -211,8 +211,8 @@ pub(crate) fn push_life(
             let local = steps.len();
             steps.push(Step {
                 timing,
-                node: node,
-                incarnation: incarnation,
+                node,
+                incarnation,
                 local,
                 wall_ns: last_wall,
                 input,
@@ -226,8 +226,8 @@ pub(crate) fn push_life(
         let local = steps.len();
         steps.push(Step {
             timing: Timing::default(),
-            node: node,
-            incarnation: incarnation,
+            node,
+            incarnation,
             local,
             wall_ns: last_wall,
             input: Input::Crash,
