@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// What a log says about the node that wrote it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogHeader {
     pub node: u32,
     pub name: String,
@@ -370,33 +370,11 @@ impl LogWriter {
         header.segment = 0;
         header.first_record = 0;
         header.started_wall_ns = wall_now_ns();
-        let now = Instant::now();
-        let mut w = LogWriter {
-            path: path.to_owned(),
-            base: path.to_owned(),
-            header,
-            policy: LogPolicy::default(),
-            segment: 0,
-            segment_bytes: 0,
-            segment_started: now,
-            last_snapshot: now,
-            last_snapshot_record: 0,
-            housekeeper: None,
-            file: None,
-            buf: Vec::with_capacity(WRITE_BATCH_BYTES + 4096),
-            scratch: Vec::with_capacity(256),
-            fsync,
-            last_write: Instant::now(),
-            last_wall_ns: 0,
-            syncer: None,
-            strict,
-            records: 0,
-            bytes: 0,
-            failed: None,
-            disk_full_after: std::env::var(INJECT_DISK_FULL_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        };
+        let mut w = LogWriter::unopened(path, header, fsync, strict);
+        w.buf.reserve(WRITE_BATCH_BYTES + 4096);
+        w.disk_full_after = std::env::var(INJECT_DISK_FULL_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
         match OpenOptions::new()
             .create(true)
             .write(true)
@@ -619,24 +597,18 @@ impl LogWriter {
 
     /// A writer that records nothing (recording switched off).
     pub fn disabled() -> Self {
+        let mut w = LogWriter::unopened(Path::new(""), LogHeader::default(), Fsync::Never, false);
+        w.failed = Some("recording is off".into());
+        w
+    }
+
+    /// A writer with no file yet.
+    fn unopened(path: &Path, header: LogHeader, fsync: Fsync, strict: bool) -> Self {
         let now = Instant::now();
         LogWriter {
-            path: PathBuf::new(),
-            base: PathBuf::new(),
-            header: LogHeader {
-                node: 0,
-                name: String::new(),
-                incarnation: 0,
-                model: String::new(),
-                scenario_name: String::new(),
-                scenario_toml: String::new(),
-                nodes: Vec::new(),
-                fsync: String::new(),
-                writer: String::new(),
-                segment: 0,
-                first_record: 0,
-                started_wall_ns: 0,
-            },
+            path: path.to_owned(),
+            base: path.to_owned(),
+            header,
             policy: LogPolicy::default(),
             segment: 0,
             segment_bytes: 0,
@@ -646,15 +618,15 @@ impl LogWriter {
             housekeeper: None,
             file: None,
             buf: Vec::new(),
-            scratch: Vec::new(),
-            fsync: Fsync::Never,
-            last_write: Instant::now(),
+            scratch: Vec::with_capacity(256),
+            fsync,
+            last_write: now,
             last_wall_ns: 0,
             syncer: None,
-            strict: false,
+            strict,
             records: 0,
             bytes: 0,
-            failed: Some("recording is off".into()),
+            failed: None,
             disk_full_after: None,
         }
     }

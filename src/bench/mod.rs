@@ -1,5 +1,6 @@
 //! `retrace bench`: simulator throughput and trace size, measured, never assumed.
 
+mod capture;
 mod export;
 mod fuzz;
 mod lin;
@@ -34,6 +35,8 @@ pub enum BenchTarget {
     Export,
     /// The linearizability checker: a 10,000-operation kv history, and its cost inside runs
     Lin,
+    /// Capture: windows of growing length cut out of a recording, time against window
+    Capture,
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +206,7 @@ pub fn run<L: crate::registry::Models>(
         BenchTarget::Tui => return self::tui::run(args),
         BenchTarget::Export => return self::export::run(args),
         BenchTarget::Lin => return self::lin::run(),
+        BenchTarget::Capture => return self::capture::run(args),
         BenchTarget::Sim => {}
     }
     println!(
