@@ -284,13 +284,15 @@ pub fn node<L: Models>(registry: &Registry<L>, args: &NodeArgs) -> anyhow::Resul
     }
     let summary = on_scenario_file(registry, &args.scenario, RunNode(&opts, stop_rx))?;
     tell!(
-        "node {} stopped: {} events, {} delivered ({} duplicates dropped), {} external, log {}{}",
+        "node {} stopped: {} events, {} delivered ({} duplicates dropped), {} external, log {} in {} segment(s), {} deleted by retention{}",
         args.id,
         summary.events,
         summary.delivered,
         summary.duplicates_dropped,
         summary.external,
         bytes(summary.log_bytes),
+        summary.segments,
+        summary.segments_retired,
         if summary.recording || args.log.is_none() {
             ""
         } else {

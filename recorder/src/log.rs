@@ -768,7 +768,8 @@ impl LogWriter {
         if let Some(mut s) = self.syncer.take() {
             s.finish();
         }
-        if let Some(mut h) = self.housekeeper.take() {
+        // Retention's last deletions done; what it did stays readable (`segments`).
+        if let Some(h) = self.housekeeper.as_mut() {
             h.finish();
         }
         Ok(())

@@ -74,7 +74,11 @@ pub struct NodeSummary {
     pub duplicates_dropped: u64,
     pub undecodable: u64,
     pub external: u64,
+    /// Bytes written to the log in this life (some may since have been deleted).
     pub log_bytes: u64,
+    /// Segments of this life's log, and how many of the node's segments retention deleted.
+    pub segments: u32,
+    pub segments_retired: usize,
     pub recording: bool,
 }
 
@@ -679,6 +683,9 @@ impl<M: Model> NodeRuntime<'_, M> {
         });
         self.log.flush()?;
         self.summary.log_bytes = self.log.bytes();
+        let (last, retired) = self.log.segments();
+        self.summary.segments = last + 1;
+        self.summary.segments_retired = retired.segments;
         self.summary.recording = self.log.recording();
         Ok(self.summary)
     }
