@@ -78,16 +78,37 @@ fn the_demo_records_kills_merges_replays_and_names_the_lost_write() {
     );
     // Whether the primary's replication batch left before the SIGKILL is the real
     // processes' race: either no message carried the value to a backup, or the one that
-    // did was still in flight when the primary died. Both are the same root cause; what
-    // must never appear is a backup that received it.
+    // did was still in flight when the primary died. And the restarted primary, which
+    // found the value in its storage, may offer it in a late view change the new primary
+    // ignores. All are the same root cause; what must never appear is a backup that
+    // received it from the primary before the primary died.
+    let event = |l: &str| -> Option<u64> {
+        l.trim_start()
+            .strip_prefix('#')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let crashed_at = story
+        .iter()
+        .find(|l| l.contains("replica-0: CRASHED"))
+        .and_then(|l| event(l));
     for backup in ["replica-1", "replica-2"] {
         let line = story
             .iter()
             .find(|l| l.trim_start().starts_with(&format!("{backup}: ")))
             .unwrap_or_else(|| panic!("no line for {backup} in:\n{all}"));
+        let sent_only_after_the_crash = crashed_at.is_some_and(|crash| {
+            story
+                .iter()
+                .filter(|l| l.contains(&format!("replica-0: sent it to {backup} ")))
+                .all(|l| event(l).is_some_and(|at| at > crash))
+        });
         assert!(
             line.contains("no message carrying it was sent to it")
-                || line.contains("still in flight at the end"),
+                || line.contains("still in flight at the end")
+                || sent_only_after_the_crash,
             "{backup} received it?\n{all}"
         );
     }
