@@ -29,7 +29,7 @@ pub struct CheckArgs {
 
 pub fn check<L: Models>(registry: &Registry<L>, args: &CheckArgs) -> anyhow::Result<u8> {
     let trace = load(&args.trace)?;
-    let model = known_model(registry, &args.trace, &trace)?;
+    let model = known_model(registry, &args.trace, &trace.header.model)?;
     let torn = trace.tail.clone();
     struct Check<'a>(Trace, &'a CheckArgs);
     impl ModelFn for Check<'_> {

@@ -431,42 +431,29 @@ fn run_model<M: retrace_sim::Model>(
 }
 
 fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8> {
+    // A range is read through the index: a page from the middle of a trace of any size
+    // costs a block or two, once the index exists.
+    if args.from > 0 || args.limit.is_some() {
+        return show_range(registry, args);
+    }
     let (header, mut reader) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
     let describe = registry.messages(&header.model);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let origin = match &header.origin {
-        retrace_sim::trace::Origin::Simulated { seed } => format!("simulated, seed {seed}"),
-        retrace_sim::trace::Origin::Recorded { description } => format!("recorded: {description}"),
-    };
-    let names: Vec<&str> = header.nodes.iter().map(|n| n.name.as_str()).collect();
-    let _ = writeln!(
-        out,
-        "trace of {} (model {}, {origin})",
-        header.scenario_name, header.model
-    );
-    let _ = writeln!(out, "nodes: {}", names.join(", "));
+    show_title(&mut out, &header);
     // Recorded traces carry wall-clock times; show them from the first record on.
     let mut base_ns: Option<u64> = None;
     let recorded = matches!(header.origin, retrace_sim::trace::Origin::Recorded { .. });
-    let mut shown = 0u64;
     let mut last = None;
     let mut last_record_was_end = false;
     for event in reader.by_ref() {
         if recorded && base_ns.is_none() {
             base_ns = Some(event.time_ns);
-            let _ = writeln!(
-                out,
-                "times from the first record, at unix time {}",
-                format_ns(event.time_ns)
-            );
+            show_base(&mut out, event.time_ns);
         }
         let mut event = event;
         event.time_ns = event.time_ns.saturating_sub(base_ns.unwrap_or(0));
-        if event.index >= args.from && args.limit.is_none_or(|l| shown < l) {
-            let _ = writeln!(out, "{}", summary::event_line(&header, &event, &describe));
-            shown += 1;
-        }
+        let _ = writeln!(out, "{}", summary::event_line(&header, &event, &describe));
         last = Some((event.index, event.time_ns));
         last_record_was_end = matches!(event.record, retrace_sim::Record::End { .. });
     }
@@ -481,11 +468,92 @@ fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8
             args.trace.display()
         ));
     }
-    if !last_record_was_end {
+    show_end_note(&args.trace, last_record_was_end);
+    Ok(exit::OK)
+}
+
+fn show_title(out: &mut impl Write, header: &retrace_sim::trace::Header) {
+    let origin = match &header.origin {
+        retrace_sim::trace::Origin::Simulated { seed } => format!("simulated, seed {seed}"),
+        retrace_sim::trace::Origin::Recorded { description } => format!("recorded: {description}"),
+    };
+    let names: Vec<&str> = header.nodes.iter().map(|n| n.name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "trace of {} (model {}, {origin})",
+        header.scenario_name, header.model
+    );
+    let _ = writeln!(out, "nodes: {}", names.join(", "));
+}
+
+fn show_base(out: &mut impl Write, base_ns: u64) {
+    let _ = writeln!(
+        out,
+        "times from the first record, at unix time {}",
+        format_ns(base_ns)
+    );
+}
+
+fn show_end_note(path: &std::path::Path, complete: bool) {
+    if !complete {
         eprintln!(
             "note: {}: the trace has no end record; the run that wrote it was cut short",
-            args.trace.display()
+            path.display()
         );
     }
+}
+
+/// `show --from N --limit K`: the same lines as the whole listing's, through the index.
+fn show_range<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8> {
+    let mut trace = retrace_replayer::index::IndexedTrace::open(
+        &args.trace,
+        crate::replay_cli::index_file_for(&args.trace),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let header = trace.header().clone();
+    let describe = registry.messages(&header.model);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    show_title(&mut out, &header);
+    let recorded = matches!(header.origin, retrace_sim::trace::Origin::Recorded { .. });
+    let base_ns = if recorded && !trace.is_empty() {
+        let first = trace.event(0)?.time_ns;
+        show_base(&mut out, first);
+        first
+    } else {
+        0
+    };
+    let to = args.limit.map_or(trace.len(), |l| {
+        args.from.saturating_add(l).min(trace.len())
+    });
+    let mut page = Vec::new();
+    let mut at = args.from;
+    // A block at a time, so a long range holds one block's records.
+    while at < to {
+        let next = (at / retrace_replayer::index::BLOCK_RECORDS + 1)
+            * retrace_replayer::index::BLOCK_RECORDS;
+        trace.events(at, next.min(to), &mut page)?;
+        for event in &mut page {
+            event.time_ns = event.time_ns.saturating_sub(base_ns);
+            let _ = writeln!(out, "{}", summary::event_line(&header, event, &describe));
+        }
+        at = next;
+    }
+    let _ = out.flush();
+    drop(out);
+    if let Some(tail) = trace.tail().map(str::to_owned) {
+        let kept = match trace.len().checked_sub(1) {
+            Some(i) => format!(
+                "records 0..={i} (up to {})",
+                format_ns(trace.event(i)?.time_ns.saturating_sub(base_ns))
+            ),
+            None => "no records".to_string(),
+        };
+        return Err(anyhow!(
+            "{}: {tail}; the valid prefix is {kept}",
+            args.trace.display()
+        ));
+    }
+    show_end_note(&args.trace, trace.is_complete());
     Ok(exit::OK)
 }

@@ -5,7 +5,7 @@ use crate::registry::{ModelFn, Models, Registry};
 use crate::summary::{event_line, group, rate, short_ns};
 use anyhow::anyhow;
 use clap::Args;
-use retrace_replayer::faults::fault_causes;
+use retrace_replayer::index::{IndexFile, IndexedTrace};
 use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProfile, Summary};
 use retrace_replayer::{Causality, Steps};
 use retrace_sim::scenario::parse_duration_ns;
@@ -94,23 +94,22 @@ pub(crate) fn check_event(path: &Path, trace: &Trace, event: usize) -> anyhow::R
 pub(crate) fn known_model<L: Models>(
     registry: &Registry<L>,
     path: &Path,
-    trace: &Trace,
+    model: &str,
 ) -> anyhow::Result<String> {
-    let model = trace.header.model.clone();
-    if !registry.names().contains(&model.as_str()) {
+    if !registry.names().contains(&model) {
         return Err(anyhow!(
             "{}: the trace is of model `{model}`, which this binary does not know",
             path.display()
         ));
     }
-    Ok(model)
+    Ok(model.to_string())
 }
 
 pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::Result<u8> {
-    let trace = load(&args.trace)?;
-    let model = known_model(registry, &args.trace, &trace)?;
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
     if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        let trace = load(&args.trace)?;
+        known_model(registry, &args.trace, &trace.header.model)?;
         if trace.events.is_empty() {
             return Err(anyhow!(
                 "{}: no events to show (the trace holds only its header)",
@@ -124,16 +123,25 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::R
         retrace_tui::terminal::run(&mut app).map_err(|e| anyhow!("terminal: {e}"))?;
         return Ok(exit::OK);
     }
-    let torn = trace.tail.clone();
+    let (header, _) =
+        retrace_sim::trace::TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
+    let model = known_model(registry, &args.trace, &header.model)?;
     let started = std::time::Instant::now();
-    struct Replay<'a>(Trace, &'a ReplayArgs);
+    struct Replay<'a>(&'a ReplayArgs);
     impl ModelFn for Replay<'_> {
         type Out = anyhow::Result<ReplayOutcome>;
         fn call<M: retrace_sim::Model>(self) -> Self::Out {
-            crate::replay_run::replay::<M>(self.0, self.1)
+            crate::replay_run::replay::<M>(self.0)
         }
     }
-    let outcome = registry.call(&model, Replay(trace, args))??;
+    let outcome = registry.call(&model, Replay(args))??;
+    if let Some(tail) = &outcome.tail {
+        eprintln!(
+            "warning: {}: {tail}; using the {} records before it",
+            args.trace.display(),
+            tail.index
+        );
+    }
     let wall = started.elapsed();
     if args.json {
         println!(
@@ -154,6 +162,12 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::R
                 };
                 println!("invariant  {line}{more}");
             }
+        }
+        if outcome.violations_more > 0 {
+            println!(
+                "invariant  ... and {} later violations not listed",
+                group(outcome.violations_more as u64)
+            );
         }
         match &outcome.divergence {
             Some(d) => {
@@ -182,7 +196,7 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::R
     } else {
         exit::OK
     };
-    Ok(exit::after_reading(torn.as_ref(), code))
+    Ok(exit::after_reading(outcome.tail.as_ref(), code))
 }
 
 /// What a replay found, for printing.
@@ -191,111 +205,122 @@ pub struct ReplayOutcome {
     pub applied: usize,
     pub divergence: Option<String>,
     pub led_there: Vec<String>,
-    /// Each violation: the invariant's name and the line that reports it.
+    /// Each violation: the invariant's name and the line that reports it (the first
+    /// ones; `violations_more` counts the rest).
     pub violations: Vec<(String, String)>,
+    pub violations_more: usize,
     pub json: serde_json::Value,
+    /// What stopped the reading before the end of the file.
+    pub tail: Option<retrace_sim::trace::TailError>,
 }
 
-fn step_lines(
-    trace: &Trace,
-    steps: &Steps,
-    which: &[usize],
-    describe: &dyn retrace_replayer::Describe,
-) -> Vec<String> {
-    which
-        .iter()
-        .map(|&s| event_line(&trace.header, &trace.events[steps.steps[s].input], describe))
-        .collect()
+/// Traces at least this large keep their index in a file next to them (`TRACE.idx`), so
+/// the next open skips the pass that builds it; smaller ones index in memory in well
+/// under a second and leave no file behind.
+const INDEX_FILE_BYTES_MIN: u64 = 64 << 20;
+
+/// Whether the index `path` needs is worth a file next to it.
+pub(crate) fn index_file_for(path: &Path) -> IndexFile {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= INDEX_FILE_BYTES_MIN) {
+        IndexFile::Write
+    } else {
+        IndexFile::Memory
+    }
+}
+
+/// Opens a trace through its index (see `retrace_replayer::index`): what `why` and `show`
+/// use, so they work on traces larger than memory.
+pub(crate) fn open_indexed(path: &Path) -> anyhow::Result<IndexedTrace> {
+    let trace = IndexedTrace::open(path, index_file_for(path)).map_err(anyhow::Error::msg)?;
+    if let Some(tail) = trace.tail() {
+        eprintln!(
+            "warning: {}: {tail}; using the {} records before it",
+            path.display(),
+            trace.len()
+        );
+    }
+    Ok(trace)
+}
+
+/// The exit code after reading an indexed trace: a torn one is bad input.
+fn indexed_exit(trace: &IndexedTrace, code: u8) -> u8 {
+    if trace.tail().is_some() {
+        exit::BAD_INPUT
+    } else {
+        code
+    }
 }
 
 pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> anyhow::Result<u8> {
-    let trace = load(&args.trace)?;
-    let steps = Steps::new(&trace.events);
-    check_event(&args.trace, &trace, args.event)?;
-    let Some(step) = steps.step_at_or_before(args.event) else {
+    let mut trace = open_indexed(&args.trace)?;
+    let event = args.event as u64;
+    if event >= trace.len() {
+        return Err(anyhow!(
+            "{}: no event {event} (the trace has {})",
+            args.trace.display(),
+            trace.len()
+        ));
+    }
+    let Some(step) = trace.step_at_or_before(event)? else {
         return Err(anyhow!(
             "event {} comes before any node's first step",
             args.event
         ));
     };
-    let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
-    let related = if args.effects {
-        causality.effects(step)
-    } else {
-        causality.why(step)
-    };
+    // JSON lists every related step; text the nearest `limit`.
+    let limit = if args.json { usize::MAX } else { args.limit };
     // Faults are causes too: the drops, cuts and clock jumps that changed what a step of
     // the history saw (they have no happens-before edge of their own).
-    let faults: Vec<usize> = if args.effects {
-        Vec::new()
+    let (count, shown, faults) = if args.effects {
+        let e = trace.effects(step, limit)?;
+        (e.count, e.nearest, Vec::new())
     } else {
-        fault_causes(&causality, &steps, &trace.events, step)
-            .into_iter()
-            .map(|f| f.record)
-            .collect()
+        let p = trace.why(step, limit)?;
+        (p.count, p.nearest, p.faults)
     };
     if args.json {
-        let indices: Vec<usize> = related.iter().map(|&s| steps.steps[s].input).collect();
         let key = if args.effects { "effects" } else { "why" };
-        let mut v = serde_json::json!({ "event": args.event, "step_event": steps.steps[step].input, key: indices });
+        let mut v = serde_json::json!({ "event": args.event, "step_event": step, key: shown });
         if !args.effects {
             v["faults"] = serde_json::json!(faults);
         }
         println!("{v}");
-        return Ok(exit::after_reading(trace.tail.as_ref(), exit::OK));
+        return Ok(indexed_exit(&trace, exit::OK));
     }
-    let shown: Vec<usize> = if args.effects {
-        related.iter().take(args.limit).copied().collect()
-    } else {
-        related
-            .iter()
-            .rev()
-            .take(args.limit)
-            .rev()
-            .copied()
-            .collect()
-    };
     // Messages decoded as `show` and the TUI print them, when this binary knows the model.
-    let describe = registry.messages(&trace.header.model);
-    println!(
-        "{}",
-        event_line(
-            &trace.header,
-            &trace.events[steps.steps[step].input],
-            &describe
-        )
-    );
+    let header = trace.header().clone();
+    let describe = registry.messages(&header.model);
+    println!("{}", event_line(&header, &trace.event(step)?, &describe));
     println!(
         "{} {} event{} {} it{}:",
-        group(related.len() as u64),
+        group(count),
         if args.effects { "later" } else { "earlier" },
-        if related.len() == 1 { "" } else { "s" },
+        if count == 1 { "" } else { "s" },
         if args.effects {
             "follow causally from"
         } else {
             "causally precede"
         },
-        if related.len() > shown.len() {
+        if count > shown.len() as u64 {
             format!(" (showing the {} nearest)", shown.len())
         } else {
             String::new()
         }
     );
     // The shown steps and the faults among them, in trace order; a fault is marked.
-    let from = shown.first().map_or(0, |&s| steps.steps[s].input);
-    let mut merged: Vec<(usize, String)> = shown
-        .iter()
-        .zip(step_lines(&trace, &steps, &shown, &describe))
-        .map(|(&s, line)| (steps.steps[s].input, format!("  {line}")))
-        .collect();
-    let shown_faults: Vec<usize> = faults.iter().copied().filter(|&f| f >= from).collect();
+    let from = shown.first().copied().unwrap_or(0);
+    let shown_faults: Vec<u64> = faults.iter().copied().filter(|&f| f >= from).collect();
+    let mut merged: Vec<(u64, String)> = Vec::with_capacity(shown.len() + shown_faults.len());
+    for &s in &shown {
+        merged.push((
+            s,
+            format!("  {}", event_line(&header, &trace.event(s)?, &describe)),
+        ));
+    }
     for &f in &shown_faults {
         merged.push((
             f,
-            format!(
-                "! {}",
-                event_line(&trace.header, &trace.events[f], &describe)
-            ),
+            format!("! {}", event_line(&header, &trace.event(f)?, &describe)),
         ));
     }
     merged.sort_by_key(|(i, _)| *i);
@@ -317,7 +342,7 @@ pub fn why<L: Models>(registry: &Registry<L>, args: &WhyArgs) -> anyhow::Result<
     for (_, line) in merged {
         println!("{line}");
     }
-    Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
+    Ok(indexed_exit(&trace, exit::OK))
 }
 
 fn parse_window(text: &str) -> anyhow::Result<(u64, u64)> {

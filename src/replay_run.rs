@@ -1,43 +1,37 @@
-//! `retrace replay` for one model: the generic half of the command.
+//! `retrace replay` for one model: the generic half of the command. It re-executes
+//! straight from the file (`retrace_replayer::stream`), so a trace of any size replays in
+//! memory that does not grow with it.
 
-use crate::replay_cli::{ReplayArgs, ReplayOutcome};
+use crate::replay_cli::{open_indexed, ReplayArgs, ReplayOutcome};
 use crate::summary::event_line;
 use anyhow::anyhow;
-use retrace_replayer::{Causality, CheckpointPolicy, Cursor, Replay};
-use retrace_sim::{codec, Model, Node, Trace};
+use retrace_replayer::stream::replay_file;
+use retrace_sim::{codec, Model, Node};
 
 /// How many causally preceding events a divergence report shows.
 const LED_THERE: usize = 12;
 
-pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> anyhow::Result<ReplayOutcome> {
-    let replay = Replay::<M>::new(trace).map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
-    let steps = replay.steps.len();
-    let target = match args.to {
-        Some(index) => replay.steps.step_at_or_before(index).map_or(0, |s| s + 1),
-        None => steps,
-    };
-    let mut cursor = Cursor::new(replay, CheckpointPolicy::default());
+pub fn replay<M: Model>(args: &ReplayArgs) -> anyhow::Result<ReplayOutcome> {
     let describe = |p: &[u8]| match codec::decode::<<M::Node as Node>::Msg>(p) {
         Ok(m) => format!("{m:?}"),
         Err(_) => format!("<{} bytes>", p.len()),
     };
-    while cursor.position() < target {
-        let before = cursor.position();
-        let advanced = cursor.forward();
-        if args.print && !args.json {
-            let r = cursor.replay();
-            let st = &r.steps.steps[before];
-            for e in &r.trace.events[st.input..st.end] {
-                println!("{}", event_line(&r.trace.header, e, &describe));
+    let header = retrace_sim::trace::TraceReader::open(&args.trace)
+        .map_err(anyhow::Error::msg)?
+        .0;
+    let print = args.print && !args.json;
+    let mut on_step = |records: &[retrace_sim::Event]| {
+        if print {
+            for e in records {
+                println!("{}", event_line(&header, e, &describe));
             }
         }
-        if !advanced {
-            break;
-        }
-    }
-    let r = cursor.replay();
-    let violations: Vec<(String, String)> = cursor
-        .violations()
+    };
+    let out = replay_file::<M>(&args.trace, args.to.map(|t| t as u64), &mut on_step)
+        .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
+    let violations: Vec<(String, String)> = out
+        .violations
+        .iter()
         .map(|v| {
             let line = format!(
                 "`{}` violated after event {}: {}",
@@ -46,33 +40,25 @@ pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> anyhow::Result<Repla
             (v.invariant.clone(), line)
         })
         .collect();
-    let (divergence, led_there) = match cursor.divergence() {
+    let (divergence, led_there) = match &out.divergence {
         Some(d) => {
-            let causality = Causality::new(&r.steps, &r.trace.events, r.node_names.len());
-            let history = causality.why(d.step);
-            let recent: Vec<String> = history
-                .iter()
-                .rev()
-                .take(LED_THERE)
-                .rev()
-                .map(|&s| {
-                    event_line(
-                        &r.trace.header,
-                        &r.trace.events[r.steps.steps[s].input],
-                        &describe,
-                    )
-                })
-                .collect();
+            // What led there, through the index: the file is read again only around it.
+            let mut trace = open_indexed(&args.trace)?;
+            let past = trace.why(d.input_index as u64, LED_THERE)?;
+            let mut recent = Vec::with_capacity(past.nearest.len());
+            for i in past.nearest {
+                recent.push(event_line(&header, &trace.event(i)?, &describe));
+            }
             (Some(d.to_string()), recent)
         }
         None => (None, Vec::new()),
     };
     let json = serde_json::json!({
         "trace": args.trace.display().to_string(),
-        "steps": steps,
-        "replayed": cursor.position(),
+        "steps": out.steps,
+        "replayed": out.applied,
         "ok": divergence.is_none(),
-        "divergence": cursor.divergence().map(|d| serde_json::json!({
+        "divergence": out.divergence.as_ref().map(|d| serde_json::json!({
             "event": d.record_index,
             "step_event": d.input_index,
             "node": d.node_name,
@@ -83,11 +69,13 @@ pub fn replay<M: Model>(trace: Trace, args: &ReplayArgs) -> anyhow::Result<Repla
         "invariant_violations": violations.iter().map(|(_, line)| line).collect::<Vec<_>>(),
     });
     Ok(ReplayOutcome {
-        steps,
-        applied: cursor.position(),
+        steps: out.steps,
+        applied: out.applied,
         divergence,
         led_there,
         violations,
+        violations_more: out.violations_more,
         json,
+        tail: out.tail,
     })
 }

@@ -7,7 +7,7 @@ use retrace_sim::check::{
     peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output, Place,
 };
 use retrace_sim::history::ClientEvent;
-use retrace_sim::trace::{Origin, Record};
+use retrace_sim::trace::{Header, Origin, Record};
 use retrace_sim::{
     codec, scenario, Boot, Event, Invariant, Model, Node, NodeId, StepRng, Storage, TimerId, Trace,
     View,
@@ -100,6 +100,22 @@ impl<M: Model> Clone for Cluster<M> {
 }
 
 impl<M: Model> Cluster<M> {
+    /// The cluster of `n` nodes before the first step.
+    pub fn initial(options: &M::Options, n: usize) -> Cluster<M> {
+        let invariants = M::invariants(options);
+        let client = invariants.iter().any(|i| i.sees_clients()).then(Vec::new);
+        Cluster {
+            nodes: (0..n).map(|_| None).collect(),
+            rngs: (0..n).map(|_| StepRng::new(0)).collect(),
+            boots: vec![Boot::First; n],
+            storages: vec![Storage::default(); n],
+            timers: vec![BTreeSet::new(); n],
+            invariants,
+            client,
+            applied: 0,
+        }
+    }
+
     /// Keeps each step's client events (the request it began with, the answers it gave)
     /// for [`Cluster::client_events`].
     pub fn watch_clients(&mut self) {
@@ -146,9 +162,10 @@ pub struct Replay<M: Model> {
 /// The recorded outputs of a step as the checking environment expects them: what node
 /// code makes (sends, timers, annotations, clock readings, answers, and modelled busy time
 /// in simulated traces), leaving out what the network, the runtime or logging added.
-fn expected_outputs(events: &[Event], from: usize, end: usize, simulated: bool) -> Vec<Output<'_>> {
+fn expected_outputs(records: &[Event], simulated: bool) -> Vec<Output<'_>> {
     let mut out = Vec::new();
-    for (at, e) in events.iter().enumerate().take(end).skip(from) {
+    for e in records {
+        let at = e.index as usize;
         let expected = match &e.record {
             Record::Send { to, digest } => Expected::Send {
                 to: *to,
@@ -186,22 +203,7 @@ impl<M: Model> Replay<M> {
     /// Prepares a loaded trace for re-execution with `M`: the header must name the model,
     /// and its scenario must parse with the model's options.
     pub fn new(trace: Trace) -> Result<Self, ReplayError> {
-        if trace.header.model != M::NAME {
-            return Err(ReplayError(format!(
-                "the trace is of model `{}`, not `{}`",
-                trace.header.model,
-                M::NAME
-            )));
-        }
-        let s = scenario::parse::<M>(&trace.header.scenario_name, &trace.header.scenario_toml)
-            .map_err(|e| ReplayError(format!("the trace's scenario: {e}")))?;
-        if s.nodes.len() != trace.header.nodes.len() {
-            return Err(ReplayError(format!(
-                "the trace has {} nodes, the model builds {} from its scenario",
-                trace.header.nodes.len(),
-                s.nodes.len()
-            )));
-        }
+        let options = check_header::<M>(&trace.header)?;
         let mut steps = Steps::new(&trace.events);
         if !trace.is_complete() {
             // A trace cut short (a crash of its writer, a torn tail) may end inside its last
@@ -213,7 +215,7 @@ impl<M: Model> Replay<M> {
         Ok(Replay {
             trace,
             steps,
-            options: s.options,
+            options,
             node_names,
             simulated,
         })
@@ -221,19 +223,7 @@ impl<M: Model> Replay<M> {
 
     /// The cluster before the first step.
     pub fn initial(&self) -> Cluster<M> {
-        let n = self.node_names.len();
-        let invariants = M::invariants(&self.options);
-        let client = invariants.iter().any(|i| i.sees_clients()).then(Vec::new);
-        Cluster {
-            nodes: (0..n).map(|_| None).collect(),
-            rngs: (0..n).map(|_| StepRng::new(0)).collect(),
-            boots: vec![Boot::First; n],
-            storages: vec![Storage::default(); n],
-            timers: vec![BTreeSet::new(); n],
-            invariants,
-            client,
-            applied: 0,
-        }
+        Cluster::initial(&self.options, self.node_names.len())
     }
 
     /// Applies step number `cluster.applied`. Returns invariant violations it caused, or the
@@ -257,11 +247,85 @@ impl<M: Model> Replay<M> {
         cluster: &mut Cluster<M>,
         sent: Option<&mut Sent<M>>,
     ) -> Result<Vec<ReplayViolation>, Box<Divergence>> {
-        let k = cluster.applied;
-        let step = &self.steps.steps[k];
+        let step = &self.steps.steps[cluster.applied];
         let events = &self.trace.events;
-        let input = &events[step.input];
-        let node = step.node;
+        let rules = Rules {
+            options: &self.options,
+            node_names: &self.node_names,
+            simulated: self.simulated,
+        };
+        let mut original = |send: u64| {
+            self.steps
+                .delivery_of_send
+                .get(&send)
+                .and_then(|&d| match &events[d].record {
+                    Record::Deliver { payload, .. } => Some(payload.clone()),
+                    _ => None,
+                })
+        };
+        apply_step(
+            &rules,
+            cluster,
+            &events[step.input..step.end],
+            &mut original,
+            sent,
+        )
+    }
+}
+
+/// The model's options for a trace with `header`: it must name the model, and its
+/// scenario must parse with the model's options and build the trace's nodes.
+pub(crate) fn check_header<M: Model>(header: &Header) -> Result<M::Options, ReplayError> {
+    if header.model != M::NAME {
+        return Err(ReplayError(format!(
+            "the trace is of model `{}`, not `{}`",
+            header.model,
+            M::NAME
+        )));
+    }
+    let s = scenario::parse::<M>(&header.scenario_name, &header.scenario_toml)
+        .map_err(|e| ReplayError(format!("the trace's scenario: {e}")))?;
+    if s.nodes.len() != header.nodes.len() {
+        return Err(ReplayError(format!(
+            "the trace has {} nodes, the model builds {} from its scenario",
+            header.nodes.len(),
+            s.nodes.len()
+        )));
+    }
+    Ok(s.options)
+}
+
+/// What applying a step needs besides its records: the model's options, the nodes' names
+/// and whether modelled busy time is checked. A loaded [`Replay`] and a streaming one
+/// (`crate::stream`) apply steps the same way through it.
+pub(crate) struct Rules<'a, M: Model> {
+    pub options: &'a M::Options,
+    pub node_names: &'a [String],
+    pub simulated: bool,
+}
+
+/// Applies step number `cluster.applied`, whose records (its input first) are `records`.
+/// `original(send)` is the payload delivered for the `Send` at that index, if known: a
+/// divergent message is shown beside it.
+pub(crate) fn apply_step<M: Model>(
+    rules: &Rules<'_, M>,
+    cluster: &mut Cluster<M>,
+    records: &[Event],
+    original: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
+    sent: Option<&mut Sent<M>>,
+) -> Result<Vec<ReplayViolation>, Box<Divergence>> {
+    {
+        let k = cluster.applied;
+        let Some(input) = records.first() else {
+            unreachable!("a step has its input");
+        };
+        let Some(node) = input.record.input_node() else {
+            unreachable!("a step starts with an input");
+        };
+        let step = StepSpan {
+            input: input.index as usize,
+            end: input.index as usize + records.len(),
+        };
         let i = node.index();
         let diverge = |at: usize, expected: String, actual: String, changes: Vec<Change>| {
             Box::new(Divergence {
@@ -269,7 +333,7 @@ impl<M: Model> Replay<M> {
                 input_index: step.input,
                 record_index: at,
                 node,
-                node_name: self.node_names.get(i).cloned().unwrap_or_default(),
+                node_name: rules.node_names.get(i).cloned().unwrap_or_default(),
                 expected,
                 actual,
                 changes,
@@ -295,13 +359,11 @@ impl<M: Model> Replay<M> {
                 } else {
                     Boot::First
                 };
-                cluster.nodes[i] = Some(M::build(&self.options, node));
-                let image = self.trace.events[step.input..step.end]
-                    .iter()
-                    .find_map(|e| match &e.record {
-                        Record::StorageImage { entries } => Some(entries),
-                        _ => None,
-                    });
+                cluster.nodes[i] = Some(M::build(rules.options, node));
+                let image = records.iter().find_map(|e| match &e.record {
+                    Record::StorageImage { entries } => Some(entries),
+                    _ => None,
+                });
                 if let Some(entries) = image {
                     // A recording: the node found this on disk. It may hold writes of steps
                     // whose log records died with the process; replay goes on from it.
@@ -335,14 +397,26 @@ impl<M: Model> Replay<M> {
                 cluster.rngs[i] = resumed.rng;
                 cluster.boots[i] = resumed.boot;
                 cluster.applied += 1;
-                return Ok(self.check_invariants(cluster, k, step.input, node, input.time_ns));
+                return Ok(check_invariants(
+                    cluster,
+                    k,
+                    step.input,
+                    node,
+                    input.time_ns,
+                ));
             }
             Record::Crash { .. } => {
                 cluster.nodes[i] = None;
                 cluster.storages[i].crash();
                 cluster.timers[i].clear();
                 cluster.applied += 1;
-                return Ok(self.check_invariants(cluster, k, step.input, node, input.time_ns));
+                return Ok(check_invariants(
+                    cluster,
+                    k,
+                    step.input,
+                    node,
+                    input.time_ns,
+                ));
             }
             Record::Deliver {
                 request_ids: ids, ..
@@ -405,7 +479,7 @@ impl<M: Model> Replay<M> {
                 });
             }
         }
-        let outputs = expected_outputs(events, step.input + 1, step.end, self.simulated);
+        let outputs = expected_outputs(&records[1..], rules.simulated);
         let mut env = CheckingEnv::<<M::Node as Node>::Msg>::new(
             Place {
                 id: node,
@@ -421,7 +495,7 @@ impl<M: Model> Replay<M> {
                 timers: &mut cluster.timers[i],
                 boot: cluster.boots[i],
             },
-            self.simulated,
+            rules.simulated,
         );
         if let Some(sent) = sent {
             env = env.observe_sends(sent);
@@ -453,16 +527,8 @@ impl<M: Model> Replay<M> {
             let mut expected = m.expected;
             let mut changes = Vec::new();
             if let Some(code) = &m.sent {
-                let original = self
-                    .steps
-                    .delivery_of_send
-                    .get(&(m.at as u64))
-                    .and_then(|&d| match &events[d].record {
-                        Record::Deliver { payload, .. } => {
-                            codec::decode::<<M::Node as Node>::Msg>(payload).ok()
-                        }
-                        _ => None,
-                    });
+                let original = original(m.at as u64)
+                    .and_then(|payload| codec::decode::<<M::Node as Node>::Msg>(&payload).ok());
                 if let Some(original) = original {
                     expected.push_str(&format!(": {original:?}"));
                     changes = diff(&original, code);
@@ -471,36 +537,47 @@ impl<M: Model> Replay<M> {
             return Err(diverge(m.at, expected, m.actual, changes));
         }
         cluster.applied += 1;
-        Ok(self.check_invariants(cluster, k, step.input, node, input.time_ns))
-    }
-
-    fn check_invariants(
-        &self,
-        cluster: &mut Cluster<M>,
-        step: usize,
-        input: usize,
-        node: NodeId,
-        time_ns: u64,
-    ) -> Vec<ReplayViolation> {
-        let view = View {
-            time_ns,
-            step_index: input as u64,
+        Ok(check_invariants(
+            cluster,
+            k,
+            step.input,
             node,
-            nodes: &cluster.nodes,
-            client: cluster.client.as_deref().unwrap_or_default(),
-        };
-        let mut out = Vec::new();
-        for inv in &mut cluster.invariants {
-            if let Err(broken) = inv.check(&view) {
-                out.push(ReplayViolation {
-                    step,
-                    input_index: input,
-                    invariant: inv.name().to_string(),
-                    message: broken.message,
-                    facts: broken.facts,
-                });
-            }
-        }
-        out
+            input.time_ns,
+        ))
     }
+}
+
+/// Where a step's records are in the trace.
+struct StepSpan {
+    input: usize,
+    end: usize,
+}
+
+fn check_invariants<M: Model>(
+    cluster: &mut Cluster<M>,
+    step: usize,
+    input: usize,
+    node: NodeId,
+    time_ns: u64,
+) -> Vec<ReplayViolation> {
+    let view = View {
+        time_ns,
+        step_index: input as u64,
+        node,
+        nodes: &cluster.nodes,
+        client: cluster.client.as_deref().unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for inv in &mut cluster.invariants {
+        if let Err(broken) = inv.check(&view) {
+            out.push(ReplayViolation {
+                step,
+                input_index: input,
+                invariant: inv.name().to_string(),
+                message: broken.message,
+                facts: broken.facts,
+            });
+        }
+    }
+    out
 }

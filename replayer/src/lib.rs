@@ -16,10 +16,12 @@ pub mod diff;
 pub mod engine;
 pub mod export;
 pub mod faults;
+pub mod index;
 pub mod predicate;
 pub mod profile;
 pub mod provenance;
 pub mod steps;
+pub mod stream;
 
 pub use causality::Causality;
 pub use cursor::{CheckpointPolicy, Cursor};

@@ -3,6 +3,7 @@
 mod capture;
 mod export;
 mod fuzz;
+mod large;
 mod lin;
 mod record;
 pub(crate) mod replay;
@@ -37,6 +38,8 @@ pub enum BenchTarget {
     Lin,
     /// Capture: windows of growing length cut out of a recording, time against window
     Capture,
+    /// A trace larger than memory: indexing it, opening it, random reads, `why`
+    Large,
 }
 
 #[derive(Args, Debug)]
@@ -72,7 +75,7 @@ pub struct BenchArgs {
     /// (replay) Records of the trace to jump around in
     #[arg(long, default_value_t = 10_000_000)]
     pub(crate) jump_events: u64,
-    /// (replay) Random jumps to time
+    /// (replay) Random jumps to time; (large) random record reads
     #[arg(long, default_value_t = 200)]
     pub(crate) jumps: usize,
     /// (sim) Ping-pong deliveries to simulate per measurement
@@ -84,6 +87,12 @@ pub struct BenchArgs {
     /// (sim) Repetitions of each measurement; the best is reported
     #[arg(long, default_value_t = 3)]
     pub(crate) repeat: u32,
+    /// (large) Records of the trace opened through its index
+    #[arg(long, default_value_t = 100_000_000)]
+    pub(crate) large_records: u64,
+    /// (large) Keep the trace and its index afterwards
+    #[arg(long)]
+    pub(crate) keep: bool,
     /// Where the traces go
     #[arg(long, default_value = "target/retrace/bench")]
     pub(crate) dir: PathBuf,
@@ -207,6 +216,7 @@ pub fn run<L: crate::registry::Models>(
         BenchTarget::Export => return self::export::run(args),
         BenchTarget::Lin => return self::lin::run(),
         BenchTarget::Capture => return self::capture::run(args),
+        BenchTarget::Large => return self::large::run(args),
         BenchTarget::Sim => {}
     }
     println!(

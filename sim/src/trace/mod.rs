@@ -14,7 +14,8 @@ mod writer;
 
 pub use header::{Header, NodeInfo, Origin};
 pub use reader::{
-    read_frame, read_frame_with, TailError, TailErrorKind, Trace, TraceError, TraceReader,
+    read_frame, read_frame_with, read_records_at, RecordPosition, TailError, TailErrorKind, Trace,
+    TraceError, TraceReader,
 };
 pub use record::{
     BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, InputHead, Outcome, Record,

@@ -190,6 +190,58 @@ pub fn read_frame_with(
     Ok(true)
 }
 
+/// Where a record starts in a trace file, with what decoding it needs from before it
+/// (see [`BodyDecoder::resume`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordPosition {
+    /// Byte offset of the record's frame.
+    pub offset: u64,
+    pub index: u64,
+    /// The time of the record before it (0 for the first).
+    pub time_ns: u64,
+    /// The node of the step open before it, if any.
+    pub step_node: Option<crate::NodeId>,
+}
+
+/// Reads up to `count` records starting at `at` into `out` (which it clears), checking each
+/// frame's length and checksum. A torn frame, or a trace that ends early, ends the run
+/// without an error (what follows is the caller's to know from its index); a frame that is
+/// there but bad is an error, with the record's index. The records are not validated:
+/// callers get `at` from an index built by a validating pass over the same file.
+pub fn read_records_at<R: Read + io::Seek>(
+    input: &mut R,
+    at: RecordPosition,
+    count: usize,
+    out: &mut Vec<Event>,
+) -> Result<(), TailError> {
+    out.clear();
+    let mut offset = at.offset;
+    let fail = |offset: u64, index: u64, kind: TailErrorKind| TailError {
+        offset,
+        index,
+        kind,
+    };
+    input
+        .seek(io::SeekFrom::Start(at.offset))
+        .map_err(|e| fail(offset, at.index, TailErrorKind::Io(e.to_string())))?;
+    let mut decoder = BodyDecoder::resume(at.index, at.time_ns, at.step_node);
+    let mut body = Vec::new();
+    // Bounded by `count`; every frame read is bounded by `read_frame`.
+    for k in 0..count as u64 {
+        let start = offset;
+        match read_frame(input, &mut body, &mut offset) {
+            Ok(true) => {}
+            Ok(false) | Err(TailErrorKind::Torn { .. }) => return Ok(()),
+            Err(kind) => return Err(fail(start, at.index + k, kind)),
+        }
+        let event = decoder
+            .decode(&body)
+            .map_err(|e| fail(start, at.index + k, TailErrorKind::BadRecord(e)))?;
+        out.push(event);
+    }
+    Ok(())
+}
+
 /// A streaming reader over a trace's records. It stops at the first bad frame and keeps the
 /// error in [`TraceReader::tail_error`].
 pub struct TraceReader<R> {
@@ -295,6 +347,11 @@ impl<R: Read> TraceReader<R> {
     /// Byte offset of the next frame.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// How many records it has handed out.
+    pub fn records_read(&self) -> u64 {
+        self.index
     }
 }
 

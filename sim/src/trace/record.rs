@@ -698,6 +698,18 @@ pub struct BodyDecoder {
 }
 
 impl BodyDecoder {
+    /// A decoder that goes on from the middle of a trace: the next record gets `index`,
+    /// the record before it was at `time_ns` (times are deltas), and the step open there
+    /// is `step_node`'s (outputs take their step's node). What a trace index keeps per
+    /// block, so a block decodes without the records before it.
+    pub fn resume(index: u64, time_ns: u64, step_node: Option<NodeId>) -> BodyDecoder {
+        BodyDecoder {
+            index,
+            time_ns,
+            step_node,
+        }
+    }
+
     fn time(&mut self, c: &mut Cursor<'_>) -> Result<u64, BodyError> {
         let dt = c.ivarint()?;
         self.time_ns = self.time_ns.wrapping_add(dt as u64);
