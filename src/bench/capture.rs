@@ -21,17 +21,8 @@ const RECORDING_ROUNDS: u64 = 5;
 const REPEATS: usize = 3;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
-    let dir = args.dir.join("capture");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
-    let scenario_path = dir.join("kv-bench.toml");
-    std::fs::write(&scenario_path, SCENARIO)
-        .map_err(|e| anyhow!("{}: {e}", scenario_path.display()))?;
-    let scenario = retrace_sim::scenario::parse::<retrace_models::KvModel>(
-        &scenario_path.display().to_string(),
-        SCENARIO,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let (dir, scenario_path, scenario) =
+        crate::bench::record::kv_bench_dir(args, "capture", SCENARIO)?;
     let seconds = args.round_seconds * RECORDING_ROUNDS;
     let rec = dir.join("recording");
     let opts = ClusterOptions {

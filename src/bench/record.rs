@@ -151,18 +151,33 @@ fn median(xs: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
-    let dir = args.dir.join("record");
+/// A fresh `args.dir/name` holding the kv scenario `text` (as `kv-bench.toml`), and the
+/// scenario parsed: where the recording benchmarks start.
+pub(crate) fn kv_bench_dir(
+    args: &BenchArgs,
+    name: &str,
+    text: &str,
+) -> anyhow::Result<(
+    std::path::PathBuf,
+    std::path::PathBuf,
+    retrace_sim::Scenario<<retrace_models::KvModel as retrace_sim::Model>::Options>,
+)> {
+    let dir = args.dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     let scenario_path = dir.join("kv-bench.toml");
-    std::fs::write(&scenario_path, SCENARIO)
+    std::fs::write(&scenario_path, text)
         .map_err(|e| anyhow!("{}: {e}", scenario_path.display()))?;
     let scenario = retrace_sim::scenario::parse::<retrace_models::KvModel>(
         &scenario_path.display().to_string(),
-        SCENARIO,
+        text,
     )
     .map_err(anyhow::Error::msg)?;
+    Ok((dir, scenario_path, scenario))
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
+    let (dir, scenario_path, scenario) = kv_bench_dir(args, "record", SCENARIO)?;
     let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this program: {e}"))?;
     println!(
         "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",

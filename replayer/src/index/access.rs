@@ -91,15 +91,23 @@ impl BlockReader {
         let n = layout.nodes;
         let mut inputs_by_node = vec![Vec::new(); n];
         for (o, e) in events.iter().enumerate() {
+            // The pass that built the index validated every record; these are the checks
+            // that need no history, made again because the index file may not be that
+            // pass's (a forged pair of trace and index): no consumer indexes past its
+            // node arrays.
+            if let Some(k) = nodes_named(&e.record)
+                .into_iter()
+                .chain(e.node)
+                .find(|k| k.index() >= n)
+            {
+                return Err(self.inconsistent(format!(
+                    "record {} names node {} of {n}",
+                    e.index,
+                    k.index()
+                )));
+            }
             if let Some(node) = e.record.input_node() {
-                let Some(list) = inputs_by_node.get_mut(node.index()) else {
-                    return Err(self.inconsistent(format!(
-                        "record {} names node {} of {n}",
-                        e.index,
-                        node.index()
-                    )));
-                };
-                list.push(o as u32);
+                inputs_by_node[node.index()].push(o as u32);
             }
         }
         self.decoded += 1;
@@ -190,8 +198,11 @@ impl BlockReader {
         };
         let block = self.block(layout, b)?;
         let at = (index % BLOCK_RECORDS) as u32;
-        let within = block.inputs_by_node[k].partition_point(|&o| o <= at);
-        Ok(base + within as u32)
+        let within = block
+            .inputs_by_node
+            .get(k)
+            .map_or(0, |list| list.partition_point(|&o| o <= at));
+        Ok(base.saturating_add(within as u32))
     }
 
     /// The input index of node `k`'s step at position `j` (0-based), if it has one.
@@ -210,10 +221,19 @@ impl BlockReader {
         };
         // The step is in block `b` or, when `b` holds fewer, in no block (none follow
         // with a count at or below `j`).
-        let base = layout.blocks[b].node_steps[k];
+        // Counts that do not grow (only a damaged index has them) find nothing here.
+        let Some(within) = layout.blocks[b]
+            .node_steps
+            .get(k)
+            .and_then(|&base| j.checked_sub(base))
+        else {
+            return Ok(None);
+        };
         let block = self.block(layout, b)?;
-        Ok(block.inputs_by_node[k]
-            .get((j - base) as usize)
+        Ok(block
+            .inputs_by_node
+            .get(k)
+            .and_then(|list| list.get(within as usize))
             .map(|&o| b as u64 * BLOCK_RECORDS + u64::from(o)))
     }
 
@@ -258,6 +278,23 @@ impl BlockReader {
         }
         Err(self.inconsistent(format!("record {input} was not reached")))
     }
+}
+
+/// Every node a record names besides its step's: its input node, a delivery's sender, a
+/// send's destination, a cut's links, a clock jump's node.
+fn nodes_named(r: &Record) -> Vec<retrace_sim::NodeId> {
+    use retrace_sim::trace::FaultRecord;
+    let mut out: Vec<retrace_sim::NodeId> = r.input_node().into_iter().collect();
+    match r {
+        Record::Deliver { from, .. } => out.push(*from),
+        Record::Send { to, .. } => out.push(*to),
+        Record::Fault(FaultRecord::Cut { links, .. }) => {
+            out.extend(links.iter().flat_map(|(a, b)| [*a, *b]))
+        }
+        Record::Fault(FaultRecord::ClockJump { node, .. }) => out.push(*node),
+        _ => {}
+    }
+    out
 }
 
 /// A trace opened through its index: records on demand, never all at once.

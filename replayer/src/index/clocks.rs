@@ -125,7 +125,7 @@ impl ClockWalker {
                     *m = (*m).max(*o);
                 }
             }
-            self.last[mine_start + k] = steps + 1;
+            self.last[mine_start + k] = steps.saturating_add(1);
             self.open = Some(k);
             return Ok(Some(Entered { node: k }));
         }

@@ -152,7 +152,13 @@ pub(crate) fn load(trace: &Path) -> Result<Option<Layout>, IndexError> {
         path: trace.to_owned(),
         error,
     })?;
-    Ok(read(BufReader::new(file), print))
+    let Some(layout) = read(BufReader::new(file), print) else {
+        return Ok(None);
+    };
+    // The index's copy of the header is what consumers size their arrays by: it must be
+    // the trace's own.
+    let (header, _) = retrace_sim::trace::TraceReader::open(trace)?;
+    Ok((header == layout.header).then_some(layout))
 }
 
 fn read(mut r: impl Read, print: Fingerprint) -> Option<Layout> {

@@ -48,7 +48,12 @@ impl IndexedTrace {
     pub fn why(&mut self, input: u64, limit: usize) -> Result<Past, IndexError> {
         let own = self.node_of_step(input)?;
         let clock = self.clock_of_step(input)?;
-        let count = clock.iter().map(|&c| u64::from(c)).sum::<u64>() - 1;
+        // Its own entry counts itself (at least 1 in any index this build wrote).
+        let count = clock
+            .iter()
+            .map(|&c| u64::from(c))
+            .sum::<u64>()
+            .saturating_sub(1);
         // Each node's last member; then always the latest not yet taken.
         let mut heads = BinaryHeap::new();
         for (k, &c) in clock.iter().enumerate() {
@@ -87,7 +92,7 @@ impl IndexedTrace {
     /// first `limit`. One pass from the step to the end of the trace.
     pub fn effects(&mut self, input: u64, limit: usize) -> Result<Effects, IndexError> {
         let own = self.node_of_step(input)?;
-        let mine = self.clock_of_step(input)?[own];
+        let mine = self.clock_of_step(input)?.get(own).copied().unwrap_or(0);
         let layout = &self.layout;
         let reader = &mut self.reader;
         let c = Layout::block_of(input) as u64 / layout.clock_every;
