@@ -9,7 +9,6 @@
 
 use super::access::IndexedTrace;
 use super::{FaultEntry, IndexError, Layout, BLOCK_RECORDS};
-use retrace_sim::trace::Record;
 use std::collections::{BTreeMap, BinaryHeap};
 
 /// What causally precedes a step.
@@ -70,7 +69,7 @@ impl IndexedTrace {
             let Some(i) = heads.pop() else { break };
             nearest.push(i);
             let e = self.event(i)?;
-            if let Some(prev) = prev_of(&e.record) {
+            if let Some(prev) = e.record.prev_input() {
                 if prev >= i {
                     return Err(self
                         .reader
@@ -122,19 +121,6 @@ impl IndexedTrace {
         }
         debug_assert!(layout.blocks.len() as u64 * BLOCK_RECORDS >= layout.records);
         Ok(Effects { count, nearest })
-    }
-}
-
-fn prev_of(r: &Record) -> Option<u64> {
-    match r {
-        Record::Start { prev, .. }
-        | Record::Restart { prev, .. }
-        | Record::Resume { prev, .. }
-        | Record::Deliver { prev, .. }
-        | Record::Timer { prev, .. }
-        | Record::External { prev, .. }
-        | Record::Crash { prev, .. } => *prev,
-        _ => None,
     }
 }
 

@@ -243,6 +243,20 @@ impl Record {
         }
     }
 
+    /// For an input, the node's previous input (its program-order link), if any.
+    pub fn prev_input(&self) -> Option<u64> {
+        match self {
+            Record::Start { prev, .. }
+            | Record::Restart { prev, .. }
+            | Record::Resume { prev, .. }
+            | Record::Deliver { prev, .. }
+            | Record::Timer { prev, .. }
+            | Record::External { prev, .. }
+            | Record::Crash { prev, .. } => *prev,
+            _ => None,
+        }
+    }
+
     /// The request ids of the step this input starts: a delivery's or a timer's (inherited
     /// from the step that sent or set it), an external request's own; none for the rest.
     pub fn request_ids(&self) -> &[RequestId] {

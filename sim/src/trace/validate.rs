@@ -96,16 +96,7 @@ impl Validator {
         let r = &e.record;
         if let Some(node) = r.input_node() {
             self.node("its node", node)?;
-            let prev = match r {
-                Record::Start { prev, .. }
-                | Record::Restart { prev, .. }
-                | Record::Resume { prev, .. }
-                | Record::Deliver { prev, .. }
-                | Record::Timer { prev, .. }
-                | Record::External { prev, .. }
-                | Record::Crash { prev, .. } => *prev,
-                _ => None,
-            };
+            let prev = r.prev_input();
             // `prev` chains a node's inputs: replay and causality walk it as program order.
             if prev != self.last_input[node.index()] {
                 return Err(format!(
