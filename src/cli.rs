@@ -130,6 +130,9 @@ enum Command {
     /// Cut the window around a mark or a time out of the logs of a long recording, as a
     /// trace that replays from each node's snapshot before the window
     Capture(crate::capture_cli::CaptureArgs),
+    /// Cut a window of events out of a trace, as a trace that replays from the states its
+    /// nodes had at its start (for traces too large to open whole)
+    Cut(crate::window_cli::CutArgs),
     /// Send one request to a node's client port and print the reply
     Client(crate::record_cli::ClientArgs),
     /// Run one node as this process (started by `retrace cluster`)
@@ -195,6 +198,7 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
         Command::Replay(args) => crate::replay_cli::replay(&registry, &args),
         Command::Fuzz(args) => crate::fuzz_cli::fuzz_command(&registry, &args),
         Command::Why(args) => crate::replay_cli::why(&registry, &args),
+        Command::Cut(args) => crate::window_cli::cut_command(&registry, &args),
         Command::Check(args) => crate::check_cli::check(&registry, &args),
         Command::Provenance(args) => crate::provenance_cli::provenance(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),

@@ -27,6 +27,7 @@ pub mod registry;
 pub mod replay_cli;
 mod replay_run;
 pub mod summary;
+mod window_cli;
 
 pub use retrace_models as models;
 pub use retrace_recorder as recorder;

@@ -30,6 +30,17 @@ pub struct ReplayArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     pub(crate) json: bool,
+    /// TUI: open a window of the trace around this event (what a trace larger than
+    /// memory opens as, around its violation or its end by default)
+    #[arg(long, value_name = "N")]
+    pub(crate) at: Option<u64>,
+    /// Open the TUI as a terminal would, draw its first frame off screen, print how long
+    /// that took and exit (for `bench large`)
+    #[arg(long, hide = true)]
+    pub(crate) bench_open: bool,
+    /// TUI: how many records a window holds, about
+    #[arg(long, value_name = "N", default_value_t = crate::window_cli::WINDOW_RECORDS_DEFAULT)]
+    pub(crate) records: u64,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +75,10 @@ pub struct ProfileArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// A trace file larger than this opens in the TUI as a window (`--at`), not whole: about
+/// three million records, which loaded with their replay take about half a gigabyte.
+const WHOLE_TUI_BYTES_MAX: u64 = 64 << 20;
 
 pub(crate) fn load(path: &Path) -> anyhow::Result<Trace> {
     let trace = Trace::load(path).map_err(anyhow::Error::msg)?;
@@ -107,7 +122,15 @@ pub(crate) fn known_model<L: Models>(
 
 pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::Result<u8> {
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
-    if interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+    let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if interactive && (terminal || args.bench_open) {
+        let large = std::fs::metadata(&args.trace).is_ok_and(|m| m.len() > WHOLE_TUI_BYTES_MAX);
+        if args.bench_open {
+            return crate::window_cli::open_window_tui(registry, args);
+        }
+        if args.at.is_some() || large {
+            return crate::window_cli::open_window_tui(registry, args);
+        }
         let trace = load(&args.trace)?;
         known_model(registry, &args.trace, &trace.header.model)?;
         if trace.events.is_empty() {

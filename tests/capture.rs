@@ -133,6 +133,38 @@ fn a_marked_moment_is_captured_as_a_trace_that_replays_and_explains() {
     let o = retrace(&["profile", trace.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 
+    // The whole recording merged, and a window cut out of it around its middle: a
+    // recorded trace's window replays too.
+    let whole = dir.join("whole.trace");
+    let o = retrace(&[
+        "merge",
+        dir.to_str().unwrap(),
+        "-o",
+        whole.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let len = retrace::sim::Trace::load(&whole).unwrap().events.len();
+    let cut = dir.join("cut.trace");
+    let o = retrace(&[
+        "cut",
+        whole.to_str().unwrap(),
+        "--around",
+        &(len / 2).to_string(),
+        "--records",
+        &(len / 4).max(1).to_string(),
+        "-o",
+        cut.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("nodes resumed there"), "{}", stdout(&o));
+    let o = retrace(&["replay", cut.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("replay    ok:"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
     // The signal's mark is found by its reason too.
     let o = retrace(&[
         "capture",

@@ -9,17 +9,8 @@ use retrace_models::{KvModel, RaftModel, WebstackModel};
 use retrace_replayer::faults::fault_causes;
 use retrace_replayer::index::{IndexFile, IndexedTrace};
 use retrace_replayer::{Causality, Steps};
-use retrace_sim::{scenario, Model, Simulation, Trace, TraceSink};
+use retrace_sim::Trace;
 use std::path::{Path, PathBuf};
-
-fn write_trace<M: Model>(dir: &Path, name: &str, seed: u64) -> PathBuf {
-    let path = root().join("scenarios").join(name);
-    let s = scenario::parse::<M>(name, &read(&path)).unwrap();
-    let report = Simulation::<M>::new(&s, seed, TraceSink::Memory).run();
-    let out = dir.join(format!("{name}-{seed}.trace"));
-    std::fs::write(&out, report.trace.unwrap()).unwrap();
-    out
-}
 
 /// Every record, and `why`/`effects` of a spread of steps, agree with the loaded trace.
 /// Returns how many of the steps checked had faults in their history.

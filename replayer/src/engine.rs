@@ -6,11 +6,14 @@ use crate::steps::Steps;
 use retrace_sim::check::{
     peers_of, run_handler, CheckingEnv, Expected, HandlerError, Input, NodeWorld, Output, Place,
 };
+use retrace_sim::codec::CodecError;
 use retrace_sim::history::ClientEvent;
+use retrace_sim::snapshot::SnapshotOf;
 use retrace_sim::trace::{Header, Origin, Record};
+use retrace_sim::StorageImage;
 use retrace_sim::{
-    codec, scenario, Boot, Event, Invariant, Model, Node, NodeId, StepRng, Storage, TimerId, Trace,
-    View,
+    codec, scenario, Boot, Event, Invariant, Model, Node, NodeId, NodeSnapshot, StepRng, Storage,
+    TimerId, Trace, View,
 };
 use std::collections::BTreeSet;
 
@@ -84,6 +87,14 @@ pub struct Cluster<M: Model> {
     pub applied: usize,
 }
 
+/// One node between two steps, as data: up (everything re-executing it needs), or down
+/// (what its disk keeps for its next life).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NodeState {
+    Up(Box<NodeSnapshot>),
+    Down { storage: StorageImage, boot: Boot },
+}
+
 impl<M: Model> Clone for Cluster<M> {
     fn clone(&self) -> Self {
         Cluster {
@@ -114,6 +125,67 @@ impl<M: Model> Cluster<M> {
             client,
             applied: 0,
         }
+    }
+
+    /// Node `i` as a snapshot, if it is up: what a trace cut from this moment resumes it
+    /// from (`crate::window`). Fails only if the node's state does not encode.
+    pub fn snapshot(&self, i: usize) -> Option<Result<NodeSnapshot, CodecError>> {
+        let node = self.nodes.get(i)?.as_ref()?;
+        Some(NodeSnapshot::take(SnapshotOf {
+            node,
+            storage: &self.storages[i],
+            timers: &mut self.timers[i].iter().copied(),
+            rng: &self.rngs[i],
+            boot: self.boots[i],
+        }))
+    }
+
+    /// Every node as data, for a state checkpoint a later replay starts from
+    /// ([`Cluster::from_states`]). Fails only if a node's state does not encode.
+    pub fn states(&self) -> Result<Vec<NodeState>, CodecError> {
+        (0..self.nodes.len())
+            .map(|i| match self.snapshot(i) {
+                Some(snapshot) => snapshot.map(|s| NodeState::Up(Box::new(s))),
+                None => Ok(NodeState::Down {
+                    storage: self.storages[i].image(),
+                    boot: self.boots[i],
+                }),
+            })
+            .collect()
+    }
+
+    /// The cluster as [`Cluster::states`] took it, `applied` steps into the trace, with
+    /// fresh invariants (they see only what follows). The states are untrusted input.
+    pub fn from_states(
+        options: &M::Options,
+        states: &[NodeState],
+        applied: usize,
+    ) -> Result<Cluster<M>, String> {
+        let mut cluster = Cluster::initial(options, states.len());
+        for (i, state) in states.iter().enumerate() {
+            match state {
+                NodeState::Up(snapshot) => {
+                    let resumed = snapshot.resume::<M::Node>()?;
+                    cluster.nodes[i] = Some(resumed.node);
+                    cluster.storages[i] = resumed.storage;
+                    cluster.timers[i] = resumed.timers;
+                    cluster.rngs[i] = resumed.rng;
+                    cluster.boots[i] = resumed.boot;
+                }
+                NodeState::Down { storage, boot } => {
+                    cluster.storages[i] = Storage::from_image(storage.clone());
+                    cluster.boots[i] = *boot;
+                }
+            }
+        }
+        cluster.applied = applied;
+        Ok(cluster)
+    }
+
+    /// Node `i`'s synced storage, if it has any: what it would find on a restart.
+    pub fn synced_storage(&self, i: usize) -> Option<Vec<(String, Vec<u8>)>> {
+        let synced = self.storages.get(i)?.synced();
+        (!synced.is_empty()).then(|| synced.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     /// Keeps each step's client events (the request it began with, the answers it gave)

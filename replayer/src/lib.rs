@@ -22,6 +22,7 @@ pub mod profile;
 pub mod provenance;
 pub mod steps;
 pub mod stream;
+pub mod window;
 
 pub use causality::Causality;
 pub use cursor::{CheckpointPolicy, Cursor};

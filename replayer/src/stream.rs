@@ -12,7 +12,7 @@ use crate::{Divergence, ReplayError, ReplayViolation};
 use retrace_sim::trace::{
     read_records_at, Origin, Record, RecordPosition, TraceError, TraceReader,
 };
-use retrace_sim::{Event, Model};
+use retrace_sim::{Event, Model, NodeId};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -64,6 +64,57 @@ pub fn replay_file<M: Model>(
     to: Option<u64>,
     on_step: &mut dyn FnMut(&[Event]),
 ) -> Result<Streamed, StreamError> {
+    replay_until::<M>(path, to, None, on_step).map(|(streamed, _)| streamed)
+}
+
+/// As [`replay_file`], and reading stops before the first step whose input is at or after
+/// record `stop_before` (the steps after it are not counted); also returns the cluster as
+/// the last applied step left it.
+pub fn replay_until<M: Model>(
+    path: &Path,
+    to: Option<u64>,
+    stop_before: Option<u64>,
+    on_step: &mut dyn FnMut(&[Event]),
+) -> Result<(Streamed, Cluster<M>), StreamError> {
+    replay_span(
+        path,
+        Span {
+            start: None,
+            to,
+            stop_before,
+            on_step,
+            on_boundary: &mut |_, _| {},
+        },
+    )
+}
+
+/// What a streaming replay covers, and what it reports on the way.
+pub struct Span<'a, M: Model> {
+    /// Start at this step boundary with the cluster as it was there (a state checkpoint
+    /// taken by an earlier run's `on_boundary`) instead of at the trace's start.
+    pub start: Option<(RecordPosition, Cluster<M>)>,
+    /// Apply steps up to the one holding this record.
+    pub to: Option<u64>,
+    /// Stop reading before the step whose input is at or after this record.
+    pub stop_before: Option<u64>,
+    /// Each step's records, once it is applied.
+    pub on_step: &'a mut dyn FnMut(&[Event]),
+    /// Between two applied steps: where the next one's input is, and the cluster there.
+    pub on_boundary: &'a mut dyn FnMut(RecordPosition, &Cluster<M>),
+}
+
+/// Re-executes the steps of `span` straight from the file.
+pub fn replay_span<M: Model>(
+    path: &Path,
+    span: Span<'_, M>,
+) -> Result<(Streamed, Cluster<M>), StreamError> {
+    let Span {
+        start,
+        to,
+        stop_before,
+        on_step,
+        on_boundary,
+    } = span;
     let (header, mut reader) = TraceReader::open(path).map_err(StreamError::Trace)?;
     let options = crate::engine::check_header::<M>(&header).map_err(StreamError::Replay)?;
     let node_names: Vec<String> = header.nodes.iter().map(|n| n.name.clone()).collect();
@@ -72,7 +123,22 @@ pub fn replay_file<M: Model>(
         node_names: &node_names,
         simulated: matches!(header.origin, Origin::Simulated { .. }),
     };
-    let mut cluster = Cluster::<M>::initial(&options, node_names.len());
+    // Where the record after the last one read starts (to look ahead from a divergence).
+    let mut last_time = 0u64;
+    let mut last_input_node = None;
+    // A reader in the middle of the file does not validate (its records link to ones it
+    // never read): node ids are checked here instead, before they index anything.
+    let mut checked_nodes = false;
+    let mut cluster = match start {
+        Some((at, cluster)) => {
+            reader = TraceReader::open_at(path, at).map_err(StreamError::Trace)?;
+            last_time = at.time_ns;
+            last_input_node = at.step_node;
+            checked_nodes = true;
+            cluster
+        }
+        None => Cluster::<M>::initial(&options, node_names.len()),
+    };
     let mut out = Streamed {
         steps: 0,
         applied: 0,
@@ -86,9 +152,6 @@ pub fn replay_file<M: Model>(
     let mut open = false;
     let mut stopped = false;
     let mut last_is_end = false;
-    // Where the record after the last one read starts (to look ahead from a divergence).
-    let mut last_time = 0u64;
-    let mut last_input_node = None;
     loop {
         let at = RecordPosition {
             offset: reader.offset(),
@@ -103,6 +166,9 @@ pub fn replay_file<M: Model>(
         // The step read so far is whole once another begins (or the trace ends cleanly).
         if starts_step && !step.is_empty() {
             let whole = next.is_some() || (last_is_end && reader.tail_error().is_none());
+            if stop_before.is_some_and(|at| step[0].index >= at) {
+                break;
+            }
             if whole {
                 out.steps += 1;
                 let wanted = to.is_none_or(|to| step[0].index <= to);
@@ -119,6 +185,9 @@ pub fn replay_file<M: Model>(
                                 }
                             }
                             on_step(&step);
+                            if next.is_some() {
+                                on_boundary(at, &cluster);
+                            }
                         }
                         Err(d) => {
                             out.divergence = Some(d);
@@ -132,6 +201,19 @@ pub fn replay_file<M: Model>(
             step.clear();
         }
         let Some(e) = next else { break };
+        if checked_nodes {
+            let foreign = |n: &NodeId| n.index() >= node_names.len();
+            let from = match &e.record {
+                Record::Deliver { from, .. } => Some(from),
+                _ => None,
+            };
+            if e.record.input_node().as_ref().is_some_and(foreign) || from.is_some_and(foreign) {
+                return Err(StreamError::Replay(ReplayError(format!(
+                    "record {} names a node the trace's header does not have (the file changed?)",
+                    e.index
+                ))));
+            }
+        }
         last_time = e.time_ns;
         last_is_end = matches!(e.record, Record::End { .. });
         if let Some(node) = e.record.input_node() {
@@ -156,7 +238,7 @@ pub fn replay_file<M: Model>(
             }));
         }
     }
-    Ok(out)
+    Ok((out, cluster))
 }
 
 /// The payload first delivered for the `Send` at `send`, looked for in the records from

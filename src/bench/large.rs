@@ -123,12 +123,96 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         peak_rss()
     );
 
-    // `retrace replay` without a terminal streams the file: its own process, its memory
-    // sampled while it runs (the peak, VmHWM, read last before it exits).
+    // `retrace replay` without a terminal streams the file: its own process.
+    let trace_arg = trace.display().to_string();
+    let (replay_time, peak, said) = measure_child(&["replay", &trace_arg, "--headless"])?;
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("replay"))
+        .unwrap_or("no replay line");
+    println!(
+        "  replay        {:.1}s streaming from the file, peak memory {peak}: {}",
+        replay_time.as_secs_f64(),
+        line.trim()
+    );
+
+    // What the TUI opens a trace this large as: a window around its last event, cut by
+    // re-executing to the window's start (`retrace cut` does the same in its own process).
+    let window = args.dir.join("large-window.trace");
+    let window_arg = window.display().to_string();
+    // `retrace cut` of a million records around `around`, in its own process.
+    let cut = |around: u64, label: &str, what: &str| -> anyhow::Result<()> {
+        let around = around.to_string();
+        let (time, peak, said) = measure_child(&[
+            "cut",
+            &trace_arg,
+            "--around",
+            &around,
+            "--records",
+            "1000000",
+            "-o",
+            &window_arg,
+        ])?;
+        let line = said
+            .lines()
+            .find(|l| l.starts_with("window"))
+            .unwrap_or("no window line");
+        println!(
+            "  {label:<13} {:.1}s to cut 1 M records {what}, peak memory {peak}: {}",
+            time.as_secs_f64(),
+            line.trim_start_matches("window").trim()
+        );
+        Ok(())
+    };
+    cut(n.saturating_sub(1), "window", "at the end")?;
+    // The first cut left the cluster's state every 2 M records with the index: a cut
+    // anywhere else starts from the nearest of those.
+    cut(
+        n / 2,
+        "window again",
+        "in the middle, from the states the first cut left",
+    )?;
+    let started = Instant::now();
+    let opened = retrace_sim::Trace::load(&window).map_err(anyhow::Error::msg)?;
+    let replay = retrace_replayer::Replay::<retrace_models::KvModel>::new(opened)
+        .map_err(anyhow::Error::msg)?;
+    let causality = retrace_replayer::Causality::new(
+        &replay.steps,
+        &replay.trace.events,
+        replay.trace.header.nodes.len(),
+    );
+    println!(
+        "  window open   {} to load it with its steps and causality ({} records)",
+        ms(started.elapsed()),
+        group(replay.trace.events.len() as u64)
+    );
+    drop((causality, replay));
+    let _ = std::fs::remove_file(&window);
+
+    // The TUI on the trace, as `retrace replay` opens it on a terminal (a window at its
+    // end, from the states the cuts left), to its first frame.
+    let (open_time, peak, said) = measure_child(&["replay", &trace_arg, "--bench-open"])?;
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("opened"))
+        .unwrap_or("no opened line");
+    println!(
+        "  TUI open      {:.1}s to the first frame, peak memory {peak} ({})",
+        open_time.as_secs_f64(),
+        line.trim()
+    );
+    cleanup(&trace, &index, args);
+    Ok(crate::exit::OK)
+}
+
+/// Runs this binary with `args` and waits for it: how long it took, its peak memory
+/// (VmHWM, sampled while it runs and read last just before it exits) and what it printed.
+fn measure_child(args: &[&str]) -> anyhow::Result<(Duration, String, String)> {
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["replay", &trace.display().to_string(), "--headless"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()?;
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak = String::from("unknown");
@@ -144,19 +228,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = child.wait_with_output()?;
-    let replay_time = started.elapsed();
-    let said = String::from_utf8_lossy(&output.stdout);
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("replay"))
-        .unwrap_or("no replay line");
-    println!(
-        "  replay        {:.1}s streaming from the file, peak memory {peak}: {}",
-        replay_time.as_secs_f64(),
-        line.trim()
-    );
-    cleanup(&trace, &index, args);
-    Ok(crate::exit::OK)
+    // A replay that finds a violation exits non-zero; what it printed says so.
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    Ok((started.elapsed(), peak, said))
 }
 
 /// The trace is gigabytes: kept only when asked.

@@ -54,3 +54,14 @@ pub fn shipped_scenarios() -> Vec<PathBuf> {
     all.sort();
     all
 }
+
+/// Runs the shipped scenario `name` with model `M` and `seed` in the simulator and writes
+/// its trace into `dir`.
+pub fn write_trace<M: retrace_sim::Model>(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    let path = root().join("scenarios").join(name);
+    let s = retrace_sim::scenario::parse::<M>(name, &read(&path)).unwrap();
+    let report = retrace_sim::Simulation::<M>::new(&s, seed, retrace_sim::TraceSink::Memory).run();
+    let out = dir.join(format!("{name}-{seed}.trace"));
+    std::fs::write(&out, report.trace.unwrap()).unwrap();
+    out
+}

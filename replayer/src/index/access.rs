@@ -4,7 +4,7 @@
 
 use super::clocks::ClockWalker;
 use super::file::{self, IndexFile};
-use super::{IndexError, Layout, BLOCK_RECORDS};
+use super::{IndexError, Layout, StateCheckpoint, BLOCK_RECORDS};
 use retrace_sim::trace::{read_records_at, Event, Header, Record, RecordPosition};
 use std::fs::File;
 use std::io::BufReader;
@@ -303,6 +303,8 @@ pub struct IndexedTrace {
     pub(crate) reader: BlockReader,
     /// Whether the index was built now (the trace's first open) or read from its file.
     pub built: bool,
+    path: PathBuf,
+    keep: IndexFile,
 }
 
 impl IndexedTrace {
@@ -326,7 +328,36 @@ impl IndexedTrace {
             reader: BlockReader::open(path)?,
             layout,
             built,
+            path: path.to_owned(),
+            keep,
         })
+    }
+
+    /// The latest state checkpoint at or before record `index`.
+    pub(crate) fn state_at_or_before(&self, index: u64) -> Option<&StateCheckpoint> {
+        let states = &self.layout.states;
+        states[..states.partition_point(|s| s.index <= index)].last()
+    }
+
+    /// State checkpoints taken at step boundaries of this trace, kept with the index (and
+    /// in its file, when the index has one).
+    pub(crate) fn add_states(&mut self, new: Vec<StateCheckpoint>) {
+        if new.is_empty() {
+            return;
+        }
+        let states = &mut self.layout.states;
+        states.extend(new);
+        states.sort_by_key(|s| s.index);
+        states.dedup_by_key(|s| s.index);
+        if self.keep == IndexFile::Write {
+            // Only a later cut's time is lost if the file cannot be written.
+            let _ = file::store(&self.path, &self.layout);
+        }
+    }
+
+    /// How many state checkpoints the index holds.
+    pub fn state_checkpoints(&self) -> usize {
+        self.layout.states.len()
     }
 
     pub fn header(&self) -> &Header {

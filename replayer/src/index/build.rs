@@ -31,6 +31,7 @@ pub(crate) fn build(path: &Path) -> Result<Layout, IndexError> {
         blocks: Vec::new(),
         checkpoints: Vec::new(),
         faults: Vec::new(),
+        states: Vec::new(),
         tail: None,
         complete: false,
         header,

@@ -4,7 +4,9 @@
 //! checked, every count is checked against the others, and anything wrong makes the index
 //! unusable (it is then rebuilt), never a panic.
 
-use super::{Block, ClockCheckpoint, FaultEntry, IndexError, Layout, BLOCK_RECORDS};
+use super::{
+    Block, ClockCheckpoint, FaultEntry, IndexError, Layout, StateCheckpoint, BLOCK_RECORDS,
+};
 use retrace_sim::codec;
 use retrace_sim::trace::{frame_into, read_frame, Header};
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: [u8; 8] = *b"RTRCIDX\0";
 /// 1: blocks of 4,096 records, clock checkpoints, faults with their positions.
-const VERSION: u16 = 1;
+/// 2: state checkpoints after the faults.
+const VERSION: u16 = 2;
 /// Faults per frame.
 const FAULTS_PER_FRAME: usize = 1 << 14;
 /// Bytes of the trace's start and end the fingerprint covers.
@@ -46,6 +49,7 @@ struct Head {
     clock_every: u64,
     blocks: u64,
     faults: u64,
+    states: u64,
     tail: Option<String>,
     complete: bool,
 }
@@ -88,6 +92,15 @@ pub(crate) fn store(trace: &Path, layout: &Layout) -> std::io::Result<()> {
     let mut out = BufWriter::new(File::create(&tmp)?);
     out.write_all(&MAGIC)?;
     out.write_all(&VERSION.to_le_bytes())?;
+    // One frame each: a frame is bounded (16 MiB), and a checkpoint of a large cluster's
+    // states that does not fit is left out (a replay then starts from an earlier one).
+    let mut states = Vec::new();
+    for state in &layout.states {
+        let body = enc(state)?;
+        if body.len() as u64 <= retrace_sim::trace::MAX_FRAME_BYTES / 2 {
+            states.push(body);
+        }
+    }
     let head = Head {
         fingerprint: fingerprint(trace)?,
         block_records: BLOCK_RECORDS,
@@ -96,6 +109,7 @@ pub(crate) fn store(trace: &Path, layout: &Layout) -> std::io::Result<()> {
         clock_every: layout.clock_every,
         blocks: layout.blocks.len() as u64,
         faults: layout.faults.len() as u64,
+        states: states.len() as u64,
         tail: layout.tail.clone(),
         complete: layout.complete,
     };
@@ -124,6 +138,9 @@ pub(crate) fn store(trace: &Path, layout: &Layout) -> std::io::Result<()> {
     }
     for chunk in layout.faults.chunks(FAULTS_PER_FRAME) {
         put(&mut out, enc(&chunk.to_vec())?)?;
+    }
+    for body in states {
+        put(&mut out, body)?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, &path)
@@ -228,6 +245,18 @@ fn read(mut r: impl Read, print: Fingerprint) -> Option<Layout> {
     if !faults_ok {
         return None;
     }
+    // Bounded by the count, and each frame by `read_frame`.
+    let mut states: Vec<StateCheckpoint> = Vec::new();
+    for _ in 0..head.states {
+        let body = frame(&mut r)?;
+        let state: StateCheckpoint = codec::decode(&body).ok()?;
+        let in_order = states.last().is_none_or(|s| s.index < state.index);
+        let inside = state.index < head.records && state.offset < print.bytes;
+        if !in_order || !inside || state.step_node.is_some_and(|k| k as usize >= n) {
+            return None;
+        }
+        states.push(state);
+    }
     Some(Layout {
         header: head.header,
         nodes: n,
@@ -236,6 +265,7 @@ fn read(mut r: impl Read, print: Fingerprint) -> Option<Layout> {
         blocks,
         checkpoints,
         faults,
+        states,
         tail: head.tail,
         complete: head.complete,
     })

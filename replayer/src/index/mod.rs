@@ -100,6 +100,32 @@ impl FaultEntry {
     }
 }
 
+/// The whole cluster's state at a step boundary, as a replay that passed it left it (see
+/// `crate::window`): a later replay can start there instead of at the trace's start. The
+/// nodes are `engine::NodeState`s through the codec, opaque to the index (it has no model).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StateCheckpoint {
+    /// Where the next step's input is, and the decoder's state there.
+    pub offset: u64,
+    pub index: u64,
+    pub time_ns: u64,
+    pub step_node: Option<u32>,
+    /// Steps applied before it.
+    pub applied: u64,
+    pub nodes: Vec<u8>,
+}
+
+impl StateCheckpoint {
+    pub fn position(&self) -> retrace_sim::trace::RecordPosition {
+        retrace_sim::trace::RecordPosition {
+            offset: self.offset,
+            index: self.index,
+            time_ns: self.time_ns,
+            step_node: self.step_node.map(NodeId),
+        }
+    }
+}
+
 /// Everything an index holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
@@ -112,6 +138,8 @@ pub(crate) struct Layout {
     pub blocks: Vec<Block>,
     pub checkpoints: Vec<ClockCheckpoint>,
     pub faults: Vec<FaultEntry>,
+    /// State checkpoints replays left, by position (none until a window is cut).
+    pub states: Vec<StateCheckpoint>,
     /// What stopped the reading before the end of the file, as the reader said it.
     pub tail: Option<String>,
     /// Whether the trace ends with its end record.
