@@ -125,10 +125,7 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::R
     let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     if interactive && (terminal || args.bench_open) {
         let large = std::fs::metadata(&args.trace).is_ok_and(|m| m.len() > WHOLE_TUI_BYTES_MAX);
-        if args.bench_open {
-            return crate::window_cli::open_window_tui(registry, args);
-        }
-        if args.at.is_some() || large {
+        if args.bench_open || args.at.is_some() || large {
             return crate::window_cli::open_window_tui(registry, args);
         }
         let trace = load(&args.trace)?;

@@ -55,16 +55,21 @@ pub fn cut_command<L: Models>(registry: &Registry<L>, args: &CutArgs) -> anyhow:
 /// One line on what a window is: which records of which trace, and how it starts.
 pub(crate) fn describe(trace: &Path, window: &Window) -> String {
     let span = &window.span;
-    // Past the resumes at its start, the window numbers records as the trace does, less
-    // this much (drops of messages from before the window, and storage images after
-    // restarts, shift it by one here and there).
-    let shift = span.local(span.from).map_or(0, |k| span.from - k);
+    // Past the resumes at its start, the window numbers records as the trace does, shifted
+    // by this much (drops of messages from before the window, and storage images after
+    // restarts, move it by one here and there). A window that starts within its first few
+    // records has more resumes than records before it: the shift is then negative.
+    let local = span.local(span.from).unwrap_or(span.from);
+    let shift = if span.from >= local {
+        format!("+{}", group(span.from - local))
+    } else {
+        format!("-{}", group(local - span.from))
+    };
     format!(
-        "window    events {}..{} of {} (event k here is about k+{} there; {} steps re-executed to its start, {} nodes resumed there)",
+        "window    events {}..{} of {} (event k here is about k{shift} there; {} steps re-executed to its start, {} nodes resumed there)",
         group(span.from),
         group(span.to),
         trace.display(),
-        group(shift),
         group(window.reexecuted as u64),
         window.resumed,
     )

@@ -8,7 +8,7 @@ use retrace_sim::check::{
 };
 use retrace_sim::codec::CodecError;
 use retrace_sim::history::ClientEvent;
-use retrace_sim::snapshot::SnapshotOf;
+use retrace_sim::snapshot::{Resumed, SnapshotOf};
 use retrace_sim::trace::{Header, Origin, Record};
 use retrace_sim::StorageImage;
 use retrace_sim::{
@@ -164,14 +164,7 @@ impl<M: Model> Cluster<M> {
         let mut cluster = Cluster::initial(options, states.len());
         for (i, state) in states.iter().enumerate() {
             match state {
-                NodeState::Up(snapshot) => {
-                    let resumed = snapshot.resume::<M::Node>()?;
-                    cluster.nodes[i] = Some(resumed.node);
-                    cluster.storages[i] = resumed.storage;
-                    cluster.timers[i] = resumed.timers;
-                    cluster.rngs[i] = resumed.rng;
-                    cluster.boots[i] = resumed.boot;
-                }
+                NodeState::Up(snapshot) => cluster.resume(i, snapshot.resume::<M::Node>()?),
                 NodeState::Down { storage, boot } => {
                     cluster.storages[i] = Storage::from_image(storage.clone());
                     cluster.boots[i] = *boot;
@@ -180,6 +173,15 @@ impl<M: Model> Cluster<M> {
         }
         cluster.applied = applied;
         Ok(cluster)
+    }
+
+    /// Node `i` becomes the node a snapshot resumed (a `Resume` record, a state checkpoint).
+    fn resume(&mut self, i: usize, resumed: Resumed<M::Node>) {
+        self.nodes[i] = Some(resumed.node);
+        self.storages[i] = resumed.storage;
+        self.timers[i] = resumed.timers;
+        self.rngs[i] = resumed.rng;
+        self.boots[i] = resumed.boot;
     }
 
     /// Node `i`'s synced storage, if it has any: what it would find on a restart.
@@ -463,11 +465,7 @@ pub(crate) fn apply_step<M: Model>(
                         Vec::new(),
                     )
                 })?;
-                cluster.nodes[i] = Some(resumed.node);
-                cluster.storages[i] = resumed.storage;
-                cluster.timers[i] = resumed.timers;
-                cluster.rngs[i] = resumed.rng;
-                cluster.boots[i] = resumed.boot;
+                cluster.resume(i, resumed);
                 cluster.applied += 1;
                 return Ok(check_invariants(
                     cluster,

@@ -265,9 +265,7 @@ impl TraceReader<BufReader<File>> {
         })?;
         Self::new(BufReader::with_capacity(1 << 20, file), path)
     }
-}
 
-impl TraceReader<BufReader<File>> {
     /// A reader of the trace at `path` from the record at `at` on. Its records are not
     /// validated (links and node ids need the records before them): callers get `at` from
     /// an index built by a validating pass over the same file, and check node ids against
