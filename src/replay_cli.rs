@@ -6,11 +6,14 @@ use crate::summary::{event_line, group, rate, short_ns};
 use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::index::{IndexFile, IndexedTrace};
-use retrace_replayer::profile::{compare_window, summarize, Profiler, RequestProfile, Summary};
+use retrace_replayer::profile::{
+    profile_indexed, Chunking, Profiler, RequestProfile, Summarizer, Summary, WindowSummarizer,
+};
 use retrace_replayer::{Causality, Steps};
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::{format_ns, RequestId, Trace};
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -74,11 +77,21 @@ pub struct ProfileArgs {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+    /// Read the trace through its index this many records at a time (what a trace file
+    /// over 64 MiB gets, 262,144 at a time)
+    #[arg(long, hide = true, value_name = "N")]
+    chunk_records: Option<u64>,
 }
 
-/// A trace file larger than this opens in the TUI as a window (`--at`), not whole: about
-/// three million records, which loaded with their replay take about half a gigabyte.
-const WHOLE_TUI_BYTES_MAX: u64 = 64 << 20;
+/// A trace file larger than this is not loaded whole: the TUI opens a window of it
+/// (`--at`) and `profile` reads it a chunk at a time. About three million records, which
+/// loaded with their replay take about half a gigabyte.
+const WHOLE_LOAD_BYTES_MAX: u64 = 64 << 20;
+
+/// Whether the file at `path` is too large to load whole.
+fn too_large_to_load(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > WHOLE_LOAD_BYTES_MAX)
+}
 
 pub(crate) fn load(path: &Path) -> anyhow::Result<Trace> {
     let trace = Trace::load(path).map_err(anyhow::Error::msg)?;
@@ -124,7 +137,7 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::R
     let interactive = !(args.headless || args.json || args.print || args.to.is_some());
     let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     if interactive && (terminal || args.bench_open) {
-        let large = std::fs::metadata(&args.trace).is_ok_and(|m| m.len() > WHOLE_TUI_BYTES_MAX);
+        let large = too_large_to_load(&args.trace);
         if args.bench_open || args.at.is_some() || large {
             return crate::window_cli::open_window_tui(registry, args);
         }
@@ -433,53 +446,135 @@ fn print_request(p: &RequestProfile) {
     );
 }
 
+/// Where profiles go, one at a time: the one request asked for, or a summary.
+enum Sink {
+    One(RequestId, Option<RequestProfile>),
+    All(Summarizer),
+    Window(WindowSummarizer, (u64, u64)),
+}
+
+impl Sink {
+    /// Takes a profile whose times are from the run's origin; summaries count from `base`,
+    /// the trace's first record, as `--window` does.
+    fn take(&mut self, p: RequestProfile, base: u64) -> ControlFlow<()> {
+        let from_base = |mut p: RequestProfile| {
+            p.start_ns = p.start_ns.saturating_sub(base);
+            p.end_ns = p.end_ns.saturating_sub(base);
+            p
+        };
+        match self {
+            Sink::One(id, found) if p.request == id.0 => {
+                *found = Some(p);
+                return ControlFlow::Break(());
+            }
+            Sink::One(..) => {}
+            Sink::All(s) => s.add(&from_base(p)),
+            Sink::Window(w, _) => w.add(&from_base(p)),
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 pub fn profile(args: &ProfileArgs) -> anyhow::Result<u8> {
-    let trace = load(&args.trace)?;
-    let steps = Steps::new(&trace.events);
-    let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
-    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
-    let profiler = Profiler::new(&trace.events, &steps, &causality, &names);
-    let base = trace.events.first().map_or(0, |e| e.time_ns);
+    let mut sink = match (&args.request, &args.window) {
+        (Some(r), _) => {
+            let id: u64 = r
+                .trim_start_matches('r')
+                .parse()
+                .map_err(|_| anyhow!("--request `{r}` is not a request id"))?;
+            Sink::One(RequestId(id), None)
+        }
+        (None, Some(w)) => {
+            let (a, b) = parse_window(w)?;
+            Sink::Window(WindowSummarizer::new(a, b), (a, b))
+        }
+        (None, None) => Sink::All(Summarizer::default()),
+    };
+    let chunking = match args.chunk_records {
+        Some(records) => Some(Chunking::of(records)),
+        None => too_large_to_load(&args.trace).then(Chunking::default),
+    };
+    let ok = match chunking {
+        None => {
+            let trace = load(&args.trace)?;
+            let steps = Steps::new(&trace.events);
+            let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
+            let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+            let profiler = Profiler::new(&trace.events, &steps, &causality, &names);
+            let base = trace.events.first().map_or(0, |e| e.time_ns);
+            if let Sink::One(id, found) = &mut sink {
+                *found = profiler.request(*id);
+            } else {
+                for r in profiler.requests() {
+                    if let Some(p) = profiler.request(r) {
+                        let _ = sink.take(p, base);
+                    }
+                }
+            }
+            exit::after_reading(trace.tail.as_ref(), exit::OK)
+        }
+        Some(chunking) => {
+            let mut trace = open_indexed(&args.trace)?;
+            let base = match trace.len() {
+                0 => 0,
+                _ => trace.event(0)?.time_ns,
+            };
+            let bar = indicatif::ProgressBar::new(trace.len());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} profiling {pos}/{len} records [{wide_bar}] {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let run = profile_indexed(&mut trace, chunking, |p| sink.take(p, base), &mut |at| {
+                bar.set_position(at)
+            })?;
+            bar.finish_and_clear();
+            if run.out_of_reach > 0 {
+                eprintln!(
+                    "note: {}: read {} records at a time; {} requests had no answer within {} \
+                     records of their start and are not profiled",
+                    args.trace.display(),
+                    group(chunking.records),
+                    group(run.out_of_reach),
+                    group(chunking.span_max)
+                );
+            }
+            indexed_exit(&trace, exit::OK)
+        }
+    };
     let json = |v: &dyn erased::Ser| -> anyhow::Result<u8> {
         println!("{}", v.to_json()?);
-        Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
+        Ok(ok)
     };
-    if let Some(r) = &args.request {
-        let id: u64 = r
-            .trim_start_matches('r')
-            .parse()
-            .map_err(|_| anyhow!("--request `{r}` is not a request id"))?;
-        let p = profiler.request(RequestId(id)).ok_or_else(|| {
-            anyhow!("request r{id} has no reply in this trace (or does not exist)")
-        })?;
-        if args.json {
-            return json(&p);
+    match sink {
+        Sink::One(id, found) => {
+            let p = found.ok_or_else(|| {
+                anyhow!(
+                    "request r{} has no reply in this trace (or does not exist)",
+                    id.0
+                )
+            })?;
+            if args.json {
+                return json(&p);
+            }
+            print_request(&p);
         }
-        print_request(&p);
-        return Ok(exit::after_reading(trace.tail.as_ref(), exit::OK));
-    }
-    let mut all = profiler.all(None);
-    for p in &mut all {
-        p.start_ns = p.start_ns.saturating_sub(base);
-        p.end_ns = p.end_ns.saturating_sub(base);
-    }
-    if all.is_empty() {
-        return Err(anyhow!(
-            "{}: no request with a reply in this trace",
-            args.trace.display()
-        ));
-    }
-    match &args.window {
-        None => {
-            let s = summarize(&all);
+        Sink::All(s) => {
+            let s = s.finish();
+            if s.requests == 0 {
+                return Err(no_request(&args.trace));
+            }
             if args.json {
                 return json(&s);
             }
             print_summary("all requests", &s, 12);
         }
-        Some(w) => {
-            let (a, b) = parse_window(w)?;
-            let c = compare_window(&all, a, b);
+        Sink::Window(w, (a, b)) => {
+            let c = w.finish();
+            if c.window.requests + c.rest.requests == 0 {
+                return Err(no_request(&args.trace));
+            }
             if args.json {
                 return json(&c);
             }
@@ -503,7 +598,11 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::after_reading(trace.tail.as_ref(), exit::OK))
+    Ok(ok)
+}
+
+fn no_request(path: &Path) -> anyhow::Error {
+    anyhow!("{}: no request with a reply in this trace", path.display())
 }
 
 mod erased {

@@ -136,6 +136,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         line.trim()
     );
 
+    // `retrace profile` reads a trace this large a chunk at a time through its index.
+    let (profile_time, peak, said) = measure_child(&["profile", &trace_arg])?;
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("all requests"))
+        .unwrap_or("no summary line");
+    println!(
+        "  profile       {:.1}s for every request's critical path, a chunk at a time, peak memory {peak}: {}",
+        profile_time.as_secs_f64(),
+        line.trim()
+    );
+
     // What the TUI opens a trace this large as: a window around its last event, cut by
     // re-executing to the window's start (`retrace cut` does the same in its own process).
     let window = args.dir.join("large-window.trace");

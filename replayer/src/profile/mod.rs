@@ -6,6 +6,15 @@
 //! (a delivery, a timer, or the request itself), so following triggers gives the chain of
 //! events that the reply waited for — no span-timing guesswork.
 
+mod chunked;
+mod summary;
+
+pub use chunked::{profile_indexed, ChunkedRun, Chunking};
+pub use summary::{
+    compare_window, percentiles, summarize, Percentiles, Summarizer, Summary, WindowComparison,
+    WindowSummarizer,
+};
+
 use crate::causality::Causality;
 use crate::steps::Steps;
 use retrace_sim::trace::{Event, Record};
@@ -139,6 +148,10 @@ impl Timing<'_> {
 pub struct Profiler<'a> {
     t: Timing<'a>,
     causality: &'a Causality,
+    /// Request -> its external step.
+    starts: BTreeMap<RequestId, usize>,
+    /// The whole trace's number of the first of `events` (they may be a part of it).
+    first_event: usize,
     /// Request -> (its external step, the step with its last reply, the reply's record).
     ends: BTreeMap<RequestId, (usize, usize, usize)>,
 }
@@ -163,8 +176,8 @@ impl<'a> Profiler<'a> {
             }
         }
         let ends = starts
-            .into_iter()
-            .filter_map(|(r, start)| replies.get(&r).map(|&(s, i)| (r, (start, s, i))))
+            .iter()
+            .filter_map(|(r, start)| replies.get(r).map(|&(s, i)| (*r, (*start, s, i))))
             .collect();
         Profiler {
             t: Timing {
@@ -173,8 +186,26 @@ impl<'a> Profiler<'a> {
                 names,
             },
             causality,
+            starts,
             ends,
+            first_event: 0,
         }
+    }
+
+    /// The same profiler, for `events` that start at record `first` of a trace: profiles
+    /// name events by the trace's numbers.
+    pub fn numbered_from(self, first: u64) -> Self {
+        Profiler {
+            first_event: first as usize,
+            ..self
+        }
+    }
+
+    /// Every request whose external request is in the trace, with that request's record
+    /// index, in id order (answered or not).
+    pub fn started(&self) -> impl Iterator<Item = (RequestId, usize)> + '_ {
+        let steps = &self.t.steps.steps;
+        self.starts.iter().map(|(r, &s)| (*r, steps[s].input))
     }
 
     /// Requests that completed, in id order.
@@ -276,6 +307,9 @@ impl<'a> Profiler<'a> {
         }
         path.retain(|h| h.ns > 0);
         path.reverse();
+        for h in &mut path {
+            h.event += self.first_event;
+        }
         let start_ns = t.arrival(start);
         // Off-path work of the same request.
         on_path.sort_unstable();
@@ -313,129 +347,5 @@ impl<'a> Profiler<'a> {
             .filter_map(|r| self.request(r))
             .filter(|p| window.is_none_or(|(a, b)| p.start_ns >= a && p.start_ns < b))
             .collect()
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Percentiles {
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
-    pub mean_ns: u64,
-}
-
-pub fn percentiles(values: &mut [u64]) -> Percentiles {
-    values.sort_unstable();
-    let at = |p: f64| {
-        if values.is_empty() {
-            0
-        } else {
-            values[((values.len() as f64 - 1.0) * p).round() as usize]
-        }
-    };
-    let mean = if values.is_empty() {
-        0
-    } else {
-        values.iter().sum::<u64>() / values.len() as u64
-    };
-    Percentiles {
-        p50_ns: at(0.5),
-        p90_ns: at(0.9),
-        p99_ns: at(0.99),
-        max_ns: at(1.0),
-        mean_ns: mean,
-    }
-}
-
-/// Where the time of many requests went.
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    pub requests: usize,
-    pub latency: Percentiles,
-    /// Per place: the distribution of its per-request time (requests that never touch a
-    /// place count as zero), most total time first.
-    pub places: Vec<(Place, Percentiles, u64)>,
-}
-
-pub fn summarize(profiles: &[RequestProfile]) -> Summary {
-    let mut latency: Vec<u64> = profiles.iter().map(|p| p.latency_ns).collect();
-    let mut per_place: BTreeMap<Place, Vec<u64>> = BTreeMap::new();
-    for (i, p) in profiles.iter().enumerate() {
-        for (place, ns) in p.by_place() {
-            let v = per_place
-                .entry(place)
-                .or_insert_with(|| vec![0; profiles.len()]);
-            v[i] = ns;
-        }
-    }
-    let mut places: Vec<(Place, Percentiles, u64)> = per_place
-        .into_iter()
-        .map(|(place, mut v)| {
-            let total = v.iter().sum();
-            (place, percentiles(&mut v), total)
-        })
-        .collect();
-    places.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    Summary {
-        requests: profiles.len(),
-        latency: percentiles(&mut latency),
-        places,
-    }
-}
-
-/// A window against the rest of the run: where the extra time went, and whom it hit.
-#[derive(Clone, Debug, Serialize)]
-pub struct WindowComparison {
-    pub window: Summary,
-    pub rest: Summary,
-    /// Per place: mean time per request inside the window minus outside, largest first.
-    pub extra: Vec<(Place, i64)>,
-    /// The window's slowest requests: id, latency, and the place that took most of it.
-    pub hit: Vec<(u64, u64, Place)>,
-}
-
-pub fn compare_window(profiles: &[RequestProfile], from_ns: u64, to_ns: u64) -> WindowComparison {
-    let (inside, outside): (Vec<RequestProfile>, Vec<RequestProfile>) = profiles
-        .iter()
-        .cloned()
-        .partition(|p| p.start_ns >= from_ns && p.start_ns < to_ns);
-    let window = summarize(&inside);
-    let rest = summarize(&outside);
-    let mean_of = |s: &Summary, place: &Place| {
-        s.places
-            .iter()
-            .find(|(p, _, _)| p == place)
-            .map_or(0, |(_, pc, _)| pc.mean_ns as i64)
-    };
-    let mut places: Vec<Place> = window
-        .places
-        .iter()
-        .chain(&rest.places)
-        .map(|(p, _, _)| p.clone())
-        .collect();
-    places.sort();
-    places.dedup();
-    let mut extra: Vec<(Place, i64)> = places
-        .into_iter()
-        .map(|p| (p.clone(), mean_of(&window, &p) - mean_of(&rest, &p)))
-        .collect();
-    extra.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let mut hit: Vec<(u64, u64, Place)> = inside
-        .iter()
-        .filter_map(|p| {
-            p.by_place()
-                .into_iter()
-                .max_by_key(|(_, ns)| *ns)
-                .map(|(place, _)| (p.request, p.latency_ns, place))
-        })
-        .collect();
-    hit.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    hit.truncate(20);
-    WindowComparison {
-        window,
-        rest,
-        extra,
-        hit,
     }
 }
