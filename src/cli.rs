@@ -339,6 +339,8 @@ fn run_model<M: retrace_sim::Model>(
 
     let started = Instant::now();
     let mut followed = None;
+    // What `retrace run` wrote beside a large trace: its index with the cluster's states.
+    let mut indexed = None;
     let report = if let Some(path) = &args.schedule {
         let text = read_bounded(path, retrace_sim::limits::MAX_SCHEDULE_BYTES)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -394,12 +396,16 @@ fn run_model<M: retrace_sim::Model>(
         }
         report
     } else {
-        let sink = match &trace_path {
+        match &trace_path {
             // The trace writer buffers its frames itself: no BufWriter in between.
-            Some(path) => TraceSink::Stream(Box::new(create_trace_file(path)?)),
-            None => TraceSink::Discard,
-        };
-        retrace_sim::Simulation::<M>::new(s, seed, sink).run()
+            Some(path) => {
+                let file = create_trace_file(path)?;
+                let (report, said) = crate::run_states::run_indexed::<M>(s, seed, path, file);
+                indexed = said;
+                report
+            }
+            None => retrace_sim::Simulation::<M>::new(s, seed, TraceSink::Discard).run(),
+        }
     };
     let wall = started.elapsed();
     print!(
@@ -411,6 +417,9 @@ fn run_model<M: retrace_sim::Model>(
     }
     if let Some(schedule) = &followed {
         print!("{}", summary::unapplied(schedule, &report.unapplied));
+    }
+    if let Some(line) = &indexed {
+        println!("{line}");
     }
     if let (Some(v), Some(path)) = (&report.violation, &trace_path) {
         let from = v.step_index.saturating_sub(30);

@@ -26,6 +26,7 @@ mod record_cli;
 pub mod registry;
 pub mod replay_cli;
 mod replay_run;
+mod run_states;
 pub mod summary;
 mod window_cli;
 

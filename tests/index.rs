@@ -192,3 +192,52 @@ fn a_trace_changed_under_its_index_is_a_located_error_not_a_panic() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains(".idx to rebuild it"), "{}", stderr(&o));
 }
+
+/// A reader that hands out the trace in uneven pieces, as a run's writes arrive.
+struct Trickle {
+    bytes: Vec<u8>,
+    at: usize,
+    piece: usize,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.piece = self.piece * 7 % 4099 + 1;
+        let n = buf.len().min(self.piece).min(self.bytes.len() - self.at);
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// `retrace run` builds a large trace's index from the bytes it writes, as it writes them
+/// (`IndexedTrace::index_stream`): the index file it keeps is byte for byte the one a pass
+/// over the finished file writes.
+#[test]
+fn an_index_built_from_the_written_bytes_is_the_one_built_from_the_file() {
+    let dir = scratch_dir("index-stream");
+    for path in [
+        write_trace::<KvModel>(&dir, "kv-chaos.toml", 1),
+        write_trace::<RaftModel>(&dir, "raft.toml", 3),
+    ] {
+        let idx = PathBuf::from(format!("{}.idx", path.display()));
+        let _ = std::fs::remove_file(&idx);
+        drop(IndexedTrace::open(&path, IndexFile::Write).unwrap());
+        let from_file = std::fs::read(&idx).unwrap();
+        std::fs::remove_file(&idx).unwrap();
+        let input = Trickle {
+            bytes: std::fs::read(&path).unwrap(),
+            at: 0,
+            piece: 1,
+        };
+        let built = IndexedTrace::index_stream(&path, input).unwrap();
+        let mut streamed = IndexedTrace::from_streamed(&path, built).unwrap();
+        assert!(!idx.exists(), "kept in memory until asked");
+        streamed.write_file().unwrap();
+        assert!(
+            std::fs::read(&idx).unwrap() == from_file,
+            "{}: the streamed index differs",
+            path.display()
+        );
+    }
+}

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use retrace_models::{KvModel, RaftModel, WebstackModel};
-use retrace_replayer::index::{IndexFile, IndexedTrace};
+use retrace_replayer::index::{IndexFile, IndexedTrace, StateCheckpoint};
 use retrace_replayer::window::{bounds, cut, Window};
 use retrace_replayer::Replay;
 use retrace_sim::trace::Record;
@@ -236,4 +236,55 @@ fn a_later_cut_starts_from_the_state_an_earlier_one_left_and_writes_the_same_win
     assert!(rebuilt.built);
     let again = cut::<KvModel>(&path, &mut rebuilt, from, to, &mut |_| {}).unwrap();
     assert!(again.bytes == cold.bytes);
+}
+
+/// The simulation that writes a trace can take the cluster's states on the way
+/// (`Simulation::run_observed`, what `retrace run` leaves with a large trace's index): a cut
+/// from them writes the same window byte for byte as a cut that re-executes from the run's
+/// start, while re-executing only from the nearest state — across crashes, restarts,
+/// partitions and clock faults (kv-chaos), elections (raft) and service times (webstack).
+fn simulated_states_cut_the_same_windows<M: Model>(scenario: &str, seed: u64, every: u64) {
+    let dir = scratch_dir("window-sim-states");
+    let path = dir.join(format!("{scenario}-{seed}.trace"));
+    let s = retrace_sim::scenario::parse::<M>(
+        scenario,
+        &read(&root().join("scenarios").join(scenario)),
+    )
+    .unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut states = Vec::new();
+    retrace_sim::Simulation::<M>::new(&s, seed, retrace_sim::TraceSink::Stream(Box::new(file)))
+        .run_observed(every, &mut |sim| {
+            let (at, applied) = sim.trace_position().unwrap();
+            let nodes = sim.node_states().unwrap();
+            states.push(StateCheckpoint::new(at, applied, &nodes).unwrap());
+        });
+    let taken = states.len();
+    assert!(taken >= 5, "{scenario}: {taken} states taken");
+    let len = Trace::load(&path).unwrap().events.len() as u64;
+    let mut with_states = IndexedTrace::open(&path, IndexFile::Memory).unwrap();
+    with_states.add_states(states);
+    for around in [len / 4, len / 2, len - 1] {
+        let mut cold = IndexedTrace::open(&path, IndexFile::Memory).unwrap();
+        let (from, to) = bounds(&mut cold, around, every / 2).unwrap();
+        let want = cut::<M>(&path, &mut cold, from, to, &mut |_| {}).unwrap();
+        let got = cut::<M>(&path, &mut with_states, from, to, &mut |_| {}).unwrap();
+        assert!(
+            got.bytes == want.bytes,
+            "{scenario} window {from}..{to}: the simulation's states cut another window"
+        );
+        assert!(
+            got.reexecuted as u64 <= every + 2_000 && got.reexecuted < want.reexecuted,
+            "{scenario} window {from}..{to}: re-executed {} steps (cold: {})",
+            got.reexecuted,
+            want.reexecuted
+        );
+    }
+}
+
+#[test]
+fn a_simulations_own_states_cut_the_same_windows_as_re_execution() {
+    simulated_states_cut_the_same_windows::<KvModel>("kv-chaos.toml", 1, 5_000);
+    simulated_states_cut_the_same_windows::<RaftModel>("raft.toml", 3, 200);
+    simulated_states_cut_the_same_windows::<WebstackModel>("webstack-lunchtime.toml", 1, 10_000);
 }

@@ -10,7 +10,6 @@ use retrace_sim::codec::CodecError;
 use retrace_sim::history::ClientEvent;
 use retrace_sim::snapshot::{Resumed, SnapshotOf};
 use retrace_sim::trace::{Header, Origin, Record};
-use retrace_sim::StorageImage;
 use retrace_sim::{
     codec, scenario, Boot, Event, Invariant, Model, Node, NodeId, NodeSnapshot, StepRng, Storage,
     TimerId, Trace, View,
@@ -87,13 +86,7 @@ pub struct Cluster<M: Model> {
     pub applied: usize,
 }
 
-/// One node between two steps, as data: up (everything re-executing it needs), or down
-/// (what its disk keeps for its next life).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum NodeState {
-    Up(Box<NodeSnapshot>),
-    Down { storage: StorageImage, boot: Boot },
-}
+pub use retrace_sim::snapshot::NodeState;
 
 impl<M: Model> Clone for Cluster<M> {
     fn clone(&self) -> Self {

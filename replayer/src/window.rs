@@ -19,8 +19,8 @@
 //! image after its restart, as a recorded restart does. Record numbers change ([`Span`]).
 
 use crate::engine::{Cluster, NodeState};
-use crate::index::StateCheckpoint;
 use crate::index::{FaultEntry, IndexError, IndexedTrace};
+use crate::index::{StateCheckpoint, STATE_EVERY_RECORDS};
 use crate::stream::{replay_span, Span as StreamSpan, StreamError};
 use retrace_sim::trace::{
     FaultRecord, InputHead, Origin, Outcome, Record, TraceError, TraceOut, TraceWriter,
@@ -31,9 +31,6 @@ use std::path::Path;
 
 /// Records read from the index per batch while the window is written.
 const BATCH_RECORDS: u64 = 1 << 16;
-/// How far apart the state checkpoints a cut leaves are: a later cut re-executes at most
-/// this many records (about a second's work) before its window.
-const STATE_EVERY_RECORDS: u64 = 2_000_000;
 /// Progress is reported every this many steps re-executed.
 const PROGRESS_EVERY_STEPS: u64 = 4096;
 
@@ -230,18 +227,14 @@ pub fn cut<M: Model>(
                 if !due {
                     return;
                 }
-                let Ok(nodes) = cluster.states().and_then(|s| codec::encode(&s)) else {
+                let Ok(checkpoint) = cluster
+                    .states()
+                    .and_then(|s| StateCheckpoint::new(at, cluster.applied as u64, &s))
+                else {
                     return;
                 };
                 last_state = at.index;
-                states.push(StateCheckpoint {
-                    offset: at.offset,
-                    index: at.index,
-                    time_ns: at.time_ns,
-                    step_node: at.step_node.map(|n| n.0),
-                    applied: cluster.applied as u64,
-                    nodes,
-                });
+                states.push(checkpoint);
             },
         },
     )

@@ -29,6 +29,16 @@ pub struct NodeSnapshot {
     pub boot: Boot,
 }
 
+/// One node between two steps, as data: up (everything re-executing it needs), or down
+/// (what its disk keeps for its next life). A replay's cluster (`Cluster::states` in the
+/// replayer) and a simulation (`Simulation::node_states`) both give them, for the state
+/// checkpoints a trace's index keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    Up(Box<NodeSnapshot>),
+    Down { storage: StorageImage, boot: Boot },
+}
+
 /// Everything a snapshot is taken from, borrowed from whichever runtime holds it.
 pub struct SnapshotOf<'a, N> {
     pub node: &'a N,

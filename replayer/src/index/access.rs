@@ -5,9 +5,9 @@
 use super::clocks::ClockWalker;
 use super::file::{self, IndexFile};
 use super::{IndexError, Layout, StateCheckpoint, BLOCK_RECORDS};
-use retrace_sim::trace::{read_records_at, Event, Header, Record, RecordPosition};
+use retrace_sim::trace::{read_records_at, Event, Header, Record, RecordPosition, TraceReader};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -297,6 +297,9 @@ fn nodes_named(r: &Record) -> Vec<retrace_sim::NodeId> {
     out
 }
 
+/// An index built from a trace's bytes as they were written ([`IndexedTrace::index_stream`]).
+pub struct StreamedIndex(Layout);
+
 /// A trace opened through its index: records on demand, never all at once.
 pub struct IndexedTrace {
     pub(crate) layout: Layout,
@@ -333,6 +336,32 @@ impl IndexedTrace {
         })
     }
 
+    /// Indexes the trace being written at `path` from `input`, the same bytes as they are
+    /// written: a run tees them, so the index is built alongside it on another thread
+    /// instead of by a pass after it. [`IndexedTrace::from_streamed`] opens the result once
+    /// the trace is whole; the index stays in memory until [`IndexedTrace::write_file`].
+    pub fn index_stream(path: &Path, input: impl Read) -> Result<StreamedIndex, IndexError> {
+        let reader = TraceReader::new(input, path)?;
+        super::build::build_from(path, reader).map(StreamedIndex)
+    }
+
+    /// Opens the trace at `path`, whole now, with the index built from its bytes.
+    pub fn from_streamed(path: &Path, built: StreamedIndex) -> Result<IndexedTrace, IndexError> {
+        Ok(IndexedTrace {
+            reader: BlockReader::open(path)?,
+            layout: built.0,
+            built: true,
+            path: path.to_owned(),
+            keep: IndexFile::Memory,
+        })
+    }
+
+    /// Keeps the index in its file next to the trace from now on (and writes it now).
+    pub fn write_file(&mut self) -> std::io::Result<()> {
+        self.keep = IndexFile::Write;
+        file::store(&self.path, &self.layout)
+    }
+
     /// The latest state checkpoint at or before record `index`.
     pub(crate) fn state_at_or_before(&self, index: u64) -> Option<&StateCheckpoint> {
         let states = &self.layout.states;
@@ -341,7 +370,7 @@ impl IndexedTrace {
 
     /// State checkpoints taken at step boundaries of this trace, kept with the index (and
     /// in its file, when the index has one).
-    pub(crate) fn add_states(&mut self, new: Vec<StateCheckpoint>) {
+    pub fn add_states(&mut self, new: Vec<StateCheckpoint>) {
         if new.is_empty() {
             return;
         }

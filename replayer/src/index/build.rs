@@ -4,9 +4,10 @@
 use super::access::BlockReader;
 use super::clocks::ClockWalker;
 use super::{Block, FaultEntry, IndexError, Layout, BLOCK_RECORDS};
-use retrace_sim::trace::{DropReason, FaultRecord, Record, TraceError, TraceReader};
+use retrace_sim::trace::{DropReason, FaultRecord, Header, Record, TraceError, TraceReader};
 use retrace_sim::NodeId;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 /// Sends whose drop the builder can still judge without reading them back (mirrors the
@@ -22,7 +23,16 @@ struct SendMeta {
 }
 
 pub(crate) fn build(path: &Path) -> Result<Layout, IndexError> {
-    let (header, mut reader) = TraceReader::open(path)?;
+    build_from(path, TraceReader::open(path)?)
+}
+
+/// Builds the index of the trace at `path` from `reader`, which reads the same bytes: the
+/// file itself, or the bytes on their way to it while a run writes it (records are read
+/// back from the file only once their block is complete, so already written).
+pub(crate) fn build_from<R: Read>(
+    path: &Path,
+    (header, mut reader): (Header, TraceReader<R>),
+) -> Result<Layout, IndexError> {
     let n = header.nodes.len();
     let mut layout = Layout {
         nodes: n,

@@ -319,6 +319,50 @@ impl<M: Model> Simulation<M> {
         &self.core.stats
     }
 
+    /// Where the trace file's next record will start, with what reading from there needs,
+    /// and how many steps come before it: between two [`Simulation::step`]s, a step
+    /// boundary a state checkpoint can point at. `None` when no trace is written.
+    pub fn trace_position(&self) -> Option<(crate::trace::RecordPosition, u64)> {
+        let writer = self.core.trace.writer.as_ref()?;
+        Some(self.core.trace.enc.position(writer.len_bytes()))
+    }
+
+    /// Every node as data, as a replay of the trace holds it at this point (between two
+    /// [`Simulation::step`]s): what a state checkpoint keeps. Fails only if a node's state
+    /// does not encode.
+    pub fn node_states(&self) -> Result<Vec<crate::snapshot::NodeState>, codec::CodecError> {
+        use crate::snapshot::{NodeSnapshot, NodeState, SnapshotOf};
+        self.core
+            .slots
+            .iter()
+            .zip(&self.nodes)
+            .enumerate()
+            .map(|(i, (slot, node))| match node {
+                Some(node) if slot.up => {
+                    let me = NodeId(i as u32);
+                    let mut timers = self
+                        .core
+                        .timers
+                        .iter()
+                        .filter(|(_, (n, _))| *n == me)
+                        .map(|(t, _)| *t);
+                    NodeSnapshot::take(SnapshotOf {
+                        node,
+                        storage: &slot.storage,
+                        timers: &mut timers,
+                        rng: &slot.rng,
+                        boot: slot.boot,
+                    })
+                    .map(|s| NodeState::Up(Box::new(s)))
+                }
+                _ => Ok(NodeState::Down {
+                    storage: slot.storage.image(),
+                    boot: slot.boot,
+                }),
+            })
+            .collect()
+    }
+
     /// Runs one step. Returns `false` once the run is over.
     pub fn step(&mut self) -> bool {
         // Node code's `tracing` events go to this run's capture, on this thread only.
@@ -359,9 +403,27 @@ impl<M: Model> Simulation<M> {
     }
 
     /// Runs to the end and reports.
-    pub fn run(mut self) -> RunReport {
+    pub fn run(self) -> RunReport {
+        self.run_observed(u64::MAX, &mut |_| {})
+    }
+
+    /// Runs to the end like [`Simulation::run`], handing `at_boundary` the simulation
+    /// between two steps each time at least `every_records` more trace records were
+    /// written (what `retrace run` takes state checkpoints at).
+    pub fn run_observed(
+        mut self,
+        every_records: u64,
+        at_boundary: &mut dyn FnMut(&Self),
+    ) -> RunReport {
+        let every_records = every_records.max(1);
         let logs = self.core.logs.enter();
-        while self.step_captured() {}
+        let mut next = every_records;
+        while self.step_captured() {
+            if self.core.trace.next_index() >= next {
+                at_boundary(&self);
+                next = self.core.trace.next_index().saturating_add(every_records);
+            }
+        }
         drop(logs);
         self.report()
     }

@@ -369,6 +369,10 @@ pub struct BodyEncoder {
     /// Index the next record will get.
     pub index: u64,
     last_time_ns: u64,
+    /// The node of the last input record, and how many inputs there were: with the time,
+    /// where a reader starting at the next record is (`RecordPosition`, `position`).
+    last_input_node: Option<NodeId>,
+    inputs: u64,
 }
 
 impl BodyEncoder {
@@ -389,7 +393,21 @@ impl BodyEncoder {
         }
     }
 
+    /// A reader's position at the next record, `offset` bytes into the file (see
+    /// `TraceReader::open_at`), and how many steps (inputs) come before it.
+    pub fn position(&self, offset: u64) -> (crate::trace::RecordPosition, u64) {
+        let at = crate::trace::RecordPosition {
+            offset,
+            index: self.index,
+            time_ns: self.last_time_ns,
+            step_node: self.last_input_node,
+        };
+        (at, self.inputs)
+    }
+
     fn input_head(&mut self, out: &mut Vec<u8>, tag: u8, head: InputHead) {
+        self.last_input_node = Some(head.node);
+        self.inputs += 1;
         out.push(tag);
         put_uvarint(out, u64::from(head.node.0));
         self.time(out, head.time_ns);

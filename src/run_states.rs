@@ -1,0 +1,141 @@
+//! What `retrace run` leaves beside a large trace: its index, with the cluster's state every
+//! `STATE_EVERY_RECORDS` records as the simulation had it, so the TUI opens any window of
+//! the trace (and `retrace cut` cuts one) by re-executing from the nearest state instead of
+//! from the run's start.
+//!
+//! The index is built while the run writes the trace, on a second thread fed the same bytes
+//! (`Tee`), so it costs the run little wall time on a machine with a spare core; a trace
+//! smaller than an index file is worth (`replay_cli::index_file_for`) keeps none.
+
+use crate::replay_cli::index_file_for;
+use crate::summary::group;
+use retrace_replayer::index::{
+    IndexFile, IndexedTrace, StateCheckpoint, StreamedIndex, STATE_EVERY_RECORDS,
+};
+use retrace_sim::{Model, RunReport, Scenario, Simulation, TraceSink};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+/// Chunks of trace bytes on their way to the index builder: a bound on the memory they
+/// hold (the writer flushes about a megabyte at a time) should the builder fall behind,
+/// which then slows the run instead.
+const CHUNKS_QUEUED_MAX: usize = 16;
+
+/// Simulates `s` into the trace file at `path`, building its index alongside and taking
+/// the cluster's states on the way; then keeps the index with them next to the trace if
+/// the trace is large. Returns the run's report and, when an index was written, a line
+/// saying so.
+pub(crate) fn run_indexed<M: Model>(
+    s: &Scenario<M::Options>,
+    seed: u64,
+    path: &Path,
+    file: File,
+) -> (RunReport, Option<String>) {
+    let (to_index, chunks) = sync_channel(CHUNKS_QUEUED_MAX);
+    let builder = spawn_builder(path.to_owned(), chunks);
+    let sink = TraceSink::Stream(Box::new(Tee { file, to_index }));
+    let mut states = Vec::new();
+    // Dropping the simulation (in `run_observed`) closes the tee: the builder sees the end.
+    let report =
+        Simulation::<M>::new(s, seed, sink).run_observed(STATE_EVERY_RECORDS, &mut |sim| {
+            // A state that does not encode is only a checkpoint fewer: cuts re-execute further.
+            let taken = sim.trace_position().and_then(|(at, applied)| {
+                let nodes = sim.node_states().ok()?;
+                StateCheckpoint::new(at, applied, &nodes).ok()
+            });
+            states.extend(taken);
+        });
+    let built = builder.join();
+    if report.trace_error.is_some() || index_file_for(path) != IndexFile::Write {
+        return (report, None);
+    }
+    let said = match built {
+        Ok(Ok(built)) => keep(path, built, states),
+        // The trace is whole; its index is only what the first open will build.
+        Ok(Err(e)) => format!("index     not written: {e}"),
+        Err(_) => "index     not written: its builder stopped".to_string(),
+    };
+    (report, Some(said))
+}
+
+fn spawn_builder(
+    path: PathBuf,
+    chunks: Receiver<Vec<u8>>,
+) -> JoinHandle<Result<StreamedIndex, String>> {
+    std::thread::spawn(move || {
+        let input = Chunks {
+            from: chunks,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        IndexedTrace::index_stream(&path, input).map_err(|e| e.to_string())
+    })
+}
+
+fn keep(path: &Path, built: StreamedIndex, states: Vec<StateCheckpoint>) -> String {
+    let count = states.len();
+    let bytes: usize = states.iter().map(StateCheckpoint::bytes).sum();
+    let written = IndexedTrace::from_streamed(path, built)
+        .map_err(|e| e.to_string())
+        .and_then(|mut indexed| {
+            indexed.add_states(states);
+            indexed.write_file().map_err(|e| e.to_string())?;
+            Ok(indexed.len())
+        });
+    match written {
+        Ok(records) => format!(
+            "index     {}.idx: {} records, {count} cluster states ({} KiB) every {} records",
+            path.display(),
+            group(records),
+            bytes / 1024,
+            group(STATE_EVERY_RECORDS)
+        ),
+        Err(e) => format!("index     not written: {e}"),
+    }
+}
+
+/// The trace file, and a copy of every byte written to it for the index builder. A
+/// builder that has stopped (its error is reported after the run) is no longer fed.
+struct Tee {
+    file: File,
+    to_index: SyncSender<Vec<u8>>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        // The builder reads blocks back from the file: the bytes are there before it hears
+        // of them.
+        let _ = self.to_index.send(buf[..n].to_vec());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The builder's side of the tee: the chunks as one stream, ending when the tee is gone.
+struct Chunks {
+    from: Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.from.recv() {
+                Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
