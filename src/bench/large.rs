@@ -130,10 +130,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     // `retrace replay` without a terminal streams the file: its own process.
     let trace_arg = trace.display().to_string();
     let (replay_time, peak, said) = measure_child(&["replay", &trace_arg, "--headless"])?;
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("replay"))
-        .unwrap_or("no replay line");
+    let line = line_starting(&said, "replay");
     println!(
         "  replay        {:.1}s streaming from the file, peak memory {peak}: {}",
         replay_time.as_secs_f64(),
@@ -142,10 +139,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
 
     // `retrace profile` reads a trace this large a chunk at a time through its index.
     let (profile_time, peak, said) = measure_child(&["profile", &trace_arg])?;
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("all requests"))
-        .unwrap_or("no summary line");
+    let line = line_starting(&said, "all requests");
     println!(
         "  profile       {:.1}s for every request's critical path, a chunk at a time, peak memory {peak}: {}",
         profile_time.as_secs_f64(),
@@ -169,10 +163,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
             "-o",
             &window_arg,
         ])?;
-        let line = said
-            .lines()
-            .find(|l| l.starts_with("window"))
-            .unwrap_or("no window line");
+        let line = line_starting(&said, "window");
         println!(
             "  {label:<13} {:.1}s to cut 1 M records {what}, peak memory {peak}: {}",
             time.as_secs_f64(),
@@ -218,10 +209,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     // The TUI on the trace, as `retrace replay` opens it on a terminal (a window at its
     // end, from the states the cuts left), to its first frame.
     let (open_time, peak, said) = measure_child(&["replay", &trace_arg, "--bench-open"])?;
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("opened"))
-        .unwrap_or("no opened line");
+    let line = line_starting(&said, "opened");
     println!(
         "  TUI open      {:.1}s to the first frame, peak memory {peak} ({})",
         open_time.as_secs_f64(),
@@ -229,6 +217,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     );
     cleanup(&trace, &index, args);
     Ok(crate::exit::OK)
+}
+
+/// The line of what a child said that starts with `prefix`, or a stand-in saying it is
+/// missing.
+fn line_starting<'a>(said: &'a str, prefix: &str) -> &'a str {
+    said.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or("(no such line)")
 }
 
 /// Runs this binary with `args` and waits for it: how long it took, its peak memory
