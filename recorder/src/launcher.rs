@@ -14,7 +14,7 @@ use retrace_sim::client::{ClientCtx, REFUSED_PAUSE_NS};
 use retrace_sim::rng::{derive_seed, Purpose};
 use retrace_sim::scenario::{ClosedLoop, FaultAction, Workload};
 use retrace_sim::{Model, Node, NodeId, Scenario, SimRng};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,19 +127,6 @@ pub fn node_args(
         p.snapshot_every.to_string(),
     ]);
     args
-}
-
-fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, String> {
-    // Bind them all at once so no two are the same, then let them go for the nodes to take.
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port on 127.0.0.1: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map_err(|e| e.to_string()))
-        .collect()
 }
 
 struct Proc {
@@ -610,7 +597,7 @@ pub fn run_cluster<M: Model>(
     if opts.tls {
         crate::tls::generate_cluster(&opts.dir.join("tls"), n)?;
     }
-    let addrs = free_addrs(2 * n)?;
+    let addrs = crate::ports::free_addrs(2 * n)?;
     let (peers, clients) = addrs.split_at(n);
     let mut manifest = Manifest {
         model: scenario.model.clone(),
