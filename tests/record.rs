@@ -280,14 +280,10 @@ fn hostile_frames_are_refused_and_the_node_keeps_serving() {
 #[test]
 fn a_full_disk_stops_recording_but_not_the_node_unless_strict() {
     let dir = scratch_dir("record-full");
-    let ports: Vec<String> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        })
+    let ports: Vec<String> = retrace_recorder::ports::free_addrs(3)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
         .collect();
     let start = |strict: bool| {
         let mut args = vec![

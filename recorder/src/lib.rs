@@ -16,7 +16,7 @@ pub mod manifest;
 pub mod merge;
 pub mod net;
 pub mod policy;
-mod ports;
+pub mod ports;
 pub mod runtime;
 pub mod segments;
 pub mod tls;
