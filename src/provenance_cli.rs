@@ -30,7 +30,7 @@ pub fn provenance<L: Models>(registry: &Registry<L>, args: &ProvenanceArgs) -> a
     let tail = trace.tail.clone();
     let steps = Steps::new(&trace.events);
     let ask = Ask::parse(&steps, args.event, &args.path).map_err(anyhow::Error::msg)?;
-    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = trace.header.node_names();
     let session = registry
         .session(trace)
         .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;

@@ -37,12 +37,12 @@ pub struct ReplayArgs {
     /// memory opens as, around its violation or its end by default)
     #[arg(long, value_name = "N")]
     pub(crate) at: Option<u64>,
-    /// Open the TUI as a terminal would, draw its first frame off screen, print how long
-    /// that took and exit (for `bench large`)
+    /// Open the TUI as a terminal would, draw its first frame off screen, page to the
+    /// window before, print how long each took and exit (for `bench large`)
     #[arg(long, hide = true)]
     pub(crate) bench_open: bool,
-    /// TUI: how many records a window holds, about
-    #[arg(long, value_name = "N", default_value_t = crate::window_cli::WINDOW_RECORDS_DEFAULT)]
+    /// TUI: how many records a window holds, about (`(` and `)` page between windows)
+    #[arg(long, value_name = "N", default_value_t = crate::window_cli::TUI_WINDOW_RECORDS_DEFAULT)]
     pub(crate) records: u64,
 }
 
@@ -250,7 +250,7 @@ pub struct ReplayOutcome {
 /// Traces at least this large keep their index in a file next to them (`TRACE.idx`), so
 /// the next open skips the pass that builds it; smaller ones index in memory in well
 /// under a second and leave no file behind.
-const INDEX_FILE_BYTES_MIN: u64 = 64 << 20;
+pub(crate) const INDEX_FILE_BYTES_MIN: u64 = 64 << 20;
 
 /// Whether the index `path` needs is worth a file next to it.
 pub(crate) fn index_file_for(path: &Path) -> IndexFile {
@@ -499,7 +499,7 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<u8> {
             let trace = load(&args.trace)?;
             let steps = Steps::new(&trace.events);
             let causality = Causality::new(&steps, &trace.events, trace.header.nodes.len());
-            let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+            let names: Vec<String> = trace.header.node_names();
             let profiler = Profiler::new(&trace.events, &steps, &causality, &names);
             let base = trace.events.first().map_or(0, |e| e.time_ns);
             if let Sink::One(id, found) = &mut sink {

@@ -4,10 +4,12 @@
 //! from the run's start.
 //!
 //! The index is built while the run writes the trace, on a second thread fed the same bytes
-//! (`Tee`), so it costs the run little wall time on a machine with a spare core; a trace
-//! smaller than an index file is worth (`replay_cli::index_file_for`) keeps none.
+//! (`Tee`), so it costs the run little wall time on a machine with a spare core. The thread
+//! starts only once the trace is as large as an index file is worth
+//! (`replay_cli::INDEX_FILE_BYTES_MIN`), reading what was written before from the file:
+//! a small trace costs no second core and keeps no index.
 
-use crate::replay_cli::index_file_for;
+use crate::replay_cli::{index_file_for, INDEX_FILE_BYTES_MIN};
 use crate::summary::group;
 use retrace_replayer::index::{
     IndexFile, IndexedTrace, StateCheckpoint, StreamedIndex, STATE_EVERY_RECORDS,
@@ -17,6 +19,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Chunks of trace bytes on their way to the index builder: a bound on the memory they
@@ -34,9 +37,15 @@ pub(crate) fn run_indexed<M: Model>(
     path: &Path,
     file: File,
 ) -> (RunReport, Option<String>) {
-    let (to_index, chunks) = sync_channel(CHUNKS_QUEUED_MAX);
-    let builder = spawn_builder(path.to_owned(), chunks);
-    let sink = TraceSink::Stream(Box::new(Tee { file, to_index }));
+    let builder: Arc<Mutex<Option<Builder>>> = Arc::default();
+    let tee = Tee {
+        file,
+        path: path.to_owned(),
+        written: 0,
+        to_index: None,
+        builder: Arc::clone(&builder),
+    };
+    let sink = TraceSink::Stream(Box::new(tee));
     let mut states = Vec::new();
     // Dropping the simulation (in `run_observed`) closes the tee: the builder sees the end.
     let report =
@@ -48,7 +57,12 @@ pub(crate) fn run_indexed<M: Model>(
             });
             states.extend(taken);
         });
-    let built = builder.join();
+    let started = builder.lock().ok().and_then(|mut b| b.take());
+    let Some(started) = started else {
+        // A small trace: no index was started.
+        return (report, None);
+    };
+    let built = started.join();
     if report.trace_error.is_some() || index_file_for(path) != IndexFile::Write {
         return (report, None);
     }
@@ -61,18 +75,22 @@ pub(crate) fn run_indexed<M: Model>(
     (report, Some(said))
 }
 
-fn spawn_builder(
-    path: PathBuf,
-    chunks: Receiver<Vec<u8>>,
-) -> JoinHandle<Result<StreamedIndex, String>> {
-    std::thread::spawn(move || {
-        let input = Chunks {
+/// The index builder's thread, once started.
+type Builder = JoinHandle<Result<StreamedIndex, String>>;
+
+/// Starts the index builder on the trace's first `prefix` bytes, read back from its file,
+/// and then whatever comes over `chunks`.
+fn spawn_builder(path: PathBuf, prefix: u64, chunks: Receiver<Vec<u8>>) -> io::Result<Builder> {
+    // Buffered: the reader asks for a few bytes at a time, a system call each unbuffered.
+    let written = io::BufReader::with_capacity(1 << 20, File::open(&path)?.take(prefix));
+    Ok(std::thread::spawn(move || {
+        let input = written.chain(Chunks {
             from: chunks,
             chunk: Vec::new(),
             at: 0,
-        };
+        });
         IndexedTrace::index_stream(&path, input).map_err(|e| e.to_string())
-    })
+    }))
 }
 
 fn keep(path: &Path, built: StreamedIndex, states: Vec<StateCheckpoint>) -> String {
@@ -97,19 +115,51 @@ fn keep(path: &Path, built: StreamedIndex, states: Vec<StateCheckpoint>) -> Stri
     }
 }
 
-/// The trace file, and a copy of every byte written to it for the index builder. A
-/// builder that has stopped (its error is reported after the run) is no longer fed.
+/// The trace file, and a copy of every byte written to it for the index builder once the
+/// trace is large enough to have one. A builder that has stopped (its error is reported
+/// after the run) is no longer fed.
 struct Tee {
     file: File,
-    to_index: SyncSender<Vec<u8>>,
+    path: PathBuf,
+    written: u64,
+    to_index: Option<SyncSender<Vec<u8>>>,
+    /// Where the builder is left for the run to join; `Some` from the moment it starts.
+    builder: Arc<Mutex<Option<Builder>>>,
+}
+
+impl Tee {
+    /// Starts the builder on what the file holds so far; a builder that cannot start
+    /// leaves the trace for the first open to index.
+    fn start_builder(&mut self) {
+        let (to_index, chunks) = sync_channel(CHUNKS_QUEUED_MAX);
+        let Ok(started) = spawn_builder(self.path.clone(), self.written, chunks) else {
+            return;
+        };
+        if let Ok(mut slot) = self.builder.lock() {
+            *slot = Some(started);
+            self.to_index = Some(to_index);
+        }
+    }
 }
 
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        // The builder reads blocks back from the file: the bytes are there before it hears
-        // of them.
-        let _ = self.to_index.send(buf[..n].to_vec());
+        let before = self.written;
+        self.written += n as u64;
+        match &self.to_index {
+            // The builder reads blocks back from the file: the bytes are there before it
+            // hears of them.
+            Some(to_index) => {
+                let _ = to_index.send(buf[..n].to_vec());
+            }
+            // Started once, as the trace crosses the threshold: the bytes so far (these
+            // included) are read from the file.
+            None if before < INDEX_FILE_BYTES_MIN && self.written >= INDEX_FILE_BYTES_MIN => {
+                self.start_builder()
+            }
+            None => {}
+        }
         Ok(n)
     }
 

@@ -1,24 +1,11 @@
 //! Plain-text renderings of runs and traces, readable in an 80-column terminal.
 
 use crate::registry::ScenarioInfo;
-pub use retrace_replayer::describe::event_line;
+pub use retrace_replayer::describe::{event_line, group};
 use retrace_sim::{format_ns, RunReport};
 use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
-
-/// `1234567` as `1,234,567`.
-pub fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Bytes as `812 B`, `1.2 KiB`, `3.4 MiB`.
 pub fn bytes(n: u64) -> String {

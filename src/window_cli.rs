@@ -8,13 +8,16 @@ use crate::replay_cli::{known_model, open_indexed};
 use crate::summary::group;
 use anyhow::anyhow;
 use clap::Args;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use retrace_replayer::index::IndexedTrace;
 use retrace_replayer::window::{bounds, cut, Window};
 use retrace_sim::trace::Record;
+use retrace_tui::pager::{Page, Pager, WindowPager};
 use std::path::{Path, PathBuf};
 
-/// Records in a window unless asked otherwise: a TUI over this many stays within a few
-/// hundred megabytes (a loaded record with its replay and causality costs ~170 bytes).
+/// Records in a window `retrace cut` writes unless asked otherwise: a TUI over this many
+/// stays within a few hundred megabytes (a loaded record with its replay and causality
+/// costs ~170 bytes).
 pub(crate) const WINDOW_RECORDS_DEFAULT: u64 = 1_000_000;
 
 #[derive(Args, Debug)]
@@ -42,7 +45,7 @@ pub fn cut_command<L: Models>(registry: &Registry<L>, args: &CutArgs) -> anyhow:
         args.records,
     )?;
     std::fs::write(&args.out, &window.bytes).map_err(|e| anyhow!("{}: {e}", args.out.display()))?;
-    println!("{}", describe(&args.trace, &window));
+    println!("window    {}", window.describe(&args.trace));
     println!(
         "wrote     {} ({} records, {})",
         args.out.display(),
@@ -50,29 +53,6 @@ pub fn cut_command<L: Models>(registry: &Registry<L>, args: &CutArgs) -> anyhow:
         crate::summary::bytes(window.bytes.len() as u64)
     );
     Ok(crate::exit::OK)
-}
-
-/// One line on what a window is: which records of which trace, and how it starts.
-pub(crate) fn describe(trace: &Path, window: &Window) -> String {
-    let span = &window.span;
-    // Past the resumes at its start, the window numbers records as the trace does, shifted
-    // by this much (drops of messages from before the window, and storage images after
-    // restarts, move it by one here and there). A window that starts within its first few
-    // records has more resumes than records before it: the shift is then negative.
-    let local = span.local(span.from).unwrap_or(span.from);
-    let shift = if span.from >= local {
-        format!("+{}", group(span.from - local))
-    } else {
-        format!("-{}", group(local - span.from))
-    };
-    format!(
-        "window    events {}..{} of {} (event k here is about k{shift} there; {} steps re-executed to its start, {} nodes resumed there)",
-        group(span.from),
-        group(span.to),
-        trace.display(),
-        group(window.reexecuted as u64),
-        window.resumed,
-    )
 }
 
 /// The window of about `records` records around event `around` of the trace at `path`.
@@ -83,26 +63,11 @@ pub(crate) fn window_of<L: Models>(
     around: u64,
     records: u64,
 ) -> anyhow::Result<Window> {
-    if records == 0 {
-        return Err(anyhow!("--records 0: a window holds at least one record"));
-    }
-    if around >= indexed.len() {
-        return Err(anyhow!(
-            "{}: there is no event {around} (the trace has {} records)",
-            path.display(),
-            group(indexed.len())
-        ));
-    }
+    check_window(path, indexed, around, records)?;
     let model = known_model(registry, path, &indexed.header().model.clone())?;
     let (from, to) = bounds(indexed, around, records).map_err(anyhow::Error::msg)?;
-    // Re-execution to the window's start takes as long as the trace before it: show it.
-    let bar = indicatif::ProgressBar::new(from);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} re-executing to the window's start {pos}/{len} records [{wide_bar}] {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = reexecution_bar();
+    bar.set_length(from);
     struct Cut<'a> {
         path: &'a Path,
         indexed: &'a mut IndexedTrace,
@@ -134,8 +99,46 @@ pub(crate) fn window_of<L: Models>(
     Ok(window)
 }
 
+/// A window of `records` records around event `around` is one the trace has.
+fn check_window(
+    path: &Path,
+    indexed: &IndexedTrace,
+    around: u64,
+    records: u64,
+) -> anyhow::Result<()> {
+    if records == 0 {
+        return Err(anyhow!("--records 0: a window holds at least one record"));
+    }
+    if around >= indexed.len() {
+        return Err(anyhow!(
+            "{}: there is no event {around} (the trace has {} records)",
+            path.display(),
+            group(indexed.len())
+        ));
+    }
+    Ok(())
+}
+
+/// Re-execution to a window's start takes as long as the trace before it (or before its
+/// nearest state checkpoint): show it.
+fn reexecution_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} re-executing to the window's start {pos}/{len} records [{wide_bar}] {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Records in a TUI window unless asked otherwise: small enough to open in about a second
+/// (`(` and `)` page to the windows around it).
+pub(crate) const TUI_WINDOW_RECORDS_DEFAULT: u64 = 250_000;
+
 /// `retrace replay --at N` (and any trace too large to open whole): the TUI on a window,
-/// selecting the event asked for — by default the trace's violation, or its last event.
+/// selecting the event asked for — by default the trace's violation, or its last event —
+/// with the windows around it a key away.
 pub(crate) fn open_window_tui<L: Models>(
     registry: &Registry<L>,
     args: &ReplayArgs,
@@ -152,33 +155,67 @@ pub(crate) fn open_window_tui<L: Models>(
         Some(n) => n,
         None => last_violation(&mut indexed)?.unwrap_or(indexed.len() - 1),
     };
-    let window = window_of(registry, &args.trace, &mut indexed, around, args.records)?;
-    // The index (most of it the clocks of messages in flight) is not needed once the
-    // window is cut: the TUI's memory is the window's.
-    drop(indexed);
-    let line = describe(&args.trace, &window);
-    let local = window.span.local(around);
-    let Window { trace, .. } = window;
-    let session = registry
-        .session(trace)
-        .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
-    let mut app = retrace_tui::App::new(session);
-    if let Some(k) = local {
-        let row = app.timeline.row_of(k as usize);
-        app.select(row);
+    check_window(&args.trace, &indexed, around, args.records)?;
+    let model = known_model(registry, &args.trace, &indexed.header().model.clone())?;
+    let bar = reexecution_bar();
+    struct First<'a> {
+        path: &'a Path,
+        indexed: IndexedTrace,
+        around: u64,
+        records: u64,
+        bar: &'a indicatif::ProgressBar,
     }
-    app.message = Some(line.trim_start_matches("window").trim().to_string());
+    impl ModelFn for First<'_> {
+        type Out = Result<(Page, Box<dyn Pager>), String>;
+        fn call<M: retrace_sim::Model>(self) -> Self::Out {
+            let bar = self.bar;
+            let (page, pager) = WindowPager::<M>::first(
+                self.path,
+                self.indexed,
+                self.around,
+                self.records,
+                &mut |at, from| {
+                    bar.set_length(from);
+                    bar.set_position(at)
+                },
+            )?;
+            Ok((page, Box::new(pager)))
+        }
+    }
+    let (page, pager) = registry
+        .call(
+            &model,
+            First {
+                path: &args.trace,
+                indexed,
+                around,
+                records: args.records,
+                bar: &bar,
+            },
+        )?
+        .map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    let mut app = retrace_tui::App::in_window(page, pager);
     if args.bench_open {
-        // What a terminal would show first, drawn where no terminal is.
+        // What a terminal would show first, drawn where no terminal is; then the next
+        // window, as `)` opens it.
         let backend = ratatui::backend::TestBackend::new(160, 50);
         let mut terminal = ratatui::Terminal::new(backend).map_err(anyhow::Error::msg)?;
-        terminal
-            .draw(|f| retrace_tui::ui::render(&mut app, f))
-            .map_err(anyhow::Error::msg)?;
+        let mut draw = |app: &mut retrace_tui::App| {
+            terminal
+                .draw(|f| retrace_tui::ui::render(app, f))
+                .map(|_| ())
+                .map_err(anyhow::Error::msg)
+        };
+        draw(&mut app)?;
+        let opened = started.elapsed();
+        let line = app.message.clone().unwrap_or_default();
+        app.key(KeyEvent::from(KeyCode::Char('(')));
+        draw(&mut app)?;
         println!(
-            "opened    in {:.2}s: {}",
-            started.elapsed().as_secs_f64(),
-            line.trim_start_matches("window").trim()
+            "opened    in {:.2}s: {line}; the window before it in {:.2}s",
+            opened.as_secs_f64(),
+            (started.elapsed() - opened).as_secs_f64(),
         );
         return Ok(crate::exit::OK);
     }

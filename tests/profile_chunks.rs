@@ -41,7 +41,7 @@ fn whole(path: &Path) -> (BTreeMap<u64, Profiled>, usize) {
     let trace = Trace::load(path).unwrap();
     let steps = Steps::new(&trace.events);
     let c = Causality::new(&steps, &trace.events, trace.header.nodes.len());
-    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = trace.header.node_names();
     let profiler = Profiler::new(&trace.events, &steps, &c, &names);
     let started = profiler.started().count();
     let profiles = profiler.all(None).into_iter().map(profiled).collect();

@@ -219,7 +219,7 @@ fn stepping_back_then_forward_returns_identical_states() {
 #[test]
 fn cursor_moves_by_node_predicate_time_and_bookmark() {
     let trace = simulate::<KvModel>("kv.toml", Some(3));
-    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = trace.header.node_names();
     let mut cursor = Cursor::new(
         Replay::<KvModel>::new(trace).unwrap(),
         CheckpointPolicy::default(),
@@ -383,7 +383,7 @@ fn the_lunchtime_profile_names_queueing_at_the_database() {
     let trace = simulate::<WebstackModel>("webstack-lunchtime.toml", None);
     let steps = Steps::new(&trace.events);
     let c = Causality::new(&steps, &trace.events, trace.header.nodes.len());
-    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = trace.header.node_names();
     let profiler = Profiler::new(&trace.events, &steps, &c, &names);
     let all = profiler.all(None);
     assert!(all.len() > 5000);

@@ -161,7 +161,7 @@ fn the_critical_path_of_a_later_answer_waits_for_the_decision_and_adds_up() {
     let trace = run();
     let steps = Steps::new(&trace.events);
     let c = Causality::new(&steps, &trace.events, trace.header.nodes.len());
-    let names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = trace.header.node_names();
     let all = Profiler::new(&trace.events, &steps, &c, &names).all(None);
     assert_eq!(all.len(), 100, "every answered request has a profile");
     for p in &all {

@@ -3,6 +3,19 @@
 use retrace_sim::trace::{Event, FaultRecord, Header, Record};
 use retrace_sim::{codec, format_ns, NodeId, RequestId};
 
+/// `1234567` as `1,234,567`.
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How encoded values read: messages and timer tags, as the model that made them knows
 /// them. A closure over message payloads is one, with timers shown as numbers (or bytes).
 pub trait Describe {

@@ -278,7 +278,7 @@ impl<M: Model> Replay<M> {
             steps.steps.pop();
         }
         let simulated = matches!(trace.header.origin, Origin::Simulated { .. });
-        let node_names = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
+        let node_names = trace.header.node_names();
         Ok(Replay {
             trace,
             steps,

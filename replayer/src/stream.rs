@@ -117,7 +117,7 @@ pub fn replay_span<M: Model>(
     } = span;
     let (header, mut reader) = TraceReader::open(path).map_err(StreamError::Trace)?;
     let options = crate::engine::check_header::<M>(&header).map_err(StreamError::Replay)?;
-    let node_names: Vec<String> = header.nodes.iter().map(|n| n.name.clone()).collect();
+    let node_names: Vec<String> = header.node_names();
     let rules = Rules::<M> {
         options: &options,
         node_names: &node_names,

@@ -6,8 +6,8 @@
 //!
 //! Re-execution to the start streams from the file (`stream::replay_span`), so memory is
 //! the window's, not the trace's. The first cut of a trace takes time proportional to
-//! where its window starts; on the way it leaves the whole cluster's state every two
-//! million records with the trace's index (and in its file), so any later cut starts from
+//! where its window starts; on the way it leaves the whole cluster's state every
+//! `STATE_EVERY_RECORDS` records with the trace's index (and in its file), so any later cut starts from
 //! the nearest of those and takes time proportional to the window. The window's records
 //! come through the index a block at a time.
 //!
@@ -18,6 +18,7 @@
 //! left out; a node down at the start that restarts in the window finds its storage in an
 //! image after its restart, as a recorded restart does. Record numbers change ([`Span`]).
 
+use crate::describe::group;
 use crate::engine::{Cluster, NodeState};
 use crate::index::{FaultEntry, IndexError, IndexedTrace};
 use crate::index::{StateCheckpoint, STATE_EVERY_RECORDS};
@@ -49,6 +50,32 @@ pub struct Window {
     pub resumed: usize,
     /// Steps re-executed to reach the start.
     pub reexecuted: usize,
+}
+
+impl Window {
+    /// One line on what the window is: which records of which trace, and how it starts.
+    pub fn describe(&self, trace: &Path) -> String {
+        let span = &self.span;
+        // Past the resumes at its start, the window numbers records as the trace does,
+        // shifted by this much (drops of messages from before the window, and storage
+        // images after restarts, move it by one here and there). A window that starts
+        // within its first few records has more resumes than records before it: the shift
+        // is then negative.
+        let local = span.local(span.from).unwrap_or(span.from);
+        let shift = if span.from >= local {
+            format!("+{}", group(span.from - local))
+        } else {
+            format!("-{}", group(local - span.from))
+        };
+        format!(
+            "events {}..{} of {} (event k here is about k{shift} there; {} steps re-executed to its start, {} nodes resumed there)",
+            group(span.from),
+            group(span.to),
+            trace.display(),
+            group(self.reexecuted as u64),
+            self.resumed,
+        )
+    }
 }
 
 /// Which records of a trace a window holds, and how they are numbered in it.

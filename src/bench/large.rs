@@ -57,9 +57,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let run_time = started.elapsed();
     let trace_bytes = std::fs::metadata(&trace)?.len();
     println!(
-        "  written       {} by `retrace run` in {:.1}s, with its index and the cluster's state every 2 M records (built alongside)",
+        "  written       {} by `retrace run` in {:.1}s, with its index and the cluster's state every {} records (built alongside)",
         bytes(trace_bytes),
-        run_time.as_secs_f64()
+        run_time.as_secs_f64(),
+        group(retrace_replayer::index::STATE_EVERY_RECORDS)
     );
     // Kept aside while the first open is measured building an index with no states (as
     // a trace merged from logs has), then put back for the cuts that start from them.
@@ -176,7 +177,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         "window cold",
         "at the end with no states (a merged recording's first cut)",
     )?;
-    // The cut left the cluster's state every 2 M records with the index, as `retrace run`
+    // The cut left the cluster's state every 500 k records with the index, as `retrace run`
     // did with its own: a cut anywhere starts from the nearest of those.
     cut(
         n / 2,

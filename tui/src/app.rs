@@ -2,6 +2,7 @@
 //! (in `ui`) only reads it, so tests drive [`App::key`] and assert on the app's fields.
 
 use crate::command::Command;
+use crate::pager::{Page, Pager, Toward};
 use crate::session::{Scan, Session, StepStates};
 use crate::timeline::Timeline;
 pub use crate::value::ValueView;
@@ -48,6 +49,11 @@ fn edit_line(mut line: String, code: KeyCode) -> Edit {
 pub enum Direction {
     Forward,
     Backward,
+}
+
+/// The step (its input's trace index) of the violation a trace records, if it does.
+fn recorded_violation(session: &dyn Session) -> Option<usize> {
+    crate::timeline::recorded_violation(&session.trace().events).map(|(i, _)| i)
 }
 
 /// How much of a causal history `w`/`e` show: the steps of the event's request (or the
@@ -139,6 +145,8 @@ pub struct App {
     /// The diagram's vertical axis: `None` is event order; `Some(ns)` is time, one line
     /// per `ns` (`t` toggles; `z`/`Z` zoom it).
     pub time_axis_ns: Option<u64>,
+    /// For a window of a larger trace: where it sits, and the windows around it.
+    pub pager: Option<Box<dyn Pager>>,
 }
 
 impl App {
@@ -150,17 +158,7 @@ impl App {
     }
 
     pub fn with_scan_budget(mut session: Box<dyn Session>, budget: Duration) -> App {
-        let trace = session.trace();
-        assert!(
-            !trace.events.is_empty(),
-            "the TUI needs a trace with at least one event (callers check)"
-        );
-        let node_names: Vec<String> = trace.header.nodes.iter().map(|n| n.name.clone()).collect();
-        let timeline = Timeline::new(&trace.events, node_names.len());
-        let causality = Causality::new(session.steps(), &trace.events, node_names.len());
-        let fault_index = FaultIndex::new(&trace.events);
-        let virtual_time = matches!(trace.header.origin, Origin::Simulated { .. });
-        let recorded_violation = timeline.recorded_violation.as_ref().map(|(i, _)| *i);
+        let recorded_violation = recorded_violation(session.as_ref());
         let mut message = None;
         let start_at = match recorded_violation {
             Some(index) => Some(index),
@@ -177,6 +175,40 @@ impl App {
                 }
             },
         };
+        let mut app = Self::opened(session, start_at, recorded_violation);
+        if start_at.is_some() && message.is_none() {
+            message = Some("opened at the first problem: `w` shows what led here".into());
+        }
+        app.message = message;
+        app
+    }
+
+    /// Opens a window of a larger trace at its record `select`, with the pager that opens
+    /// the windows around it. No scan: the window was opened where the user asked.
+    pub fn in_window(page: Page, pager: Box<dyn Pager>) -> App {
+        let recorded_violation = recorded_violation(page.session.as_ref());
+        let mut app = Self::opened(page.session, Some(page.select), recorded_violation);
+        app.pager = Some(pager);
+        app.message = Some(page.line);
+        app
+    }
+
+    /// The app over `session`, its record `start_at` selected.
+    fn opened(
+        session: Box<dyn Session>,
+        start_at: Option<usize>,
+        recorded_violation: Option<usize>,
+    ) -> App {
+        let trace = session.trace();
+        assert!(
+            !trace.events.is_empty(),
+            "the TUI needs a trace with at least one event (callers check)"
+        );
+        let node_names: Vec<String> = trace.header.node_names();
+        let timeline = Timeline::new(&trace.events, node_names.len());
+        let causality = Causality::new(session.steps(), &trace.events, node_names.len());
+        let fault_index = FaultIndex::new(&trace.events);
+        let virtual_time = matches!(trace.header.origin, Origin::Simulated { .. });
         let mut app = App {
             session,
             timeline,
@@ -189,7 +221,7 @@ impl App {
             breakpoints: Vec::new(),
             highlight: None,
             bookmarks: BTreeMap::new(),
-            message,
+            message: None,
             last_search: None,
             detail: Detail {
                 step: None,
@@ -209,6 +241,7 @@ impl App {
             history_key: None,
             value: None,
             time_axis_ns: None,
+            pager: None,
         };
         let violation_at = recorded_violation.or(match start_at {
             Some(i) if app.session.divergence().is_none_or(|d| d.record_index != i) => Some(i),
@@ -219,10 +252,41 @@ impl App {
         app.select(row);
         // Known once the cursor has re-executed up to the violation.
         app.add_witness_bookmarks();
-        if start_at.is_some() && app.message.is_none() {
-            app.message = Some("opened at the first problem: `w` shows what led here".into());
-        }
         app
+    }
+
+    /// `(`, `)`, `:window N`: the app over another window of the trace, keeping what the
+    /// user set up that does not depend on the window (breakpoints, the diagram's shape).
+    fn page(&mut self, toward: Toward) {
+        let Some(pager) = self.pager.as_mut() else {
+            self.message = Some(
+                "the whole trace is open: windows are for traces opened a window at a time".into(),
+            );
+            return;
+        };
+        let page = match pager.open(toward) {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                self.message = Some(match toward {
+                    Toward::Before => "this window starts at the trace's start".into(),
+                    _ => "this window ends at the trace's end".into(),
+                });
+                return;
+            }
+            Err(e) => {
+                self.message = Some(e);
+                return;
+            }
+        };
+        let pager = self.pager.take().expect("checked above");
+        let mut next = App::in_window(page, pager);
+        next.breakpoints = std::mem::take(&mut self.breakpoints);
+        next.last_search = self.last_search.take();
+        next.lane_width = self.lane_width;
+        next.lane_offset = self.lane_offset;
+        next.zoom = self.zoom;
+        next.time_axis_ns = self.time_axis_ns;
+        *self = next;
     }
 
     /// The bookmarks every trace opens with, whatever wrote it: `violation`, `divergence`
@@ -407,7 +471,15 @@ impl App {
 
     fn step_rows(&mut self, by: isize) {
         let target = (self.sel as isize + by).clamp(0, self.rows() as isize - 1);
+        let at_edge = target as usize == self.sel && by != 0;
         self.select(target as usize);
+        if at_edge && self.pager.is_some() {
+            self.message = Some(if by > 0 {
+                "the end of this window: `)` opens the next one".into()
+            } else {
+                "the start of this window: `(` opens the one before".into()
+            });
+        }
     }
 
     fn on_node(&mut self, direction: Direction, times: usize) {
@@ -943,6 +1015,8 @@ impl App {
                     (self.lane_offset + 1).min(self.node_names.len().saturating_sub(1))
             }
             KeyCode::Char('<') => self.lane_offset = self.lane_offset.saturating_sub(1),
+            KeyCode::Char(')') => self.page(Toward::After),
+            KeyCode::Char('(') => self.page(Toward::Before),
             KeyCode::Char('}') => self.detail_scroll = self.detail_scroll.saturating_add(5),
             KeyCode::Char('{') => self.detail_scroll = self.detail_scroll.saturating_sub(5),
             _ => {}
@@ -1039,6 +1113,7 @@ impl App {
                 self.bookmarks.insert(name, self.sel);
             }
             Command::Profile(r) => self.open_profile(r),
+            Command::Window(i) => self.page(Toward::Around(i)),
             Command::Help => self.view = View::Help,
             Command::Quit => self.quit = true,
         }

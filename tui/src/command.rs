@@ -26,6 +26,9 @@ pub enum Command {
     /// `value TEXT`: where a value (JSON, or a bare string) came from and went, across the
     /// whole run.
     Provenance(String),
+    /// `window N`: for a trace opened a window at a time, the window around the trace's
+    /// event N (the trace's numbering, not the window's).
+    Window(u64),
     Help,
     Quit,
 }
@@ -75,6 +78,10 @@ impl Command {
                         .map_err(|_| format!("`delete {rest}`: expected a breakpoint number"))
                 }
             }
+            "window" => rest
+                .parse()
+                .map(Command::Window)
+                .map_err(|_| format!("`window {rest}`: expected an event of the trace, like 48000000")),
             "why" => none_expected(Command::Why),
             "effects" => none_expected(Command::Effects),
             "request" | "r" => {

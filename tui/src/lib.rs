@@ -10,11 +10,13 @@
 //! - [`timeline`]: what is precomputed when a trace opens;
 //! - [`app`]: state and the key-driven update function (what tests drive);
 //! - [`value`]: `v`, following a value (picker and answer);
+//! - [`pager`]: a trace too large to open whole, one window at a time (`(` `)`);
 //! - [`ui`]: rendering, a pure function of the app;
 //! - [`terminal`]: the event loop on a real terminal.
 
 pub mod app;
 pub mod command;
+pub mod pager;
 pub mod session;
 pub mod terminal;
 pub mod timeline;
@@ -22,4 +24,5 @@ pub mod ui;
 pub mod value;
 
 pub use app::App;
+pub use pager::{Pager, Toward, WindowPager};
 pub use session::{ModelSession, Session};

@@ -175,12 +175,7 @@ impl Timeline {
                 _ => {}
             }
         }
-        let recorded_violation = events.iter().find_map(|e| match &e.record {
-            Record::Violation {
-                step, invariant, ..
-            } => Some((*step as usize, invariant.clone())),
-            _ => None,
-        });
+        let recorded_violation = recorded_violation(events);
         let mut buckets = vec![Vec::new(); n / BUCKET + 1];
         for (k, s) in spans.iter().enumerate() {
             for b in buckets
@@ -236,4 +231,15 @@ impl Timeline {
             total,
         )
     }
+}
+
+/// The step (its input's trace index) and invariant of the violation a trace records, if
+/// it does.
+pub(crate) fn recorded_violation(events: &[Event]) -> Option<(usize, String)> {
+    events.iter().find_map(|e| match &e.record {
+        Record::Violation {
+            step, invariant, ..
+        } => Some((*step as usize, invariant.clone())),
+        _ => None,
+    })
 }

@@ -116,9 +116,12 @@ pub struct StateCheckpoint {
     pub(crate) nodes: Vec<u8>,
 }
 
-/// How many records apart the state checkpoints a replay or a simulation leaves are: on a
-/// 5-replica kv trace, a cut starting from one re-executes under two seconds.
-pub const STATE_EVERY_RECORDS: u64 = 2_000_000;
+/// How many records apart the state checkpoints a replay or a simulation leaves are. A
+/// window is cut by re-executing from the nearest one, so this bounds how long the TUI
+/// takes to open or page anywhere in a trace: on a 5-replica kv trace, at most half a
+/// second. A state is a few KiB there (the cluster's, not the trace's size), so a 100 M
+/// record trace carries 200 of them in about a megabyte of its index.
+pub const STATE_EVERY_RECORDS: u64 = 500_000;
 
 impl StateCheckpoint {
     /// The cluster `states` at step boundary `at`, `applied` steps into the trace.

@@ -81,12 +81,7 @@ pub fn profile_indexed(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ChunkedRun, IndexError> {
     let records = chunking.records.max(1);
-    let names: Vec<String> = trace
-        .header()
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .collect();
+    let names = trace.header().node_names();
     let len = trace.len();
     let mut run = ChunkedRun::default();
     let mut events: Vec<Event> = Vec::new();
@@ -121,11 +116,8 @@ pub fn profile_indexed(
             (ready, answered)
         });
         let (ready, answered) = chunk?;
-        for p in ready {
-            run.profiled += 1;
-            if each(p).is_break() {
-                return Ok(run);
-            }
+        if hand_over(&mut run, ready, false, &mut each).is_break() {
+            return Ok(run);
         }
         // Requests of earlier chunks answered here: their records again, from the earliest
         // start among them; those that started too long ago are given up.
@@ -144,12 +136,8 @@ pub fn profile_indexed(
                     .collect::<Vec<_>>()
             })?;
             run.out_of_reach += (again.len() - profiles.len()) as u64;
-            for p in profiles {
-                run.reloaded += 1;
-                run.profiled += 1;
-                if each(p).is_break() {
-                    return Ok(run);
-                }
+            if hand_over(&mut run, profiles, true, &mut each).is_break() {
+                return Ok(run);
             }
         }
         // What is still waiting and can no longer be answered within `span_max`.
@@ -161,6 +149,21 @@ pub fn profile_indexed(
     }
     run.unanswered = pending.len() as u64;
     Ok(run)
+}
+
+/// Hands `each` these profiles, counting them, until it says stop.
+fn hand_over(
+    run: &mut ChunkedRun,
+    profiles: Vec<RequestProfile>,
+    reloaded: bool,
+    each: &mut impl FnMut(RequestProfile) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    for p in profiles {
+        run.profiled += 1;
+        run.reloaded += u64::from(reloaded);
+        each(p)?;
+    }
+    ControlFlow::Continue(())
 }
 
 /// Loads records `[from, to)` as a trace of their own and hands `f` them with their

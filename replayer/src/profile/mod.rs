@@ -91,10 +91,10 @@ pub struct RequestProfile {
 
 impl RequestProfile {
     /// Time per place on the critical path.
-    pub fn by_place(&self) -> BTreeMap<Place, u64> {
+    pub fn by_place(&self) -> BTreeMap<&Place, u64> {
         let mut m = BTreeMap::new();
         for h in &self.path {
-            *m.entry(h.place.clone()).or_insert(0) += h.ns;
+            *m.entry(&h.place).or_insert(0) += h.ns;
         }
         m
     }

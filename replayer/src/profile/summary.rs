@@ -69,9 +69,20 @@ pub struct Summarizer {
 
 impl Summarizer {
     pub fn add(&mut self, p: &RequestProfile) {
-        self.latency_ns.push(p.latency_ns);
-        for (place, ns) in p.by_place() {
-            self.places.entry(place).or_default().push(ns);
+        self.add_places(p.latency_ns, &p.by_place());
+    }
+
+    /// Adds a request of this latency that spent this time per place.
+    fn add_places(&mut self, latency_ns: u64, by_place: &BTreeMap<&Place, u64>) {
+        self.latency_ns.push(latency_ns);
+        for (&place, &ns) in by_place {
+            // A place's name is cloned once, when it is first seen: this runs per request.
+            match self.places.get_mut(place) {
+                Some(times) => times.push(ns),
+                None => {
+                    self.places.insert(place.clone(), vec![ns]);
+                }
+            }
         }
     }
 
@@ -139,9 +150,10 @@ impl WindowSummarizer {
             self.rest.add(p);
             return;
         }
-        self.window.add(p);
-        if let Some((place, _)) = p.by_place().into_iter().max_by_key(|(_, ns)| *ns) {
-            self.hit.push((p.request, p.latency_ns, place));
+        let by_place = p.by_place();
+        self.window.add_places(p.latency_ns, &by_place);
+        if let Some((place, _)) = by_place.into_iter().max_by_key(|(_, ns)| *ns) {
+            self.hit.push((p.request, p.latency_ns, place.clone()));
             if self.hit.len() >= 2 * HIT_MAX {
                 self.trim_hit();
             }

@@ -44,3 +44,10 @@ pub struct Header {
     /// The retrace version that wrote the trace.
     pub writer: String,
 }
+
+impl Header {
+    /// The nodes' names, indexed by `NodeId`.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+}

@@ -13,7 +13,10 @@ const KEYS: &[(&str, &str)] = &[
         "next / previous event (a number first repeats: 20j)",
     ),
     ("l h  → ←", "next / previous event on the same node"),
-    ("g G", "start / end (NG: event N)"),
+    (
+        "g G ( )",
+        "start / end (NG: event N); a window of a larger trace: the one before / after",
+    ),
     ("c C", "continue / reverse-continue to the next breakpoint"),
     (
         "w W",
@@ -57,7 +60,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "value VALUE",
         "follow a value (JSON or a bare string) across the run",
     ),
-    ("bookmark NAME", "name the current event"),
+    (
+        "bookmark NAME | window N",
+        "name the current event; the window around trace event N",
+    ),
     ("profile [ID]", "critical path of a request"),
 ];
 

@@ -92,7 +92,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         style::title(),
     ));
     let mut places: Vec<_> = p.by_place().into_iter().collect();
-    places.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    places.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     for (place, ns) in places.iter().take(8) {
         lines.push(Line::from(vec![
             Span::styled("█ ", Style::default().fg(kind_color(place.kind))),

@@ -13,8 +13,19 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
     let trace = app.session.trace();
     let index = app.record_of(app.sel);
     let e = &trace.events[index];
-    let mut parts = vec![
-        format!("event {index}/{}", trace.events.len()),
+    let mut parts = vec![match &app.pager {
+        // A window numbers its records from 0: say which of the trace's this is too.
+        Some(pager) => match pager.original(index) {
+            Some(i) => format!(
+                "event {index}/{} (trace {i}/{})",
+                trace.events.len(),
+                pager.trace_len()
+            ),
+            None => format!("event {index}/{} (the window's own)", trace.events.len()),
+        },
+        None => format!("event {index}/{}", trace.events.len()),
+    }];
+    parts.extend([
         format!(
             "step {}/{}",
             app.step_of_row(app.sel).map_or(0, |s| s + 1),
@@ -25,7 +36,7 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
             super::short_time(e.time_ns.saturating_sub(app.timeline.base_ns)),
             if app.virtual_time { "virtual" } else { "wall" }
         ),
-    ];
+    ]);
     if let Some(n) = e.node {
         parts.push(app.node_name(n));
     }
