@@ -4,14 +4,16 @@
 
 use crate::exit;
 use crate::registry::{ModelFn, Models, Registry};
-use crate::replay_cli::{known_model, load};
+use crate::replay_cli::known_model;
 use crate::summary::group;
 use anyhow::anyhow;
 use clap::Args;
-use retrace_replayer::Replay;
+use retrace_replayer::engine::check_header;
+use retrace_replayer::stream::{replay_span, Span};
 use retrace_sim::history::History;
-use retrace_sim::linearizability::Limits;
-use retrace_sim::{format_ns, Model, Node, Trace};
+use retrace_sim::linearizability::{HistoryCheck, Limits};
+use retrace_sim::trace::{Header, Record, TraceReader};
+use retrace_sim::{format_ns, Model, Node};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -28,29 +30,24 @@ pub struct CheckArgs {
 }
 
 pub fn check<L: Models>(registry: &Registry<L>, args: &CheckArgs) -> anyhow::Result<u8> {
-    let trace = load(&args.trace)?;
-    let model = known_model(registry, &args.trace, &trace.header.model)?;
-    let torn = trace.tail.clone();
-    struct Check<'a>(Trace, &'a CheckArgs);
+    let (header, _) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
+    let model = known_model(registry, &args.trace, &header.model)?;
+    struct Check<'a>(Header, &'a CheckArgs);
     impl ModelFn for Check<'_> {
         type Out = anyhow::Result<u8>;
         fn call<M: Model>(self) -> Self::Out {
-            check_trace::<M>(self.0, self.1)
+            check_trace::<M>(&self.0, self.1)
         }
     }
-    let code = registry.call(&model, Check(trace, args))??;
-    Ok(exit::after_reading(torn.as_ref(), code))
+    registry.call(&model, Check(header, args))?
 }
 
-fn check_trace<M: Model>(trace: Trace, args: &CheckArgs) -> anyhow::Result<u8> {
+/// Re-executes the trace straight from its file for the history of what clients saw (so
+/// memory is the history's, not the trace's), then checks it.
+fn check_trace<M: Model>(header: &Header, args: &CheckArgs) -> anyhow::Result<u8> {
     let path = args.trace.display();
-    let resumed = trace
-        .events
-        .iter()
-        .filter(|e| matches!(e.record, retrace_sim::trace::Record::Resume { .. }))
-        .count();
-    let replay = Replay::<M>::new(trace).map_err(|e| anyhow!("{path}: {e}"))?;
-    let Some(checker) = M::linearizability(&replay.options) else {
+    let options = check_header::<M>(header).map_err(|e| anyhow!("{path}: {e}"))?;
+    let Some(checker) = M::linearizability(&options) else {
         return Err(anyhow!(
             "{path}: model `{}` has no sequential specification to check against \
              (it does not implement Model::linearizability)",
@@ -58,30 +55,59 @@ fn check_trace<M: Model>(trace: Trace, args: &CheckArgs) -> anyhow::Result<u8> {
         ));
     };
     let started = std::time::Instant::now();
-    let mut cluster = replay.initial();
-    cluster.watch_clients();
     let mut history: History<<M::Node as Node>::Msg> = History::new();
-    while cluster.applied < replay.steps.steps.len() {
-        let step = &replay.steps.steps[cluster.applied];
-        let (index, time_ns) = (step.input as u64, replay.trace.events[step.input].time_ns);
-        if let Err(d) = replay.apply(&mut cluster) {
-            println!("{d}");
-            println!(
-                "check     not done: the trace does not replay (its history would be the code's, not the recording's)"
-            );
-            return Ok(exit::NONDETERMINISM);
-        }
-        history.observe(index, time_ns, cluster.client_events());
+    let mut resumed = 0usize;
+    let streamed = replay_span::<M>(
+        &args.trace,
+        Span {
+            start: None,
+            to: None,
+            stop_before: None,
+            watch_clients: true,
+            on_step: &mut |step, cluster| {
+                let input = &step[0];
+                resumed += usize::from(matches!(input.record, Record::Resume { .. }));
+                history.observe(input.index, input.time_ns, cluster.client_events());
+            },
+            on_boundary: &mut |_, _| {},
+        },
+    )
+    .map(|(streamed, _)| streamed)
+    .map_err(|e| anyhow!("{path}: {e}"))?;
+    if let Some(tail) = &streamed.tail {
+        eprintln!("warning: {path}: {tail}; checking the records before it");
+    }
+    let torn = streamed.tail.as_ref();
+    if let Some(d) = &streamed.divergence {
+        println!("{d}");
+        println!(
+            "check     not done: the trace does not replay (its history would be the code's, not the recording's)"
+        );
+        return Ok(exit::after_reading(torn, exit::NONDETERMINISM));
     }
     let replayed = started.elapsed();
+    let code = report::<M>(header, args, checker, &history, replayed, resumed);
+    Ok(exit::after_reading(torn, code))
+}
+
+/// Searches the history and says what it found: the exit code.
+fn report<M: Model>(
+    header: &Header,
+    args: &CheckArgs,
+    checker: Box<dyn HistoryCheck<<M::Node as Node>::Msg>>,
+    history: &History<<M::Node as Node>::Msg>,
+    replayed: std::time::Duration,
+    resumed: usize,
+) -> u8 {
+    let path = args.trace.display();
     let limits = Limits {
         steps_per_key: args.steps_per_key,
         ..Limits::default()
     };
     let started = std::time::Instant::now();
-    let report = checker.check(&history, limits);
+    let report = checker.check(history, limits);
     let searched = started.elapsed();
-    let names = &replay.node_names;
+    let names = header.node_names();
     let name = |n: retrace_sim::NodeId| {
         names
             .get(n.index())
@@ -104,7 +130,7 @@ fn check_trace<M: Model>(trace: Trace, args: &CheckArgs) -> anyhow::Result<u8> {
     );
     for w in &report.violations {
         println!();
-        print!("{}", checker.draw(&history, w, &name));
+        print!("{}", checker.draw(history, w, &name));
         let events: Vec<String> = w
             .ops
             .iter()
@@ -140,7 +166,7 @@ fn check_trace<M: Model>(trace: Trace, args: &CheckArgs) -> anyhow::Result<u8> {
                 " (except the undecided keys)"
             }
         );
-        Ok(exit::OK)
+        exit::OK
     } else {
         if resumed > 0 {
             // A window (`retrace cut`, `retrace capture`): the specification starts from
@@ -157,6 +183,6 @@ fn check_trace<M: Model>(trace: Trace, args: &CheckArgs) -> anyhow::Result<u8> {
             report.violations.len(),
             if report.violations.len() == 1 { "" } else { "s" }
         );
-        Ok(exit::VIOLATION)
+        exit::VIOLATION
     }
 }

@@ -70,3 +70,54 @@ fn fuzzer_finds_a_stale_read_and_replay_sees_it_again() {
         .expect("the replay breaks the same invariant");
     assert!(v.facts.iter().any(|(name, _)| name == "key"), "{v:?}");
 }
+
+#[test]
+fn check_replays_a_trace_from_its_file_and_names_the_stale_reads_of_its_witness() {
+    let dir = scratch_dir("linearizable-check");
+    // Eight keys rather than four: fewer operations per key keep the checker's search (and
+    // its smallest witness) short in a debug build.
+    let scenario = std::fs::read_to_string(common::root().join("scenarios/kv-local-reads.toml"))
+        .unwrap()
+        .replace("keys = 4", "keys = 8");
+    let buggy = dir.join("kv-local-reads-8.toml");
+    std::fs::write(&buggy, &scenario).unwrap();
+    let trace = dir.join("local-reads.trace");
+    let trace_arg = trace.to_str().unwrap();
+    let out = retrace(&["run", buggy.to_str().unwrap(), "-o", trace_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    let out = retrace(&["check", trace_arg, "--linearizable"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("verdict   NOT linearizable"), "{text}");
+    // Each key's witness: its operations, and where the first one starts in the trace.
+    assert!(text.contains("  requests  r"), "{text}");
+    assert!(
+        text.contains(&format!("retrace show {trace_arg} --from ")),
+        "{text}"
+    );
+
+    // A torn copy: what it holds is checked, then the exit says the input was bad.
+    let bytes = std::fs::read(&trace).unwrap();
+    let torn = dir.join("torn.trace");
+    std::fs::write(&torn, &bytes[..bytes.len() - 100]).unwrap();
+    let out = retrace(&["check", torn.to_str().unwrap(), "--linearizable"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).contains("history "), "{}", stdout(&out));
+    assert!(common::stderr(&out).contains("checking the records before it"));
+
+    // The bug off: the same clients see a linearizable store.
+    let scenario = scenario.replace("bug = \"local-reads\"", "");
+    let path = dir.join("kv-fixed.toml");
+    std::fs::write(&path, scenario).unwrap();
+    let fixed = dir.join("fixed.trace");
+    let out = retrace(&["run", path.to_str().unwrap(), "-o", fixed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = retrace(&["check", fixed.to_str().unwrap(), "--linearizable"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("verdict   linearizable"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -342,7 +342,7 @@ impl<M: Model> Replay<M> {
 
 /// The model's options for a trace with `header`: it must name the model, and its
 /// scenario must parse with the model's options and build the trace's nodes.
-pub(crate) fn check_header<M: Model>(header: &Header) -> Result<M::Options, ReplayError> {
+pub fn check_header<M: Model>(header: &Header) -> Result<M::Options, ReplayError> {
     if header.model != M::NAME {
         return Err(ReplayError(format!(
             "the trace is of model `{}`, not `{}`",

@@ -82,7 +82,8 @@ pub fn replay_until<M: Model>(
             start: None,
             to,
             stop_before,
-            on_step,
+            watch_clients: false,
+            on_step: &mut |step, _| on_step(step),
             on_boundary: &mut |_, _| {},
         },
     )
@@ -97,8 +98,11 @@ pub struct Span<'a, M: Model> {
     pub to: Option<u64>,
     /// Stop reading before the step whose input is at or after this record.
     pub stop_before: Option<u64>,
-    /// Each step's records, once it is applied.
-    pub on_step: &'a mut dyn FnMut(&[Event]),
+    /// Keep each step's client events on the cluster (`Cluster::watch_clients`), for
+    /// `on_step` to read.
+    pub watch_clients: bool,
+    /// Each step's records, once it is applied, and the cluster it left.
+    pub on_step: &'a mut dyn FnMut(&[Event], &Cluster<M>),
     /// Between two applied steps: where the next one's input is, and the cluster there.
     pub on_boundary: &'a mut dyn FnMut(RecordPosition, &Cluster<M>),
 }
@@ -112,6 +116,7 @@ pub fn replay_span<M: Model>(
         start,
         to,
         stop_before,
+        watch_clients,
         on_step,
         on_boundary,
     } = span;
@@ -139,6 +144,9 @@ pub fn replay_span<M: Model>(
         }
         None => Cluster::<M>::initial(&options, node_names.len()),
     };
+    if watch_clients {
+        cluster.watch_clients();
+    }
     let mut out = Streamed {
         steps: 0,
         applied: 0,
@@ -184,7 +192,7 @@ pub fn replay_span<M: Model>(
                                     out.violations_more += 1;
                                 }
                             }
-                            on_step(&step);
+                            on_step(&step, &cluster);
                             if next.is_some() {
                                 on_boundary(at, &cluster);
                             }

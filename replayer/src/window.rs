@@ -242,7 +242,8 @@ pub fn cut<M: Model>(
             start,
             to: None,
             stop_before: Some(from),
-            on_step: &mut |step| {
+            watch_clients: false,
+            on_step: &mut |step, _| {
                 steps += 1;
                 if steps.is_multiple_of(PROGRESS_EVERY_STEPS) {
                     progress(step[0].index);
