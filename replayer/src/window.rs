@@ -273,7 +273,15 @@ pub fn cut<M: Model>(
             what: d.to_string(),
         });
     }
-    indexed.add_states(states);
+    // The periodic states a long re-execution left are worth rewriting the index file for
+    // (they save a later process that much re-execution). The one at the window's own
+    // start is kept for this process only (the TUI paging back to the window): it saves
+    // less than a rewrite of the whole index costs.
+    if states.iter().any(|s| s.index != from) {
+        indexed.add_states(states);
+    } else {
+        indexed.remember_states(states);
+    }
     let start_ns = if from < indexed.len() {
         indexed.event(from)?.time_ns
     } else {

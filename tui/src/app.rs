@@ -176,10 +176,12 @@ impl App {
             },
         };
         let mut app = Self::opened(session, start_at, recorded_violation);
-        if start_at.is_some() && message.is_none() {
-            message = Some("opened at the first problem: `w` shows what led here".into());
+        // Selecting may have said something already (the replay diverged before it).
+        if app.message.is_none() {
+            app.message = message.or_else(|| {
+                start_at.map(|_| "opened at the first problem: `w` shows what led here".into())
+            });
         }
-        app.message = message;
         app
     }
 
@@ -189,7 +191,7 @@ impl App {
         let recorded_violation = recorded_violation(page.session.as_ref());
         let mut app = Self::opened(page.session, Some(page.select), recorded_violation);
         app.pager = Some(pager);
-        app.message = Some(page.line);
+        app.message.get_or_insert(page.line);
         app
     }
 

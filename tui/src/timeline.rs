@@ -15,8 +15,28 @@ const BUCKET: usize = 4096;
 pub enum Pending {
     /// The message of the `Send` at this index, not yet delivered or dropped.
     Message { send: usize },
-    /// The timer set at this index, not yet fired or cancelled.
-    Timer { set: usize },
+    /// Timer `timer`, set at this index (or pending at a node's resume there), not yet fired
+    /// or cancelled; `end` is the record that fires, cancels or drops it (the trace's
+    /// length if none does).
+    Timer {
+        set: usize,
+        timer: TimerId,
+        end: usize,
+    },
+}
+
+impl Span {
+    /// What is pending, knowing now where it ends.
+    fn pending(&self) -> Pending {
+        match self.what {
+            Pending::Timer { set, timer, .. } => Pending::Timer {
+                set,
+                timer,
+                end: self.end,
+            },
+            message => message,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +170,11 @@ impl Timeline {
                     spans.push(Span {
                         start: i,
                         end: n,
-                        what: Pending::Timer { set: i },
+                        what: Pending::Timer {
+                            set: i,
+                            timer: *timer,
+                            end: n,
+                        },
                     });
                 }
                 // A resumed node's timers are pending from the resume on.
@@ -163,7 +187,11 @@ impl Timeline {
                         spans.push(Span {
                             start: i,
                             end: n,
-                            what: Pending::Timer { set: i },
+                            what: Pending::Timer {
+                                set: i,
+                                timer: *timer,
+                                end: n,
+                            },
                         });
                     }
                 }
@@ -227,7 +255,7 @@ impl Timeline {
         found.sort_by_key(|s| s.start);
         let total = found.len();
         (
-            found.into_iter().take(limit).map(|s| s.what).collect(),
+            found.into_iter().take(limit).map(Span::pending).collect(),
             total,
         )
     }

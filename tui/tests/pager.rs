@@ -136,3 +136,24 @@ fn a_whole_trace_has_no_windows_to_page() {
         .unwrap_or("")
         .starts_with("the whole trace is open"));
 }
+
+#[test]
+fn a_resumed_nodes_pending_timers_show_with_their_value_and_due_time() {
+    let path = trace_file("timers.trace");
+    let mut app = open(&path, 1500);
+    // The window starts with its nodes' resumes; after the last of them, every timer the
+    // snapshots held is pending.
+    let events = &app.session.trace().events;
+    let last_resume = events
+        .iter()
+        .rposition(|e| matches!(e.record, Record::Resume { .. }))
+        .expect("a window in the middle resumes its nodes");
+    let row = app.timeline.row_of(last_resume);
+    app.select(row);
+    let text = screen(&mut app, 160, 60);
+    assert!(
+        text.contains("set before its resume, due in"),
+        "a resumed timer shows its value and when it fires:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

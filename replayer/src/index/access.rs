@@ -374,14 +374,20 @@ impl IndexedTrace {
         if new.is_empty() {
             return;
         }
-        let states = &mut self.layout.states;
-        states.extend(new);
-        states.sort_by_key(|s| s.index);
-        states.dedup_by_key(|s| s.index);
+        self.remember_states(new);
         if self.keep == IndexFile::Write {
             // Only a later cut's time is lost if the file cannot be written.
             let _ = file::store(&self.path, &self.layout);
         }
+    }
+
+    /// State checkpoints kept for this process only: the index file is not rewritten (it
+    /// is rewritten whole, tens of megabytes for a 100 M-record trace).
+    pub fn remember_states(&mut self, new: Vec<StateCheckpoint>) {
+        let states = &mut self.layout.states;
+        states.extend(new);
+        states.sort_by_key(|s| s.index);
+        states.dedup_by_key(|s| s.index);
     }
 
     /// How many state checkpoints the index holds.

@@ -11,7 +11,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 use retrace_replayer::event_detail;
-use retrace_sim::trace::Record;
+use retrace_sim::trace::{Event, Record};
 
 /// Pending messages and timers listed at most.
 const PENDING_SHOWN: usize = 12;
@@ -197,17 +197,13 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
                     super::short_time(now.saturating_sub(trace.events[send].time_ns))
                 )
             }
-            Pending::Timer { set } => {
+            Pending::Timer { set, timer, end } => {
                 let on = trace.events[set]
                     .node
                     .map(|n| app.node_name(n))
                     .unwrap_or_default();
                 match &trace.events[set].record {
-                    Record::TimerSet {
-                        timer,
-                        tag,
-                        after_ns,
-                    } => {
+                    Record::TimerSet { tag, after_ns, .. } => {
                         let due = trace.events[set].time_ns + after_ns;
                         format!(
                             "  timer t{} {} on {on}, due in {}",
@@ -216,7 +212,25 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
                             super::short_time(due.saturating_sub(now))
                         )
                     }
-                    _ => String::new(),
+                    // Pending when the node resumed from a snapshot, which keeps only the
+                    // timer's id: its value and due time are known where it fires.
+                    _ => match trace.events.get(end) {
+                        Some(
+                            fired @ Event {
+                                record: Record::Timer { tag, .. },
+                                ..
+                            },
+                        ) => format!(
+                            "  timer t{} {} on {on}, set before its resume, due in {}",
+                            timer.0,
+                            app.session.describe_timer(tag.as_bytes()),
+                            super::short_time(fired.time_ns.saturating_sub(now))
+                        ),
+                        _ => format!(
+                            "  timer t{} on {on}, set before its resume (it never fires here)",
+                            timer.0
+                        ),
+                    },
                 }
             }
         };
