@@ -846,9 +846,6 @@ impl App {
 
     // ----- keys -----
 
-    /// Presses keys written as text — plain characters, and `<Enter>`, `<Esc>`, `<Up>`,
-    /// `<Down>`, `<Left>`, `<Right>`, `<Backspace>` — for tests, benchmarks and scripted
-    /// openings. A `<` that starts no key name is the character.
     /// The lane width in force: the user's, or the one last drawn.
     fn current_lane_width(&self) -> u16 {
         match self.lane_width {
@@ -857,6 +854,9 @@ impl App {
         }
     }
 
+    /// Presses keys written as text — plain characters, and `<Enter>`, `<Esc>`, `<Up>`,
+    /// `<Down>`, `<Left>`, `<Right>`, `<Backspace>` — for tests, benchmarks and scripted
+    /// openings. A `<` that starts no key name is the character.
     pub fn press(&mut self, text: &str) {
         let mut rest = text;
         while let Some(c) = rest.chars().next() {
@@ -884,6 +884,24 @@ impl App {
                 }
             }
         }
+    }
+
+    /// What to show while `key` is handled, when handling it takes long enough to be seen:
+    /// opening another window of a larger trace (half a second to a second, more far from
+    /// any state). The terminal draws it before handing the key over.
+    pub fn slow_key(&self, key: &KeyEvent) -> Option<String> {
+        self.pager.as_ref()?;
+        let toward = match (&self.input, key.code) {
+            (Input::Normal, KeyCode::Char('(')) if self.view == View::Main => "before",
+            (Input::Normal, KeyCode::Char(')')) if self.view == View::Main => "after",
+            (Input::Command(line), KeyCode::Enter) if line.trim_start().starts_with("window") => {
+                "asked for"
+            }
+            _ => return None,
+        };
+        Some(format!(
+            "opening the window {toward}: re-executing from the nearest state…"
+        ))
     }
 
     /// Handles one key press.

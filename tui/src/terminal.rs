@@ -13,7 +13,14 @@ pub fn run(app: &mut App) -> io::Result<()> {
         while !app.quit {
             terminal.draw(|frame| ui::render(app, frame))?;
             match event::read()? {
-                Event::Key(key) if key.kind != KeyEventKind::Release => app.key(key),
+                Event::Key(key) if key.kind != KeyEventKind::Release => {
+                    // A key that takes a while says so first, on a frame of its own.
+                    if let Some(note) = app.slow_key(&key) {
+                        app.message = Some(note);
+                        terminal.draw(|frame| ui::render(app, frame))?;
+                    }
+                    app.key(key)
+                }
                 // A resize redraws on the next turn of the loop.
                 _ => {}
             }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{keys, screen, STALE_READ};
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use retrace_models::kv::KvModel;
 use retrace_replayer::index::{IndexFile, IndexedTrace};
 use retrace_sim::trace::Record;
@@ -116,6 +117,15 @@ fn window_command_jumps_in_the_traces_numbering_and_breakpoints_stay() {
         "{:?}",
         app.message
     );
+    // Paging takes long enough to say so first (the terminal draws this before the key).
+    let paren = KeyEvent::from(KeyCode::Char(')'));
+    assert!(app
+        .slow_key(&paren)
+        .is_some_and(|m| m.starts_with("opening the window after")));
+    assert_eq!(app.slow_key(&KeyEvent::from(KeyCode::Char('j'))), None);
+    keys(&mut app, ":window 5");
+    assert!(app.slow_key(&KeyEvent::from(KeyCode::Enter)).is_some());
+    keys(&mut app, "<Esc>");
     // Moving past a window's edge says how to go on.
     keys(&mut app, "G");
     keys(&mut app, "j");
@@ -129,6 +139,7 @@ fn window_command_jumps_in_the_traces_numbering_and_breakpoints_stay() {
 #[test]
 fn a_whole_trace_has_no_windows_to_page() {
     let mut app = common::app(common::LOST_WRITE);
+    assert_eq!(app.slow_key(&KeyEvent::from(KeyCode::Char(')'))), None);
     keys(&mut app, ")");
     assert!(app
         .message
