@@ -7,8 +7,8 @@
 //! Re-execution to the start streams from the file (`stream::replay_span`), so memory is
 //! the window's, not the trace's. The first cut of a trace takes time proportional to
 //! where its window starts; on the way it leaves the whole cluster's state every
-//! `STATE_EVERY_RECORDS` records with the trace's index (and in its file), so any later cut starts from
-//! the nearest of those and takes time proportional to the window. The window's records
+//! `STATE_EVERY_RECORDS` records with the trace's index (and in its file), so any later cut
+//! starts from the nearest of those and takes time proportional to the window. The window's records
 //! come through the index a block at a time.
 //!
 //! Links that point before the window are rewritten, as a capture's are: a delivery whose

@@ -83,9 +83,11 @@ impl<M: Model> WindowPager<M> {
 
     fn page(&mut self, window: Window, select: usize) -> Result<Page, String> {
         let line = window.describe(&self.path);
-        self.span = window.span;
         let replay =
             Replay::<M>::new(window.trace).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        // Only a page the app will show moves the pager: on an error it stays on the
+        // window still shown.
+        self.span = window.span;
         Ok(Page {
             session: Box::new(ModelSession::new(replay)),
             select,
