@@ -5,12 +5,14 @@
 
 use crate::client::Client;
 use crate::diag::{self, Status};
+use crate::http_port::HttpClient;
 use crate::log::wall_now_ns;
 use crate::log::RecordError;
 use crate::manifest::{Ended, Incarnation, Manifest, ManifestNode, WorkloadStats};
 use crate::policy::{LogPolicy, ShowDuration};
 use crate::tls::TlsFiles;
 use retrace_sim::client::{ClientCtx, REFUSED_PAUSE_NS};
+use retrace_sim::http::{HttpApi, HttpRequest, Protocol};
 use retrace_sim::rng::{derive_seed, Purpose};
 use retrace_sim::scenario::{ClosedLoop, FaultAction, Workload};
 use retrace_sim::{Model, Node, NodeId, Scenario, SimRng};
@@ -32,7 +34,47 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An open-loop request: the target node and the request's JSON.
-type Job = (usize, Vec<u8>);
+type Job = (usize, Payload);
+
+/// A workload request as it goes on the wire.
+enum Payload {
+    /// The message as JSON, for the framed client port.
+    Framed(Vec<u8>),
+    /// The request the model's HTTP mapping makes for the message.
+    Http(HttpRequest),
+}
+
+impl Payload {
+    /// `msg` as the scenario's workload protocol sends it (`http`: through `api`).
+    fn of<M: serde::Serialize>(api: Option<&dyn HttpApi<M>>, msg: &M) -> Payload {
+        match api.and_then(|api| api.client_request(msg)) {
+            Some(request) => Payload::Http(request),
+            None => Payload::Framed(serde_json::to_vec(msg).unwrap_or_default()),
+        }
+    }
+}
+
+/// A workload connection to one node's client port, in the payload's protocol.
+enum Conn {
+    Framed(Client),
+    Http(HttpClient),
+}
+
+impl Conn {
+    /// Sends one payload; whether an answer came back (for HTTP: any response the node
+    /// made, not a server error of the port's own).
+    fn call(&mut self, payload: &Payload) -> bool {
+        match (self, payload) {
+            (Conn::Framed(c), Payload::Framed(json)) => c
+                .request(json)
+                .is_ok_and(|reply| reply.get("reply").is_some()),
+            (Conn::Http(c), Payload::Http(request)) => c
+                .request(request)
+                .is_ok_and(|response| !matches!(response.status, 503 | 504)),
+            _ => false,
+        }
+    }
+}
 
 /// How the load is applied.
 #[derive(Clone, Copy, Debug)]
@@ -323,24 +365,25 @@ struct LoadStats {
 
 /// One client worker: keeps a connection per node, reconnecting after errors.
 fn send_one(
-    conns: &mut [Option<Client>],
+    conns: &mut [Option<Conn>],
     addrs: &[SocketAddr],
     to: usize,
-    json: &[u8],
+    payload: &Payload,
     stats: &LoadStats,
 ) {
     stats.sent.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     if conns[to].is_none() {
-        conns[to] = Client::connect(addrs[to], Duration::from_millis(200)).ok();
+        let connect = Duration::from_millis(200);
+        conns[to] = match payload {
+            Payload::Framed(_) => Client::connect(addrs[to], connect).ok().map(Conn::Framed),
+            Payload::Http(_) => HttpClient::connect(addrs[to], connect).ok().map(Conn::Http),
+        };
     }
-    let ok = match conns[to].as_mut().map(|c| c.request(json)) {
-        Some(Ok(reply)) => reply.get("reply").is_some(),
-        _ => {
-            conns[to] = None;
-            false
-        }
-    };
+    let ok = conns[to].as_mut().is_some_and(|c| c.call(payload));
+    if !ok {
+        conns[to] = None;
+    }
     if ok {
         stats.answered.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut l) = stats.latencies_us.lock() {
@@ -474,6 +517,14 @@ fn call_node(
     }
 }
 
+/// The model's HTTP mapping when the scenario's workload speaks HTTP.
+fn http_api<M: Model>(
+    http: bool,
+    options: &M::Options,
+) -> Option<Box<dyn HttpApi<<M::Node as Node>::Msg>>> {
+    http.then(|| M::http(options))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -491,6 +542,9 @@ fn start_load<M: Model>(
 ) -> Vec<thread::JoinHandle<()>> {
     let options = scenario.options.clone();
     let seed = scenario.seed;
+    let scenario_http = scenario
+        .workload
+        .is_some_and(|w| w.protocol == Protocol::Http);
     match load {
         Load::None => Vec::new(),
         Load::Closed { workers } => (0..workers.max(1))
@@ -499,13 +553,20 @@ fn start_load<M: Model>(
                     (options.clone(), addrs.clone(), stop.clone(), stats.clone());
                 thread::spawn(move || {
                     let mut rng = SimRng::new(derive_seed(seed, Purpose::ClusterLoad, w as u64, 0));
-                    let mut conns: Vec<Option<Client>> = addrs.iter().map(|_| None).collect();
+                    let mut conns: Vec<Option<Conn>> = addrs.iter().map(|_| None).collect();
+                    let api = http_api::<M>(scenario_http, &options);
                     while !stop.load(Ordering::Relaxed) {
                         let Some((to, msg)) = M::request(&options, &mut rng) else {
                             return;
                         };
-                        let json = serde_json::to_vec(&msg).unwrap_or_default();
-                        send_one(&mut conns, &addrs, to.index() % addrs.len(), &json, &stats);
+                        let payload = Payload::of(api.as_deref(), &msg);
+                        send_one(
+                            &mut conns,
+                            &addrs,
+                            to.index() % addrs.len(),
+                            &payload,
+                            &stats,
+                        );
                     }
                 })
             })
@@ -541,19 +602,20 @@ fn start_load<M: Model>(
                     let (rx, addrs, stats): (Arc<Mutex<Receiver<Job>>>, _, _) =
                         (rx.clone(), addrs.clone(), stats.clone());
                     thread::spawn(move || {
-                        let mut conns: Vec<Option<Client>> = addrs.iter().map(|_| None).collect();
+                        let mut conns: Vec<Option<Conn>> = addrs.iter().map(|_| None).collect();
                         loop {
                             let job = match rx.lock() {
                                 Ok(r) => r.recv(),
                                 Err(_) => return,
                             };
-                            let Ok((to, json)) = job else { return };
-                            send_one(&mut conns, &addrs, to, &json, &stats);
+                            let Ok((to, payload)) = job else { return };
+                            send_one(&mut conns, &addrs, to, &payload, &stats);
                         }
                     })
                 })
                 .collect();
             let n = addrs.len();
+            let api = http_api::<M>(scenario_http, &options);
             handles.push(thread::spawn(move || {
                 let mut rng = SimRng::new(derive_seed(seed, Purpose::Workload, 0, 0));
                 let started = Instant::now();
@@ -573,8 +635,8 @@ fn start_load<M: Model>(
                     let Some((to, msg)) = M::request(&options, &mut rng) else {
                         break;
                     };
-                    let json = serde_json::to_vec(&msg).unwrap_or_default();
-                    if tx.try_send((to.index() % n, json)).is_err() {
+                    let payload = Payload::of(api.as_deref(), &msg);
+                    if tx.try_send((to.index() % n, payload)).is_err() {
                         stats.errors.fetch_add(1, Ordering::Relaxed); // shed: workers are saturated
                     }
                     issued += 1;

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod client;
 pub mod diag;
 pub mod durable;
+pub mod http_port;
 pub mod launcher;
 pub mod log;
 pub mod manifest;

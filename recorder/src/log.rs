@@ -136,6 +136,16 @@ pub enum LogRecord {
         wall_ns: u64,
         reason: String,
     },
+    /// In an `External` step: the HTTP request that carried it (see `retrace_sim::http`).
+    HttpRequest {
+        request: u64,
+        http: retrace_sim::http::HttpRequest,
+    },
+    /// Output, after the `Respond` to `request`: the HTTP response its client was sent.
+    HttpResponse {
+        request: u64,
+        http: retrace_sim::http::HttpResponse,
+    },
 }
 
 impl LogRecord {

@@ -10,11 +10,13 @@
 use crate::client;
 use crate::diag::{self, Status};
 use crate::durable::DurableFile;
+use crate::http_port::{self, HttpConn};
 use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
 use crate::net::{self, ByteBudget, Deadline, Limits, PeerLink, PeerPort, Permit, Transport};
 use crate::policy::LogPolicy;
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
+use retrace_sim::http::{HttpApi, HttpRequest, HttpResponse};
 use retrace_sim::logs::Capture;
 use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use retrace_sim::trace::NodeInfo;
@@ -88,9 +90,11 @@ enum Inbound<M> {
     Peer(Envelope, Instant, Permit),
     Request {
         msg: M,
-        reply: Sender<Vec<u8>>,
+        /// The HTTP request that carried it, when it came over HTTP.
+        http: Option<HttpRequest>,
+        reply: Sender<Reply>,
         received: Instant,
-        _permit: Permit,
+        _permit: Option<Permit>,
     },
     /// `retrace mark`: keep this moment (the reply gets the mark as JSON).
     Mark {
@@ -98,6 +102,21 @@ enum Inbound<M> {
         reply: Sender<Vec<u8>>,
     },
     Shutdown,
+}
+
+/// An answer on its way to the client connection waiting for it.
+enum Reply {
+    /// A framed JSON reply's bytes.
+    Framed(Vec<u8>),
+    /// The response the model's HTTP mapping made of the answer (as recorded).
+    Http(HttpResponse),
+}
+
+/// A client waiting for the answer to its request.
+struct Waiter {
+    reply: Sender<Reply>,
+    /// Whether the request came over HTTP (its answer is mapped to a response, recorded).
+    http: bool,
 }
 
 /// The client port's one frame that is not a request: `{"retrace_mark": "reason"}`.
@@ -150,8 +169,10 @@ struct RuntimeEnv<'a, M> {
     event_index: u64,
     request_ids: Vec<RequestId>,
     outbox: &'a mut Vec<(usize, Vec<u8>)>,
-    replies: &'a mut Vec<(RequestId, Vec<u8>)>,
-    _msg: std::marker::PhantomData<M>,
+    replies: &'a mut Vec<(RequestId, Reply)>,
+    /// Who waits for which request, to answer an HTTP client over HTTP.
+    waiting: &'a BTreeMap<RequestId, Waiter>,
+    http: &'a dyn HttpApi<M>,
 }
 
 impl<M: serde::Serialize + std::fmt::Debug> RuntimeEnv<'_, M> {
@@ -262,9 +283,18 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
             request: request.0,
             digest: codec::digest(&payload),
         });
-        let json = serde_json::json!({ "reply": msg });
-        self.replies
-            .push((request, serde_json::to_vec(&json).unwrap_or_default()));
+        let reply = if self.waiting.get(&request).is_some_and(|w| w.http) {
+            let http = self.http.response(&msg);
+            self.record(LogRecord::HttpResponse {
+                request: request.0,
+                http: http.clone(),
+            });
+            Reply::Http(http)
+        } else {
+            let json = serde_json::json!({ "reply": msg });
+            Reply::Framed(serde_json::to_vec(&json).unwrap_or_default())
+        };
+        self.replies.push((request, reply));
     }
     fn request_ids(&self) -> &[RequestId] {
         &self.request_ids
@@ -277,15 +307,17 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
     }
 }
 
-/// Serves the client port: framed JSON requests in, replies out. Connections are capped,
-/// a connection idle longer than the limit or stalled inside a frame is closed, and each
-/// request holds its share of the inbound byte budget until handled.
+/// Serves the client port: framed JSON requests, or HTTP/1.1 ones (told apart by the
+/// first byte: see `http_port`), in; replies out. Connections are capped, a connection idle
+/// longer than the limit or stalled inside a request is closed, and each request holds its
+/// share of the inbound byte budget until handled.
 fn serve_clients<M: retrace_sim::Message>(
     listener: TcpListener,
     tx: SyncSender<Inbound<M>>,
     label: String,
     limits: Limits,
     budget: Arc<ByteBudget>,
+    http: Arc<dyn HttpApi<M>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let max = limits.client_connections_max;
@@ -307,20 +339,40 @@ fn serve_clients<M: retrace_sim::Message>(
                     "[{label}] client: {e}; closing the connection"
                 ))
             };
+            // Between requests a client may be idle up to its limit.
+            conn.deadline = Some(Instant::now() + limits.client_idle_timeout);
+            let mut first = [0u8; 1];
+            match conn.read(&mut first) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => return warn(&e),
+            }
+            // A frame's length is at most a megabyte, so its first byte is zero; an HTTP
+            // request starts with a method's letter. Anything else is read as a frame, and
+            // refused as one.
+            if first[0].is_ascii_uppercase() {
+                let conn = HttpConn::new(conn, &first);
+                return serve_http(conn, &tx, &limits, &budget, &*http, &warn);
+            }
+            let mut first = Some(first[0]);
             loop {
-                // Between requests a client may be idle up to its limit; once a frame has
-                // begun it must arrive within the stall limit.
-                conn.deadline = Some(Instant::now() + limits.client_idle_timeout);
-                let mut first = [0u8; 1];
-                match conn.read(&mut first) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) => return warn(&e),
-                }
+                let lead = match first.take() {
+                    Some(byte) => byte,
+                    None => {
+                        conn.deadline = Some(Instant::now() + limits.client_idle_timeout);
+                        let mut byte = [0u8; 1];
+                        match conn.read(&mut byte) {
+                            Ok(0) => return,
+                            Ok(_) => byte[0],
+                            Err(e) => return warn(&e),
+                        }
+                    }
+                };
+                // Once a frame has begun it must arrive within the stall limit.
                 let deadline = Instant::now() + limits.stall_timeout;
                 conn.deadline = Some(deadline);
                 let mut permit = None;
-                let frame = client::read_frame_with(&mut (&first[..]).chain(&mut conn), |len| {
+                let frame = client::read_frame_with(&mut (&[lead][..]).chain(&mut conn), |len| {
                     permit = budget.acquire(u64::from(len), deadline);
                     permit.is_some()
                 });
@@ -360,23 +412,11 @@ fn serve_clients<M: retrace_sim::Message>(
                             .into_bytes()
                     }
                     (Ok(_), None) => return,
-                    (Ok(msg), Some(permit)) => {
-                        let (rtx, rrx) = mpsc::channel();
-                        let request = Inbound::Request {
-                            msg,
-                            reply: rtx,
-                            received: Instant::now(),
-                            _permit: permit,
-                        };
-                        if tx.send(request).is_err() {
-                            return;
-                        }
-                        rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
-                            serde_json::json!({ "error": "no reply" })
-                                .to_string()
-                                .into_bytes()
-                        })
-                    }
+                    (Ok(msg), Some(permit)) => match ask(&tx, msg, None, Some(permit)) {
+                        None => return,
+                        Some(Reply::Framed(bytes)) => bytes,
+                        Some(Reply::Http(_)) => return,
+                    },
                 };
                 if client::write_frame(&mut conn, &reply).is_err() {
                     return;
@@ -384,6 +424,75 @@ fn serve_clients<M: retrace_sim::Message>(
             }
         },
     )
+}
+
+/// Hands a request to the node's thread and waits for its answer: `None` when the node
+/// has stopped; a timeout's answer says there was none.
+fn ask<M>(
+    tx: &SyncSender<Inbound<M>>,
+    msg: M,
+    http: Option<HttpRequest>,
+    permit: Option<Permit>,
+) -> Option<Reply> {
+    let over_http = http.is_some();
+    let (rtx, rrx) = mpsc::channel();
+    let request = Inbound::Request {
+        msg,
+        http,
+        reply: rtx,
+        received: Instant::now(),
+        _permit: permit,
+    };
+    tx.send(request).ok()?;
+    Some(rrx.recv_timeout(CLIENT_REPLY_TIMEOUT).unwrap_or_else(|_| {
+        let why = "the node gave no answer in time";
+        if over_http {
+            Reply::Http(HttpResponse::error(504, why))
+        } else {
+            Reply::Framed(serde_json::json!({ "error": why }).to_string().into_bytes())
+        }
+    }))
+}
+
+/// One HTTP client connection: requests in order, each mapped to the model's message by its
+/// HTTP mapping (a request the mapping refuses gets the mapping's response and never
+/// reaches the node), answered in order.
+fn serve_http<M>(
+    mut conn: HttpConn,
+    tx: &SyncSender<Inbound<M>>,
+    limits: &Limits,
+    budget: &Arc<ByteBudget>,
+    http: &dyn HttpApi<M>,
+    warn: &dyn Fn(&dyn std::fmt::Display),
+) {
+    loop {
+        let incoming =
+            match conn.read_request(limits.client_idle_timeout, limits.stall_timeout, budget) {
+                Ok(incoming) => incoming,
+                Err(http_port::ReadError::Closed) => return,
+                Err(http_port::ReadError::Io(e)) => return warn(&e),
+                Err(http_port::ReadError::Refuse(response)) => {
+                    warn(&format_args!(
+                        "HTTP request refused with {}",
+                        response.status
+                    ));
+                    let _ = conn.write_response(&response, false);
+                    return;
+                }
+            };
+        let keep_alive = incoming.keep_alive;
+        let response = match http.request(&incoming.request) {
+            Err(refused) => refused,
+            Ok(msg) => match ask(tx, msg, Some(incoming.request), incoming.permit) {
+                None => return,
+                Some(Reply::Http(response)) => response,
+                Some(Reply::Framed(_)) => return,
+            },
+        };
+        if conn.write_response(&response, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
 }
 
 /// One node's life in the runtime: its state, everything its handlers reach, its log and
@@ -409,7 +518,9 @@ struct NodeRuntime<'o, M: Model> {
     /// Per sender life (node, incarnation): the last sequence number delivered.
     last_seen: BTreeMap<(u32, u32), u64>,
     /// Clients waiting for the answer to their request.
-    waiting: BTreeMap<RequestId, Sender<Vec<u8>>>,
+    waiting: BTreeMap<RequestId, Waiter>,
+    /// The model's HTTP mapping, shared with the client port's threads.
+    http: Arc<dyn HttpApi<MsgOf<M>>>,
     summary: NodeSummary,
     log: LogWriter,
     links: Vec<PeerLink>,
@@ -426,6 +537,7 @@ impl<M: Model> NodeRuntime<'_, M> {
     fn event(
         &mut self,
         mut input: LogRecord,
+        in_step: Vec<LogRecord>,
         request_ids: Vec<RequestId>,
         call: impl FnOnce(&mut M::Node, &mut Ctx<'_, MsgOf<M>, TimerOf<M>>),
     ) -> Result<(), RecordError> {
@@ -439,7 +551,8 @@ impl<M: Model> NodeRuntime<'_, M> {
             incarnation: self.opts.incarnation,
             peers: &self.peers,
             node_count: self.node_count,
-            outputs: Vec::new(),
+            // What the runtime knew of the input besides the message comes first.
+            outputs: in_step,
             rng: &mut self.rng,
             storage: &mut self.storage,
             timers: &mut self.timers,
@@ -449,7 +562,8 @@ impl<M: Model> NodeRuntime<'_, M> {
             request_ids,
             outbox: &mut outbox,
             replies: &mut replies,
-            _msg: std::marker::PhantomData,
+            waiting: &self.waiting,
+            http: &*self.http,
         };
         call(&mut self.node, &mut Ctx::new(&mut env));
         let mut outputs = env.outputs;
@@ -471,9 +585,9 @@ impl<M: Model> NodeRuntime<'_, M> {
         for (to, frame) in outbox {
             self.links[to].send(frame);
         }
-        for (request, json) in replies {
-            if let Some(tx) = self.waiting.remove(&request) {
-                let _ = tx.send(json);
+        for (request, reply) in replies {
+            if let Some(waiter) = self.waiting.remove(&request) {
+                let _ = waiter.reply.send(reply);
             }
         }
         self.summary.events += 1;
@@ -609,14 +723,17 @@ impl<M: Model> NodeRuntime<'_, M> {
             },
         };
         self.summary.delivered += 1;
-        self.event(input, ids, |state, ctx| state.on_message(ctx, from, msg))
+        self.event(input, Vec::new(), ids, |state, ctx| {
+            state.on_message(ctx, from, msg)
+        })
     }
 
     /// A client's request: it gets a request id, and its client waits for the answer.
     fn on_request(
         &mut self,
         msg: MsgOf<M>,
-        reply: Sender<Vec<u8>>,
+        http: Option<HttpRequest>,
+        reply: Sender<Reply>,
         received: Instant,
     ) -> Result<(), RecordError> {
         let request = RequestId(run_unique_id(
@@ -625,7 +742,20 @@ impl<M: Model> NodeRuntime<'_, M> {
             self.id,
         ));
         self.next_request += 1;
-        self.waiting.insert(request, reply);
+        self.waiting.insert(
+            request,
+            Waiter {
+                reply,
+                http: http.is_some(),
+            },
+        );
+        let in_step = http
+            .map(|http| LogRecord::HttpRequest {
+                request: request.0,
+                http,
+            })
+            .into_iter()
+            .collect();
         let payload = codec::encode(&msg).unwrap_or_default();
         let input = LogRecord::External {
             wall_ns: wall_now_ns(),
@@ -637,7 +767,7 @@ impl<M: Model> NodeRuntime<'_, M> {
             },
         };
         self.summary.external += 1;
-        self.event(input, vec![request], |state, ctx| {
+        self.event(input, in_step, vec![request], |state, ctx| {
             state.on_request(ctx, msg)
         })
     }
@@ -669,7 +799,7 @@ impl<M: Model> NodeRuntime<'_, M> {
                     busy_us: 0,
                 },
             };
-            self.event(input, ids, |state, ctx| {
+            self.event(input, Vec::new(), ids, |state, ctx| {
                 state.on_timer(ctx, TimerId(timer), value)
             })?;
         }
@@ -763,12 +893,14 @@ pub fn run_node<M: Model>(
             .is_ok()
     })
     .map_err(spawn_err)?;
+    let http: Arc<dyn HttpApi<MsgOf<M>>> = Arc::from(M::http(&scenario.options));
     serve_clients(
         client_listener,
         tx.clone(),
         name.clone(),
         opts.limits,
         budget,
+        http.clone(),
         stop.clone(),
     )
     .map_err(spawn_err)?;
@@ -831,6 +963,7 @@ pub fn run_node<M: Model>(
         storage,
         durable,
         storage_failed: false,
+        http,
         timers: Timers {
             queue: BTreeMap::new(),
             deadline_of: BTreeMap::new(),
@@ -862,16 +995,19 @@ pub fn run_node<M: Model>(
         restart: opts.incarnation > 0,
         storage: found.into_iter().collect(),
     };
-    rt.event(start, Vec::new(), |state, ctx| state.on_start(ctx))?;
+    rt.event(start, Vec::new(), Vec::new(), |state, ctx| {
+        state.on_start(ctx)
+    })?;
     loop {
         match rx.recv_timeout(rt.wait()) {
             Ok(Inbound::Peer(env, received, _permit)) => rt.on_peer(env, received)?,
             Ok(Inbound::Request {
                 msg,
+                http,
                 reply,
                 received,
                 _permit,
-            }) => rt.on_request(msg, reply, received)?,
+            }) => rt.on_request(msg, http, reply, received)?,
             Ok(Inbound::Mark { reason, reply }) => {
                 let json = rt.mark(&reason)?;
                 let _ = reply.send(json);

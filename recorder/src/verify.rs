@@ -102,7 +102,11 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
                 request: RequestId(*request),
                 digest: *digest,
             },
-            LogRecord::Log { .. } | LogRecord::Mark { .. } => {
+            // What the model's HTTP mapping made, not node code: not checked.
+            LogRecord::Log { .. }
+            | LogRecord::Mark { .. }
+            | LogRecord::HttpRequest { .. }
+            | LogRecord::HttpResponse { .. } => {
                 at += 1;
                 continue;
             }

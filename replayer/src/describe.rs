@@ -185,6 +185,8 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> 
             target,
             text,
         } => format!("{} {target}: {text}", retrace_sim::logs::level_name(*level)),
+        Record::HttpRequest { request, http } => format!("{request} {http}"),
+        Record::HttpResponse { request, http } => format!("{request} {http}"),
         Record::StorageImage { entries } => {
             let size: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
             format!("found {} stored keys ({size} bytes)", entries.len())

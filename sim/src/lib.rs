@@ -58,6 +58,7 @@ pub mod codec;
 mod determinism;
 pub mod fuzz;
 pub mod history;
+pub mod http;
 mod ids;
 pub mod limits;
 pub mod linearizability;

@@ -79,6 +79,14 @@ pub trait Model: 'static {
         None
     }
 
+    /// How the model's external requests and answers travel over HTTP (the recorder's
+    /// client port serves HTTP/1.1 beside framed JSON; `[workload] protocol = "http"` makes
+    /// the simulator's workload speak it). The default carries messages as JSON bodies.
+    fn http(options: &Self::Options) -> Box<dyn crate::http::HttpApi<<Self::Node as Node>::Msg>> {
+        let _ = options;
+        Box::new(crate::http::JsonBodies)
+    }
+
     /// The next external request of the workload: which node receives it and what it is.
     /// `None` means the model has no external workload.
     fn request(

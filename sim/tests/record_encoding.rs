@@ -3,6 +3,7 @@
 //! whatever the values — the wire format's deltas, varints and links included.
 
 use proptest::prelude::*;
+use retrace_sim::http::{HttpRequest, HttpResponse};
 use retrace_sim::trace::{BodyDecoder, BodyEncoder, DropReason, FaultRecord, Outcome, Record};
 use retrace_sim::{NodeId, RequestId, Tag, TimerId};
 
@@ -117,6 +118,37 @@ fn record(index: u64) -> BoxedStrategy<Record> {
                 level: level % 5,
                 target,
                 text,
+            })
+            .boxed(),
+        (
+            any::<u64>(),
+            (text, text),
+            prop::collection::vec((text, text), 0..4),
+            bytes.clone(),
+        )
+            .prop_map(|(r, (method, target), headers, body)| Record::HttpRequest {
+                request: RequestId(r),
+                http: Box::new(HttpRequest {
+                    method,
+                    target,
+                    headers,
+                    body,
+                }),
+            })
+            .boxed(),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            prop::collection::vec((text, text), 0..4),
+            bytes.clone(),
+        )
+            .prop_map(|(r, status, headers, body)| Record::HttpResponse {
+                request: RequestId(r),
+                http: Box::new(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                }),
             })
             .boxed(),
     ];

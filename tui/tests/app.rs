@@ -482,3 +482,48 @@ heal_after = "100ms"
         "{text}"
     );
 }
+
+/// A request that arrived over HTTP shows as it was on the wire: the request line, every
+/// header, the body; its answer's step shows the response.
+#[test]
+fn a_request_that_came_over_http_shows_its_request_and_response_in_the_detail() {
+    let source = LOST_WRITE.replace("[workload]\n", "[workload]\nprotocol = \"http\"\n");
+    let mut app = app(&source);
+    let events = &app.session.trace().events;
+    let put = events
+        .iter()
+        .position(|e| matches!(&e.record, Record::HttpRequest { http, .. } if http.method == "PUT"))
+        .expect("a PUT over HTTP");
+    let external = events[..put]
+        .iter()
+        .rposition(|e| matches!(e.record, Record::External { .. }))
+        .unwrap();
+    let request = match &events[put].record {
+        Record::HttpRequest { request, .. } => *request,
+        _ => unreachable!(),
+    };
+    let answered = events
+        .iter()
+        .position(|e| matches!(&e.record, Record::HttpResponse { request: r, .. } if *r == request))
+        .expect("the PUT was answered");
+    let answer_step = events[..answered]
+        .iter()
+        .rposition(|e| e.record.input_node().is_some())
+        .unwrap();
+    keys(&mut app, &format!(":goto {external}<Enter>"));
+    let s = screen(&mut app, 140, 60);
+    assert!(
+        s.contains(&format!("arrived over HTTP ({request}):")),
+        "{s}"
+    );
+    assert!(s.contains("  PUT /kv/k"), "{s}");
+    assert!(s.contains("  Content-Type: text/plain"), "{s}");
+    assert!(s.contains("  body: \"v"), "{s}");
+    keys(&mut app, &format!(":goto {answer_step}<Enter>"));
+    let s = screen(&mut app, 140, 60);
+    assert!(
+        s.contains(&format!("answered over HTTP ({request}):")),
+        "{s}"
+    );
+    assert!(s.contains("  200 OK"), "{s}");
+}

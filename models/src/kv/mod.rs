@@ -7,6 +7,7 @@
 //! what clients saw is linearizable (each key a register; `spec.rs`).
 
 pub mod client;
+pub mod http;
 mod invariants;
 pub mod msg;
 pub mod replica;
@@ -186,6 +187,10 @@ impl Model for KvModel {
 
     fn linearizability(_: &KvOptions) -> Option<Box<dyn HistoryCheck<Msg>>> {
         Some(linearizability::checker::<spec::Register>())
+    }
+
+    fn http(_: &KvOptions) -> Box<dyn retrace_sim::http::HttpApi<Msg>> {
+        Box::new(http::KvHttp)
     }
 
     fn request(o: &KvOptions, rng: &mut SimRng) -> Option<(NodeId, Msg)> {

@@ -176,6 +176,12 @@ impl Emitter {
             LogRecord::Respond { request, digest } => {
                 trace.push(|e, out| e.respond(out, RequestId(*request), *digest));
             }
+            LogRecord::HttpRequest { request, http } => {
+                trace.push(|e, out| e.http_request(out, RequestId(*request), http));
+            }
+            LogRecord::HttpResponse { request, http } => {
+                trace.push(|e, out| e.http_response(out, RequestId(*request), http));
+            }
             // A mark is no output of node code: a log line (which replay does not check),
             // after the step it followed.
             LogRecord::Mark { reason, .. } => {

@@ -9,7 +9,9 @@
 //! in JavaScript (so nanosecond tags are strings).
 
 use super::walk::{Cause, StepInfo, TraceKey, Visitor};
-use super::{json_str, label, notes, span_id, trace_id, wanted, Options};
+use super::{
+    http_attributes, json_str, label, notes, span_id, trace_id, wanted, AttrValue, Options,
+};
 use retrace_sim::trace::{Event, Header};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -117,13 +119,22 @@ impl Visitor for Jaeger<'_> {
                 buf.push(b',');
             }
             let (index, start_ns, busy_ns) = (s.input.index, s.input.time_ns, s.busy_ns);
+            let http: String = http_attributes(s.rest)
+                .into_iter()
+                .map(|(key, value)| match value {
+                    AttrValue::Str(text) => format!(",{}", tag(key, &text)),
+                    AttrValue::Int(n) => {
+                        format!(",{{\"key\":\"{key}\",\"type\":\"int64\",\"value\":{n}}}")
+                    }
+                })
+                .collect();
             write!(
                 buf,
                 "{{\"traceID\":\"{tid}\",\"spanID\":\"{}\",\"operationName\":{},\"references\":[{references}],\"startTime\":{},\"duration\":{},\"tags\":[\
                  {{\"key\":\"retrace.event\",\"type\":\"int64\",\"value\":{index}}},\
                  {{\"key\":\"retrace.kind\",\"type\":\"string\",\"value\":\"{}\"}},\
                  {{\"key\":\"retrace.time_ns\",\"type\":\"string\",\"value\":\"{start_ns}\"}},\
-                 {{\"key\":\"retrace.service_ns\",\"type\":\"string\",\"value\":\"{busy_ns}\"}}],\
+                 {{\"key\":\"retrace.service_ns\",\"type\":\"string\",\"value\":\"{busy_ns}\"}}{http}],\
                  \"logs\":[{}],\"processID\":\"p{}\",\"warnings\":null,\"flags\":1}}",
                 span_id(index),
                 json_str(&label(s.input, self.options)),

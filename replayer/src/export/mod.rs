@@ -221,6 +221,54 @@ pub(crate) fn notes(rest: &[Event]) -> impl Iterator<Item = &str> {
     })
 }
 
+/// An exported attribute's value.
+pub(crate) enum AttrValue {
+    Str(String),
+    Int(u64),
+}
+
+/// What a step's HTTP records say, as OpenTelemetry's semantic conventions name it: the
+/// request that arrived (on the step that started its request) and the response that
+/// answered it (on the step that answered).
+pub(crate) fn http_attributes(rest: &[Event]) -> Vec<(&'static str, AttrValue)> {
+    let mut attrs = Vec::new();
+    for e in rest {
+        match &e.record {
+            Record::HttpRequest { http, .. } => {
+                attrs.push(("http.request.method", AttrValue::Str(http.method.clone())));
+                attrs.push(("url.path", AttrValue::Str(http.path().to_string())));
+                if let Some((_, query)) = http.target.split_once('?') {
+                    attrs.push(("url.query", AttrValue::Str(query.to_string())));
+                }
+                attrs.push((
+                    "http.request.body.size",
+                    AttrValue::Int(http.body.len() as u64),
+                ));
+                attrs.push((
+                    "retrace.http.request.body",
+                    AttrValue::Str(retrace_sim::http::show_bytes(&http.body, 256)),
+                ));
+            }
+            Record::HttpResponse { http, .. } => {
+                attrs.push((
+                    "http.response.status_code",
+                    AttrValue::Int(u64::from(http.status)),
+                ));
+                attrs.push((
+                    "http.response.body.size",
+                    AttrValue::Int(http.body.len() as u64),
+                ));
+                attrs.push((
+                    "retrace.http.response.body",
+                    AttrValue::Str(retrace_sim::http::show_bytes(&http.body, 256)),
+                ));
+            }
+            _ => {}
+        }
+    }
+    attrs
+}
+
 /// The node's name from the header.
 pub(crate) fn node_name(header: &Header, node: retrace_sim::NodeId) -> String {
     crate::describe::node_name(header, node)

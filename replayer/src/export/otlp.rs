@@ -7,7 +7,10 @@
 //! (OTLP allows that; collectors also refuse requests much larger than that).
 
 use super::walk::{Cause, StepInfo, TraceKey, Visitor};
-use super::{json_str, label, node_name, notes, span_id, trace_id, wanted, Options};
+use super::{
+    http_attributes, json_str, label, node_name, notes, span_id, trace_id, wanted, AttrValue,
+    Options,
+};
 use retrace_sim::trace::{Event, Header};
 use std::io::{self, Write};
 
@@ -114,6 +117,12 @@ impl Otlp<'_> {
         if !s.answered.is_empty() {
             let answered: Vec<String> = s.answered.iter().map(|(r, _)| r.to_string()).collect();
             attrs.push(attr_str("retrace.answers", &answered.join(" ")));
+        }
+        for (key, value) in http_attributes(s.rest) {
+            attrs.push(match value {
+                AttrValue::Str(text) => attr_str(key, &text),
+                AttrValue::Int(n) => attr_int(key, n),
+            });
         }
         let events: Vec<String> = notes(s.rest)
             .map(|text| {

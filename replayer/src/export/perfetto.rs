@@ -4,7 +4,7 @@
 //! lines and violations.
 
 use super::walk::{Cause, StepInfo, Visitor};
-use super::{json_str, label, micros, node_name, Options};
+use super::{http_attributes, json_str, label, micros, node_name, AttrValue, Options};
 use retrace_sim::trace::{Event, FaultRecord, Header, Record};
 use std::io::{self, Write};
 
@@ -95,9 +95,16 @@ impl Visitor for Perfetto<'_> {
                 .collect();
             format!(",\"answers\":[{}]", a.join(","))
         };
+        let http: String = http_attributes(s.rest)
+            .into_iter()
+            .map(|(key, value)| match value {
+                AttrValue::Str(text) => format!(",{}:{}", json_str(key), json_str(&text)),
+                AttrValue::Int(n) => format!(",{}:{n}", json_str(key)),
+            })
+            .collect();
         write!(
             self.out,
-            ",\n{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{PID},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"event\":{},\"queued_ns\":{},\"requests\":[{}]{answers}}}}}",
+            ",\n{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{PID},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"event\":{},\"queued_ns\":{},\"requests\":[{}]{answers}{http}}}}}",
             json_str(&label(s.input, self.options)),
             s.input.record.kind(),
             micros(ts),

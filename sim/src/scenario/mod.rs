@@ -8,6 +8,7 @@ use crate::limits;
 pub use error::ScenarioError;
 pub use units::{parse_duration_ns, Dur, DurRange, Prob, Rate, SignedDur, SignedDurRange};
 
+use crate::http::Protocol;
 use crate::ids::NodeId;
 use crate::model::{Model, NodeSpec};
 use serde::Deserialize;
@@ -125,6 +126,7 @@ struct WorkloadFile {
     #[serde(default)]
     start: Dur,
     stop: Option<Dur>,
+    protocol: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +191,9 @@ pub struct Workload {
     pub requests: Option<u64>,
     pub start_ns: u64,
     pub stop_ns: Option<u64>,
+    /// What the workload's clients speak: framed JSON (the default) or HTTP through the
+    /// model's [`Model::http`] mapping, recorded with each request and answer.
+    pub protocol: Protocol,
 }
 
 /// A closed-loop workload: `clients` clients, each making one request at a time.
@@ -470,6 +475,7 @@ fn workload<M: Model>(
         (None, None) => {
             for (key, given) in [
                 ("requests", w.requests.is_some()),
+                ("protocol", w.protocol.is_some()),
                 ("think", w.think.is_some()),
                 ("timeout", w.timeout.is_some()),
                 ("stop", w.stop.is_some()),
@@ -521,7 +527,17 @@ fn workload<M: Model>(
             })
         }
     };
+    let protocol = match &w.protocol {
+        None => Protocol::Framed,
+        Some(text) => Protocol::parse(text).ok_or_else(|| {
+            at(
+                "protocol",
+                format!("`{text}` is not a protocol: use \"framed\" or \"http\""),
+            )
+        })?,
+    };
     Ok(Some(Workload {
+        protocol,
         rate: w.rate.unwrap_or_default(),
         clients,
         requests: w.requests,

@@ -5,6 +5,7 @@
 use super::Stats;
 use crate::codec;
 use crate::history::ClientEvent;
+use crate::http::HttpApi;
 use crate::ids::{NodeId, RequestId, Time, TimerId};
 use crate::logs::Capture;
 use crate::node::{Boot, Env, Message};
@@ -206,6 +207,9 @@ pub(super) struct Core<M> {
     pub client: Option<Vec<ClientEvent<M>>>,
     /// The step's answers, kept only when the workload has stateful clients waiting.
     pub answers: Option<Vec<(RequestId, M)>>,
+    /// When the workload speaks HTTP (`[workload] protocol = "http"`): the model's mapping,
+    /// through which every external request arrives and every answer leaves, recorded.
+    pub http: Option<Box<dyn HttpApi<M>>>,
 }
 
 impl<M: Message> Core<M> {
@@ -426,6 +430,11 @@ impl<M: Message> Env<M> for Core<M> {
             0
         };
         self.trace.push(|e, out| e.respond(out, request, digest));
+        if let (Some(http), true) = (&self.http, self.trace.enabled()) {
+            let response = http.response(&msg);
+            self.trace
+                .push(|e, out| e.http_response(out, request, &response));
+        }
         self.stats.responses += 1;
         if let Some(answers) = &mut self.answers {
             answers.push((request, msg.clone()));

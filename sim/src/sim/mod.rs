@@ -9,6 +9,7 @@ pub use env::MAX_REQUEST_IDS;
 pub use workload::REFUSED_PAUSE_NS;
 
 use crate::codec;
+use crate::http::Protocol;
 use crate::ids::{format_ns, NodeId, TimerId};
 use crate::logs::Capture;
 use crate::model::{Broken, Invariant, Model, View};
@@ -222,6 +223,10 @@ impl<M: Model> Simulation<M> {
             fuzzing: None,
             client: None,
             answers: None,
+            http: scenario
+                .workload
+                .filter(|w| w.protocol == Protocol::Http)
+                .map(|_| M::http(&scenario.options)),
             net: Network::new(scenario, &kinds),
             net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
             slots,

@@ -369,6 +369,22 @@ impl<M: Model> Simulation<M> {
             self.core.stats.requests_refused += 1;
             return;
         }
+        // Over HTTP the message travels as the request a client makes for it, and the node
+        // gets what the model's mapping makes of that request, as in the real runtime.
+        let (msg, http) = match &self.core.http {
+            None => (msg, None),
+            Some(api) => match api.client_request(&msg) {
+                None => (msg, None),
+                Some(request) => match api.request(&request) {
+                    Ok(mapped) => (mapped, Some(request)),
+                    Err(_) => {
+                        // The server refuses it before the node sees it.
+                        self.core.stats.requests_refused += 1;
+                        return;
+                    }
+                },
+            },
+        };
         let request = RequestId(number);
         let prev = self.core.slots[node.index()].last_input;
         let core = &mut self.core;
@@ -379,6 +395,9 @@ impl<M: Model> Simulation<M> {
         let index = core
             .trace
             .push(|e, out| e.external(out, InputHead::new(node, now, prev), request, payload));
+        if let Some(http) = &http {
+            core.trace.push(|e, out| e.http_request(out, request, http));
+        }
         core.stats.requests += 1;
         self.begin_step(node, ReqIds::one(request), index);
         if let Some(client) = &mut self.core.client {

@@ -15,6 +15,7 @@
 //! the payload.
 
 use crate::codec::{put_bytes, put_ivarint, put_uvarint, Cursor, ReadError};
+use crate::http::{HttpRequest, HttpResponse};
 use crate::ids::{NodeId, RequestId, TimerId};
 use crate::snapshot::NodeSnapshot;
 use crate::tag::{Tag, TAG_BYTES_MAX};
@@ -226,6 +227,18 @@ pub enum Record {
         target: String,
         text: String,
     },
+    /// In the step of the `External` input for `request`: the HTTP request that carried it
+    /// (see `sim::http`). Replay does not check it: the model's mapping, not node code,
+    /// made the message from it.
+    HttpRequest {
+        request: RequestId,
+        http: Box<HttpRequest>,
+    },
+    /// Output, after the `Respond` to `request`: the HTTP response that carried the answer.
+    HttpResponse {
+        request: RequestId,
+        http: Box<HttpResponse>,
+    },
 }
 
 impl Record {
@@ -301,6 +314,8 @@ impl Record {
             Record::Queued { .. } => "queued",
             Record::StorageImage { .. } => "storage",
             Record::Log { .. } => "log",
+            Record::HttpRequest { .. } => "http-request",
+            Record::HttpResponse { .. } => "http-response",
         }
     }
 }
@@ -340,6 +355,8 @@ mod tag {
     pub const STORAGE_IMAGE: u8 = 22;
     pub const LOG: u8 = 23;
     pub const RESUME: u8 = 24;
+    pub const HTTP_REQUEST: u8 = 25;
+    pub const HTTP_RESPONSE: u8 = 26;
 }
 
 /// What every input record starts with: the node whose step it starts, when, and the
@@ -590,6 +607,23 @@ impl BodyEncoder {
         put_bytes(out, text.as_bytes());
     }
 
+    pub fn http_request(&mut self, out: &mut Vec<u8>, request: RequestId, http: &HttpRequest) {
+        out.push(tag::HTTP_REQUEST);
+        put_uvarint(out, request.0);
+        put_bytes(out, http.method.as_bytes());
+        put_bytes(out, http.target.as_bytes());
+        put_headers(out, &http.headers);
+        put_bytes(out, &http.body);
+    }
+
+    pub fn http_response(&mut self, out: &mut Vec<u8>, request: RequestId, http: &HttpResponse) {
+        out.push(tag::HTTP_RESPONSE);
+        put_uvarint(out, request.0);
+        put_uvarint(out, u64::from(http.status));
+        put_headers(out, &http.headers);
+        put_bytes(out, &http.body);
+    }
+
     pub fn storage_image(&mut self, out: &mut Vec<u8>, entries: &[(String, Vec<u8>)]) {
         out.push(tag::STORAGE_IMAGE);
         put_uvarint(out, entries.len() as u64);
@@ -690,7 +724,17 @@ impl BodyEncoder {
                 target,
                 text,
             } => self.log(out, *level, target, text),
+            Record::HttpRequest { request, http } => self.http_request(out, *request, http),
+            Record::HttpResponse { request, http } => self.http_response(out, *request, http),
         }
+    }
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &[(String, String)]) {
+    put_uvarint(out, headers.len() as u64);
+    for (name, value) in headers {
+        put_bytes(out, name.as_bytes());
+        put_bytes(out, value.as_bytes());
     }
 }
 
@@ -800,6 +844,17 @@ impl BodyDecoder {
 
     fn text(c: &mut Cursor<'_>) -> Result<String, BodyError> {
         String::from_utf8(c.bytes()?.to_vec()).map_err(|_| BodyError::Malformed("text"))
+    }
+
+    fn headers(c: &mut Cursor<'_>) -> Result<Vec<(String, String)>, BodyError> {
+        // `count` is bounded by the bytes left (a header takes at least two), so this
+        // allocation is too.
+        let n = c.count()?;
+        let mut headers = Vec::with_capacity(n);
+        for _ in 0..n {
+            headers.push((Self::text(c)?, Self::text(c)?));
+        }
+        Ok(headers)
     }
 
     /// Decodes one body; on error the decoder's state is unchanged in the ways that matter
@@ -963,6 +1018,24 @@ impl BodyDecoder {
                 }
                 Record::StorageImage { entries }
             }
+            tag::HTTP_REQUEST => Record::HttpRequest {
+                request: RequestId(c.uvarint()?),
+                http: Box::new(HttpRequest {
+                    method: Self::text(&mut c)?,
+                    target: Self::text(&mut c)?,
+                    headers: Self::headers(&mut c)?,
+                    body: c.bytes()?.to_vec(),
+                }),
+            },
+            tag::HTTP_RESPONSE => Record::HttpResponse {
+                request: RequestId(c.uvarint()?),
+                http: Box::new(HttpResponse {
+                    status: u16::try_from(c.uvarint()?)
+                        .map_err(|_| BodyError::Malformed("HTTP status"))?,
+                    headers: Self::headers(&mut c)?,
+                    body: c.bytes()?.to_vec(),
+                }),
+            },
             other => return Err(BodyError::UnknownTag(other)),
         };
         if c.remaining() != 0 {

@@ -129,6 +129,13 @@ fn event_lines(app: &App, width: usize) -> Vec<Line<'static>> {
             }
         }
     }
+    // A request or answer that crossed the cluster's edge over HTTP, as it was on the wire.
+    if let Some(s) = app.own_step(app.sel) {
+        let st = &app.session.steps().steps[s];
+        for out in &trace.events[st.input + 1..st.end] {
+            http_lines(&out.record, &mut lines);
+        }
+    }
     if let Some(d) = app.session.divergence() {
         if app.step_of_row(app.sel) == Some(d.step) {
             for l in d.to_string().lines() {
@@ -243,4 +250,34 @@ fn pending_lines(app: &App) -> Vec<Line<'static>> {
         ));
     }
     lines
+}
+
+/// An HTTP record in full: request or status line, every header, the body.
+fn http_lines(record: &Record, lines: &mut Vec<Line<'static>>) {
+    let (title, first, headers, body) = match record {
+        Record::HttpRequest { request, http } => (
+            format!("arrived over HTTP ({request}):"),
+            format!("{} {}", http.method, http.target),
+            &http.headers,
+            &http.body,
+        ),
+        Record::HttpResponse { request, http } => (
+            format!("answered over HTTP ({request}):"),
+            format!("{} {}", http.status, retrace_sim::http::reason(http.status)),
+            &http.headers,
+            &http.body,
+        ),
+        _ => return,
+    };
+    lines.push(Line::styled(title, style::title()));
+    lines.push(Line::from(format!("  {first}")));
+    for (name, value) in headers {
+        lines.push(Line::from(format!("  {name}: {value}")));
+    }
+    if !body.is_empty() {
+        lines.push(Line::from(format!(
+            "  body: {}",
+            retrace_sim::http::show_bytes(body, 512)
+        )));
+    }
 }
