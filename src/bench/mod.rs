@@ -47,9 +47,9 @@ pub struct BenchArgs {
     /// What to measure
     #[arg(value_enum, default_value_t = BenchTarget::Sim)]
     pub(crate) target: BenchTarget,
-    /// (record) Rounds, alternating recording off, on, on with plaintext peer links, and
-    /// the flight recorder
-    #[arg(long, default_value_t = 8)]
+    /// (record) Rounds, alternating recording off, on, on with plaintext peer links, the
+    /// flight recorder, and HTTP clients with recording off and on
+    #[arg(long, default_value_t = 12)]
     pub(crate) rounds: u32,
     /// (record) Seconds per round
     #[arg(long, default_value_t = 4)]

@@ -19,38 +19,62 @@ const SCENARIO: &str =
     "# written by `retrace bench record`\nmodel = \"kv\"\nseed = 1\ntime_limit = \"1h\"\n\
     [model_options]\nreplicas = 3\nclients = 3\nkeys = 64\n";
 
-/// What a round runs: recording on or off, peer links over mutual TLS or plaintext, and
-/// the log kept with the default policy or as a flight recorder.
+/// The same cluster with clients that speak HTTP to the client port (kv's REST face): the
+/// workers' requests go through the model's HTTP mapping, and each request and response is
+/// recorded. The rate is there only because `protocol` belongs to a workload; the rounds'
+/// closed-loop workers replace it.
+const SCENARIO_HTTP: &str = "[workload]\nprotocol = \"http\"\nrate = \"1/s\"\n";
+
+/// What a round runs: recording on or off, peer links over mutual TLS or plaintext, the
+/// log kept with the default policy or as a flight recorder, and clients over HTTP or the
+/// framed port.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Mode {
     recording: bool,
     tls: bool,
     flight: bool,
+    http: bool,
 }
 
 /// The modes, alternated round by round so that each sees the same machine conditions:
 /// recording off and on (both over TLS, the default), TLS off (recording on), and the
-/// flight recorder (TLS, recording).
-const MODES: [Mode; 4] = [
+/// flight recorder (TLS, recording); and recording off and on with clients over HTTP.
+const MODES: [Mode; 6] = [
     Mode {
         recording: false,
         tls: true,
         flight: false,
+        http: false,
     },
     Mode {
         recording: true,
         tls: true,
         flight: false,
+        http: false,
     },
     Mode {
         recording: true,
         tls: false,
         flight: false,
+        http: false,
     },
     Mode {
         recording: true,
         tls: true,
         flight: true,
+        http: false,
+    },
+    Mode {
+        recording: false,
+        tls: true,
+        flight: false,
+        http: true,
+    },
+    Mode {
+        recording: true,
+        tls: true,
+        flight: false,
+        http: true,
     },
 ];
 
@@ -178,6 +202,8 @@ pub(crate) fn kv_bench_dir(
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let (dir, scenario_path, scenario) = kv_bench_dir(args, "record", SCENARIO)?;
+    let http_text = format!("{SCENARIO}{SCENARIO_HTTP}");
+    let (_, http_path, http_scenario) = kv_bench_dir(args, "record-http", &http_text)?;
     let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this program: {e}"))?;
     println!(
         "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",
@@ -197,7 +223,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
             .then(|| sample_disk(run_dir.clone(), stop.clone()));
         let opts = ClusterOptions {
             exe: exe.clone(),
-            scenario_path: scenario_path.clone(),
+            scenario_path: if mode.http {
+                http_path.clone()
+            } else {
+                scenario_path.clone()
+            },
             dir: run_dir.clone(),
             duration: Duration::from_secs(args.round_seconds),
             fsync: args.fsync.name().into(),
@@ -214,8 +244,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
                 LogPolicy::default()
             },
         };
-        let manifest =
-            retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(&scenario, &opts);
+        let manifest = retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(
+            if mode.http { &http_scenario } else { &scenario },
+            &opts,
+        );
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let disk_peak_bytes = sampler.and_then(|s| s.join().ok()).unwrap_or(0);
         let manifest = manifest?;
@@ -226,13 +258,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         };
         let w = &manifest.workload;
         println!(
-            "  round {r} recording {:<6} tls {:<3}  {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
+            "  round {r} recording {:<6} tls {:<3} {:<6} {:>8.0} req/s  p50 {:>6}us  p99 {:>6}us  ({} answered, {} failed)",
             match (recording, mode.flight) {
                 (false, _) => "off",
                 (true, false) => "on",
                 (true, true) => "flight",
             },
             if mode.tls { "on" } else { "off" },
+            if mode.http { "http" } else { "framed" },
             w.throughput_per_s,
             w.p50_us,
             w.p99_us,
@@ -250,13 +283,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let tput = |m: Mode| median(by(m).map(|r| r.manifest.workload.throughput_per_s));
     let p50 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p50_us as f64));
     let p99 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p99_us as f64));
-    let [off, on, plain, flight] = MODES;
+    let [off, on, plain, flight, http_off, http_on] = MODES;
     println!("summary (medians over rounds)");
     for (name, m) in [
         ("recording off, TLS", off),
         ("recording on,  TLS", on),
         ("recording on,  plaintext", plain),
         ("flight recorder, TLS", flight),
+        ("HTTP clients, off, TLS", http_off),
+        ("HTTP clients, on,  TLS", http_on),
     ] {
         println!(
             "  {name:<26} {:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
@@ -275,6 +310,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     cost("cost of recording (TLS)", off, on);
     cost("cost of TLS (recording)", plain, on);
     cost("cost of flight recorder", off, flight);
+    cost("cost of recording (HTTP)", http_off, http_on);
     let p = flight_policy();
     let flights = || rounds.iter().filter(|r| r.mode.flight);
     let peak = flights().map(|r| r.disk_peak_bytes).max().unwrap_or(0);
@@ -292,6 +328,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         sum(|l| l.snapshot_bytes) as f64 / snapshots.max(1) as f64,
         sum(|l| l.snapshot_us) as f64 / snapshots.max(1) as f64,
     );
+    for (name, http) in [("framed", false), ("HTTP", true)] {
+        let recorded = rounds
+            .iter()
+            .filter(|r| r.mode.recording && !r.mode.flight && r.mode.tls && r.mode.http == http);
+        let (bytes, answered) = recorded.fold((0, 0), |(b, a), r| {
+            (b + r.logs.bytes, a + r.manifest.workload.answered)
+        });
+        println!(
+            "  per request    {:.0} B of logs over the whole cluster ({name} clients)",
+            bytes as f64 / answered.max(1) as f64
+        );
+    }
     let recorded = || rounds.iter().filter(|r| r.mode.recording && !r.mode.flight);
     let bytes: u64 = recorded().map(|r| r.logs.bytes).sum();
     let records: u64 = recorded().map(|r| r.logs.records).sum();
