@@ -133,6 +133,9 @@ enum Command {
     /// Cut a window of events out of a trace, as a trace that replays from the states its
     /// nodes had at its start (for traces too large to open whole)
     Cut(crate::window_cli::CutArgs),
+    /// Record the traffic between two processes retrace does not host: a TCP proxy whose
+    /// log `merge` and `capture` place in the run's trace by time
+    Tap(crate::tap_cli::TapArgs),
     /// Send one request to a node's client port and print the reply
     Client(crate::record_cli::ClientArgs),
     /// Run one node as this process (started by `retrace cluster`)
@@ -209,6 +212,7 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
         Command::Client(args) => crate::record_cli::client(&args),
         Command::Mark(args) => crate::capture_cli::mark(&args),
         Command::Capture(args) => crate::capture_cli::capture(&args),
+        Command::Tap(args) => crate::tap_cli::tap(&args),
         Command::Node(args) => crate::record_cli::node(&registry, &args),
     };
     match code {

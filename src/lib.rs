@@ -28,6 +28,7 @@ pub mod replay_cli;
 mod replay_run;
 mod run_states;
 pub mod summary;
+mod tap_cli;
 mod window_cli;
 
 pub use retrace_models as models;

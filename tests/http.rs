@@ -4,27 +4,11 @@
 
 mod common;
 use common::*;
-use retrace_recorder::manifest::Manifest;
 use retrace_sim::trace::{Record, Trace};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for_manifest(dir: &Path) -> Manifest {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(m) = Manifest::read(dir) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never wrote its manifest"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::process::Command;
+use std::time::Duration;
 
 fn curl(args: &[&str]) -> String {
     let o = Command::new("curl")
@@ -57,16 +41,7 @@ fn raw(addr: &str, bytes: &[u8], responses: usize) -> String {
 #[test]
 fn curl_against_a_recorded_kv_node_is_recorded_merged_and_replayed() {
     let dir = scratch_dir("http-curl");
-    let mut cluster = Command::new(env!("CARGO_BIN_EXE_retrace"))
-        .args(["cluster", "tests/data/kv-http.toml", "--record"])
-        .arg(&dir)
-        .args(["--duration", "4s"])
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let manifest = wait_for_manifest(&dir);
+    let (mut cluster, manifest) = start_cluster("tests/data/kv-http.toml", &dir, "4s");
     let addr = manifest.nodes[3].client_addr.to_string();
     let url = format!("http://{addr}/kv/curl%20key");
 

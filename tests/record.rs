@@ -11,7 +11,7 @@ use retrace_sim::Trace;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What one input looked like, comparable between a node log and a merged trace.
 #[derive(Debug, PartialEq, Eq)]
@@ -205,20 +205,6 @@ fn repeated_sigkills_leave_readable_logs_and_lose_no_committed_record() {
         text.contains("expected (log):") && text.contains("actual (code):"),
         "{text}"
     );
-}
-
-fn wait_for_manifest(dir: &Path) -> Manifest {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(m) = Manifest::read(dir) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never wrote its manifest"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

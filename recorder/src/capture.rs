@@ -73,9 +73,15 @@ fn find_lives(
     for dir in dirs {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries.filter_map(Result::ok) {
-            let Some((name, life, segment)) =
-                entry.file_name().to_str().and_then(parse_log_file_name)
-            else {
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            // A tap's log is no node's life (see `tap::load_taps`).
+            if crate::tap::is_tap_log_name(file_name) {
+                continue;
+            }
+            let Some((name, life, segment)) = parse_log_file_name(file_name) else {
                 continue;
             };
             let slot = lives.entry((name, life)).or_default();
@@ -353,7 +359,14 @@ pub fn capture(
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
     };
     let names: Vec<String> = reference.nodes.iter().map(|n| n.name.clone()).collect();
-    write_trace(per_node, &names, &header, out, &mut report.merge)?;
+    let (taps, tap_logs) = crate::tap::load_taps(
+        dirs,
+        report.start_ns,
+        report.end_ns,
+        &mut report.merge.problems,
+    )?;
+    report.merge.logs += tap_logs;
+    write_trace(per_node, taps, &names, &header, out, &mut report.merge)?;
     Ok(report)
 }
 

@@ -82,16 +82,7 @@ impl HttpConn {
                     let request = HttpRequest {
                         method: parsed.method.unwrap_or("").to_string(),
                         target: parsed.path.unwrap_or("").to_string(),
-                        headers: parsed
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_string(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
+                        headers: owned(parsed.headers),
                         body: Vec::new(),
                     };
                     break (n, request, parsed.version.unwrap_or(1));
@@ -177,6 +168,20 @@ impl HttpConn {
         self.buf.truncate(at + *got.as_ref().unwrap_or(&0));
         got.map_err(ReadError::Io)
     }
+}
+
+/// Parsed header lines as recorded: names as sent, values as text (bytes that are not
+/// UTF-8 replaced).
+fn owned(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn refuse(status: u16, why: impl std::fmt::Display) -> ReadError {
@@ -278,16 +283,7 @@ impl HttpClient {
                 Ok(httparse::Status::Complete(n)) => {
                     let response = HttpResponse {
                         status: parsed.code.unwrap_or(0),
-                        headers: parsed
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_string(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
+                        headers: owned(parsed.headers),
                         body: Vec::new(),
                     };
                     break (n, response);

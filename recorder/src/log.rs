@@ -146,6 +146,12 @@ pub enum LogRecord {
         request: u64,
         http: retrace_sim::http::HttpResponse,
     },
+    /// What a `retrace tap` saw on its connection `conn` (a tap's log holds only these).
+    Tap {
+        wall_ns: u64,
+        conn: u64,
+        event: retrace_sim::trace::WireEvent,
+    },
 }
 
 impl LogRecord {
@@ -169,6 +175,7 @@ impl LogRecord {
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Snapshot { wall_ns, .. }
             | LogRecord::Mark { wall_ns, .. }
+            | LogRecord::Tap { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(wall_ns),
             _ => None,
         }
@@ -193,6 +200,7 @@ impl LogRecord {
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Snapshot { wall_ns, .. }
             | LogRecord::Mark { wall_ns, .. }
+            | LogRecord::Tap { wall_ns, .. }
             | LogRecord::Stop { wall_ns } => Some(*wall_ns),
             _ => None,
         }
@@ -1059,11 +1067,17 @@ pub fn read_log_from(
     }
     let cut = (tail.is_some() || stopped.is_some()).then(|| {
         let unreadable_bytes = tail.as_ref().map_or(0, |t| size.saturating_sub(t.offset));
-        // A snapshot is a step boundary too: the step before it was whole.
+        // A snapshot is a step boundary too: the step before it was whole. A tap's record
+        // is whole by itself.
         let keep = records
             .iter()
-            .rposition(|r| r.is_input() || matches!(r, LogRecord::Snapshot { .. }))
-            .unwrap_or(0);
+            .rposition(|r| {
+                r.is_input() || matches!(r, LogRecord::Snapshot { .. } | LogRecord::Tap { .. })
+            })
+            .map_or(0, |i| match records[i] {
+                LogRecord::Tap { .. } => i + 1,
+                _ => i,
+            });
         let dropped_records = records.len() - keep;
         records.truncate(keep);
         LogCut {

@@ -106,7 +106,8 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
             LogRecord::Log { .. }
             | LogRecord::Mark { .. }
             | LogRecord::HttpRequest { .. }
-            | LogRecord::HttpResponse { .. } => {
+            | LogRecord::HttpResponse { .. }
+            | LogRecord::Tap { .. } => {
                 at += 1;
                 continue;
             }

@@ -1,6 +1,6 @@
 //! Events as people read them: one dense line per trace record.
 
-use retrace_sim::trace::{Event, FaultRecord, Header, Record};
+use retrace_sim::trace::{Event, FaultRecord, Header, Record, WireEvent};
 use retrace_sim::{codec, format_ns, NodeId, RequestId};
 
 /// `1234567` as `1,234,567`.
@@ -187,6 +187,20 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> 
         } => format!("{} {target}: {text}", retrace_sim::logs::level_name(*level)),
         Record::HttpRequest { request, http } => format!("{request} {http}"),
         Record::HttpResponse { request, http } => format!("{request} {http}"),
+        Record::Wire { conn, event } => match event {
+            WireEvent::Open {
+                tap,
+                client,
+                upstream,
+            } => format!("conn {conn} on tap {tap}: {client} -> {upstream} opened"),
+            WireEvent::Data { to_upstream, bytes } => format!(
+                "conn {conn} {} {} bytes {}",
+                if *to_upstream { "-> upstream" } else { "<- upstream" },
+                bytes.len(),
+                retrace_sim::http::show_bytes(bytes, 120)
+            ),
+            WireEvent::Close { reason } => format!("conn {conn} closed: {reason}"),
+        },
         Record::StorageImage { entries } => {
             let size: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
             format!("found {} stored keys ({size} bytes)", entries.len())

@@ -43,10 +43,7 @@ impl Steps {
                     time_ns: e.time_ns,
                 });
                 open = true;
-            } else if matches!(
-                e.record,
-                Record::End { .. } | Record::Fault(_) | Record::Violation { .. }
-            ) {
+            } else if e.record.ends_step() {
                 open = false;
             } else if let Some(last) = steps.last_mut().filter(|_| open) {
                 last.end = i + 1;

@@ -228,10 +228,7 @@ pub fn replay_span<M: Model>(
             last_input_node = Some(node);
             open = true;
             step.push(e);
-        } else if matches!(
-            e.record,
-            Record::End { .. } | Record::Fault(_) | Record::Violation { .. }
-        ) {
+        } else if e.record.ends_step() {
             open = false;
         } else if open && !step.is_empty() {
             step.push(e);

@@ -4,7 +4,9 @@
 
 use proptest::prelude::*;
 use retrace_sim::http::{HttpRequest, HttpResponse};
-use retrace_sim::trace::{BodyDecoder, BodyEncoder, DropReason, FaultRecord, Outcome, Record};
+use retrace_sim::trace::{
+    BodyDecoder, BodyEncoder, DropReason, FaultRecord, Outcome, Record, WireEvent,
+};
 use retrace_sim::{NodeId, RequestId, Tag, TimerId};
 
 /// A record at `index`, whose links point backwards (at most `index` records back).
@@ -149,6 +151,28 @@ fn record(index: u64) -> BoxedStrategy<Record> {
                     headers,
                     body,
                 }),
+            })
+            .boxed(),
+        (any::<u64>(), (text, text, text))
+            .prop_map(|(conn, (tap, client, upstream))| Record::Wire {
+                conn,
+                event: WireEvent::Open {
+                    tap,
+                    client,
+                    upstream,
+                },
+            })
+            .boxed(),
+        (any::<u64>(), any::<bool>(), bytes.clone())
+            .prop_map(|(conn, to_upstream, bytes)| Record::Wire {
+                conn,
+                event: WireEvent::Data { to_upstream, bytes },
+            })
+            .boxed(),
+        (any::<u64>(), text)
+            .prop_map(|(conn, reason)| Record::Wire {
+                conn,
+                event: WireEvent::Close { reason },
             })
             .boxed(),
     ];

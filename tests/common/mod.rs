@@ -65,3 +65,38 @@ pub fn write_trace<M: retrace_sim::Model>(dir: &Path, name: &str, seed: u64) -> 
     std::fs::write(&out, report.trace.unwrap()).unwrap();
     out
 }
+
+/// The manifest a running `retrace cluster` writes into `dir`, once it is there.
+pub fn wait_for_manifest(dir: &Path) -> retrace_recorder::manifest::Manifest {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(m) = retrace_recorder::manifest::Manifest::read(dir) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster never wrote its manifest"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `retrace cluster SCENARIO --record DIR --duration D` started in the background, and its
+/// manifest once written.
+pub fn start_cluster(
+    scenario: &str,
+    dir: &Path,
+    duration: &str,
+) -> (std::process::Child, retrace_recorder::manifest::Manifest) {
+    let child = Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args(["cluster", scenario, "--record"])
+        .arg(dir)
+        .args(["--duration", duration])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the retrace binary runs");
+    let manifest = wait_for_manifest(dir);
+    (child, manifest)
+}

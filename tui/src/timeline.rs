@@ -67,6 +67,7 @@ pub fn is_row(record: &Record) -> bool {
         || matches!(
             record,
             Record::Fault(_)
+                | Record::Wire { .. }
                 | Record::Drop { .. }
                 | Record::Duplicate { .. }
                 | Record::Violation { .. }

@@ -130,6 +130,13 @@ impl Emitter {
         Ok(())
     }
 
+    /// What a tap saw: a world record at its time.
+    pub fn wire(&mut self, tap: crate::tap::TapRecord) {
+        self.last_wall_ns = self.last_wall_ns.max(tap.wall_ns);
+        self.trace
+            .push(|e, o| e.wire(o, tap.wall_ns, tap.conn, &tap.event));
+    }
+
     fn output(&mut self, step: &Step, output: &LogRecord, sent: &mut Vec<MsgId>) {
         let trace = &mut self.trace;
         match output {

@@ -17,6 +17,7 @@ mod order;
 
 use crate::log::RecordError;
 use crate::manifest::Manifest;
+use crate::tap::TapRecord;
 use emit::Emitter;
 use load::{link_deliveries, load_steps};
 pub(crate) use load::{push_life, Step};
@@ -62,7 +63,10 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
         ),
         writer: concat!("retrace-recorder ", env!("CARGO_PKG_VERSION")).to_string(),
     };
-    write_trace(per_node, &names, &header, out, &mut report)?;
+    let (taps, tap_logs) =
+        crate::tap::load_taps(&[dir.to_path_buf()], 0, u64::MAX, &mut report.problems)?;
+    report.logs += tap_logs;
+    write_trace(per_node, taps, &names, &header, out, &mut report)?;
     Ok(report)
 }
 
@@ -70,6 +74,7 @@ pub fn merge(dir: &Path, out: &Path) -> Result<MergeReport, RecordError> {
 /// `out`, checked by reading it back (merge and capture alike).
 pub(crate) fn write_trace(
     mut per_node: Vec<Vec<Step>>,
+    taps: Vec<TapRecord>,
     names: &[String],
     header: &Header,
     out: &Path,
@@ -82,10 +87,17 @@ pub(crate) fn write_trace(
     let mut order = Order::new(&per_node);
     let total: usize = per_node.iter().map(Vec::len).sum();
     let mut sent = Vec::new();
+    // What taps saw goes in by time, before the first step that is later: a tap observes
+    // no node's causality, so time is all that places it.
+    let mut taps = taps.into_iter().peekable();
     for _ in 0..total {
         let (node, pos) = order
             .next(&mut per_node, names, report)
             .ok_or("merge made no progress")?;
+        let wall_ns = per_node[node][pos].wall_ns;
+        while let Some(tap) = taps.next_if(|t| t.wall_ns <= wall_ns) {
+            emitter.wire(tap);
+        }
         sent.clear();
         emitter.step(&per_node[node][pos], names, &mut sent)?;
         for msg in &sent {
@@ -93,6 +105,9 @@ pub(crate) fn write_trace(
         }
         order.emitted(&per_node, node, pos);
         report.steps += 1;
+    }
+    for tap in taps {
+        emitter.wire(tap);
     }
     let mut trace = emitter.trace;
     let end_ns = emitter.last_wall_ns;

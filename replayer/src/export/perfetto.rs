@@ -5,7 +5,7 @@
 
 use super::walk::{Cause, StepInfo, Visitor};
 use super::{http_attributes, json_str, label, micros, node_name, AttrValue, Options};
-use retrace_sim::trace::{Event, FaultRecord, Header, Record};
+use retrace_sim::trace::{Event, FaultRecord, Header, Record, WireEvent};
 use std::io::{self, Write};
 
 pub struct Perfetto<'a> {
@@ -166,6 +166,30 @@ impl Visitor for Perfetto<'_> {
                 &args,
             ),
             Record::Duplicate { .. } => self.instant("duplicate", None, e.time_ns, &args),
+            // A tap's traffic (a black box no node hosts): global instants, with the bytes.
+            Record::Wire { conn, event } => {
+                let (name, detail) = match event {
+                    WireEvent::Open {
+                        tap,
+                        client,
+                        upstream,
+                    } => (
+                        format!("tap {tap}: conn {conn} opened"),
+                        format!("{client} -> {upstream}"),
+                    ),
+                    WireEvent::Data { to_upstream, bytes } => (
+                        format!(
+                            "conn {conn} {} {} B",
+                            if *to_upstream { "->" } else { "<-" },
+                            bytes.len()
+                        ),
+                        retrace_sim::http::show_bytes(bytes, 256),
+                    ),
+                    WireEvent::Close { reason } => (format!("conn {conn} closed"), reason.clone()),
+                };
+                let args = format!("{args},\"detail\":{}", json_str(&detail));
+                self.instant(&name, None, e.time_ns, &args)
+            }
             Record::Fault(FaultRecord::ClockJump { node, by_ns }) => self.instant(
                 &format!("clock of {} jumps {by_ns}ns", node_name(self.header, *node)),
                 Some(node.index() + 1),

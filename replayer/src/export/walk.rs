@@ -361,10 +361,7 @@ pub fn walk(
         if e.record.input_node().is_some() {
             w.flush()?;
             w.step.push(e);
-        } else if matches!(
-            e.record,
-            Record::Fault(_) | Record::Violation { .. } | Record::End { .. }
-        ) {
+        } else if e.record.ends_step() {
             w.flush()?;
             w.world(&e)?;
         } else if !w.step.is_empty() {

@@ -175,10 +175,7 @@ impl BlockReader {
         };
         for i in input + 1..=index {
             let e = self.event(layout, i)?;
-            if matches!(
-                e.record,
-                Record::End { .. } | Record::Fault(_) | Record::Violation { .. }
-            ) {
+            if e.record.ends_step() {
                 return Ok(None);
             }
         }

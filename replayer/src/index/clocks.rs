@@ -130,7 +130,7 @@ impl ClockWalker {
             return Ok(Some(Entered { node: k }));
         }
         match &e.record {
-            Record::End { .. } | Record::Fault(_) | Record::Violation { .. } => self.open = None,
+            r if r.ends_step() => self.open = None,
             Record::Send { .. } => {
                 let clock = match self.open {
                     Some(k) => self.clock_of(k).to_vec(),

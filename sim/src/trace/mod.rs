@@ -18,7 +18,8 @@ pub use reader::{
     TraceError, TraceReader,
 };
 pub use record::{
-    BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, InputHead, Outcome, Record,
+    BodyDecoder, BodyEncoder, BodyError, DropReason, Event, FaultRecord, InputHead, Outcome,
+    Record, WireEvent,
 };
 pub use validate::Validator;
 pub use writer::{frame_into, TraceOut, TraceWriter};

@@ -239,6 +239,25 @@ pub enum Record {
         request: RequestId,
         http: Box<HttpResponse>,
     },
+    /// Traffic between two processes retrace does not host, as a `retrace tap` between them
+    /// saw it on connection `conn`. A world record: no node's step, and no causal link to
+    /// any (none was observed).
+    Wire { conn: u64, event: WireEvent },
+}
+
+/// What a tap saw on one proxied connection.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WireEvent {
+    /// A client connected to the tap `tap`, which connected on to `upstream`.
+    Open {
+        tap: String,
+        client: String,
+        upstream: String,
+    },
+    /// Bytes, in full, as they crossed: toward the upstream, or back to the client.
+    Data { to_upstream: bool, bytes: Vec<u8> },
+    /// The connection ended, and why (which side closed it, or what failed).
+    Close { reason: String },
 }
 
 impl Record {
@@ -285,8 +304,17 @@ impl Record {
         self.input_node().is_some()
             || matches!(
                 self,
-                Record::Fault(_) | Record::Drop { .. } | Record::End { .. }
+                Record::Fault(_) | Record::Drop { .. } | Record::End { .. } | Record::Wire { .. }
             )
+    }
+
+    /// Whether this record ends the step before it without being an input: a world event
+    /// (a fault, a tap's traffic), a violation, the end.
+    pub fn ends_step(&self) -> bool {
+        matches!(
+            self,
+            Record::End { .. } | Record::Fault(_) | Record::Violation { .. } | Record::Wire { .. }
+        )
     }
 
     /// A short name of the record's kind.
@@ -316,6 +344,7 @@ impl Record {
             Record::Log { .. } => "log",
             Record::HttpRequest { .. } => "http-request",
             Record::HttpResponse { .. } => "http-response",
+            Record::Wire { .. } => "wire",
         }
     }
 }
@@ -357,6 +386,7 @@ mod tag {
     pub const RESUME: u8 = 24;
     pub const HTTP_REQUEST: u8 = 25;
     pub const HTTP_RESPONSE: u8 = 26;
+    pub const WIRE: u8 = 27;
 }
 
 /// What every input record starts with: the node whose step it starts, when, and the
@@ -624,6 +654,32 @@ impl BodyEncoder {
         put_bytes(out, &http.body);
     }
 
+    pub fn wire(&mut self, out: &mut Vec<u8>, time_ns: u64, conn: u64, event: &WireEvent) {
+        out.push(tag::WIRE);
+        self.time(out, time_ns);
+        put_uvarint(out, conn);
+        match event {
+            WireEvent::Open {
+                tap,
+                client,
+                upstream,
+            } => {
+                out.push(0);
+                put_bytes(out, tap.as_bytes());
+                put_bytes(out, client.as_bytes());
+                put_bytes(out, upstream.as_bytes());
+            }
+            WireEvent::Data { to_upstream, bytes } => {
+                out.push(if *to_upstream { 1 } else { 2 });
+                put_bytes(out, bytes);
+            }
+            WireEvent::Close { reason } => {
+                out.push(3);
+                put_bytes(out, reason.as_bytes());
+            }
+        }
+    }
+
     pub fn storage_image(&mut self, out: &mut Vec<u8>, entries: &[(String, Vec<u8>)]) {
         out.push(tag::STORAGE_IMAGE);
         put_uvarint(out, entries.len() as u64);
@@ -726,6 +782,7 @@ impl BodyEncoder {
             } => self.log(out, *level, target, text),
             Record::HttpRequest { request, http } => self.http_request(out, *request, http),
             Record::HttpResponse { request, http } => self.http_response(out, *request, http),
+            Record::Wire { conn, event } => self.wire(out, time_ns, *conn, event),
         }
     }
 }
@@ -1036,6 +1093,26 @@ impl BodyDecoder {
                     body: c.bytes()?.to_vec(),
                 }),
             },
+            tag::WIRE => {
+                self.time(&mut c)?;
+                let conn = c.uvarint()?;
+                let event = match c.u8()? {
+                    0 => WireEvent::Open {
+                        tap: Self::text(&mut c)?,
+                        client: Self::text(&mut c)?,
+                        upstream: Self::text(&mut c)?,
+                    },
+                    kind @ (1 | 2) => WireEvent::Data {
+                        to_upstream: kind == 1,
+                        bytes: c.bytes()?.to_vec(),
+                    },
+                    3 => WireEvent::Close {
+                        reason: Self::text(&mut c)?,
+                    },
+                    _ => return Err(BodyError::Malformed("wire event")),
+                };
+                Record::Wire { conn, event }
+            }
             other => return Err(BodyError::UnknownTag(other)),
         };
         if c.remaining() != 0 {
