@@ -110,6 +110,33 @@ fn a_tap_between_curl_and_a_recorded_node_is_merged_by_time_and_replays() {
     assert!(opened < request && request < external && external < response && response < closed);
     // A world event: no node's step, no causal link.
     assert_eq!(trace.events[request].node, None);
+
+    // `capture` around the request finds the tap's log by its name and keeps its traffic.
+    let around = trace.events[request].time_ns.to_string();
+    let cut = dir.join("captured.trace");
+    let o = retrace(&[
+        "capture",
+        dir.to_str().unwrap(),
+        "--around",
+        &around,
+        "--before",
+        "500ms",
+        "--after",
+        "500ms",
+        "-o",
+        cut.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let wires = |t: &Trace| {
+        t.events
+            .iter()
+            .filter(|e| matches!(e.record, Record::Wire { .. }))
+            .count()
+    };
+    let captured = Trace::load(&cut).unwrap();
+    assert_eq!(wires(&captured), wires(&trace));
+    let o = retrace(&["replay", cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
 
 /// An upstream that answers one `PING` with `PONG`, then goes away for good.
