@@ -36,4 +36,5 @@ find "$work/fuzz" -name '*.schedule.json' -exec cp {} $c/schedule/ \; 2>/dev/nul
 printf '{"model":"kv","scenario":"kv.toml","seed":1,"strategy":"random","invariant":"x","schedule":{"choices":[{"order":1,"fault":2}],"timed":[{"at_ns":5,"fault":3,"lasts_ns":9}],"workload_shift_ns":7}}' > $c/schedule/hand.json
 req='{"Op":{"Put":{"key":"k1","value":"v"}}}'
 printf "\x00\x00\x00\x$(printf %02x ${#req})%s" "$req" > $c/client_frame/put
+printf 'PUT /kv/k1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nv1GET /kv/k1 HTTP/1.1\r\n\r\n' > $c/client_frame/http
 echo "seeded $(find $c -type f | wc -l) inputs under $c"

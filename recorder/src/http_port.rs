@@ -74,51 +74,23 @@ impl HttpConn {
         }
         let deadline = Instant::now() + stall;
         self.conn.deadline = Some(deadline);
-        let (head_len, mut request, version) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
-            let mut parsed = httparse::Request::new(&mut headers);
-            match parsed.parse(&self.buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let request = HttpRequest {
-                        method: parsed.method.unwrap_or("").to_string(),
-                        target: parsed.path.unwrap_or("").to_string(),
-                        headers: owned(parsed.headers),
-                        body: Vec::new(),
-                    };
-                    break (n, request, parsed.version.unwrap_or(1));
-                }
-                Ok(httparse::Status::Partial) if self.buf.len() >= HTTP_HEAD_BYTES_MAX => {
-                    return Err(refuse(
-                        431,
-                        format!("the request head is over {HTTP_HEAD_BYTES_MAX} bytes"),
-                    ));
-                }
-                Ok(httparse::Status::Partial) => {
+        let head = loop {
+            match parse_head(&self.buf).map_err(ReadError::Refuse)? {
+                Some(head) => break head,
+                None => {
                     if self.fill()? == 0 {
                         return Err(ReadError::Closed);
                     }
                 }
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(refuse(
-                        431,
-                        format!("more than {HTTP_HEADERS_MAX} header lines"),
-                    ))
-                }
-                Err(e) => return Err(refuse(400, format!("not an HTTP/1.x request: {e}"))),
             }
         };
-        let connection = request.header("connection").unwrap_or("").to_lowercase();
-        let keep_alive = match version {
-            0 => connection.contains("keep-alive"),
-            _ => !connection.contains("close"),
-        };
-        if request.header("transfer-encoding").is_some() {
-            return Err(refuse(
-                501,
-                "chunked request bodies are not supported: send a Content-Length",
-            ));
-        }
-        let len = content_length(&request.headers)?;
+        let Head {
+            len: head_len,
+            mut request,
+            version,
+            keep_alive,
+            body_len: len,
+        } = head;
         let permit = if len > 0 {
             let permit = budget.acquire(len, deadline);
             if permit.is_none() {
@@ -170,6 +142,70 @@ impl HttpConn {
     }
 }
 
+/// A request head parsed from the front of a buffer, checked as the port requires.
+pub struct Head {
+    /// Bytes the head takes (the body starts there).
+    pub len: usize,
+    /// The request without its body.
+    pub request: HttpRequest,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    pub keep_alive: bool,
+    /// The body's length, at most the client port's frame limit.
+    pub body_len: u64,
+}
+
+/// Parses the request head at the front of `buf`: `Ok(None)` while it is incomplete (and
+/// under [`HTTP_HEAD_BYTES_MAX`]), or the response that refuses it. Bytes from the network,
+/// so every limit is checked here, before anything is read further.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= HTTP_HEAD_BYTES_MAX => {
+            return Err(refusal(
+                431,
+                format!("the request head is over {HTTP_HEAD_BYTES_MAX} bytes"),
+            ));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(refusal(
+                431,
+                format!("more than {HTTP_HEADERS_MAX} header lines"),
+            ))
+        }
+        Err(e) => return Err(refusal(400, format!("not an HTTP/1.x request: {e}"))),
+    };
+    let request = HttpRequest {
+        method: parsed.method.unwrap_or("").to_string(),
+        target: parsed.path.unwrap_or("").to_string(),
+        headers: owned(parsed.headers),
+        body: Vec::new(),
+    };
+    let version = parsed.version.unwrap_or(1);
+    let connection = request.header("connection").unwrap_or("").to_lowercase();
+    let keep_alive = match version {
+        0 => connection.contains("keep-alive"),
+        _ => !connection.contains("close"),
+    };
+    if request.header("transfer-encoding").is_some() {
+        return Err(refusal(
+            501,
+            "chunked request bodies are not supported: send a Content-Length",
+        ));
+    }
+    let body_len = content_length(&request.headers)?;
+    Ok(Some(Head {
+        len,
+        request,
+        version,
+        keep_alive,
+        body_len,
+    }))
+}
+
 /// Parsed header lines as recorded: names as sent, values as text (bytes that are not
 /// UTF-8 replaced).
 fn owned(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
@@ -184,13 +220,17 @@ fn owned(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
         .collect()
 }
 
+fn refusal(status: u16, why: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::error(status, why)
+}
+
 fn refuse(status: u16, why: impl std::fmt::Display) -> ReadError {
-    ReadError::Refuse(HttpResponse::error(status, why))
+    ReadError::Refuse(refusal(status, why))
 }
 
 /// The body's length: every `Content-Length` must say the same number (a request with two
 /// different lengths is a smuggling attempt), at most the client port's frame limit.
-fn content_length(headers: &[(String, String)]) -> Result<u64, ReadError> {
+fn content_length(headers: &[(String, String)]) -> Result<u64, HttpResponse> {
     let mut len = None;
     for (_, value) in headers
         .iter()
@@ -200,20 +240,20 @@ fn content_length(headers: &[(String, String)]) -> Result<u64, ReadError> {
         let n = match value.parse::<u64>() {
             Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => {
-                return Err(refuse(
+                return Err(refusal(
                     400,
                     format!("Content-Length {value:?} is not a length"),
                 ))
             }
         };
         if len.is_some_and(|l| l != n) {
-            return Err(refuse(400, "two different Content-Lengths"));
+            return Err(refusal(400, "two different Content-Lengths"));
         }
         len = Some(n);
     }
     let len = len.unwrap_or(0);
     if len > u64::from(MAX_CLIENT_FRAME_BYTES) {
-        return Err(refuse(
+        return Err(refusal(
             413,
             format!("a body is at most {MAX_CLIENT_FRAME_BYTES} bytes; this one is {len}"),
         ));
