@@ -94,10 +94,10 @@ impl HttpConn {
         let permit = if len > 0 {
             let permit = budget.acquire(len, deadline);
             if permit.is_none() {
-                return Err(refuse(
+                return Err(ReadError::Refuse(refusal(
                     503,
                     format!("no room in the node's inbound budget for a {len}-byte body"),
-                ));
+                )));
             }
             permit
         } else {
@@ -222,10 +222,6 @@ fn owned(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 
 fn refusal(status: u16, why: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::error(status, why)
-}
-
-fn refuse(status: u16, why: impl std::fmt::Display) -> ReadError {
-    ReadError::Refuse(refusal(status, why))
 }
 
 /// The body's length: every `Content-Length` must say the same number (a request with two

@@ -33,7 +33,7 @@ const OPEN_LOOP_WORKERS: usize = 16;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An open-loop request: the target node and the request's JSON.
+/// An open-loop request: the target node and the request as it goes on the wire.
 type Job = (usize, Payload);
 
 /// A workload request as it goes on the wire.
