@@ -71,16 +71,19 @@ impl<M: Model, R: Models> Models for With<M, R> {
 
 /// The models that ship with retrace.
 pub type Builtin = With<
-    retrace_models::QuorumModel,
+    retrace_models::WebcacheModel,
     With<
-        retrace_models::LockModel,
+        retrace_models::QuorumModel,
         With<
-            retrace_models::TwoPcModel,
+            retrace_models::LockModel,
             With<
-                retrace_models::RaftModel,
+                retrace_models::TwoPcModel,
                 With<
-                    retrace_models::WebstackModel,
-                    With<retrace_models::KvModel, With<retrace_models::PingPongModel, Nil>>,
+                    retrace_models::RaftModel,
+                    With<
+                        retrace_models::WebstackModel,
+                        With<retrace_models::KvModel, With<retrace_models::PingPongModel, Nil>>,
+                    >,
                 >,
             >,
         >,
@@ -106,8 +109,8 @@ impl Default for Registry<Nil> {
 }
 
 impl Registry {
-    /// The models that ship with retrace: pingpong, kv, webstack, raft, twopc, lockserv and
-    /// quorum.
+    /// The models that ship with retrace: pingpong, kv, webstack, raft, twopc, lockserv,
+    /// quorum and webcache.
     pub fn builtin() -> Self {
         Registry::new()
             .with::<retrace_models::PingPongModel>()
@@ -117,6 +120,7 @@ impl Registry {
             .with::<retrace_models::TwoPcModel>()
             .with::<retrace_models::LockModel>()
             .with::<retrace_models::QuorumModel>()
+            .with::<retrace_models::WebcacheModel>()
     }
 }
 

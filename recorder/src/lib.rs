@@ -20,6 +20,7 @@ pub mod policy;
 pub mod ports;
 pub mod runtime;
 pub mod segments;
+pub mod service_conn;
 pub mod tap;
 pub mod tls;
 pub mod verify;

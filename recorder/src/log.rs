@@ -152,6 +152,20 @@ pub enum LogRecord {
         conn: u64,
         event: retrace_sim::trace::WireEvent,
     },
+    /// Input: what happened on service connection `conn` (see `retrace_sim::service`), its
+    /// bytes in full; `request_ids` those of the step that last used the connection.
+    ServiceIn {
+        wall_ns: u64,
+        conn: u64,
+        request_ids: Vec<u64>,
+        event: retrace_sim::ServiceEvent,
+        timing: Timing,
+    },
+    /// Output: what the node did to service connection `conn`, its bytes in full.
+    ServiceOut {
+        conn: u64,
+        op: retrace_sim::ServiceOp,
+    },
 }
 
 impl LogRecord {
@@ -163,6 +177,7 @@ impl LogRecord {
                 | LogRecord::Deliver { .. }
                 | LogRecord::Timer { .. }
                 | LogRecord::External { .. }
+                | LogRecord::ServiceIn { .. }
         )
     }
 
@@ -172,6 +187,7 @@ impl LogRecord {
             | LogRecord::Deliver { wall_ns, .. }
             | LogRecord::Timer { wall_ns, .. }
             | LogRecord::External { wall_ns, .. }
+            | LogRecord::ServiceIn { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Snapshot { wall_ns, .. }
             | LogRecord::Mark { wall_ns, .. }
@@ -186,7 +202,8 @@ impl LogRecord {
         match self {
             LogRecord::Deliver { timing, .. }
             | LogRecord::Timer { timing, .. }
-            | LogRecord::External { timing, .. } => Some(timing),
+            | LogRecord::External { timing, .. }
+            | LogRecord::ServiceIn { timing, .. } => Some(timing),
             _ => None,
         }
     }
@@ -197,6 +214,7 @@ impl LogRecord {
             | LogRecord::Deliver { wall_ns, .. }
             | LogRecord::Timer { wall_ns, .. }
             | LogRecord::External { wall_ns, .. }
+            | LogRecord::ServiceIn { wall_ns, .. }
             | LogRecord::Incomplete { wall_ns, .. }
             | LogRecord::Snapshot { wall_ns, .. }
             | LogRecord::Mark { wall_ns, .. }

@@ -14,6 +14,7 @@ use crate::http_port::{self, HttpConn};
 use crate::log::{wall_now_ns, Fsync, LogHeader, LogRecord, LogWriter, RecordError, Timing};
 use crate::net::{self, ByteBudget, Deadline, Limits, PeerLink, PeerPort, Permit, Transport};
 use crate::policy::LogPolicy;
+use crate::service_conn::ServiceConns;
 use crate::wire::{self, Envelope, MsgId, Wire};
 use retrace_sim::codec;
 use retrace_sim::http::{HttpApi, HttpRequest, HttpResponse};
@@ -21,8 +22,8 @@ use retrace_sim::logs::Capture;
 use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use retrace_sim::trace::NodeInfo;
 use retrace_sim::{
-    Boot, Ctx, Env, Model, Node, NodeId, RequestId, Scenario, SimRng, StepRng, Storage, Time,
-    TimerId,
+    Boot, ConnId, Ctx, Env, Model, Node, NodeId, RequestId, Scenario, ServiceEvent, ServiceOp,
+    SimRng, StepRng, Storage, Time, TimerId,
 };
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -95,6 +96,12 @@ enum Inbound<M> {
         reply: Sender<Reply>,
         received: Instant,
         _permit: Option<Permit>,
+    },
+    /// What happened on a service connection, reported by its threads.
+    Service {
+        conn: u64,
+        event: ServiceEvent,
+        received: Instant,
     },
     /// `retrace mark`: keep this moment (the reply gets the mark as JSON).
     Mark {
@@ -173,6 +180,10 @@ struct RuntimeEnv<'a, M> {
     /// Who waits for which request, to answer an HTTP client over HTTP.
     waiting: &'a BTreeMap<RequestId, Waiter>,
     http: &'a dyn HttpApi<M>,
+    /// The connection counter (ids are made unique in the run).
+    next_conn: &'a mut u64,
+    /// Service operations, released once the step is committed.
+    service_ops: &'a mut Vec<(u64, ServiceOp)>,
 }
 
 impl<M: serde::Serialize + std::fmt::Debug> RuntimeEnv<'_, M> {
@@ -304,6 +315,37 @@ impl<M: retrace_sim::Message> Env<M> for RuntimeEnv<'_, M> {
     }
     fn busy(&mut self, _duration: Duration) {
         // Real handlers take real time, which the runtime measures and records.
+    }
+    fn connect(&mut self, service: &str, timeout_ns: u64) -> ConnId {
+        let conn = run_unique_id(*self.next_conn, self.incarnation, self.id);
+        *self.next_conn += 1;
+        let op = ServiceOp::Connect {
+            service: service.to_string(),
+            timeout_ns,
+        };
+        self.record(LogRecord::ServiceOut {
+            conn,
+            op: op.clone(),
+        });
+        self.service_ops.push((conn, op));
+        ConnId(conn)
+    }
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        // Recorded in full: what the service got is exactly what replay checks.
+        self.record(LogRecord::ServiceOut {
+            conn: conn.0,
+            op: ServiceOp::Write {
+                bytes: bytes.clone(),
+            },
+        });
+        self.service_ops.push((conn.0, ServiceOp::Write { bytes }));
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.record(LogRecord::ServiceOut {
+            conn: conn.0,
+            op: ServiceOp::Close,
+        });
+        self.service_ops.push((conn.0, ServiceOp::Close));
     }
 }
 
@@ -526,6 +568,10 @@ struct NodeRuntime<'o, M: Model> {
     links: Vec<PeerLink>,
     /// Node code's `tracing` events, which become log records of the event being handled.
     capture: Capture,
+    /// Connections to the scenario's services.
+    services: ServiceConns,
+    /// Where service connections' threads hand their events.
+    inbound: SyncSender<Inbound<MsgOf<M>>>,
 }
 
 type MsgOf<M> = <<M as Model>::Node as Node>::Msg;
@@ -545,6 +591,7 @@ impl<M: Model> NodeRuntime<'_, M> {
         let started = Instant::now();
         let mut outbox = Vec::new();
         let mut replies = Vec::new();
+        let mut service_ops = Vec::new();
         self.rng.begin_step(&request_ids);
         let mut env = RuntimeEnv::<MsgOf<M>> {
             id: self.id,
@@ -564,8 +611,11 @@ impl<M: Model> NodeRuntime<'_, M> {
             replies: &mut replies,
             waiting: &self.waiting,
             http: &*self.http,
+            next_conn: &mut self.services.next_id,
+            service_ops: &mut service_ops,
         };
         call(&mut self.node, &mut Ctx::new(&mut env));
+        let step_ids = env.request_ids.clone();
         let mut outputs = env.outputs;
         outputs.extend(self.capture.take().into_iter().map(|l| LogRecord::Log {
             level: l.level,
@@ -590,9 +640,73 @@ impl<M: Model> NodeRuntime<'_, M> {
                 let _ = waiter.reply.send(reply);
             }
         }
+        for (conn, op) in service_ops {
+            self.release_service_op(conn, op, step_ids.clone());
+        }
         self.summary.events += 1;
         if self.log.snapshot_due() {
             self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// One committed operation on a service connection goes out.
+    fn release_service_op(&mut self, conn: u64, op: ServiceOp, ids: Vec<RequestId>) {
+        match op {
+            ServiceOp::Connect {
+                service,
+                timeout_ns,
+            } => {
+                let tx = self.inbound.clone();
+                let deliver = Box::new(move |event| {
+                    tx.send(Inbound::Service {
+                        conn,
+                        event,
+                        received: Instant::now(),
+                    })
+                    .is_ok()
+                });
+                self.services
+                    .connect(conn, &service, timeout_ns, ids, deliver)
+            }
+            ServiceOp::Write { bytes } => self.services.write(conn, bytes, ids),
+            ServiceOp::Close => self.services.close(conn),
+        }
+    }
+
+    /// What happened on a service connection, as the node's input. `ids`: the requests of
+    /// the step that last used the connection.
+    fn on_service(
+        &mut self,
+        conn: u64,
+        ids: Vec<RequestId>,
+        event: ServiceEvent,
+        received: Instant,
+    ) -> Result<(), RecordError> {
+        let input = LogRecord::ServiceIn {
+            wall_ns: wall_now_ns(),
+            conn,
+            request_ids: ids.iter().map(|r| r.0).collect(),
+            event: event.clone(),
+            timing: Timing {
+                queued_us: received.elapsed().as_micros() as u64,
+                busy_us: 0,
+            },
+        };
+        self.event(input, Vec::new(), ids, |state, ctx| {
+            state.on_service(ctx, ConnId(conn), event)
+        })
+    }
+
+    /// Handles the service events the runtime made itself (refusals, timeouts), each an
+    /// input; a handler may cause more (a reconnect refused), so the walk is bounded.
+    fn service_local_events(&mut self) -> Result<(), RecordError> {
+        self.services.expire(Instant::now());
+        for _ in 0..crate::service_conn::SERVICE_CONNS_MAX {
+            let Some((conn, ids, event)) = self.services.local.pop_front() else {
+                break;
+            };
+            self.on_service(conn, ids, event, Instant::now())?;
         }
         Ok(())
     }
@@ -673,6 +787,12 @@ impl<M: Model> NodeRuntime<'_, M> {
             });
         if let Some(sync_in) = self.log.next_write_in() {
             wait = wait.min(sync_in);
+        }
+        if let Some(deadline) = self.services.next_deadline() {
+            wait = wait.min(deadline.saturating_duration_since(now));
+        }
+        if !self.services.local.is_empty() {
+            wait = Duration::ZERO;
         }
         wait
     }
@@ -911,6 +1031,7 @@ pub fn run_node<M: Model>(
             let _ = tx.send(Inbound::Shutdown);
         });
     }
+    let service_tx = tx.clone();
     drop(tx);
 
     let mut hello = Vec::new();
@@ -978,6 +1099,14 @@ pub fn run_node<M: Model>(
         log,
         links,
         capture: Capture::new(),
+        services: ServiceConns::new(
+            scenario
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.address))
+                .collect(),
+        ),
+        inbound: service_tx,
     };
     let _logs = rt.capture.enter();
     let marked = Arc::new(AtomicBool::new(false));
@@ -1008,6 +1137,15 @@ pub fn run_node<M: Model>(
                 received,
                 _permit,
             }) => rt.on_request(msg, http, reply, received)?,
+            Ok(Inbound::Service {
+                conn,
+                event,
+                received,
+            }) => {
+                if let Some(ids) = rt.services.arrived(conn, &event) {
+                    rt.on_service(conn, ids, event, received)?;
+                }
+            }
             Ok(Inbound::Mark { reason, reply }) => {
                 let json = rt.mark(&reason)?;
                 let _ = reply.send(json);
@@ -1016,6 +1154,7 @@ pub fn run_node<M: Model>(
             Err(RecvTimeoutError::Timeout) => {}
         }
         rt.fire_due_timers()?;
+        rt.service_local_events()?;
         if marked.swap(false, Ordering::AcqRel) {
             rt.mark("signal SIGUSR1")?;
         }

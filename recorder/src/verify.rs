@@ -13,7 +13,9 @@ use retrace_sim::check::{
 };
 use retrace_sim::snapshot::{NodeSnapshot, SnapshotOf};
 use retrace_sim::trace::Record;
-use retrace_sim::{Boot, Model, Node, NodeId, RequestId, Scenario, StepRng, Storage, TimerId};
+use retrace_sim::{
+    Boot, ConnId, Model, Node, NodeId, RequestId, Scenario, StepRng, Storage, TimerId,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -102,6 +104,10 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
                 request: RequestId(*request),
                 digest: *digest,
             },
+            LogRecord::ServiceOut { conn, op } => Expected::ServiceOut {
+                conn: ConnId(*conn),
+                op,
+            },
             // What the model's HTTP mapping made, not node code: not checked.
             LogRecord::Log { .. }
             | LogRecord::Mark { .. }
@@ -115,7 +121,8 @@ fn step_outputs(records: &[LogRecord], input: usize) -> (Vec<Output<'_>>, usize)
             LogRecord::Start { .. }
             | LogRecord::Deliver { .. }
             | LogRecord::Timer { .. }
-            | LogRecord::External { .. } => break,
+            | LogRecord::External { .. }
+            | LogRecord::ServiceIn { .. } => break,
         };
         out.push(Output { at, expected });
         at += 1;
@@ -289,7 +296,19 @@ pub fn verify_log<M: Model>(
             LogRecord::External {
                 request, payload, ..
             } => (vec![RequestId(*request)], Input::External { payload }),
-            // `is_input` let only the four inputs through.
+            LogRecord::ServiceIn {
+                conn,
+                request_ids,
+                event,
+                ..
+            } => (
+                request_ids.iter().map(|&r| RequestId(r)).collect(),
+                Input::Service {
+                    conn: ConnId(*conn),
+                    event,
+                },
+            ),
+            // `is_input` let only the inputs through.
             other => return Err(mismatch(i, show(other), "an input".into())),
         };
         let Some(state) = node.as_mut() else {

@@ -1,7 +1,7 @@
 //! Events as people read them: one dense line per trace record.
 
 use retrace_sim::trace::{Event, FaultRecord, Header, Record, WireEvent};
-use retrace_sim::{codec, format_ns, NodeId, RequestId};
+use retrace_sim::{codec, format_ns, NodeId, RequestId, ServiceEvent, ServiceOp};
 
 /// `1234567` as `1,234,567`.
 pub fn group(n: u64) -> String {
@@ -200,6 +200,43 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> 
                 retrace_sim::http::show_bytes(bytes, 120)
             ),
             WireEvent::Close { reason } => format!("conn {conn} closed: {reason}"),
+        },
+        Record::ServiceIn {
+            conn,
+            cause,
+            request_ids,
+            event,
+            ..
+        } => {
+            let cause = match cause {
+                Some(c) => format!("answers #{c}"),
+                None => "its cause unrecorded".to_string(),
+            };
+            let what = match event {
+                ServiceEvent::Data { bytes } => format!(
+                    "data {} bytes {}",
+                    bytes.len(),
+                    retrace_sim::http::show_bytes(bytes, 120)
+                ),
+                ServiceEvent::Closed { reason } => format!("closed: {reason}"),
+                other => other.kind().to_string(),
+            };
+            format!("{conn} {what} ({cause}){}", ids(request_ids))
+        }
+        Record::ServiceOut { conn, op } => match op {
+            ServiceOp::Connect {
+                service,
+                timeout_ns,
+            } => match timeout_ns {
+                0 => format!("{conn} connect to {service}"),
+                t => format!("{conn} connect to {service} (timeout {})", format_ns(*t)),
+            },
+            ServiceOp::Write { bytes } => format!(
+                "{conn} write {} bytes {}",
+                bytes.len(),
+                retrace_sim::http::show_bytes(bytes, 120)
+            ),
+            ServiceOp::Close => format!("{conn} close"),
         },
         Record::StorageImage { entries } => {
             let size: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();

@@ -257,6 +257,7 @@ fn expected_outputs(records: &[Event], simulated: bool) -> Vec<Output<'_>> {
                 digest: *digest,
             },
             Record::Busy { ns } if simulated => Expected::Busy { ns: *ns },
+            Record::ServiceOut { conn, op } => Expected::ServiceOut { conn: *conn, op },
             // Drops, duplicates, queueing, storage images, log lines and violations are
             // not the code's outputs; neither is a recording's measured busy time.
             _ => continue,
@@ -486,6 +487,9 @@ pub(crate) fn apply_step<M: Model>(
             }
             | Record::Timer {
                 request_ids: ids, ..
+            }
+            | Record::ServiceIn {
+                request_ids: ids, ..
             } => {
                 request_ids = ids.clone();
             }
@@ -516,6 +520,7 @@ pub(crate) fn apply_step<M: Model>(
                 tag: tag.as_bytes(),
             },
             Record::External { payload, .. } => Input::External { payload },
+            Record::ServiceIn { conn, event, .. } => Input::Service { conn: *conn, event },
             other => {
                 return Err(diverge(
                     step.input,

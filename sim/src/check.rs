@@ -12,6 +12,7 @@
 use crate::codec;
 use crate::history::ClientEvent;
 use crate::node::{Boot, Ctx, Env, Message, Node};
+use crate::service::{ConnId, ServiceEvent, ServiceOp};
 use crate::tag::Tag;
 use crate::trace::Record;
 use crate::{NodeId, RequestId, SimRng, StepRng, Storage, Time, TimerId};
@@ -48,6 +49,11 @@ pub enum Expected<'a> {
     Busy {
         ns: u64,
     },
+    /// An operation on a service connection, its bytes in full.
+    ServiceOut {
+        conn: ConnId,
+        op: &'a ServiceOp,
+    },
 }
 
 impl Expected<'_> {
@@ -69,6 +75,10 @@ impl Expected<'_> {
             Expected::ClockRead { value_ns } => Record::ClockRead { value_ns },
             Expected::Respond { request, digest } => Record::Respond { request, digest },
             Expected::Busy { ns } => Record::Busy { ns },
+            Expected::ServiceOut { conn, op } => Record::ServiceOut {
+                conn,
+                op: op.clone(),
+            },
         }
     }
 }
@@ -80,6 +90,21 @@ pub fn describe(r: &Record) -> String {
         Record::Respond { request, digest } => {
             format!("respond to {request} (digest {digest:016x})")
         }
+        Record::ServiceOut { conn, op } => match op {
+            ServiceOp::Connect {
+                service,
+                timeout_ns,
+            } => format!(
+                "connect {conn} to service `{service}` (timeout {})",
+                crate::format_ns(*timeout_ns)
+            ),
+            ServiceOp::Write { bytes } => format!(
+                "write {} bytes to {conn}: {}",
+                bytes.len(),
+                crate::http::show_bytes(bytes, 80)
+            ),
+            ServiceOp::Close => format!("close {conn}"),
+        },
         other => format!("{other:?}"),
     }
 }
@@ -331,6 +356,44 @@ impl<M: Message> Env<M> for CheckingEnv<'_, M> {
     fn detach(&mut self) {
         self.request_ids.clear();
     }
+    fn connect(&mut self, service: &str, timeout_ns: u64) -> ConnId {
+        match self.expect(
+            || {
+                format!(
+                    "connect to service `{service}` (timeout {})",
+                    crate::format_ns(timeout_ns)
+                )
+            },
+            |e| {
+                matches!(e, Expected::ServiceOut { op: ServiceOp::Connect { service: s, timeout_ns: t }, .. }
+                    if s == service && *t == timeout_ns)
+            },
+        ) {
+            Some((_, Expected::ServiceOut { conn, .. })) => conn,
+            _ => ConnId(u64::MAX),
+        }
+    }
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.expect(
+            || {
+                format!(
+                    "write {} bytes to {conn}: {}",
+                    bytes.len(),
+                    crate::http::show_bytes(&bytes, 80)
+                )
+            },
+            |e| {
+                matches!(e, Expected::ServiceOut { conn: c, op: ServiceOp::Write { bytes: b } }
+                    if *c == conn && *b == bytes)
+            },
+        );
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.expect(
+            || format!("close {conn}"),
+            |e| matches!(e, Expected::ServiceOut { conn: c, op: ServiceOp::Close } if *c == conn),
+        );
+    }
     fn busy(&mut self, duration: Duration) {
         if !self.check_busy {
             return;
@@ -347,9 +410,21 @@ impl<M: Message> Env<M> for CheckingEnv<'_, M> {
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'p> {
     Start,
-    Deliver { from: NodeId, payload: &'p [u8] },
-    Timer { timer: TimerId, tag: &'p [u8] },
-    External { payload: &'p [u8] },
+    Deliver {
+        from: NodeId,
+        payload: &'p [u8],
+    },
+    Timer {
+        timer: TimerId,
+        tag: &'p [u8],
+    },
+    External {
+        payload: &'p [u8],
+    },
+    Service {
+        conn: ConnId,
+        event: &'p ServiceEvent,
+    },
 }
 
 /// Why a handler did not run to its end.
@@ -383,6 +458,7 @@ pub fn run_handler<N: Node>(
                 node.on_timer(ctx, timer, tag)
             }
             Input::External { payload } => node.on_request(ctx, decode(payload)?),
+            Input::Service { conn, event } => node.on_service(ctx, conn, event.clone()),
         }
         Ok(())
     }));

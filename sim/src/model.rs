@@ -87,6 +87,15 @@ pub trait Model: 'static {
         Box::new(crate::http::JsonBodies)
     }
 
+    /// The simulator's stand-in for the service the scenario names `name` (`[services.NAME]`):
+    /// a [`Service`](crate::service::Service) speaking the real server's bytes, built again
+    /// after each of its crashes. `None` (the default): the model has no such service, and a
+    /// scenario that declares it is refused.
+    fn service(options: &Self::Options, name: &str) -> Option<Box<dyn crate::service::Service>> {
+        let _ = (options, name);
+        None
+    }
+
     /// The next external request of the workload: which node receives it and what it is.
     /// `None` means the model has no external workload.
     fn request(

@@ -2,6 +2,7 @@
 
 use crate::ids::{NodeId, RequestId, Time, TimerId};
 use crate::rng::SimRng;
+use crate::service::{ConnId, ServiceEvent};
 use crate::storage::Storage;
 use crate::tag::Tag;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -93,6 +94,20 @@ pub trait Node: Clone + Debug + Serialize + DeserializeOwned + 'static {
         let _ = request;
         ctx.annotate("external request ignored: on_request is not implemented");
     }
+
+    /// Something happened on a connection this node opened to a service with
+    /// [`Ctx::connect`]: it opened, bytes arrived, it closed, or the service did not answer
+    /// in time. The event belongs to the requests of the step that last used the connection.
+    /// The default ignores it.
+    fn on_service(
+        &mut self,
+        ctx: &mut Ctx<'_, Self::Msg, Self::Timer>,
+        conn: ConnId,
+        event: ServiceEvent,
+    ) {
+        let _ = (conn, event);
+        ctx.annotate("service event ignored: on_service is not implemented");
+    }
 }
 
 /// Which life of a node this is: its first, or one after a crash (built afresh by its
@@ -125,6 +140,12 @@ pub trait Env<M> {
     fn detach(&mut self);
     /// Models service time (see [`Ctx::busy`]). Runtimes that measure real time ignore it.
     fn busy(&mut self, duration: Duration);
+    /// Opens a connection to a service (see [`Ctx::connect`]).
+    fn connect(&mut self, service: &str, timeout_ns: u64) -> ConnId;
+    /// Writes to a connection (see [`Ctx::write`]).
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>);
+    /// Closes a connection (see [`Ctx::close`]).
+    fn close(&mut self, conn: ConnId);
 }
 
 /// A node's only door to the world while it handles an event: `M` its messages, `T` its
@@ -250,5 +271,27 @@ impl<'a, M, T> Ctx<'a, M, T> {
     /// instead and ignores this.
     pub fn busy(&mut self, duration: Duration) {
         self.env.busy(duration)
+    }
+
+    /// Opens a connection to the service the scenario names `service` (`[services.NAME]`):
+    /// in the real runtime a TCP connection to its address, in the simulator the model's
+    /// stand-in ([`crate::Model::service`]), in replay what the trace recorded. What happens
+    /// on it arrives as inputs ([`Node::on_service`]): `Connected` first, or `Closed` if it
+    /// cannot open. `timeout` (zero: none) bounds the wait for an answer after each write:
+    /// when nothing arrives in time the connection is closed and the node gets `TimedOut`.
+    pub fn connect(&mut self, service: &str, timeout: Duration) -> ConnId {
+        self.env.connect(service, crate::ids::duration_ns(timeout))
+    }
+
+    /// Writes `bytes` to a connection, recorded in full. Writing before `Connected` is fine
+    /// (the bytes wait for the connection); a write on a connection that is closed goes
+    /// nowhere (its `Closed` event says so, or said so already).
+    pub fn write(&mut self, conn: ConnId, bytes: impl Into<Vec<u8>>) {
+        self.env.write(conn, bytes.into())
+    }
+
+    /// Closes a connection; nothing more arrives on it.
+    pub fn close(&mut self, conn: ConnId) {
+        self.env.close(conn)
     }
 }

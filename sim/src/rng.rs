@@ -34,6 +34,8 @@ pub enum Purpose {
     ClusterLoad,
     /// A stateful client's own stream (`Model::client`), per client; also its think times.
     Client,
+    /// A simulated service's latency and fault draws, per service.
+    Services,
 }
 
 impl Purpose {
@@ -50,6 +52,7 @@ impl Purpose {
             Purpose::Decider => "decider",
             Purpose::ClusterLoad => "cluster-load",
             Purpose::Client => "client",
+            Purpose::Services => "services",
         }
     }
 }

@@ -150,6 +150,11 @@ pub struct App {
 }
 
 impl App {
+    /// Lanes of the diagram: one per node, then one per service the nodes call.
+    pub fn lane_count(&self) -> usize {
+        self.node_names.len() + self.timeline.services.len()
+    }
+
     /// Opens a session at the interesting place: a recorded invariant violation, else the
     /// first divergence or violation re-execution meets within [`OPEN_SCAN_BUDGET`], else
     /// the start. The trace must hold at least one event.
@@ -207,7 +212,8 @@ impl App {
             "the TUI needs a trace with at least one event (callers check)"
         );
         let node_names: Vec<String> = trace.header.node_names();
-        let timeline = Timeline::new(&trace.events, node_names.len());
+        let services = retrace_sim::scenario::service_names(&trace.header.scenario_toml);
+        let timeline = Timeline::new(&trace.events, node_names.len(), services);
         let causality = Causality::new(session.steps(), &trace.events, node_names.len());
         let fault_index = FaultIndex::new(&trace.events);
         let virtual_time = matches!(trace.header.origin, Origin::Simulated { .. });
@@ -1031,8 +1037,7 @@ impl App {
                 None => self.zoom = (self.zoom / 2).max(1),
             },
             KeyCode::Char('>') => {
-                self.lane_offset =
-                    (self.lane_offset + 1).min(self.node_names.len().saturating_sub(1))
+                self.lane_offset = (self.lane_offset + 1).min(self.lane_count().saturating_sub(1))
             }
             KeyCode::Char('<') => self.lane_offset = self.lane_offset.saturating_sub(1),
             KeyCode::Char(')') => self.page(Toward::After),

@@ -4,7 +4,10 @@
 //! timers set), so that none of it is recomputed per keypress.
 
 use retrace_sim::trace::{Event, Record};
-use retrace_sim::{NodeId, TimerId};
+use retrace_sim::{ConnId, NodeId, ServiceOp, TimerId};
+
+/// At most this many service lanes (a scenario declares at most 64 services).
+const SERVICE_LANES_MAX: usize = 64;
 use std::collections::BTreeMap;
 
 /// Records per bucket of the pending-work index.
@@ -59,6 +62,11 @@ pub struct Timeline {
     pub base_ns: u64,
     /// The simulator's record of a broken invariant: the step's input index and the name.
     pub recorded_violation: Option<(usize, String)>,
+    /// The services the nodes call, each a lane after the nodes': those the scenario
+    /// declares, then any other a connection names.
+    pub services: Vec<String>,
+    /// Each service connection's service (a position in `services`), from its connect.
+    pub conn_service: BTreeMap<ConnId, usize>,
 }
 
 /// Whether a record gets its own row.
@@ -108,7 +116,8 @@ impl Timeline {
         *gaps.select_nth_unstable(mid).1
     }
 
-    pub fn new(events: &[Event], node_count: usize) -> Timeline {
+    pub fn new(events: &[Event], node_count: usize, mut services: Vec<String>) -> Timeline {
+        let mut conn_service = BTreeMap::new();
         let mut rows = Vec::new();
         let mut lifetimes = vec![Vec::new(); node_count];
         let mut spans: Vec<Span> = Vec::new();
@@ -147,6 +156,20 @@ impl Timeline {
                 }
             }
             match &e.record {
+                Record::ServiceOut {
+                    conn,
+                    op: ServiceOp::Connect { service, .. },
+                } => {
+                    let at = services.iter().position(|s| s == service).or_else(|| {
+                        (services.len() < SERVICE_LANES_MAX).then(|| {
+                            services.push(service.clone());
+                            services.len() - 1
+                        })
+                    });
+                    if let Some(at) = at {
+                        conn_service.insert(*conn, at);
+                    }
+                }
                 Record::Send { .. } => {
                     open_sends.insert(i, spans.len());
                     spans.push(Span {
@@ -222,6 +245,8 @@ impl Timeline {
             buckets,
             base_ns: events.first().map_or(0, |e| e.time_ns),
             recorded_violation,
+            services,
+            conn_service,
         }
     }
 

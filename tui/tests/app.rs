@@ -527,3 +527,51 @@ fn a_request_that_came_over_http_shows_its_request_and_response_in_the_detail() 
     );
     assert!(s.contains("  200 OK"), "{s}");
 }
+
+/// A black-box service is a lane of its own: the node's writes go into it, its answers come
+/// out of it, and the detail shows the bytes each way.
+#[test]
+fn a_service_is_a_lane_with_the_writes_into_it_and_the_answers_out_of_it() {
+    use retrace_models::webcache::WebcacheModel;
+    use retrace_sim::{scenario, Simulation, Trace, TraceSink};
+    let source = include_str!("../../scenarios/webcache.toml");
+    let s = scenario::parse::<WebcacheModel>("webcache.toml", source).unwrap();
+    let report = Simulation::<WebcacheModel>::new(&s, s.seed, TraceSink::Memory).run();
+    let trace = Trace::from_bytes(&report.trace.unwrap(), "webcache").unwrap();
+    let replay = retrace_replayer::Replay::<WebcacheModel>::new(trace).unwrap();
+    let mut app = App::with_scan_budget(
+        Box::new(retrace_tui::ModelSession::new(replay)),
+        std::time::Duration::from_secs(30),
+    );
+    let events = &app.session.trace().events;
+    let answer = events
+        .iter()
+        .position(|e| {
+            matches!(&e.record, Record::ServiceIn { event: retrace_sim::ServiceEvent::Data { bytes }, .. }
+                if bytes.starts_with(b"$-1"))
+        })
+        .expect("a cache miss");
+    keys(&mut app, &format!(":goto {answer}<Enter>"));
+    let s = screen(&mut app, 160, 50);
+    assert!(s.contains("[cache]"), "the service has a lane:\n{s}");
+    assert!(s.contains("service-in"), "{s}");
+    assert!(s.contains(r#"data 5 bytes "$-1\r\n""#), "{s}");
+    // On the selected row, a line from the cache's lane to the node's.
+    let row = s
+        .lines()
+        .find(|l| l.contains("service-in") && l.contains("$-1"))
+        .unwrap();
+    assert!(row.contains('─') && row.contains('●'), "{row}");
+    // A request's step writes to the cache: a dotted line into its lane.
+    keys(&mut app, "gg");
+    let external = app
+        .session
+        .trace()
+        .events
+        .iter()
+        .position(|e| matches!(e.record, Record::External { .. }))
+        .unwrap();
+    keys(&mut app, &format!(":goto {external}<Enter>"));
+    let s = screen(&mut app, 160, 50);
+    assert!(s.contains('┈'), "{s}");
+}

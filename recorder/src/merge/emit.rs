@@ -5,7 +5,7 @@ use super::load::{Input, Step};
 use crate::log::LogRecord;
 use crate::wire::MsgId;
 use retrace_sim::trace::{InputHead, TraceOut};
-use retrace_sim::{NodeId, RequestId, Tag, TimerId};
+use retrace_sim::{ConnId, NodeId, RequestId, Tag, TimerId};
 use std::collections::BTreeMap;
 
 /// How a mark shows in a trace: a `warn` log line of this target.
@@ -21,6 +21,10 @@ pub(super) struct Emitter {
     /// The ids are the logs': unique in the run (see the runtime's `run_unique_id`), and
     /// kept, because nodes hold their timers' ids in their state.
     timer_ids: BTreeMap<(u32, u32, u64), u64>,
+    /// (node, life, connection id) → index of the node's latest operation on it: what the
+    /// connection's next event answers. (Connections opened before a life's kept log
+    /// starts have none: their events link nowhere.)
+    service_ops: BTreeMap<(u32, u32, u64), u64>,
     /// Per node: trace index of its last input (the back-link of its next one).
     prev: Vec<Option<u64>>,
     /// The latest wall-clock time emitted (the end record's time).
@@ -33,6 +37,7 @@ impl Emitter {
             trace,
             send_index: BTreeMap::new(),
             timer_ids: BTreeMap::new(),
+            service_ops: BTreeMap::new(),
             prev: vec![None; node_count],
             last_wall_ns: 0,
         }
@@ -104,6 +109,17 @@ impl Emitter {
             }
             Input::External { request, payload } => {
                 trace.push(|e, o| e.external(o, head, *request, payload))
+            }
+            Input::Service {
+                conn,
+                request_ids,
+                event,
+            } => {
+                let cause = self
+                    .service_ops
+                    .get(&(step.node, step.incarnation, *conn))
+                    .copied();
+                trace.push(|e, o| e.service_in(o, head, ConnId(*conn), cause, request_ids, event))
             }
             Input::Crash => trace.push(|e, o| e.crash(o, head)),
             Input::Resume { snapshot } => {
@@ -188,6 +204,11 @@ impl Emitter {
             }
             LogRecord::HttpResponse { request, http } => {
                 trace.push(|e, out| e.http_response(out, RequestId(*request), http));
+            }
+            LogRecord::ServiceOut { conn, op } => {
+                let i = trace.push(|e, out| e.service_out(out, ConnId(*conn), op));
+                self.service_ops
+                    .insert((step.node, step.incarnation, *conn), i);
             }
             // A mark is no output of node code: a log line (which replay does not check),
             // after the step it followed.

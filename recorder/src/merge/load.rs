@@ -36,6 +36,11 @@ pub(crate) enum Input {
         request: RequestId,
         payload: Vec<u8>,
     },
+    Service {
+        conn: u64,
+        request_ids: Vec<RequestId>,
+        event: retrace_sim::ServiceEvent,
+    },
     Crash,
     /// The life's log starts at this snapshot: retention deleted what came before.
     Resume {
@@ -191,6 +196,16 @@ pub(crate) fn push_life(
             } => Some(Input::External {
                 request: RequestId(request),
                 payload,
+            }),
+            LogRecord::ServiceIn {
+                conn,
+                request_ids,
+                event,
+                ..
+            } => Some(Input::Service {
+                conn,
+                request_ids: request_ids.into_iter().map(RequestId).collect(),
+                event,
             }),
             LogRecord::Stop { .. } => None,
             // A snapshot where the kept log starts is where the node's history in

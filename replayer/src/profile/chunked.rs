@@ -193,6 +193,7 @@ fn cut_links_before(events: &mut [Event], from: u64) {
         match &mut e.record {
             Record::Deliver { send, .. } => *send = send.and_then(|s| s.checked_sub(from)),
             Record::Timer { set, .. } => *set = set.checked_sub(from).unwrap_or(u64::MAX),
+            Record::ServiceIn { cause, .. } => *cause = cause.and_then(|c| c.checked_sub(from)),
             _ => {}
         }
     }

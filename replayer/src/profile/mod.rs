@@ -18,7 +18,7 @@ pub use summary::{
 use crate::causality::Causality;
 use crate::steps::Steps;
 use retrace_sim::trace::{Event, Record};
-use retrace_sim::{NodeId, RequestId};
+use retrace_sim::{ConnId, NodeId, RequestId, ServiceOp};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -39,6 +39,10 @@ pub enum Kind {
     /// A node waiting for the input that let it answer (a request answered with
     /// `respond_to` once something else — a commit, a batch — decided it).
     Waiting,
+    /// A node waiting on a black-box service (`Place::from` names it): from its write (or
+    /// connect) to the service's answer reaching the node — the service's own time and
+    /// both ways on the wire, which retrace cannot see apart.
+    Remote,
 }
 
 /// Where a piece of time was spent: a node, or a link `from -> to`.
@@ -58,6 +62,10 @@ impl std::fmt::Display for Place {
             Kind::Network => "network",
             Kind::Timer => "timer",
             Kind::Waiting => "waiting",
+            Kind::Remote => {
+                let service = self.from.as_deref().unwrap_or("a service");
+                return write!(f, "waiting on {service} at {}", self.node);
+            }
         };
         match &self.from {
             Some(from) => write!(f, "{kind} {from}->{}", self.node),
@@ -105,6 +113,8 @@ struct Timing<'a> {
     events: &'a [Event],
     steps: &'a Steps,
     names: &'a [String],
+    /// Each service connection's service, from its connect (when in these events).
+    services: BTreeMap<ConnId, String>,
 }
 
 impl Timing<'_> {
@@ -165,13 +175,23 @@ impl<'a> Profiler<'a> {
     ) -> Self {
         let mut starts: BTreeMap<RequestId, usize> = BTreeMap::new();
         let mut replies: BTreeMap<RequestId, (usize, usize)> = BTreeMap::new();
+        let mut services = BTreeMap::new();
         for (s, st) in steps.steps.iter().enumerate() {
             if let Record::External { request, .. } = events[st.input].record {
                 starts.entry(request).or_insert(s);
             }
             for (i, e) in events.iter().enumerate().take(st.end).skip(st.input + 1) {
-                if let Record::Respond { request, .. } = e.record {
-                    replies.insert(request, (s, i));
+                match &e.record {
+                    Record::Respond { request, .. } => {
+                        replies.insert(*request, (s, i));
+                    }
+                    Record::ServiceOut {
+                        conn,
+                        op: ServiceOp::Connect { service, .. },
+                    } => {
+                        services.insert(*conn, service.clone());
+                    }
+                    _ => {}
                 }
             }
         }
@@ -184,6 +204,7 @@ impl<'a> Profiler<'a> {
                 events,
                 steps,
                 names,
+                services,
             },
             causality,
             starts,
@@ -253,6 +274,9 @@ impl<'a> Profiler<'a> {
                     send: Some(send), ..
                 } => step_at(*send, Kind::Network),
                 Record::Timer { set, .. } => step_at(*set, Kind::Timer),
+                Record::ServiceIn {
+                    cause: Some(cause), ..
+                } => step_at(*cause, Kind::Remote),
                 _ => None, // an external input that is not this request's start
             };
             let follows_start = |p: usize| p == start || self.causality.precedes(start, p);
@@ -289,6 +313,14 @@ impl<'a> Profiler<'a> {
                     kind,
                     node: t.name(st[s].node),
                     from: Some(t.name(st[p].node)),
+                },
+                Kind::Remote => Place {
+                    kind,
+                    node: t.name(st[s].node),
+                    from: match &t.events[at].record {
+                        Record::ServiceOut { conn, .. } => t.services.get(conn).cloned(),
+                        _ => None,
+                    },
                 },
                 _ => node_place(kind, st[s].node),
             };

@@ -70,6 +70,7 @@ impl Slice {
                 | Record::Crash { prev, .. } => (*prev, None),
                 Record::Deliver { prev, send, .. } => (*prev, send.and_then(|s| owner[at(s)?])),
                 Record::Timer { prev, set, .. } => (*prev, at(*set).and_then(|s| owner[s])),
+                Record::ServiceIn { prev, cause, .. } => (*prev, cause.and_then(|c| owner[at(c)?])),
                 Record::External { prev, request, .. } => {
                     requests.insert(request.0);
                     (*prev, None)

@@ -75,6 +75,22 @@ struct File<O> {
     faults: Vec<FaultFile>,
     #[serde(default)]
     random_faults: RandomFaultsFile,
+    /// `[services.NAME]`, by name (a `BTreeMap`, so in name order).
+    #[serde(default)]
+    services: std::collections::BTreeMap<String, ServiceFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    address: Option<Spanned<String>>,
+    latency: Option<DurRange>,
+    #[serde(default)]
+    reset: Prob,
+    #[serde(default)]
+    hang: Prob,
+    #[serde(default)]
+    crash: Prob,
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +265,45 @@ pub struct RandomFaults {
     pub clock_jump: SignedDurRange,
 }
 
+/// A black-box service the nodes call (`[services.NAME]`; see [`crate::service`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceSpec {
+    /// What node code connects to (`ctx.connect("cache", …)`).
+    pub name: String,
+    /// Where the real runtime connects. `None`: the service has no address, and connecting
+    /// to it in the real runtime is refused.
+    pub address: Option<std::net::SocketAddr>,
+    /// The simulator's one-way latency between a node and the service (the network's by
+    /// default).
+    pub latency: DurRange,
+    /// The simulator's faults, per write: the connection is reset, the service stops
+    /// answering on the connection (it hangs), the service crashes (its state is lost and
+    /// every connection to it closes).
+    pub reset: f64,
+    pub hang: f64,
+    pub crash: f64,
+}
+
+/// The services a scenario's text declares (`[services.NAME]`), in the order a parsed
+/// scenario lists them (by name); none when the text does not parse. For tools that show a
+/// trace's services without its model (the TUI's lanes, the exports' tracks).
+pub fn service_names(source: &str) -> Vec<String> {
+    let Ok(table) = source.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    match table.get("services") {
+        Some(toml::Value::Table(services)) => {
+            let mut names: Vec<String> = services.keys().take(SERVICES_MAX).cloned().collect();
+            names.sort();
+            names
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// At most this many services a scenario may declare.
+pub const SERVICES_MAX: usize = 64;
+
 /// A parsed and validated scenario for model options `O`.
 #[derive(Clone, Debug)]
 pub struct Scenario<O> {
@@ -271,6 +326,8 @@ pub struct Scenario<O> {
     pub workload: Option<Workload>,
     pub faults: Vec<PlannedFault>,
     pub random_faults: RandomFaults,
+    /// The services nodes call, in name order.
+    pub services: Vec<ServiceSpec>,
 }
 
 /// The default time limit when a scenario gives none.
@@ -433,6 +490,8 @@ pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>,
         }),
     };
 
+    let services = services::<M>(file, source, &f.services, &f.model_options, network.latency)?;
+
     Ok(Scenario {
         name: file.to_string(),
         source: source.to_string(),
@@ -453,7 +512,76 @@ pub fn parse<M: Model>(file: &str, source: &str) -> Result<Scenario<M::Options>,
         workload,
         faults,
         random_faults,
+        services,
     })
+}
+
+/// The `[services.NAME]` tables: each name bounded, its address an IP address and port, and
+/// a simulation of it in the model (so every scenario runs in the simulator).
+fn services<M: Model>(
+    file: &str,
+    source: &str,
+    tables: &std::collections::BTreeMap<String, ServiceFile>,
+    options: &M::Options,
+    latency: DurRange,
+) -> Result<Vec<ServiceSpec>, ScenarioError> {
+    if tables.len() > SERVICES_MAX {
+        return Err(ScenarioError::whole_file(
+            file,
+            format!(
+                "{} services; a scenario declares at most {SERVICES_MAX}",
+                tables.len()
+            ),
+        ));
+    }
+    let mut specs = Vec::with_capacity(tables.len());
+    for (name, t) in tables {
+        let table = format!("services.{name}");
+        if name.is_empty() || name.len() > limits::MAX_NAME_BYTES {
+            return Err(ScenarioError::at_key(
+                file,
+                source,
+                "",
+                &table,
+                format!("a service's name has 1 to {} bytes", limits::MAX_NAME_BYTES),
+            ));
+        }
+        if M::service(options, name).is_none() {
+            return Err(ScenarioError::at_key(
+                file,
+                source,
+                &table,
+                "",
+                format!(
+                    "model `{}` has no simulation of a service named `{name}`",
+                    M::NAME
+                ),
+            ));
+        }
+        let address = match &t.address {
+            None => None,
+            Some(text) => Some(text.get_ref().parse().map_err(|_| {
+                ScenarioError::at_offset(
+                    file,
+                    source,
+                    text.span().start,
+                    format!(
+                        "`{}` is not an address: use an IP address and a port, as \"127.0.0.1:6379\"",
+                        text.get_ref()
+                    ),
+                )
+            })?),
+        };
+        specs.push(ServiceSpec {
+            name: name.clone(),
+            address,
+            latency: t.latency.unwrap_or(latency),
+            reset: t.reset.0,
+            hang: t.hang.0,
+            crash: t.crash.0,
+        });
+    }
+    Ok(specs)
 }
 
 /// The `[workload]` table: open loop (`rate`) or closed loop (`clients`), not both.

@@ -13,6 +13,7 @@ use crate::queue::{EventQueue, Handle};
 use crate::rng::{SimRng, StepRng};
 use crate::scenario::{FaultAction, LinkParams};
 use crate::schedule::Fate;
+use crate::service::ConnId;
 use crate::storage::Storage;
 use crate::tag::Tag;
 use crate::trace::{DropReason, TraceOut};
@@ -143,6 +144,19 @@ pub(super) enum Pending<M> {
     Heal {
         id: u32,
     },
+    /// A service event on its way to its node (an input).
+    Service(Box<super::services::ServiceDelivery>),
+    /// A write's bytes on their way to the service.
+    ServiceArrive {
+        conn: ConnId,
+        /// Trace index of the write.
+        cause: u64,
+        ids: ReqIds,
+        bytes: Vec<u8>,
+    },
+    /// A write's answer is due (the event to hand the node, and the connection's count of
+    /// answers at the write).
+    ServiceTimeout(Box<super::services::ServiceDelivery>, u64),
 }
 
 /// One node's place in the simulated world: what survives its crashes (disk, clock, its
@@ -210,6 +224,8 @@ pub(super) struct Core<M> {
     /// When the workload speaks HTTP (`[workload] protocol = "http"`): the model's mapping,
     /// through which every external request arrives and every answer leaves, recorded.
     pub http: Option<Box<dyn HttpApi<M>>>,
+    /// The scenario's services, played by the model, and the connections open to them.
+    pub services: super::services::Services,
 }
 
 impl<M: Message> Core<M> {
@@ -457,5 +473,17 @@ impl<M: Message> Env<M> for Core<M> {
         let ns = crate::ids::duration_ns(duration);
         self.step_busy_ns = self.step_busy_ns.saturating_add(ns);
         self.trace.push(|e, out| e.busy(out, ns));
+    }
+
+    fn connect(&mut self, service: &str, timeout_ns: u64) -> ConnId {
+        self.service_connect(service, timeout_ns)
+    }
+
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.service_write(conn, bytes)
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.service_close(conn)
     }
 }

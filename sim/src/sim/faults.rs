@@ -119,6 +119,7 @@ impl<M: Model> Simulation<M> {
         slot.busy_until_ns = 0;
         self.nodes[i] = None;
         self.core.cancel_timers_of(node);
+        self.core.services.close_all_of(node);
         if let Some(after) = restart_after_ns {
             self.core.queue.push(
                 now.saturating_add(after),

@@ -3,6 +3,7 @@
 mod env;
 mod faults;
 mod fuzzing;
+mod services;
 mod workload;
 
 pub use env::MAX_REQUEST_IDS;
@@ -227,6 +228,7 @@ impl<M: Model> Simulation<M> {
                 .workload
                 .filter(|w| w.protocol == Protocol::Http)
                 .map(|_| M::http(&scenario.options)),
+            services: services::Services::new::<M>(&scenario.services, &scenario.options, seed),
             net: Network::new(scenario, &kinds),
             net_rng: StepRng::new(derive_seed(seed, Purpose::Network, 0, 0)),
             slots,
@@ -529,6 +531,7 @@ impl<M: Model> Simulation<M> {
         match pending {
             Pending::Deliver(m) => Some(m.to),
             Pending::Timer { node, .. } | Pending::External { node, .. } => Some(*node),
+            Pending::Service(d) => Some(d.node),
             Pending::Deferred { item, .. } => Self::queued_input_node(item),
             _ => None,
         }
@@ -603,6 +606,14 @@ impl<M: Model> Simulation<M> {
             Pending::Deferred { item, .. } => self.run_event(*item),
             Pending::Fault(action) => self.apply_fault(action),
             Pending::Heal { id } => self.heal(id),
+            Pending::Service(d) => self.service_step(*d),
+            Pending::ServiceArrive {
+                conn,
+                cause,
+                ids,
+                bytes,
+            } => self.service_arrive(conn, cause, ids, &bytes),
+            Pending::ServiceTimeout(d, answers) => self.service_timeout(d, answers),
         }
     }
 

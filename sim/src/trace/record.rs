@@ -17,6 +17,7 @@
 use crate::codec::{put_bytes, put_ivarint, put_uvarint, Cursor, ReadError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::ids::{NodeId, RequestId, TimerId};
+use crate::service::{ConnId, ServiceEvent, ServiceOp};
 use crate::snapshot::NodeSnapshot;
 use crate::tag::{Tag, TAG_BYTES_MAX};
 
@@ -243,6 +244,20 @@ pub enum Record {
     /// saw it on connection `conn`. A world record: no node's step, and no causal link to
     /// any (none was observed).
     Wire { conn: u64, event: WireEvent },
+    /// What happened on a connection the node opened to a service (see `sim::service`): an
+    /// input, with the service's bytes in full. `cause` is the node's `ServiceOut` it
+    /// answers (the connect, or the latest write on the connection), `None` when that is
+    /// not in the trace; the request ids are that step's.
+    ServiceIn {
+        node: NodeId,
+        prev: Option<u64>,
+        conn: ConnId,
+        cause: Option<u64>,
+        request_ids: Vec<RequestId>,
+        event: ServiceEvent,
+    },
+    /// Output: what the node did to a service connection, its bytes in full.
+    ServiceOut { conn: ConnId, op: ServiceOp },
 }
 
 /// What a tap saw on one proxied connection.
@@ -270,6 +285,7 @@ impl Record {
             | Record::Deliver { node, .. }
             | Record::Timer { node, .. }
             | Record::External { node, .. }
+            | Record::ServiceIn { node, .. }
             | Record::Crash { node, .. } => Some(*node),
             _ => None,
         }
@@ -284,6 +300,7 @@ impl Record {
             | Record::Deliver { prev, .. }
             | Record::Timer { prev, .. }
             | Record::External { prev, .. }
+            | Record::ServiceIn { prev, .. }
             | Record::Crash { prev, .. } => *prev,
             _ => None,
         }
@@ -293,7 +310,9 @@ impl Record {
     /// from the step that sent or set it), an external request's own; none for the rest.
     pub fn request_ids(&self) -> &[RequestId] {
         match self {
-            Record::Deliver { request_ids, .. } | Record::Timer { request_ids, .. } => request_ids,
+            Record::Deliver { request_ids, .. }
+            | Record::Timer { request_ids, .. }
+            | Record::ServiceIn { request_ids, .. } => request_ids,
             Record::External { request, .. } => std::slice::from_ref(request),
             _ => &[],
         }
@@ -345,6 +364,8 @@ impl Record {
             Record::HttpRequest { .. } => "http-request",
             Record::HttpResponse { .. } => "http-response",
             Record::Wire { .. } => "wire",
+            Record::ServiceIn { .. } => "service-in",
+            Record::ServiceOut { .. } => "service-out",
         }
     }
 }
@@ -387,6 +408,8 @@ mod tag {
     pub const HTTP_REQUEST: u8 = 25;
     pub const HTTP_RESPONSE: u8 = 26;
     pub const WIRE: u8 = 27;
+    pub const SERVICE_IN: u8 = 28;
+    pub const SERVICE_OUT: u8 = 29;
 }
 
 /// What every input record starts with: the node whose step it starts, when, and the
@@ -654,6 +677,54 @@ impl BodyEncoder {
         put_bytes(out, &http.body);
     }
 
+    pub fn service_in(
+        &mut self,
+        out: &mut Vec<u8>,
+        head: InputHead,
+        conn: ConnId,
+        cause: Option<u64>,
+        request_ids: &[RequestId],
+        event: &ServiceEvent,
+    ) {
+        self.input_head(out, tag::SERVICE_IN, head);
+        put_uvarint(out, conn.0);
+        // Same encoding as `prev`: 0 means no link.
+        self.prev(out, cause);
+        Self::request_ids(out, request_ids);
+        match event {
+            ServiceEvent::Connected => out.push(0),
+            ServiceEvent::Data { bytes } => {
+                out.push(1);
+                put_bytes(out, bytes);
+            }
+            ServiceEvent::Closed { reason } => {
+                out.push(2);
+                put_bytes(out, reason.as_bytes());
+            }
+            ServiceEvent::TimedOut => out.push(3),
+        }
+    }
+
+    pub fn service_out(&mut self, out: &mut Vec<u8>, conn: ConnId, op: &ServiceOp) {
+        out.push(tag::SERVICE_OUT);
+        put_uvarint(out, conn.0);
+        match op {
+            ServiceOp::Connect {
+                service,
+                timeout_ns,
+            } => {
+                out.push(0);
+                put_bytes(out, service.as_bytes());
+                put_uvarint(out, *timeout_ns);
+            }
+            ServiceOp::Write { bytes } => {
+                out.push(1);
+                put_bytes(out, bytes);
+            }
+            ServiceOp::Close => out.push(2),
+        }
+    }
+
     pub fn wire(&mut self, out: &mut Vec<u8>, time_ns: u64, conn: u64, event: &WireEvent) {
         out.push(tag::WIRE);
         self.time(out, time_ns);
@@ -783,6 +854,22 @@ impl BodyEncoder {
             Record::HttpRequest { request, http } => self.http_request(out, *request, http),
             Record::HttpResponse { request, http } => self.http_response(out, *request, http),
             Record::Wire { conn, event } => self.wire(out, time_ns, *conn, event),
+            Record::ServiceIn {
+                node,
+                prev,
+                conn,
+                cause,
+                request_ids,
+                event,
+            } => self.service_in(
+                out,
+                InputHead::new(*node, time_ns, *prev),
+                *conn,
+                *cause,
+                request_ids,
+                event,
+            ),
+            Record::ServiceOut { conn, op } => self.service_out(out, *conn, op),
         }
     }
 }
@@ -1112,6 +1199,46 @@ impl BodyDecoder {
                     _ => return Err(BodyError::Malformed("wire event")),
                 };
                 Record::Wire { conn, event }
+            }
+            tag::SERVICE_IN => {
+                let (node, prev) = self.input(&mut c)?;
+                let conn = ConnId(c.uvarint()?);
+                let cause = self.prev(&mut c)?;
+                let request_ids = Self::request_ids(&mut c)?;
+                let event = match c.u8()? {
+                    0 => ServiceEvent::Connected,
+                    1 => ServiceEvent::Data {
+                        bytes: c.bytes()?.to_vec(),
+                    },
+                    2 => ServiceEvent::Closed {
+                        reason: Self::text(&mut c)?,
+                    },
+                    3 => ServiceEvent::TimedOut,
+                    _ => return Err(BodyError::Malformed("service event")),
+                };
+                Record::ServiceIn {
+                    node,
+                    prev,
+                    conn,
+                    cause,
+                    request_ids,
+                    event,
+                }
+            }
+            tag::SERVICE_OUT => {
+                let conn = ConnId(c.uvarint()?);
+                let op = match c.u8()? {
+                    0 => ServiceOp::Connect {
+                        service: Self::text(&mut c)?,
+                        timeout_ns: c.uvarint()?,
+                    },
+                    1 => ServiceOp::Write {
+                        bytes: c.bytes()?.to_vec(),
+                    },
+                    2 => ServiceOp::Close,
+                    _ => return Err(BodyError::Malformed("service operation")),
+                };
+                Record::ServiceOut { conn, op }
             }
             other => return Err(BodyError::UnknownTag(other)),
         };

@@ -36,6 +36,8 @@ pub struct Validator {
     last_input: Vec<Option<u64>>,
     sends: Bits,
     timer_sets: Bits,
+    /// Records a service event may answer: service operations, and resumes.
+    service_ops: Bits,
     inputs: Bits,
 }
 
@@ -68,6 +70,7 @@ impl Validator {
             last_input: vec![None; n],
             sends: Bits::default(),
             timer_sets: Bits::default(),
+            service_ops: Bits::default(),
             inputs: Bits::default(),
         })
     }
@@ -118,6 +121,11 @@ impl Validator {
             Record::Timer { set, .. } => {
                 self.link("its timer link", *set, "timer-set", &self.timer_sets)?
             }
+            Record::ServiceIn {
+                cause: Some(cause), ..
+            } => self.link("its service link", *cause, "service-out", &self.service_ops)?,
+            // A window's resumed node opened its connections before the window begins.
+            Record::ServiceOut { .. } => self.service_ops.set(e.index),
             Record::Drop { send, .. } | Record::Duplicate { send } => {
                 self.link("its send link", *send, "send", &self.sends)?
             }
@@ -130,7 +138,11 @@ impl Validator {
             }
             // A resumed node's pending timers were set before the trace begins: their
             // firings link to the resume.
-            Record::TimerSet { .. } | Record::Resume { .. } => self.timer_sets.set(e.index),
+            Record::TimerSet { .. } => self.timer_sets.set(e.index),
+            Record::Resume { .. } => {
+                self.timer_sets.set(e.index);
+                self.service_ops.set(e.index);
+            }
             Record::Fault(FaultRecord::Cut { links, .. }) => {
                 for (a, b) in links {
                     self.node("a cut link's end", *a)?;

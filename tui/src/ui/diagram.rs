@@ -1,6 +1,8 @@
 //! The space-time diagram: one lane per node, time flowing down, one row per event (or per
 //! `zoom` events), an arrow from the sender's lane to the receiver's at each delivery, drops
-//! and crashes marked, the causal highlight bright and the rest dimmed. On the time axis
+//! and crashes marked, the causal highlight bright and the rest dimmed. Each service the
+//! nodes call (a black box: Redis, a database) is a lane after the nodes', its lifeline
+//! dashed: a node's writes to it are dotted lines into it, its answers lines out of it. On the time axis
 //! (`t`) a line is a slice of time instead: quiet stretches show as a couple of empty lines
 //! and then one folded line saying how long (a 180 ms failover is visible, not 180 lines).
 
@@ -12,7 +14,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 use retrace_sim::trace::{FaultRecord, Record};
-use retrace_sim::NodeId;
+use retrace_sim::{ConnId, NodeId};
 
 /// How strongly a mark claims a lane when several events share a row (zoomed out).
 fn rank(c: char) -> u8 {
@@ -177,7 +179,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
     frame.render_widget(block, area);
     let width = inner.width as usize;
     let lane_w = (lane_w as usize).max(2);
-    let n = app.node_names.len();
+    let n = app.lane_count();
     let first = app.lane_offset.min(n.saturating_sub(1));
     let lanes = Lanes {
         first,
@@ -188,8 +190,12 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
     // Header: node names, one per lane.
     let mut header = String::new();
     for k in 0..lanes.count {
-        let name = &app.node_names[first + k];
-        header.push_str(&format!("{:^w$}", short_name(name, lane_w - 1), w = lane_w));
+        let name = lane_name(app, first + k);
+        header.push_str(&format!(
+            "{:^w$}",
+            short_name(&name, lane_w - 1),
+            w = lane_w
+        ));
     }
     let mut lines = vec![Line::styled(fit(&header, width), style::title())];
     let height = inner.height.saturating_sub(1) as usize;
@@ -201,7 +207,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
             Slice::Quiet { ns } => {
                 for k in 0..lanes.count {
                     let node = NodeId((first + k) as u32);
-                    let up = app.timeline.is_up(node, last_row);
+                    let up = is_service_lane(app, first + k) || app.timeline.is_up(node, last_row);
                     cells[k * lane_w + lane_w / 2] = (if up { '┆' } else { ' ' }, style::dim());
                 }
                 let label = format!(" {} ", super::short_time(ns));
@@ -222,6 +228,10 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
                 last_row = at;
                 for k in 0..lanes.count {
                     let node = NodeId((first + k) as u32);
+                    if is_service_lane(app, first + k) {
+                        cells[k * lane_w + lane_w / 2] = ('┆', style::dim());
+                        continue;
+                    }
                     let up = app.timeline.is_up(node, at);
                     cells[k * lane_w + lane_w / 2] = if up {
                         ('│', style::dim())
@@ -250,6 +260,27 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, lane_w: u16) {
         lines.push(cells_line(&cells));
     }
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// A lane's name: a node's, or a service's in brackets.
+fn lane_name(app: &App, lane: usize) -> String {
+    match app.node_names.get(lane) {
+        Some(name) => name.clone(),
+        None => {
+            let s = lane - app.node_names.len();
+            format!("[{}]", app.timeline.services.get(s).map_or("?", |s| s))
+        }
+    }
+}
+
+fn is_service_lane(app: &App, lane: usize) -> bool {
+    lane >= app.node_names.len()
+}
+
+/// The lane of the service connection `conn` talks to, if its connect is in the trace.
+fn service_lane(app: &App, conn: ConnId) -> Option<NodeId> {
+    let s = app.timeline.conn_service.get(&conn)?;
+    Some(NodeId((app.node_names.len() + s) as u32))
 }
 
 /// Draws one event into a row's cells. `arrows`: draw message lines (one event per row).
@@ -331,6 +362,19 @@ fn mark(
                 put(cells, col, '○', kind_style);
             }
         }
+        Record::ServiceIn { node, conn, .. } => {
+            if let (true, Some(service)) = (arrows, service_lane(app, *conn)) {
+                let s = if lit {
+                    Style::default().fg(Color::Cyan)
+                } else {
+                    style::dim()
+                };
+                line(cells, service, *node, '─', s);
+            }
+            if let Some(col) = lanes.col(*node) {
+                put(cells, col, '●', kind_style);
+            }
+        }
         Record::External { node, .. } => {
             if let Some(col) = lanes.col(*node) {
                 put(cells, col, '◆', kind_style);
@@ -397,5 +441,23 @@ fn mark(
             }
         }
         _ => {}
+    }
+    // What the step wrote to services: dotted lines into their lanes.
+    if let (true, Some(node)) = (arrows, e.record.input_node()) {
+        let s = if lit {
+            Style::default().fg(Color::Cyan)
+        } else {
+            style::dim()
+        };
+        let outputs = events[app.record_of(row) + 1..]
+            .iter()
+            .take_while(|o| o.record.input_node().is_none() && !o.record.ends_step());
+        for o in outputs {
+            if let Record::ServiceOut { conn, .. } = &o.record {
+                if let Some(service) = service_lane(app, *conn) {
+                    line(cells, node, service, '┈', s);
+                }
+            }
+        }
     }
 }

@@ -54,7 +54,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
             };
             let [top, bottom] =
                 Layout::vertical([Constraint::Min(0), Constraint::Length(detail_h)]).areas(body);
-            let lanes = app.node_names.len().max(1) as u16;
+            let lanes = app.lane_count().max(1) as u16;
             let lane_w = lane_width(app, top.width);
             app.lane_width_shown = lane_w;
             let diagram_w = (lanes * lane_w + 2).min(top.width / 2).max(12);
@@ -76,7 +76,7 @@ fn lane_width(app: &App, width: u16) -> u16 {
     if app.lane_width > 0 {
         return app.lane_width;
     }
-    let lanes = app.node_names.len().max(1) as u16;
+    let lanes = app.lane_count().max(1) as u16;
     (width * 3 / 10 / lanes).clamp(3, 8)
 }
 

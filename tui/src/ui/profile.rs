@@ -1,5 +1,5 @@
 //! The profile view: a request's critical path as one bar split by hop, coloured by kind
-//! (service, queueing, network, timer), the time per place, and the hops in order.
+//! (service, queueing, network, timer, waiting on a black box), the time per place, and the hops in order.
 
 use super::{fit, style};
 use crate::app::App;
@@ -18,6 +18,7 @@ fn kind_color(kind: Kind) -> Color {
         Kind::Network => Color::Blue,
         Kind::Timer => Color::Magenta,
         Kind::Waiting => Color::Red,
+        Kind::Remote => Color::Cyan,
     }
 }
 
