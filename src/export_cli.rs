@@ -64,7 +64,12 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> anyhow::R
     let (header, mut reader) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
     // Labels name messages by the model's variant when this binary knows the model.
     let messages = registry.messages(&header.model);
-    let (message_name, message_text, timer_name) = (messages.name, messages.text, messages.timer);
+    let (message_name, message_text, timer_name, service_bytes) = (
+        messages.name,
+        messages.text,
+        messages.timer,
+        messages.service,
+    );
     let survey = if format.two_passes() {
         let (_, first) = TraceReader::open(&args.trace).map_err(anyhow::Error::msg)?;
         Some(
@@ -87,6 +92,7 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> anyhow::R
         message_name: &message_name,
         message_text: &message_text,
         timer_name: &timer_name,
+        service_bytes: &service_bytes,
         survey: survey.as_ref(),
         base_time_ns,
         dot_depth: neighbourhood.then_some(args.depth.max(1)),

@@ -158,6 +158,8 @@ pub struct Messages {
     pub text: fn(&[u8]) -> String,
     /// A timer's value from its tag (`Node::Timer`).
     pub timer: fn(&[u8]) -> String,
+    /// Bytes to or from a service (`Model::show_service_bytes`).
+    pub service: fn(&[u8]) -> String,
 }
 
 impl retrace_replayer::Describe for Messages {
@@ -166,6 +168,9 @@ impl retrace_replayer::Describe for Messages {
     }
     fn timer(&self, tag: &[u8]) -> String {
         (self.timer)(tag)
+    }
+    fn service_bytes(&self, bytes: &[u8]) -> String {
+        (self.service)(bytes)
     }
 }
 
@@ -176,6 +181,7 @@ impl Messages {
             name: |p| format!("message ({} bytes)", p.len()),
             text: |p| format!("<{} bytes>", p.len()),
             timer: retrace_replayer::describe::timer_without_model,
+            service: |b| retrace_sim::http::show_bytes(b, 120),
         }
     }
 
@@ -196,6 +202,9 @@ impl Messages {
             timer: |t| match codec::decode::<<M::Node as Node>::Timer>(t) {
                 Ok(timer) => format!("{timer:?}"),
                 Err(_) => retrace_replayer::describe::timer_without_model(t),
+            },
+            service: |b| {
+                M::show_service_bytes(b).unwrap_or_else(|| retrace_sim::http::show_bytes(b, 120))
             },
         }
     }

@@ -188,6 +188,7 @@ fn export(trace: &Trace, format: retrace_replayer::export::Format) -> serde_json
         message_name: &name,
         message_text: &name,
         timer_name: &name,
+        service_bytes: &name,
         survey: Some(&survey),
         base_time_ns: 0,
         dot_depth: None,

@@ -138,14 +138,13 @@ fn webcache_recorded_against_a_real_redis_replays_without_it() {
 
     let shown = stdout(&retrace(&["show", trace.to_str().unwrap()]));
     assert!(shown.contains("c0 connect to cache"), "{shown}");
+    // RESP both ways, in full, shown as redis-cli shows it.
+    assert!(shown.contains("write 21 bytes GET k"), "{shown}");
     assert!(
-        shown.contains(r#"write 21 bytes "*2\r\n$3\r\nGET\r\n$2\r\nk"#),
-        "the bytes to Redis are recorded in full"
+        shown.contains("data 5 bytes (nil)"),
+        "a miss from Redis: {shown}"
     );
-    assert!(
-        shown.contains(r#"data 5 bytes "$-1\r\n""#),
-        "a miss from Redis is recorded"
-    );
+    assert!(shown.contains("write 36 bytes SET k"), "a fill: {shown}");
     // A reply from Redis belongs to the request whose command it answers.
     let answer = shown
         .lines()
@@ -366,4 +365,74 @@ fn fuzz_finds_the_stale_cache_and_hands_over_a_trace_that_replays() {
         "the replay shows the violation: {}",
         stdout(&replayed)
     );
+}
+
+#[test]
+fn the_cache_is_a_track_in_perfetto_and_a_resource_of_client_spans_in_otlp() {
+    let dir = scratch_dir("webcache-export");
+    let trace = dir.join("t.trace");
+    let o = retrace(&[
+        "run",
+        "scenarios/webcache.toml",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let perfetto = dir.join("t.json");
+    let o = retrace(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--format",
+        "perfetto",
+        "-o",
+        perfetto.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&read(&perfetto)).unwrap();
+    let events = json["traceEvents"].as_array().unwrap();
+    let track = events
+        .iter()
+        .find(|e| e["name"] == "thread_name" && e["args"]["name"] == "cache (service)")
+        .expect("a track for the cache");
+    let calls: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["cat"] == "service" && e["ph"] == "X" && e["tid"] == track["tid"])
+        .collect();
+    assert!(calls.len() > 100, "{} calls", calls.len());
+    // Decoded by the model's RESP codec, both ways.
+    assert!(calls.iter().any(
+        |c| c["name"].as_str().unwrap().starts_with("GET k") && c["args"]["answer"] == "(nil)"
+    ));
+    assert!(calls.iter().all(|c| c["dur"].as_f64().unwrap() > 0.0));
+
+    let otlp = dir.join("t.otlp.json");
+    let o = retrace(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--format",
+        "otlp",
+        "-o",
+        otlp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&read(&otlp)).unwrap();
+    let cache_spans: Vec<&serde_json::Value> = json["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["resource"]["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["key"] == "service.name" && a["value"]["stringValue"] == "cache")
+        })
+        .flat_map(|r| r["scopeSpans"][0]["spans"].as_array().unwrap())
+        .collect();
+    assert!(!cache_spans.is_empty());
+    // Client spans, each under the span of the step that wrote to the cache.
+    assert!(cache_spans
+        .iter()
+        .all(|s| s["kind"] == 3 && s["parentSpanId"].is_string()));
 }

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
             message_name: &name,
             message_text: &name,
             timer_name: &name,
+            service_bytes: &name,
             survey: Some(&survey),
             base_time_ns: u64::MAX - 5,
             dot_depth: Some(3),

@@ -25,6 +25,11 @@ pub trait Describe {
     fn timer(&self, tag: &[u8]) -> String {
         timer_without_model(tag)
     }
+    /// Bytes to or from a black-box service, on one line: decoded where the model knows the
+    /// protocol, else as text or hex.
+    fn service_bytes(&self, bytes: &[u8]) -> String {
+        retrace_sim::http::show_bytes(bytes, 120)
+    }
 }
 
 impl<F: Fn(&[u8]) -> String> Describe for F {
@@ -213,11 +218,9 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> 
                 None => "its cause unrecorded".to_string(),
             };
             let what = match event {
-                ServiceEvent::Data { bytes } => format!(
-                    "data {} bytes {}",
-                    bytes.len(),
-                    retrace_sim::http::show_bytes(bytes, 120)
-                ),
+                ServiceEvent::Data { bytes } => {
+                    format!("data {} bytes {}", bytes.len(), describe.service_bytes(bytes))
+                }
                 ServiceEvent::Closed { reason } => format!("closed: {reason}"),
                 other => other.kind().to_string(),
             };
@@ -234,7 +237,7 @@ pub fn event_detail(header: &Header, event: &Event, describe: &dyn Describe) -> 
             ServiceOp::Write { bytes } => format!(
                 "{conn} write {} bytes {}",
                 bytes.len(),
-                retrace_sim::http::show_bytes(bytes, 120)
+                describe.service_bytes(bytes)
             ),
             ServiceOp::Close => format!("{conn} close"),
         },

@@ -96,6 +96,14 @@ pub trait Model: 'static {
         None
     }
 
+    /// Bytes to or from the model's services as people read them, when the model knows the
+    /// protocol (webcache: RESP, as `redis-cli` shows it) — what `show`, the TUI and the
+    /// exports print. `None` (the default): shown as text, or as hex.
+    fn show_service_bytes(bytes: &[u8]) -> Option<String> {
+        let _ = bytes;
+        None
+    }
+
     /// The next external request of the workload: which node receives it and what it is.
     /// `None` means the model has no external workload.
     fn request(

@@ -53,6 +53,8 @@ pub trait Session {
     fn describe(&self, payload: &[u8]) -> String;
     /// An encoded timer value (`Node::Timer`), on one line.
     fn describe_timer(&self, tag: &[u8]) -> String;
+    /// Bytes to or from a service, decoded where the model knows the protocol.
+    fn describe_service(&self, bytes: &[u8]) -> String;
     /// An encoded message, pretty-printed over several lines.
     fn describe_pretty(&self, payload: &[u8]) -> String;
     /// The state of step `step`'s node before and after it. Leaves the cursor after the step.
@@ -165,6 +167,10 @@ impl<M: Model> Session for ModelSession<M> {
         }
     }
 
+    fn describe_service(&self, bytes: &[u8]) -> String {
+        M::show_service_bytes(bytes).unwrap_or_else(|| retrace_sim::http::show_bytes(bytes, 120))
+    }
+
     fn describe_pretty(&self, payload: &[u8]) -> String {
         match codec::decode::<<M::Node as Node>::Msg>(payload) {
             Ok(m) => pretty(&m),
@@ -224,5 +230,8 @@ impl retrace_replayer::Describe for Described<'_> {
     }
     fn timer(&self, tag: &[u8]) -> String {
         self.0.describe_timer(tag)
+    }
+    fn service_bytes(&self, bytes: &[u8]) -> String {
+        self.0.describe_service(bytes)
     }
 }

@@ -555,11 +555,12 @@ fn a_service_is_a_lane_with_the_writes_into_it_and_the_answers_out_of_it() {
     let s = screen(&mut app, 160, 50);
     assert!(s.contains("[cache]"), "the service has a lane:\n{s}");
     assert!(s.contains("service-in"), "{s}");
-    assert!(s.contains(r#"data 5 bytes "$-1\r\n""#), "{s}");
+    // RESP, decoded by the model's codec.
+    assert!(s.contains("data 5 bytes (nil)"), "{s}");
     // On the selected row, a line from the cache's lane to the node's.
     let row = s
         .lines()
-        .find(|l| l.contains("service-in") && l.contains("$-1"))
+        .find(|l| l.contains("service-in") && l.contains("(nil)"))
         .unwrap();
     assert!(row.contains('─') && row.contains('●'), "{row}");
     // A request's step writes to the cache: a dotted line into its lane.

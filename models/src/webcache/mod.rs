@@ -627,6 +627,10 @@ impl Model for WebcacheModel {
             .then(|| Box::new(resp::SimRedis::default()) as Box<dyn retrace_sim::Service>)
     }
 
+    fn show_service_bytes(bytes: &[u8]) -> Option<String> {
+        resp::show(bytes)
+    }
+
     fn request(options: &WebcacheOptions, rng: &mut SimRng) -> Option<(NodeId, Msg)> {
         let web = NodeId(rng.below(u64::from(options.webs)) as u32);
         let key = format!("k{}", rng.below(u64::from(options.keys)));

@@ -47,6 +47,69 @@ pub fn take_frame(pending: &mut Vec<u8>) -> Result<Option<OwnedFrame>, String> {
     }
 }
 
+/// At most this many frames [`show`] spells out; more are counted.
+const SHOWN_FRAMES_MAX: usize = 8;
+
+/// RESP bytes as `redis-cli` shows them, frames separated by `; ` — a command as its words
+/// (`SET k1 "1:v7"`), a reply as `OK`, `"1:v7"`, `(nil)`, `(integer) 1`, `(error) …`.
+/// `None` when the bytes do not start with a RESP frame (they are shown as text or hex).
+pub fn show(bytes: &[u8]) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    let mut frames = 0;
+    while at < bytes.len() {
+        match decode(&bytes[at..]) {
+            Ok(Some((frame, used))) => {
+                if frames < SHOWN_FRAMES_MAX {
+                    parts.push(show_frame(&frame));
+                }
+                frames += 1;
+                at += used;
+            }
+            Ok(None) if frames > 0 => {
+                parts.push(format!("+ {} bytes of a frame", bytes.len() - at));
+                break;
+            }
+            _ if frames == 0 => return None,
+            _ => {
+                parts.push(format!("+ {} bytes that are not RESP", bytes.len() - at));
+                break;
+            }
+        }
+    }
+    if frames > SHOWN_FRAMES_MAX {
+        parts.push(format!("… {} frames in all", frames));
+    }
+    Some(parts.join("; "))
+}
+
+fn word(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic()) => {
+            text.to_string()
+        }
+        _ => format!("{:?}", String::from_utf8_lossy(bytes)),
+    }
+}
+
+fn show_frame(frame: &OwnedFrame) -> String {
+    match frame {
+        OwnedFrame::Array(parts) => parts
+            .iter()
+            .map(|p| match p {
+                OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => word(b),
+                other => show_frame(other),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        OwnedFrame::BulkString(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        OwnedFrame::SimpleString(b) => String::from_utf8_lossy(b).into_owned(),
+        OwnedFrame::Integer(n) => format!("(integer) {n}"),
+        OwnedFrame::Error(e) => format!("(error) {e}"),
+        OwnedFrame::Null => "(nil)".to_string(),
+    }
+}
+
 /// What the simulator plays for `redis-server`: `GET`, `SET`, `DEL`, `PING` and `FLUSHALL`
 /// answered as Redis answers them, over data that a crash of the service loses (the model
 /// builds it afresh). Commands split over writes, or several in one, are framed per
@@ -159,6 +222,18 @@ mod tests {
         assert!(redis
             .on_data(c, b"*1\r\n$x\r\n")
             .starts_with(b"-ERR Protocol error"));
+    }
+
+    #[test]
+    fn bytes_show_as_redis_cli_shows_them() {
+        let mut two = command(&[b"SET", b"k1", b"1:v 7"]);
+        two.extend(command(&[b"GET", b"k1"]));
+        assert_eq!(show(&two).unwrap(), r#"SET k1 "1:v 7"; GET k1"#);
+        assert_eq!(
+            show(b"+OK\r\n$-1\r\n:1\r\n-ERR no\r\n$2\r\nab\r\n$3\r\nx").unwrap(),
+            r#"OK; (nil); (integer) 1; (error) ERR no; "ab"; + 5 bytes of a frame"#
+        );
+        assert_eq!(show(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]

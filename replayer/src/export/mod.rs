@@ -70,6 +70,8 @@ pub struct Options<'a> {
     pub message_text: &'a dyn Fn(&[u8]) -> String,
     /// A timer's value from its tag (`Node::Timer`), for labels.
     pub timer_name: &'a dyn Fn(&[u8]) -> String,
+    /// Bytes to or from a service, decoded where the model knows the protocol.
+    pub service_bytes: &'a dyn Fn(&[u8]) -> String,
     /// What a first pass over the trace found (see [`survey`]): lets Jaeger write each
     /// trace as soon as it is whole, and `dot` draw the violation's neighbourhood.
     pub survey: Option<&'a Survey>,

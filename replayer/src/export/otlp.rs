@@ -4,14 +4,17 @@
 //! timer) it handled. One `resourceSpans` entry per node (`service.name` = the node): spans
 //! are held per node and written together — at the end, or when the held spans pass
 //! [`HELD_BYTES_MAX`], when every node's are written and a long trace's nodes appear again
-//! (OTLP allows that; collectors also refuse requests much larger than that).
+//! (OTLP allows that; collectors also refuse requests much larger than that). Each service
+//! the nodes call is a resource of its own, holding a client span per call — from the
+//! node's write to the service's answer, under the writing step's span.
 
 use super::walk::{Cause, StepInfo, TraceKey, Visitor};
 use super::{
     http_attributes, json_str, label, node_name, notes, span_id, trace_id, wanted, AttrValue,
     Options,
 };
-use retrace_sim::trace::{Event, Header};
+use retrace_sim::trace::{Event, Header, Record};
+use retrace_sim::ServiceEvent;
 use std::io::{self, Write};
 
 /// What the spans held for all nodes may take before they are written.
@@ -20,8 +23,11 @@ pub const HELD_BYTES_MAX: usize = 8 << 20;
 pub struct Otlp<'a> {
     out: &'a mut dyn Write,
     options: &'a Options<'a>,
-    /// Per node: its resource's attributes, made once.
+    /// Per node, then per service: its resource's attributes, made once.
     resources: Vec<String>,
+    nodes: usize,
+    /// The services with a resource (after the nodes'), in order.
+    services: Vec<String>,
     /// Per node: spans not yet written, as comma-separated JSON objects.
     held: Vec<Vec<u8>>,
     held_bytes: usize,
@@ -54,6 +60,8 @@ impl<'a> Otlp<'a> {
             out,
             options,
             resources,
+            nodes,
+            services: Vec::new(),
             held: vec![Vec::new(); nodes],
             held_bytes: 0,
             first: true,
@@ -94,7 +102,87 @@ fn attr_int(key: &str, value: u64) -> String {
     format!("{{\"key\":\"{key}\",\"value\":{{\"intValue\":\"{value}\"}}}}")
 }
 
+/// At most this many service resources (a scenario declares at most 64 services).
+const SERVICE_RESOURCES_MAX: usize = 64;
+
 impl Otlp<'_> {
+    /// Where service `name`'s spans are held, its resource made the first time.
+    fn service_slot(&mut self, name: &str) -> Option<usize> {
+        if let Some(at) = self.services.iter().position(|s| s == name) {
+            return Some(self.nodes + at);
+        }
+        if self.services.len() >= SERVICE_RESOURCES_MAX {
+            return None;
+        }
+        self.services.push(name.to_string());
+        self.resources.push(
+            [
+                attr_str("service.name", name),
+                attr_str("retrace.kind", "black-box service"),
+                attr_int("retrace.base_time_unix_nano", self.options.base_time_ns),
+            ]
+            .join(","),
+        );
+        self.held.push(Vec::new());
+        Some(self.resources.len() - 1)
+    }
+
+    /// The service call the step's input completes, as a client span in each of the
+    /// writing step's exported traces.
+    fn service_span(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
+        let (Some(call), Record::ServiceIn { event, .. }) = (s.service_call, &s.input.record)
+        else {
+            return Ok(());
+        };
+        let service = if call.service.is_empty() {
+            "service"
+        } else {
+            &call.service
+        };
+        let Some(slot) = self.service_slot(service) else {
+            return Ok(());
+        };
+        let shown = (self.options.service_bytes)(&call.bytes);
+        let answer = match event {
+            ServiceEvent::Data { bytes } => (self.options.service_bytes)(bytes),
+            ServiceEvent::Closed { reason } => format!("closed: {reason}"),
+            other => other.kind().to_string(),
+        };
+        let start = self.options.base_time_ns.saturating_add(call.start_ns);
+        let end = self.options.base_time_ns.saturating_add(s.input.time_ns);
+        let attrs = [
+            attr_str("peer.service", service),
+            attr_str("db.query.text", &shown),
+            attr_str("retrace.service.answer", &answer),
+            attr_str("retrace.conn", &call.conn.to_string()),
+            attr_int("retrace.event", call.write),
+            attr_int("retrace.answer_event", s.input.index),
+        ]
+        .join(",");
+        let name: String = format!("{service} {shown}").chars().take(80).collect();
+        for &key in &call.traces {
+            if !wanted(self.options, key) {
+                continue;
+            }
+            let buf = &mut self.held[slot];
+            let before = buf.len();
+            if !buf.is_empty() {
+                buf.push(b',');
+            }
+            write!(
+                buf,
+                "{{\"traceId\":\"{}\",\"spanId\":\"{}\",\"parentSpanId\":\"{}\",\"name\":{},\"kind\":3,\"startTimeUnixNano\":\"{start}\",\"endTimeUnixNano\":\"{end}\",\"attributes\":[{attrs}]}}",
+                trace_id(key),
+                span_id(call.write),
+                span_id(call.writer),
+                json_str(&name),
+            )?;
+            self.held_bytes += buf.len() - before;
+            self.spans += 1;
+        }
+        Ok(())
+    }
+
     fn span(&mut self, s: &StepInfo<'_>, key: TraceKey, parent: Option<u64>) -> io::Result<()> {
         let parent = parent
             .map(|index| format!(",\"parentSpanId\":\"{}\"", span_id(index)))
@@ -132,7 +220,7 @@ impl Otlp<'_> {
                 )
             })
             .collect();
-        let k = s.node.index().min(self.held.len() - 1);
+        let k = s.node.index().min(self.nodes - 1);
         let buf = &mut self.held[k];
         let before = buf.len();
         if !buf.is_empty() {
@@ -163,6 +251,10 @@ impl Visitor for Otlp<'_> {
             if wanted(self.options, key) {
                 self.span(s, key, s.parent_index(key))?;
             }
+        }
+        self.service_span(s)?;
+        if self.held_bytes > HELD_BYTES_MAX {
+            self.write_held()?;
         }
         Ok(())
     }

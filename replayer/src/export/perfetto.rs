@@ -1,18 +1,26 @@
 //! Chrome trace-event JSON, which Perfetto UI and chrome://tracing open: one track (thread)
 //! per node, a complete slice per handled event lasting its service time, a flow arrow from
 //! each send to its delivery, instant markers for crashes, faults, drops, annotations, log
-//! lines and violations.
+//! lines and violations. Each service the nodes call is a track of its own: a slice from a
+//! node's write to the service's answer (the time spent in the black box and on the wire),
+//! named by what was written, with a flow arrow from the writing step.
 
 use super::walk::{Cause, StepInfo, Visitor};
 use super::{http_attributes, json_str, label, micros, node_name, AttrValue, Options};
 use retrace_sim::trace::{Event, FaultRecord, Header, Record, WireEvent};
+use retrace_sim::ServiceEvent;
 use std::io::{self, Write};
+
+/// At most this many service tracks (a scenario declares at most 64 services).
+const SERVICE_TRACKS_MAX: usize = 64;
 
 pub struct Perfetto<'a> {
     out: &'a mut dyn Write,
     header: &'a Header,
     options: &'a Options<'a>,
     slices: u64,
+    /// The services, in track order (after the nodes').
+    services: Vec<String>,
 }
 
 const PID: u32 = 1;
@@ -42,12 +50,89 @@ impl<'a> Perfetto<'a> {
                 k + 1
             )?;
         }
-        Ok(Perfetto {
+        let services = retrace_sim::scenario::service_names(&header.scenario_toml);
+        let mut p = Perfetto {
             out,
             header,
             options,
             slices: 0,
-        })
+            services: Vec::new(),
+        };
+        for s in services {
+            p.service_track(&s)?;
+        }
+        Ok(p)
+    }
+
+    /// The track of service `name`, made (and named) the first time it is needed.
+    fn service_track(&mut self, name: &str) -> io::Result<Option<usize>> {
+        let name = if name.is_empty() { "service" } else { name };
+        let nodes = self.header.nodes.len();
+        if let Some(at) = self.services.iter().position(|s| s == name) {
+            return Ok(Some(nodes + 1 + at));
+        }
+        if self.services.len() >= SERVICE_TRACKS_MAX {
+            return Ok(None);
+        }
+        self.services.push(name.to_string());
+        let k = nodes + self.services.len() - 1;
+        write!(
+            self.out,
+            ",\n{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{PID},\"tid\":{},\"args\":{{\"name\":{}}}}}",
+            k + 1,
+            json_str(&format!("{name} (service)"))
+        )?;
+        write!(
+            self.out,
+            ",\n{{\"ph\":\"M\",\"name\":\"thread_sort_index\",\"pid\":{PID},\"tid\":{},\"args\":{{\"sort_index\":{k}}}}}",
+            k + 1
+        )?;
+        Ok(Some(k + 1))
+    }
+
+    /// The service call this step's input completes: a slice on the service's track from
+    /// the write to the answer, with a flow arrow from the writing step.
+    fn service_call(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
+        let (Some(call), Record::ServiceIn { event, .. }) = (s.service_call, &s.input.record)
+        else {
+            return Ok(());
+        };
+        let Some(track) = self.service_track(&call.service)? else {
+            return Ok(());
+        };
+        let shown = (self.options.service_bytes)(&call.bytes);
+        let answer = match event {
+            ServiceEvent::Data { bytes } => (self.options.service_bytes)(bytes),
+            ServiceEvent::Closed { reason } => format!("closed: {reason}"),
+            other => other.kind().to_string(),
+        };
+        write!(
+            self.out,
+            ",\n{{\"ph\":\"X\",\"name\":{},\"cat\":\"service\",\"pid\":{PID},\"tid\":{track},\"ts\":{},\"dur\":{},\"args\":{{\"conn\":{},\"write\":{},\"answer_event\":{},\"request\":{},\"answer\":{}}}}}",
+            json_str(&shown.chars().take(60).collect::<String>()),
+            micros(call.start_ns),
+            micros(s.input.time_ns.saturating_sub(call.start_ns)),
+            json_str(&call.conn.to_string()),
+            call.write,
+            s.input.index,
+            json_str(&shown),
+            json_str(&answer)
+        )?;
+        write!(
+            self.out,
+            ",\n{{\"ph\":\"s\",\"id\":{},\"name\":\"service\",\"cat\":\"service\",\"pid\":{PID},\"tid\":{},\"ts\":{}}}",
+            call.write,
+            call.writer_node.index() + 1,
+            micros(call.start_ns)
+        )?;
+        write!(
+            self.out,
+            ",\n{{\"ph\":\"f\",\"bp\":\"e\",\"id\":{},\"name\":\"service\",\"cat\":\"service\",\"pid\":{PID},\"tid\":{track},\"ts\":{}}}",
+            call.write,
+            micros(call.start_ns)
+        )?;
+        self.slices += 1;
+        Ok(())
     }
 
     fn instant(
@@ -135,6 +220,7 @@ impl Visitor for Perfetto<'_> {
         if let Record::Crash { .. } = s.input.record {
             self.instant("crash", Some(tid), ts, "")?;
         }
+        self.service_call(s)?;
         for e in s.rest {
             match &e.record {
                 Record::Annotate { text } => {

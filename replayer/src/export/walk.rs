@@ -4,8 +4,8 @@
 //! clock, and the sends and timers still pending — never the whole trace.
 
 use retrace_sim::trace::{Event, Record};
-use retrace_sim::{NodeId, RequestId, TimerId};
-use std::collections::BTreeMap;
+use retrace_sim::{ConnId, NodeId, RequestId, ServiceEvent, ServiceOp, TimerId};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 
 /// Which exported trace (Jaeger's and OTLP's unit) a step's span belongs to.
@@ -28,12 +28,32 @@ pub struct Cause {
     pub index: u64,
     pub node: NodeId,
     pub time_ns: u64,
-    /// The `Send` or `TimerSet` record.
+    /// The `Send`, `TimerSet` or `ServiceOut` record.
     pub link: u64,
     pub by_message: bool,
     pub request_ids: Vec<RequestId>,
     /// The exported traces the causing step belongs to.
     pub traces: Vec<TraceKey>,
+}
+
+/// A call to a black-box service that a step's input (the service's event) completes:
+/// from the node's oldest write on the connection not yet answered to the event — the time
+/// spent in the service and on the wire, which no step of the trace accounts for.
+#[derive(Clone, Debug)]
+pub struct ServiceCall {
+    pub conn: ConnId,
+    /// The service, from the connection's connect (empty when that is not in the trace).
+    pub service: String,
+    /// The write's record index.
+    pub write: u64,
+    /// The writing step: its time, its input index (the call's parent span), its node.
+    pub start_ns: u64,
+    pub writer: u64,
+    pub writer_node: NodeId,
+    /// The exported traces the writing step belongs to.
+    pub traces: Vec<TraceKey>,
+    /// What was written.
+    pub bytes: Vec<u8>,
 }
 
 /// One step as exporters see it.
@@ -58,6 +78,8 @@ pub struct StepInfo<'a> {
     /// The node's vector clock after this step (entry k: steps of node k that precede it,
     /// itself included).
     pub clock: &'a [u32],
+    /// The service call this step's input (a service's event) completes, if any.
+    pub service_call: Option<&'a ServiceCall>,
 }
 
 impl StepInfo<'_> {
@@ -118,6 +140,10 @@ struct Walker<'v> {
     timers: BTreeMap<u64, Pending>,
     timer_sets: BTreeMap<TimerId, u64>,
     timers_of_node: Vec<Vec<u64>>,
+    /// Per open service connection: its service, its latest operations (at most
+    /// [`SERVICE_OPS_KEPT_MAX`]), which the service's events answer, and its oldest write
+    /// not answered yet.
+    service_conns: BTreeMap<ConnId, ConnState>,
     step: Vec<Event>,
     /// Where each request arrived (its first step's input index), for answers given from
     /// other steps; at most `ROOTS_MAX` are remembered.
@@ -125,6 +151,17 @@ struct Walker<'v> {
     walked: Walked,
     visitor: &'v mut dyn Visitor,
 }
+
+#[derive(Default)]
+struct ConnState {
+    service: String,
+    ops: VecDeque<Cause>,
+    unanswered: Option<ServiceCall>,
+}
+
+/// Operations remembered per service connection: a service answering a write older than
+/// that many later ones has its answer exported without a parent.
+const SERVICE_OPS_KEPT_MAX: usize = 64;
 
 /// Requests whose arrival the walk remembers (about 48 bytes each): an answer to a request
 /// beyond them is still put in its trace, without a parent.
@@ -166,13 +203,38 @@ impl Walker<'_> {
                 None => None,
             },
             Record::Timer { set, .. } => take_timer(&mut self.timers, *set),
+            Record::ServiceIn {
+                conn,
+                cause: Some(op),
+                ..
+            } => self
+                .service_conns
+                .get(conn)
+                .and_then(|c| c.ops.iter().find(|c| c.link == *op))
+                .cloned(),
             _ => None,
         };
         if let Record::Crash { .. } = input.record {
             for set in std::mem::take(&mut self.timers_of_node[k]) {
                 self.timers.remove(&set);
             }
+            self.service_conns
+                .retain(|_, c| c.ops.front().is_none_or(|c| c.node != node));
         }
+        let service_call = match &input.record {
+            Record::ServiceIn { conn, event, .. } => {
+                let ended = matches!(event, ServiceEvent::Closed { .. } | ServiceEvent::TimedOut);
+                let call = match self.service_conns.get_mut(conn) {
+                    Some(c) if !matches!(event, ServiceEvent::Connected) => c.unanswered.take(),
+                    _ => None,
+                };
+                if ended {
+                    self.service_conns.remove(conn);
+                }
+                call
+            }
+            _ => None,
+        };
         let traces: Vec<TraceKey> =
             if !request_ids.is_empty() {
                 request_ids.iter().map(|&r| TraceKey::Request(r)).collect()
@@ -224,6 +286,7 @@ impl Walker<'_> {
             traces: &all_traces,
             answered: &answered,
             clock: &self.clocks[k],
+            service_call: service_call.as_ref(),
         };
         self.visitor.step(&info)?;
         // What this step left pending.
@@ -270,6 +333,39 @@ impl Walker<'_> {
                 Record::TimerCancel { timer } => {
                     if let Some(set) = self.timer_sets.remove(timer) {
                         take_timer(&mut self.timers, set);
+                    }
+                }
+                Record::ServiceOut {
+                    conn,
+                    op: ServiceOp::Close,
+                } => {
+                    self.service_conns.remove(conn);
+                }
+                Record::ServiceOut { conn, op } => {
+                    let c = self.service_conns.entry(*conn).or_default();
+                    if c.ops.len() == SERVICE_OPS_KEPT_MAX {
+                        c.ops.pop_front();
+                    }
+                    c.ops.push_back(Cause {
+                        link: e.index,
+                        by_message: false,
+                        ..me.clone()
+                    });
+                    match op {
+                        ServiceOp::Connect { service, .. } => c.service.clone_from(service),
+                        ServiceOp::Write { bytes } if c.unanswered.is_none() => {
+                            c.unanswered = Some(ServiceCall {
+                                conn: *conn,
+                                service: c.service.clone(),
+                                write: e.index,
+                                start_ns: me.time_ns,
+                                writer: me.index,
+                                writer_node: node,
+                                traces: me.traces.clone(),
+                                bytes: bytes.clone(),
+                            });
+                        }
+                        _ => {}
                     }
                 }
                 _ => {}
@@ -351,6 +447,7 @@ pub fn walk(
         timers: BTreeMap::new(),
         timer_sets: BTreeMap::new(),
         timers_of_node: vec![Vec::new(); nodes],
+        service_conns: BTreeMap::new(),
         step: Vec::new(),
         roots: BTreeMap::new(),
         walked: Walked::default(),
