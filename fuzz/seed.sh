@@ -16,7 +16,7 @@ for s in pingpong twopc raft-double-vote kv-ack-before-replicate; do
     head -c 1048576 "$work/$s.trace" > $c/trace/$s.trace
 done
 # Small traces too: the fuzzer mutates a 10 KB input far faster than a 1 MB one.
-for s in kv-ack-before-replicate raft-double-vote twopc-presumed-commit webstack-lunchtime; do
+for s in kv-ack-before-replicate raft-double-vote twopc-presumed-commit webstack-lunchtime webcache-stale; do
     sed -e '/^max_events/d' -e 's/^model = .*/&\nmax_events = 400/' scenarios/$s.toml > "$work/small-$s.toml"
     "$retrace" run "$work/small-$s.toml" -o $c/trace/small-$s.trace >/dev/null 2>&1 || true
 done

@@ -7,7 +7,7 @@ use retrace_sim::http::{HttpRequest, HttpResponse};
 use retrace_sim::trace::{
     BodyDecoder, BodyEncoder, DropReason, FaultRecord, Outcome, Record, WireEvent,
 };
-use retrace_sim::{NodeId, RequestId, Tag, TimerId};
+use retrace_sim::{ConnId, NodeId, RequestId, ServiceEvent, ServiceOp, Tag, TimerId};
 
 /// A record at `index`, whose links point backwards (at most `index` records back).
 fn record(index: u64) -> BoxedStrategy<Record> {
@@ -173,6 +173,46 @@ fn record(index: u64) -> BoxedStrategy<Record> {
             .prop_map(|(conn, reason)| Record::Wire {
                 conn,
                 event: WireEvent::Close { reason },
+            })
+            .boxed(),
+        (
+            node.clone(),
+            back.clone(),
+            any::<u64>(),
+            back.clone(),
+            ids.clone(),
+            prop_oneof![
+                Just(ServiceEvent::Connected),
+                bytes.clone().prop_map(|bytes| ServiceEvent::Data { bytes }),
+                text.prop_map(|reason| ServiceEvent::Closed { reason }),
+                Just(ServiceEvent::TimedOut),
+            ],
+        )
+            .prop_map(
+                |(node, prev, conn, cause, request_ids, event)| Record::ServiceIn {
+                    node,
+                    prev,
+                    conn: ConnId(conn),
+                    cause,
+                    request_ids,
+                    event,
+                },
+            )
+            .boxed(),
+        (
+            any::<u64>(),
+            prop_oneof![
+                (text, any::<u64>()).prop_map(|(service, timeout_ns)| ServiceOp::Connect {
+                    service,
+                    timeout_ns
+                }),
+                bytes.clone().prop_map(|bytes| ServiceOp::Write { bytes }),
+                Just(ServiceOp::Close),
+            ],
+        )
+            .prop_map(|(conn, op)| Record::ServiceOut {
+                conn: ConnId(conn),
+                op,
             })
             .boxed(),
     ];

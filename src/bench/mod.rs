@@ -48,8 +48,9 @@ pub struct BenchArgs {
     #[arg(value_enum, default_value_t = BenchTarget::Sim)]
     pub(crate) target: BenchTarget,
     /// (record) Rounds, alternating recording off, on, on with plaintext peer links, the
-    /// flight recorder, and HTTP clients with recording off and on
-    #[arg(long, default_value_t = 12)]
+    /// flight recorder, HTTP clients with recording off and on, and webcache with a real
+    /// redis-server (a Redis call per request) with recording off and on
+    #[arg(long, default_value_t = 16)]
     pub(crate) rounds: u32,
     /// (record) Seconds per round
     #[arg(long, default_value_t = 4)]

@@ -2,7 +2,9 @@
 //! runs on loopback under a fixed closed-loop load, round after round, with recording off and
 //! on in turn, so that both modes see the same machine conditions; and as a flight recorder
 //! (small segments that rotate, retention that deletes, snapshots), whose disk use is
-//! sampled through the round against its bound.
+//! sampled through the round against its bound. And a service call per request: webcache's
+//! web tier over HTTP with a real redis-server in front of its database (each request a
+//! `GET` or a `DEL` to Redis, whose bytes are recorded both ways), recording off and on.
 
 use crate::bench::BenchArgs;
 use crate::summary::group;
@@ -25,58 +27,121 @@ const SCENARIO: &str =
 /// closed-loop workers replace it.
 const SCENARIO_HTTP: &str = "[workload]\nprotocol = \"http\"\nrate = \"1/s\"\n";
 
+/// webcache (2 web nodes and the database) with its cache at `{addr}`: a Redis call per
+/// request.
+const SCENARIO_SERVICE: &str = "# written by `retrace bench record`\nmodel = \"webcache\"\nseed = 1\n\
+    time_limit = \"1h\"\n[model_options]\nwebs = 2\nkeys = 64\n[services.cache]\naddress = \"{addr}\"\n\
+    [workload]\nprotocol = \"http\"\nrate = \"1/s\"\n";
+
 /// What a round runs: recording on or off, peer links over mutual TLS or plaintext, the
-/// log kept with the default policy or as a flight recorder, and clients over HTTP or the
-/// framed port.
+/// log kept with the default policy or as a flight recorder, clients over HTTP or the
+/// framed port, and kv or webcache with its real Redis.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Mode {
     recording: bool,
     tls: bool,
     flight: bool,
     http: bool,
+    service: bool,
 }
 
 /// The modes, alternated round by round so that each sees the same machine conditions:
 /// recording off and on (both over TLS, the default), TLS off (recording on), and the
-/// flight recorder (TLS, recording); and recording off and on with clients over HTTP.
-const MODES: [Mode; 6] = [
+/// flight recorder (TLS, recording); recording off and on with clients over HTTP; and
+/// recording off and on for webcache, a Redis call per request.
+const MODES: [Mode; 8] = [
     Mode {
         recording: false,
         tls: true,
         flight: false,
         http: false,
+        service: false,
     },
     Mode {
         recording: true,
         tls: true,
         flight: false,
         http: false,
+        service: false,
     },
     Mode {
         recording: true,
         tls: false,
         flight: false,
         http: false,
+        service: false,
     },
     Mode {
         recording: true,
         tls: true,
         flight: true,
         http: false,
+        service: false,
     },
     Mode {
         recording: false,
         tls: true,
         flight: false,
         http: true,
+        service: false,
     },
     Mode {
         recording: true,
         tls: true,
         flight: false,
         http: true,
+        service: false,
+    },
+    Mode {
+        recording: false,
+        tls: true,
+        flight: false,
+        http: true,
+        service: true,
+    },
+    Mode {
+        recording: true,
+        tls: true,
+        flight: false,
+        http: true,
+        service: true,
     },
 ];
+
+/// A redis-server of the distribution's package on a free port of 127.0.0.1, without
+/// persistence, for the service rounds; stopped when dropped.
+struct Redis(std::process::Child);
+
+impl Redis {
+    fn start() -> anyhow::Result<(Redis, std::net::SocketAddr)> {
+        let addr = retrace_recorder::ports::free_addrs(1).map_err(anyhow::Error::msg)?[0];
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &addr.port().to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow!("cannot start redis-server (apt-get install redis-server): {e}")
+            })?;
+        let redis = Redis(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(anyhow!("redis-server never listened on {addr}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((redis, addr))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The flight recorder's policy: segments small enough that the busiest node rotates (and
 /// snapshots) every second or so and retention deletes within a round, snapshots every 10 s
@@ -204,6 +269,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let (dir, scenario_path, scenario) = kv_bench_dir(args, "record", SCENARIO)?;
     let http_text = format!("{SCENARIO}{SCENARIO_HTTP}");
     let (_, http_path, http_scenario) = kv_bench_dir(args, "record-http", &http_text)?;
+    let (_redis, redis_addr) = Redis::start()?;
+    let service_text = SCENARIO_SERVICE.replace("{addr}", &redis_addr.to_string());
+    let service_path = dir.join("webcache-bench.toml");
+    std::fs::write(&service_path, &service_text)
+        .map_err(|e| anyhow!("{}: {e}", service_path.display()))?;
+    let service_scenario = retrace_sim::scenario::parse::<retrace_models::WebcacheModel>(
+        &service_path.display().to_string(),
+        &service_text,
+    )
+    .map_err(anyhow::Error::msg)?;
     let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find this program: {e}"))?;
     println!(
         "retrace bench record: kv, 3 replicas + 3 clients on 127.0.0.1, {} closed-loop workers, fsync {} ({}ms), {} rounds of {}s",
@@ -223,10 +298,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
             .then(|| sample_disk(run_dir.clone(), stop.clone()));
         let opts = ClusterOptions {
             exe: exe.clone(),
-            scenario_path: if mode.http {
-                http_path.clone()
-            } else {
-                scenario_path.clone()
+            scenario_path: match (mode.service, mode.http) {
+                (true, _) => service_path.clone(),
+                (false, true) => http_path.clone(),
+                (false, false) => scenario_path.clone(),
             },
             dir: run_dir.clone(),
             duration: Duration::from_secs(args.round_seconds),
@@ -244,10 +319,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
                 LogPolicy::default()
             },
         };
-        let manifest = retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(
-            if mode.http { &http_scenario } else { &scenario },
-            &opts,
-        );
+        let manifest = if mode.service {
+            retrace_recorder::launcher::run_cluster::<retrace_models::WebcacheModel>(
+                &service_scenario,
+                &opts,
+            )
+        } else {
+            retrace_recorder::launcher::run_cluster::<retrace_models::KvModel>(
+                if mode.http { &http_scenario } else { &scenario },
+                &opts,
+            )
+        };
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let disk_peak_bytes = sampler.and_then(|s| s.join().ok()).unwrap_or(0);
         let manifest = manifest?;
@@ -265,7 +347,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
                 (true, true) => "flight",
             },
             if mode.tls { "on" } else { "off" },
-            if mode.http { "http" } else { "framed" },
+            match (mode.service, mode.http) {
+                (true, _) => "redis",
+                (false, true) => "http",
+                (false, false) => "framed",
+            },
             w.throughput_per_s,
             w.p50_us,
             w.p99_us,
@@ -283,7 +369,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let tput = |m: Mode| median(by(m).map(|r| r.manifest.workload.throughput_per_s));
     let p50 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p50_us as f64));
     let p99 = |m: Mode| median(by(m).map(|r| r.manifest.workload.p99_us as f64));
-    let [off, on, plain, flight, http_off, http_on] = MODES;
+    let [off, on, plain, flight, http_off, http_on, redis_off, redis_on] = MODES;
     println!("summary (medians over rounds)");
     for (name, m) in [
         ("recording off, TLS", off),
@@ -292,6 +378,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         ("flight recorder, TLS", flight),
         ("HTTP clients, off, TLS", http_off),
         ("HTTP clients, on,  TLS", http_on),
+        ("webcache+Redis, off, TLS", redis_off),
+        ("webcache+Redis, on,  TLS", redis_on),
     ] {
         println!(
             "  {name:<26} {:>8.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
@@ -311,6 +399,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     cost("cost of TLS (recording)", plain, on);
     cost("cost of flight recorder", off, flight);
     cost("cost of recording (HTTP)", http_off, http_on);
+    cost("cost of recording (Redis)", redis_off, redis_on);
     let p = flight_policy();
     let flights = || rounds.iter().filter(|r| r.mode.flight);
     let peak = flights().map(|r| r.disk_peak_bytes).max().unwrap_or(0);
@@ -328,19 +417,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         sum(|l| l.snapshot_bytes) as f64 / snapshots.max(1) as f64,
         sum(|l| l.snapshot_us) as f64 / snapshots.max(1) as f64,
     );
-    for (name, http) in [("framed", false), ("HTTP", true)] {
-        let recorded = rounds
-            .iter()
-            .filter(|r| r.mode.recording && !r.mode.flight && r.mode.tls && r.mode.http == http);
+    for (name, http, service) in [
+        ("kv, framed clients", false, false),
+        ("kv, HTTP clients", true, false),
+        ("webcache, HTTP clients, a Redis call each", true, true),
+    ] {
+        let recorded = rounds.iter().filter(|r| {
+            let m = r.mode;
+            m.recording && !m.flight && m.tls && m.http == http && m.service == service
+        });
         let (bytes, answered) = recorded.fold((0, 0), |(b, a), r| {
             (b + r.logs.bytes, a + r.manifest.workload.answered)
         });
         println!(
-            "  per request    {:.0} B of logs over the whole cluster ({name} clients)",
+            "  per request    {:.0} B of logs over the whole cluster ({name})",
             bytes as f64 / answered.max(1) as f64
         );
     }
-    let recorded = || rounds.iter().filter(|r| r.mode.recording && !r.mode.flight);
+    let recorded = || {
+        rounds
+            .iter()
+            .filter(|r| r.mode.recording && !r.mode.flight && !r.mode.service)
+    };
     let bytes: u64 = recorded().map(|r| r.logs.bytes).sum();
     let records: u64 = recorded().map(|r| r.logs.records).sum();
     let deliveries: u64 = recorded().map(|r| r.logs.deliveries).sum();
