@@ -112,6 +112,60 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// What a key-value REST request asks: the face kv and webcache show `curl`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyValueRequest {
+    /// `GET PREFIXKEY`.
+    Get { key: String },
+    /// `PUT` (or `POST`) `PREFIXKEY`, the value as the body.
+    Put { key: String, value: String },
+}
+
+/// Reads a key-value REST request under `prefix` (as `"/kv/"`) for the system `what`: the
+/// key is one non-empty path segment, percent-decoded; a value is UTF-8 text of at most
+/// `value_bytes_max` bytes. Anything else is refused with its status and why (`404` another
+/// path, `400` a bad key or value, `413` a value too large, `405` another method).
+pub fn key_value_request(
+    request: &HttpRequest,
+    what: &str,
+    prefix: &str,
+    value_bytes_max: usize,
+) -> Result<KeyValueRequest, HttpResponse> {
+    let Some(segment) = request.path().strip_prefix(prefix) else {
+        return Err(HttpResponse::error(
+            404,
+            format!("{what} serves {prefix}KEY (GET to read, PUT to write)"),
+        ));
+    };
+    let key = match percent_decode(segment) {
+        Some(key) if !key.is_empty() && !key.contains('/') => key,
+        _ => {
+            return Err(HttpResponse::error(
+                400,
+                "a key is one non-empty path segment",
+            ))
+        }
+    };
+    match request.method.as_str() {
+        "GET" => Ok(KeyValueRequest::Get { key }),
+        "PUT" | "POST" => {
+            if request.body.len() > value_bytes_max {
+                return Err(HttpResponse::error(
+                    413,
+                    format!("a value is at most {value_bytes_max} bytes"),
+                ));
+            }
+            let value = String::from_utf8(request.body.clone())
+                .map_err(|_| HttpResponse::error(400, "a value is UTF-8 text"))?;
+            Ok(KeyValueRequest::Put { key, value })
+        }
+        other => Err(HttpResponse::error(
+            405,
+            format!("{other} is not GET or PUT"),
+        )),
+    }
+}
+
 /// A path segment with its `%XX` escapes decoded; `None` if an escape is malformed or
 /// the result is not UTF-8.
 pub fn percent_decode(segment: &str) -> Option<String> {

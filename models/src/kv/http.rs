@@ -7,7 +7,9 @@
 //!   (the client gave up) `504`; one the client refused (too many outstanding) `429`.
 
 use super::msg::{Msg, Op, OpResult};
-use retrace_sim::http::{percent_decode, percent_encode, HttpApi, HttpRequest, HttpResponse};
+use retrace_sim::http::{
+    key_value_request, percent_encode, HttpApi, HttpRequest, HttpResponse, KeyValueRequest,
+};
 use serde_json::json;
 
 /// Values larger than this are refused with `413` (a kv value is a short string).
@@ -17,39 +19,12 @@ pub struct KvHttp;
 
 impl HttpApi<Msg> for KvHttp {
     fn request(&self, request: &HttpRequest) -> Result<Msg, HttpResponse> {
-        let Some(segment) = request.path().strip_prefix("/kv/") else {
-            return Err(HttpResponse::error(
-                404,
-                "kv serves /kv/KEY (GET to read, PUT to write)",
-            ));
-        };
-        let key = match percent_decode(segment) {
-            Some(key) if !key.is_empty() && !key.contains('/') => key,
-            _ => {
-                return Err(HttpResponse::error(
-                    400,
-                    "a key is one non-empty path segment",
-                ))
-            }
-        };
-        match request.method.as_str() {
-            "GET" => Ok(Msg::Op(Op::Get { key })),
-            "PUT" | "POST" => {
-                if request.body.len() > VALUE_BYTES_MAX {
-                    return Err(HttpResponse::error(
-                        413,
-                        format!("a value is at most {VALUE_BYTES_MAX} bytes"),
-                    ));
-                }
-                let value = String::from_utf8(request.body.clone())
-                    .map_err(|_| HttpResponse::error(400, "a value is UTF-8 text"))?;
-                Ok(Msg::Op(Op::Put { key, value }))
-            }
-            other => Err(HttpResponse::error(
-                405,
-                format!("{other} is not GET or PUT"),
-            )),
-        }
+        Ok(Msg::Op(
+            match key_value_request(request, "kv", "/kv/", VALUE_BYTES_MAX)? {
+                KeyValueRequest::Get { key } => Op::Get { key },
+                KeyValueRequest::Put { key, value } => Op::Put { key, value },
+            },
+        ))
     }
 
     fn response(&self, answer: &Msg) -> HttpResponse {

@@ -5,7 +5,9 @@
 //! - `PUT /item/KEY` with the value as the body: `200` with `{"key", "version"}`.
 
 use super::Msg;
-use retrace_sim::http::{percent_decode, percent_encode, HttpApi, HttpRequest, HttpResponse};
+use retrace_sim::http::{
+    key_value_request, percent_encode, HttpApi, HttpRequest, HttpResponse, KeyValueRequest,
+};
 use serde_json::json;
 
 /// Values larger than this are refused with `413`.
@@ -15,39 +17,12 @@ pub struct WebcacheHttp;
 
 impl HttpApi<Msg> for WebcacheHttp {
     fn request(&self, request: &HttpRequest) -> Result<Msg, HttpResponse> {
-        let Some(segment) = request.path().strip_prefix("/item/") else {
-            return Err(HttpResponse::error(
-                404,
-                "webcache serves /item/KEY (GET to read, PUT to write)",
-            ));
-        };
-        let key = match percent_decode(segment) {
-            Some(key) if !key.is_empty() && !key.contains('/') => key,
-            _ => {
-                return Err(HttpResponse::error(
-                    400,
-                    "a key is one non-empty path segment",
-                ))
-            }
-        };
-        match request.method.as_str() {
-            "GET" => Ok(Msg::Get { key }),
-            "PUT" | "POST" => {
-                if request.body.len() > VALUE_BYTES_MAX {
-                    return Err(HttpResponse::error(
-                        413,
-                        format!("a value is at most {VALUE_BYTES_MAX} bytes"),
-                    ));
-                }
-                let value = String::from_utf8(request.body.clone())
-                    .map_err(|_| HttpResponse::error(400, "a value is UTF-8 text"))?;
-                Ok(Msg::Put { key, value })
-            }
-            other => Err(HttpResponse::error(
-                405,
-                format!("{other} is not GET or PUT"),
-            )),
-        }
+        Ok(
+            match key_value_request(request, "webcache", "/item/", VALUE_BYTES_MAX)? {
+                KeyValueRequest::Get { key } => Msg::Get { key },
+                KeyValueRequest::Put { key, value } => Msg::Put { key, value },
+            },
+        )
     }
 
     fn response(&self, answer: &Msg) -> HttpResponse {

@@ -17,7 +17,7 @@ mod shiviz;
 pub mod walk;
 
 use retrace_sim::trace::{Event, Header, Record};
-use retrace_sim::RequestId;
+use retrace_sim::{RequestId, ServiceEvent};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -272,6 +272,42 @@ pub(crate) fn http_attributes(rest: &[Event]) -> Vec<(&'static str, AttrValue)> 
 }
 
 /// The node's name from the header.
+/// A service call as the exports name it: its service (`service` when the connect is not in
+/// the trace), what was written and what came back, the bytes as the model shows them.
+pub(crate) struct CallText<'a> {
+    pub service: &'a str,
+    pub written: String,
+    pub answer: String,
+}
+
+pub(crate) fn call_text<'a>(
+    call: &'a walk::ServiceCall,
+    answer: &Record,
+    options: &Options<'_>,
+) -> CallText<'a> {
+    let answer = match answer {
+        Record::ServiceIn {
+            event: ServiceEvent::Data { bytes },
+            ..
+        } => (options.service_bytes)(bytes),
+        Record::ServiceIn {
+            event: ServiceEvent::Closed { reason },
+            ..
+        } => format!("closed: {reason}"),
+        Record::ServiceIn { event, .. } => event.kind().to_string(),
+        other => other.kind().to_string(),
+    };
+    CallText {
+        service: if call.service.is_empty() {
+            "service"
+        } else {
+            &call.service
+        },
+        written: (options.service_bytes)(&call.bytes),
+        answer,
+    }
+}
+
 pub(crate) fn node_name(header: &Header, node: retrace_sim::NodeId) -> String {
     crate::describe::node_name(header, node)
 }

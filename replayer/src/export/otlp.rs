@@ -10,11 +10,10 @@
 
 use super::walk::{Cause, StepInfo, TraceKey, Visitor};
 use super::{
-    http_attributes, json_str, label, node_name, notes, span_id, trace_id, wanted, AttrValue,
-    Options,
+    call_text, http_attributes, json_str, label, node_name, notes, span_id, trace_id, wanted,
+    AttrValue, CallText, Options,
 };
-use retrace_sim::trace::{Event, Header, Record};
-use retrace_sim::ServiceEvent;
+use retrace_sim::trace::{Event, Header};
 use std::io::{self, Write};
 
 /// What the spans held for all nodes may take before they are written.
@@ -130,23 +129,16 @@ impl Otlp<'_> {
     /// The service call the step's input completes, as a client span in each of the
     /// writing step's exported traces.
     fn service_span(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
-        let (Some(call), Record::ServiceIn { event, .. }) = (s.service_call, &s.input.record)
-        else {
+        let Some(call) = s.service_call else {
             return Ok(());
         };
-        let service = if call.service.is_empty() {
-            "service"
-        } else {
-            &call.service
-        };
+        let CallText {
+            service,
+            written: shown,
+            answer,
+        } = call_text(call, &s.input.record, self.options);
         let Some(slot) = self.service_slot(service) else {
             return Ok(());
-        };
-        let shown = (self.options.service_bytes)(&call.bytes);
-        let answer = match event {
-            ServiceEvent::Data { bytes } => (self.options.service_bytes)(bytes),
-            ServiceEvent::Closed { reason } => format!("closed: {reason}"),
-            other => other.kind().to_string(),
         };
         let start = self.options.base_time_ns.saturating_add(call.start_ns);
         let end = self.options.base_time_ns.saturating_add(s.input.time_ns);

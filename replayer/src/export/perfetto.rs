@@ -6,9 +6,10 @@
 //! named by what was written, with a flow arrow from the writing step.
 
 use super::walk::{Cause, StepInfo, Visitor};
-use super::{http_attributes, json_str, label, micros, node_name, AttrValue, Options};
+use super::{
+    call_text, http_attributes, json_str, label, micros, node_name, AttrValue, CallText, Options,
+};
 use retrace_sim::trace::{Event, FaultRecord, Header, Record, WireEvent};
-use retrace_sim::ServiceEvent;
 use std::io::{self, Write};
 
 /// At most this many service tracks (a scenario declares at most 64 services).
@@ -93,18 +94,16 @@ impl<'a> Perfetto<'a> {
     /// The service call this step's input completes: a slice on the service's track from
     /// the write to the answer, with a flow arrow from the writing step.
     fn service_call(&mut self, s: &StepInfo<'_>) -> io::Result<()> {
-        let (Some(call), Record::ServiceIn { event, .. }) = (s.service_call, &s.input.record)
-        else {
+        let Some(call) = s.service_call else {
             return Ok(());
         };
-        let Some(track) = self.service_track(&call.service)? else {
+        let CallText {
+            service,
+            written: shown,
+            answer,
+        } = call_text(call, &s.input.record, self.options);
+        let Some(track) = self.service_track(service)? else {
             return Ok(());
-        };
-        let shown = (self.options.service_bytes)(&call.bytes);
-        let answer = match event {
-            ServiceEvent::Data { bytes } => (self.options.service_bytes)(bytes),
-            ServiceEvent::Closed { reason } => format!("closed: {reason}"),
-            other => other.kind().to_string(),
         };
         write!(
             self.out,
