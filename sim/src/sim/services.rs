@@ -17,12 +17,15 @@ use std::collections::BTreeMap;
 /// Builds a service afresh (at the start, and after each of its crashes).
 pub(super) type ServiceFactory = Box<dyn Fn() -> Box<dyn Service>>;
 
-/// A connection the simulator holds open, from its connect until it closes.
+/// A connection, from the node's connect until the node closes it or hears that it closed.
 pub(super) struct SimConn {
     pub node: NodeId,
     /// The node's life that opened it: its events never reach a later life.
     pub life: u64,
-    pub service: usize,
+    /// The service at the other end; `None` once that end is gone (a reset, a crash, a
+    /// timeout, no such service) and the node's `Closed` or `TimedOut` is on its way. Once
+    /// the node closes the connection itself, nothing more reaches it, that news included.
+    pub service: Option<usize>,
     pub timeout_ns: u64,
     /// Trace index of the node's latest operation on it, and that step's request ids: what
     /// an event the service makes on its own (a crash) answers.
@@ -102,8 +105,8 @@ impl Services {
             .map(|(id, _)| *id)
             .collect();
         for conn in mine {
-            if let Some(c) = self.conns.remove(&conn) {
-                self.sims[c.service].on_close(conn);
+            if let Some(s) = self.conns.remove(&conn).and_then(|c| c.service) {
+                self.sims[s].on_close(conn);
             }
         }
     }
@@ -141,14 +144,7 @@ impl<M: Message> Core<M> {
         };
         let cause = self.trace.push(|e, out| e.service_out(out, conn, &op));
         let departs = self.departs_ns();
-        let Some(s) = self.services.specs.iter().position(|x| x.name == service) else {
-            let closed = ServiceEvent::Closed {
-                reason: reason::unknown(service),
-            };
-            let d = self.service_event(conn, cause, closed);
-            self.deliver_service(departs, d);
-            return conn;
-        };
+        let found = self.services.specs.iter().position(|x| x.name == service);
         let node = self.step_node;
         let life = self.slots[node.index()].incarnation;
         self.services.conns.insert(
@@ -156,7 +152,7 @@ impl<M: Message> Core<M> {
             SimConn {
                 node,
                 life,
-                service: s,
+                service: found,
                 timeout_ns,
                 last_op: cause,
                 ids: self.step_ids,
@@ -166,10 +162,24 @@ impl<M: Message> Core<M> {
                 back_last_ns: 0,
             },
         );
-        // A TCP handshake: there and back.
-        let rtt = self.services.latency_ns(s) + self.services.latency_ns(s);
+        let Some(s) = found else {
+            let closed = ServiceEvent::Closed {
+                reason: reason::unknown(service),
+            };
+            let d = self.service_event(conn, cause, closed);
+            self.deliver_service(departs, d);
+            return conn;
+        };
+        // A TCP handshake, there and back; what the node writes meanwhile follows it, and
+        // what comes back follows the news that the connection is open.
+        let there_ns = departs.saturating_add(self.services.latency_ns(s));
+        let back_ns = there_ns.saturating_add(self.services.latency_ns(s));
+        if let Some(c) = self.services.conns.get_mut(&conn) {
+            c.there_last_ns = there_ns;
+            c.back_last_ns = back_ns;
+        }
         let d = self.service_event(conn, cause, ServiceEvent::Connected);
-        self.deliver_service(departs.saturating_add(rtt), d);
+        self.deliver_service(back_ns, d);
         conn
     }
 
@@ -180,11 +190,17 @@ impl<M: Message> Core<M> {
             unreachable!("built as a write just above")
         };
         let node = self.step_node;
-        let Some(c) = self.services.conns.get(&conn).filter(|c| c.node == node) else {
-            // Closed, or never this node's: the bytes go nowhere, as on a dead socket.
+        let Some((s, c)) = self
+            .services
+            .conns
+            .get(&conn)
+            .filter(|c| c.node == node)
+            .and_then(|c| Some((c.service?, c)))
+        else {
+            // Closed, gone, or never this node's: the bytes go nowhere, as on a dead socket.
             return;
         };
-        let (s, timeout_ns, answers, hung) = (c.service, c.timeout_ns, c.answers, c.hung);
+        let (timeout_ns, answers, hung) = (c.timeout_ns, c.answers, c.hung);
         let ids = self.step_ids;
         if let Some(c) = self.services.conns.get_mut(&conn) {
             c.last_op = cause;
@@ -210,7 +226,9 @@ impl<M: Message> Core<M> {
             return self.crash_service(s, there_ns);
         }
         if reset {
-            self.services.conns.remove(&conn);
+            if let Some(c) = self.services.conns.get_mut(&conn) {
+                c.service = None;
+            }
             self.services.sims[s].on_close(conn);
             let back_ns = self.services.latency_ns(s);
             let d = self.service_event(
@@ -256,8 +274,9 @@ impl<M: Message> Core<M> {
             .get(&conn)
             .is_some_and(|c| c.node == node)
         {
-            if let Some(c) = self.services.conns.remove(&conn) {
-                self.services.sims[c.service].on_close(conn);
+            // Nothing more reaches the node on it, news of its end included.
+            if let Some(s) = self.services.conns.remove(&conn).and_then(|c| c.service) {
+                self.services.sims[s].on_close(conn);
             }
         }
     }
@@ -270,20 +289,22 @@ impl<M: Message> Core<M> {
             .services
             .conns
             .iter()
-            .filter(|(_, c)| c.service == s)
+            .filter(|(_, c)| c.service == Some(s))
             .map(|(id, _)| *id)
             .collect();
         for conn in theirs {
-            let Some(c) = self.services.conns.remove(&conn) else {
+            let Some(c) = self.services.conns.get_mut(&conn) else {
                 continue;
             };
+            c.service = None;
+            let (node, life, last_op, ids) = (c.node, c.life, c.last_op, c.ids);
             let back_ns = self.services.latency_ns(s);
             let d = ServiceDelivery {
-                node: c.node,
-                life: c.life,
+                node,
+                life,
                 conn,
-                cause: c.last_op,
-                ids: c.ids,
+                cause: last_op,
+                ids,
                 event: ServiceEvent::Closed {
                     reason: reason::CRASHED.into(),
                 },
@@ -297,10 +318,15 @@ impl<M: Model> Simulation<M> {
     /// A write's bytes reach the service, which answers (if the connection is still open).
     pub(super) fn service_arrive(&mut self, conn: ConnId, cause: u64, ids: ReqIds, bytes: &[u8]) {
         let core = &mut self.core;
-        let Some(c) = core.services.conns.get(&conn) else {
+        let Some((s, c)) = core
+            .services
+            .conns
+            .get(&conn)
+            .and_then(|c| Some((c.service?, c)))
+        else {
             return;
         };
-        let (s, node, life) = (c.service, c.node, c.life);
+        let (node, life) = (c.node, c.life);
         let reply = core.services.sims[s].on_data(conn, bytes);
         if reply.is_empty() {
             return;
@@ -326,16 +352,14 @@ impl<M: Model> Simulation<M> {
     /// connection is closed and the node told.
     pub(super) fn service_timeout(&mut self, d: Box<ServiceDelivery>, answers: u64) {
         let services = &mut self.core.services;
-        let still = services
-            .conns
-            .get(&d.conn)
-            .is_some_and(|c| c.answers == answers);
-        if !still {
+        let Some(c) = services.conns.get_mut(&d.conn) else {
             return;
-        }
-        if let Some(c) = services.conns.remove(&d.conn) {
-            services.sims[c.service].on_close(d.conn);
-        }
+        };
+        let Some(s) = c.service.filter(|_| c.answers == answers) else {
+            return;
+        };
+        c.service = None;
+        services.sims[s].on_close(d.conn);
         // An input like any other: it waits while its node is busy.
         let now = self.core.now_ns;
         self.core.queue.push(now, Pending::Service(d));
@@ -358,12 +382,16 @@ impl<M: Model> Simulation<M> {
         if !slot.up || slot.incarnation != life {
             return;
         }
-        if matches!(event, ServiceEvent::Connected | ServiceEvent::Data { .. }) {
-            let Some(c) = self.core.services.conns.get_mut(&conn) else {
-                return;
-            };
-            if matches!(event, ServiceEvent::Data { .. }) {
-                c.answers += 1;
+        let Some(c) = self.core.services.conns.get_mut(&conn) else {
+            // The node closed it: nothing more arrives.
+            return;
+        };
+        match event {
+            ServiceEvent::Connected | ServiceEvent::Data { .. } if c.service.is_none() => return,
+            ServiceEvent::Connected => {}
+            ServiceEvent::Data { .. } => c.answers += 1,
+            ServiceEvent::Closed { .. } | ServiceEvent::TimedOut => {
+                self.core.services.conns.remove(&conn);
             }
         }
         let now = self.core.now_ns;
