@@ -436,3 +436,41 @@ fn the_cache_is_a_track_in_perfetto_and_a_resource_of_client_spans_in_otlp() {
         .iter()
         .all(|s| s["kind"] == 3 && s["parentSpanId"].is_string()));
 }
+
+/// A window cut out of a trace renumbers a service event's links (its program order and the
+/// operation it answers); it used to keep them as they were, and the cut panicked writing
+/// a link that pointed forward.
+#[test]
+fn cutting_a_window_of_a_trace_with_service_traffic_renumbers_its_links() {
+    let dir = scratch_dir("webcache-cut");
+    let trace = dir.join("t.trace");
+    let window = dir.join("w.trace");
+    assert!(retrace(&[
+        "run",
+        "scenarios/webcache.toml",
+        "-o",
+        trace.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let cut = retrace(&[
+        "cut",
+        trace.to_str().unwrap(),
+        "--around",
+        "3000",
+        "--records",
+        "1000",
+        "-o",
+        window.to_str().unwrap(),
+    ]);
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    let replayed = retrace(&["replay", window.to_str().unwrap()]);
+    assert!(
+        stdout(&replayed).contains("replay    ok"),
+        "{}{}",
+        stdout(&replayed),
+        stderr(&replayed)
+    );
+    let shown = stdout(&retrace(&["show", window.to_str().unwrap()]));
+    assert!(shown.contains("service-in"), "{shown}");
+}

@@ -524,6 +524,23 @@ impl Renumber {
                 node,
                 prev: prev_of(node, prev)?,
             },
+            // An operation before the window (a connect, a write): the node's resume stands
+            // in for it, as for a timer's setting.
+            Record::ServiceIn {
+                node,
+                prev,
+                conn,
+                cause,
+                request_ids,
+                event,
+            } => Record::ServiceIn {
+                node,
+                prev: prev_of(node, prev)?,
+                conn,
+                cause: prev_of(node, cause)?,
+                request_ids,
+                event,
+            },
             Record::Drop { send, reason } => Record::Drop {
                 send: self.local(send)?,
                 reason,
