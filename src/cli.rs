@@ -130,6 +130,9 @@ enum Command {
     /// Cut the window around a mark or a time out of the logs of a long recording, as a
     /// trace that replays from each node's snapshot before the window
     Capture(crate::capture_cli::CaptureArgs),
+    /// Branch from any event of a trace: the cluster as re-executed there, its messages in
+    /// flight and timers pending, then the scenario's model with a new seed for the rest
+    Fork(crate::fork_cli::ForkArgs),
     /// Cut a window of events out of a trace, as a trace that replays from the states its
     /// nodes had at its start (for traces too large to open whole)
     Cut(crate::window_cli::CutArgs),
@@ -202,6 +205,7 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
         Command::Fuzz(args) => crate::fuzz_cli::fuzz_command(&registry, &args),
         Command::Why(args) => crate::replay_cli::why(&registry, &args),
         Command::Cut(args) => crate::window_cli::cut_command(&registry, &args),
+        Command::Fork(args) => crate::fork_cli::fork_command(&registry, &args),
         Command::Check(args) => crate::check_cli::check(&registry, &args),
         Command::Provenance(args) => crate::provenance_cli::provenance(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),
@@ -302,7 +306,7 @@ fn default_trace_path(scenario: &Path, seed: u64, schedule: Option<&Path>) -> Pa
     PathBuf::from("target").join("retrace").join(name)
 }
 
-fn create_trace_file(path: &Path) -> anyhow::Result<File> {
+pub(crate) fn create_trace_file(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("{}: cannot create directory: {e}", dir.display()))?;
@@ -460,7 +464,7 @@ fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8
     show_title(&mut out, &header);
     // Recorded traces carry wall-clock times; show them from the first record on.
     let mut base_ns: Option<u64> = None;
-    let recorded = matches!(header.origin, retrace_sim::trace::Origin::Recorded { .. });
+    let recorded = !header.origin.virtual_time();
     let mut last = None;
     let mut last_record_was_end = false;
     for event in reader.by_ref() {
@@ -490,10 +494,7 @@ fn show<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Result<u8
 }
 
 fn show_title(out: &mut impl Write, header: &retrace_sim::trace::Header) {
-    let origin = match &header.origin {
-        retrace_sim::trace::Origin::Simulated { seed } => format!("simulated, seed {seed}"),
-        retrace_sim::trace::Origin::Recorded { description } => format!("recorded: {description}"),
-    };
+    let origin = header.origin.describe();
     let names: Vec<&str> = header.nodes.iter().map(|n| n.name.as_str()).collect();
     let _ = writeln!(
         out,
@@ -532,7 +533,7 @@ fn show_range<L: Models>(registry: &Registry<L>, args: &ShowArgs) -> anyhow::Res
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     show_title(&mut out, &header);
-    let recorded = matches!(header.origin, retrace_sim::trace::Origin::Recorded { .. });
+    let recorded = !header.origin.virtual_time();
     let base_ns = if recorded && !trace.is_empty() {
         let first = trace.event(0)?.time_ns;
         show_base(&mut out, first);

@@ -6,7 +6,7 @@ use crate::summary::group;
 use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::export::{export as write_export, Format, Options};
-use retrace_sim::trace::{Origin, TraceReader};
+use retrace_sim::trace::TraceReader;
 use retrace_sim::RequestId;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -81,10 +81,10 @@ pub fn export<L: Models>(registry: &Registry<L>, args: &ExportArgs) -> anyhow::R
     };
     let base_time_ns = match (&header.origin, &args.base_time) {
         (_, Some(text)) => parse_base_time(text)?,
-        (Origin::Simulated { .. }, None) => SystemTime::now()
+        (origin, None) if origin.virtual_time() => SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
-        (Origin::Recorded { .. }, None) => 0,
+        (_, None) => 0,
     };
     let neighbourhood = format == Format::Dot && !args.all;
     let options = Options {

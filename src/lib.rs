@@ -20,6 +20,7 @@ pub mod cli;
 mod demo;
 pub mod exit;
 mod export_cli;
+mod fork_cli;
 pub mod fuzz_cli;
 mod provenance_cli;
 mod record_cli;

@@ -177,6 +177,12 @@ impl<M: Model> Cluster<M> {
         self.boots[i] = resumed.boot;
     }
 
+    /// A copy of the invariants, with what they learned from the steps applied so far (a
+    /// fork's run goes on checking with them).
+    pub fn invariants(&self) -> Vec<Box<dyn Invariant<M::Node>>> {
+        self.invariants.iter().map(|i| i.boxed_clone()).collect()
+    }
+
     /// Node `i`'s synced storage, if it has any: what it would find on a restart.
     pub fn synced_storage(&self, i: usize) -> Option<Vec<(String, Vec<u8>)>> {
         let synced = self.storages.get(i)?.synced();
@@ -221,9 +227,9 @@ pub struct Replay<M: Model> {
     pub steps: Steps,
     pub options: M::Options,
     pub node_names: Vec<String>,
-    /// Simulated traces record modelled service time (checked); recorded ones measured
-    /// time (not checked).
-    pub simulated: bool,
+    /// Where the trace came from: simulated records hold modelled service time (checked),
+    /// recorded ones measured time (not checked); a fork holds both.
+    pub origin: Origin,
 }
 
 /// The recorded outputs of a step as the checking environment expects them: what node
@@ -278,14 +284,13 @@ impl<M: Model> Replay<M> {
             // step: replaying that step would report the missing outputs as a divergence.
             steps.steps.pop();
         }
-        let simulated = matches!(trace.header.origin, Origin::Simulated { .. });
         let node_names = trace.header.node_names();
         Ok(Replay {
+            origin: trace.header.origin.clone(),
             trace,
             steps,
             options,
             node_names,
-            simulated,
         })
     }
 
@@ -320,7 +325,7 @@ impl<M: Model> Replay<M> {
         let rules = Rules {
             options: &self.options,
             node_names: &self.node_names,
-            simulated: self.simulated,
+            origin: &self.origin,
         };
         let mut original = |send: u64| {
             self.steps
@@ -369,7 +374,7 @@ pub fn check_header<M: Model>(header: &Header) -> Result<M::Options, ReplayError
 pub(crate) struct Rules<'a, M: Model> {
     pub options: &'a M::Options,
     pub node_names: &'a [String],
-    pub simulated: bool,
+    pub origin: &'a Origin,
 }
 
 /// Applies step number `cluster.applied`, whose records (its input first) are `records`.
@@ -547,7 +552,8 @@ pub(crate) fn apply_step<M: Model>(
                 });
             }
         }
-        let outputs = expected_outputs(&records[1..], rules.simulated);
+        let simulated = rules.origin.simulated_at(step.input as u64);
+        let outputs = expected_outputs(&records[1..], simulated);
         let mut env = CheckingEnv::<<M::Node as Node>::Msg>::new(
             Place {
                 id: node,
@@ -563,7 +569,7 @@ pub(crate) fn apply_step<M: Model>(
                 timers: &mut cluster.timers[i],
                 boot: cluster.boots[i],
             },
-            rules.simulated,
+            simulated,
         );
         if let Some(sent) = sent {
             env = env.observe_sends(sent);

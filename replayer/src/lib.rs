@@ -16,6 +16,7 @@ pub mod diff;
 pub mod engine;
 pub mod export;
 pub mod faults;
+pub mod fork;
 pub mod index;
 pub mod predicate;
 pub mod profile;

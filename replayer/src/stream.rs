@@ -9,9 +9,7 @@
 
 use crate::engine::{apply_step, Cluster, Rules};
 use crate::{Divergence, ReplayError, ReplayViolation};
-use retrace_sim::trace::{
-    read_records_at, Origin, Record, RecordPosition, TraceError, TraceReader,
-};
+use retrace_sim::trace::{read_records_at, Record, RecordPosition, TraceError, TraceReader};
 use retrace_sim::{Event, Model, NodeId};
 use std::fs::File;
 use std::io::BufReader;
@@ -126,7 +124,7 @@ pub fn replay_span<M: Model>(
     let rules = Rules::<M> {
         options: &options,
         node_names: &node_names,
-        simulated: matches!(header.origin, Origin::Simulated { .. }),
+        origin: &header.origin,
     };
     // Where the record after the last one read starts (to look ahead from a divergence).
     let mut last_time = 0u64;

@@ -382,8 +382,8 @@ pub fn cut<M: Model>(
     }
     if !ended {
         let outcome = match header.origin {
-            Origin::Simulated { .. } => Outcome::EventLimit,
             Origin::Recorded { .. } => Outcome::Recorded,
+            Origin::Simulated { .. } | Origin::Forked { .. } => Outcome::EventLimit,
         };
         out.push(|e, o| e.end(o, last_ns, outcome));
     }

@@ -56,6 +56,7 @@ pub mod check;
 pub mod client;
 pub mod codec;
 mod determinism;
+pub mod fork;
 pub mod fuzz;
 pub mod history;
 pub mod http;
@@ -79,6 +80,7 @@ pub mod variant;
 mod world;
 
 pub use determinism::{check_determinism, first_difference, TraceDifference};
+pub use fork::{ForkCut, ForkError, ForkFuture, ForkLedger, ForkPoint};
 pub use ids::{duration_ns, format_ns, NodeId, RequestId, Time, TimerId};
 pub use model::{invariant, Broken, Invariant, Model, NodeSpec, OptionError, View};
 pub use node::{Boot, Ctx, Env, Message, Node};

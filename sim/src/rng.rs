@@ -36,6 +36,8 @@ pub enum Purpose {
     Client,
     /// A simulated service's latency and fault draws, per service.
     Services,
+    /// A fork's seed when none is given, and `inevitable`'s samples: per moment and sample.
+    Fork,
 }
 
 impl Purpose {
@@ -53,6 +55,7 @@ impl Purpose {
             Purpose::ClusterLoad => "cluster-load",
             Purpose::Client => "client",
             Purpose::Services => "services",
+            Purpose::Fork => "fork",
         }
     }
 }

@@ -67,6 +67,21 @@ impl Network {
         id
     }
 
+    /// Puts back cut `id`, open at a fork's moment under the id its trace gave it; cuts
+    /// made later get ids from `next` on, so none collides with the trace's.
+    pub fn restore_cut(&mut self, id: u32, links: Vec<(NodeId, NodeId)>, next: u32) {
+        let links: Vec<(NodeId, NodeId)> = links
+            .into_iter()
+            .filter(|(from, to)| from.index() < self.n && to.index() < self.n)
+            .collect();
+        for (from, to) in &links {
+            let b = &mut self.blocked[from.index() * self.n + to.index()];
+            *b = b.saturating_add(1);
+        }
+        self.cuts.insert(id, links);
+        self.next_cut = self.next_cut.max(next).max(id.saturating_add(1));
+    }
+
     /// Restores the links of cut `id`; false if it was already healed.
     pub fn heal(&mut self, id: u32) -> bool {
         let Some(links) = self.cuts.remove(&id) else {

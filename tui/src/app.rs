@@ -10,7 +10,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use retrace_replayer::faults::FaultIndex;
 use retrace_replayer::profile::{Profiler, RequestProfile};
 use retrace_replayer::{event_detail, Causality, Predicate};
-use retrace_sim::trace::{Origin, Record};
+use retrace_sim::trace::Record;
 use retrace_sim::{NodeId, RequestId};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -216,7 +216,7 @@ impl App {
         let timeline = Timeline::new(&trace.events, node_names.len(), services);
         let causality = Causality::new(session.steps(), &trace.events, node_names.len());
         let fault_index = FaultIndex::new(&trace.events);
-        let virtual_time = matches!(trace.header.origin, Origin::Simulated { .. });
+        let virtual_time = trace.header.origin.virtual_time();
         let mut app = App {
             session,
             timeline,

@@ -41,6 +41,16 @@ impl ReqIds {
         r
     }
 
+    /// The first [`MAX_REQUEST_IDS`] of `ids` (a trace's records hold at most as many).
+    pub fn from_slice(ids: &[RequestId]) -> Self {
+        let mut r = ReqIds::default();
+        for (slot, id) in r.ids.iter_mut().zip(ids) {
+            *slot = *id;
+            r.len += 1;
+        }
+        r
+    }
+
     pub fn as_slice(&self) -> &[RequestId] {
         &self.ids[..self.len as usize]
     }

@@ -19,9 +19,17 @@ impl<M: Model> Simulation<M> {
     }
 
     /// Draws the random faults of the whole run up front, from their own stream, so that
-    /// they do not depend on what the nodes do.
-    pub(super) fn schedule_random_faults(&mut self, r: &RandomFaults, n: usize, seed: u64) {
-        let limit = self.time_limit_ns;
+    /// they do not depend on what the nodes do. Times count from `base_ns` (a recording's
+    /// start, for a fork of one); a fork keeps only those after its moment.
+    pub(super) fn schedule_random_faults(
+        &mut self,
+        r: &RandomFaults,
+        n: usize,
+        seed: u64,
+        base_ns: u64,
+    ) {
+        let limit = self.time_limit_ns.saturating_sub(base_ns);
+        let now = self.core.now_ns;
         let mut rng = SimRng::new(derive_seed(seed, Purpose::Faults, 0, 0));
         let mut planned: Vec<(u64, FaultAction)> = Vec::new();
         for node in 0..n {
@@ -74,7 +82,10 @@ impl<M: Model> Simulation<M> {
         planned.truncate(MAX_RANDOM_FAULTS);
         planned.sort_by_key(|(t, _)| *t);
         for (at, action) in planned {
-            self.schedule_fault(at, action);
+            let at = at.saturating_add(base_ns);
+            if at > now || now == 0 {
+                self.schedule_fault(at, action);
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod env;
 mod faults;
+mod fork;
 mod fuzzing;
 mod services;
 mod workload;
@@ -193,6 +194,55 @@ fn draw_clocks<O>(scenario: &Scenario<O>, seed: u64, kinds: &SwarmKinds) -> Vec<
 impl<M: Model> Simulation<M> {
     /// Prepares a run of `scenario` with `seed` (usually `scenario.seed`).
     pub fn new(scenario: &Scenario<M::Options>, seed: u64, sink: TraceSink) -> Self {
+        Self::from_start(scenario, seed, sim_header(scenario, seed), sink)
+    }
+
+    /// [`Simulation::new`], writing `header`.
+    fn from_start(
+        scenario: &Scenario<M::Options>,
+        seed: u64,
+        header: Header,
+        sink: TraceSink,
+    ) -> Self {
+        let mut sim = Self::assemble(scenario, seed, header, sink);
+        let n = scenario.nodes.len();
+        for node in 0..n as u32 {
+            sim.core.queue.push(0, Pending::Boot { node: NodeId(node) });
+        }
+        if let Some(at_ns) = sim.workload.first_tick_ns() {
+            sim.core.queue.push(at_ns, Pending::WorkloadTick);
+        }
+        if let Some(clients) = &sim.clients {
+            let start_ns = sim.workload.start_ns();
+            for client in 0..clients.len() {
+                sim.core
+                    .queue
+                    .push(start_ns, Pending::ClientWake { client });
+            }
+        }
+        for fault in &scenario.faults {
+            sim.schedule_fault(fault.at_ns, fault.action.clone());
+        }
+        let mut random = scenario.random_faults;
+        sim.swarm_kinds().apply(&mut random);
+        sim.schedule_random_faults(&random, n, seed, 0);
+        sim
+    }
+
+    /// The fault kinds this run has (all of them without swarm).
+    fn swarm_kinds(&self) -> SwarmKinds {
+        self.swarm.unwrap_or(SwarmKinds::ALL)
+    }
+
+    /// A simulation of `scenario` with `seed` and nothing queued yet: no node booted, no
+    /// request or fault due. [`Simulation::new`] queues a run from its start, and
+    /// [`Simulation::fork`] one from a trace's moment.
+    fn assemble(
+        scenario: &Scenario<M::Options>,
+        seed: u64,
+        header: Header,
+        sink: TraceSink,
+    ) -> Self {
         let n = scenario.nodes.len();
         assert!(
             n > 0 && n <= u32::MAX as usize,
@@ -203,7 +253,6 @@ impl<M: Model> Simulation<M> {
             .then(|| SwarmKinds::draw(&mut SimRng::new(derive_seed(seed, Purpose::Swarm, 0, 0))));
         let kinds = swarm.unwrap_or(SwarmKinds::ALL);
 
-        let header = sim_header(scenario, seed);
         let memory_trace = matches!(sink, TraceSink::Memory);
         let writer = match sink {
             TraceSink::Discard => None,
@@ -266,27 +315,9 @@ impl<M: Model> Simulation<M> {
         if sim.invariants.iter().any(|i| i.sees_clients()) {
             sim.core.client = Some(Vec::new());
         }
-        for node in 0..n as u32 {
-            sim.core.queue.push(0, Pending::Boot { node: NodeId(node) });
-        }
-        if let Some(at_ns) = sim.workload.first_tick_ns() {
-            sim.core.queue.push(at_ns, Pending::WorkloadTick);
-        }
-        if let Some(clients) = &sim.clients {
+        if sim.clients.is_some() {
             sim.core.answers = Some(Vec::new());
-            let start_ns = sim.workload.start_ns();
-            for client in 0..clients.len() {
-                sim.core
-                    .queue
-                    .push(start_ns, Pending::ClientWake { client });
-            }
         }
-        for fault in &scenario.faults {
-            sim.schedule_fault(fault.at_ns, fault.action.clone());
-        }
-        let mut random = scenario.random_faults;
-        kinds.apply(&mut random);
-        sim.schedule_random_faults(&random, n, seed);
         sim
     }
 

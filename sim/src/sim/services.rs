@@ -54,6 +54,15 @@ pub(super) struct Services {
     next_conn: u64,
 }
 
+/// A connection open at a fork, as [`Services::sever_at_fork`] takes it.
+pub(super) struct SimConnAtFork {
+    pub conn: ConnId,
+    pub node: NodeId,
+    pub life: u64,
+    pub last_op: u64,
+    pub ids: ReqIds,
+}
+
 /// A service event on its way to its node (boxed in the queue, which stays small).
 pub(super) struct ServiceDelivery {
     pub node: NodeId,
@@ -89,6 +98,46 @@ impl Services {
             conns: BTreeMap::new(),
             next_conn: 0,
         }
+    }
+
+    /// A fork's services start afresh, with ids above the trace's: each connection open at
+    /// the fork is one whose service end is gone, so the node hears it was reset (see
+    /// [`Simulation::fork`](super::Simulation::fork)).
+    pub fn sever_at_fork(
+        &mut self,
+        next_conn: u64,
+        open: &[SimConnAtFork],
+    ) -> Vec<ServiceDelivery> {
+        self.next_conn = self.next_conn.max(next_conn);
+        open.iter()
+            .map(|c| {
+                self.conns.insert(
+                    c.conn,
+                    SimConn {
+                        node: c.node,
+                        life: c.life,
+                        service: None,
+                        timeout_ns: 0,
+                        last_op: c.last_op,
+                        ids: c.ids,
+                        answers: 0,
+                        hung: false,
+                        there_last_ns: 0,
+                        back_last_ns: 0,
+                    },
+                );
+                ServiceDelivery {
+                    node: c.node,
+                    life: c.life,
+                    conn: c.conn,
+                    cause: c.last_op,
+                    ids: c.ids,
+                    event: ServiceEvent::Closed {
+                        reason: reason::RESET.into(),
+                    },
+                }
+            })
+            .collect()
     }
 
     fn latency_ns(&mut self, service: usize) -> u64 {

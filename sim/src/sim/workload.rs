@@ -53,6 +53,21 @@ impl Workload {
         (w.rate.per_second > 0.0 && w.requests != Some(0)).then_some(w.start_ns)
     }
 
+    /// Starts the workload at `now_ns` instead (a fork's moment), numbering requests from
+    /// `first_number` on (the trace's own used the numbers below). Returns when its first
+    /// tick is due, if it sends anything at all.
+    pub fn resume_at(&mut self, now_ns: u64, first_number: u64) -> Option<u64> {
+        self.drawn = first_number;
+        self.first_tick_ns()?;
+        let start_ns = self.start_ns();
+        if start_ns > now_ns {
+            return Some(start_ns);
+        }
+        self.clock_ns = now_ns;
+        self.due_ns = now_ns;
+        self.next_tick_ns(now_ns)
+    }
+
     /// Takes a schedule's edits: requests left out, a cap, a shift of every arrival.
     pub fn follow(&mut self, schedule: &Schedule) {
         self.skip = schedule.skip_requests.iter().copied().collect();

@@ -7,6 +7,58 @@ pub enum Origin {
     Simulated { seed: u64 },
     /// Recorded from real processes and merged.
     Recorded { description: String },
+    /// A fork (`retrace fork`): records before `at` are those of a trace of origin
+    /// `parent`, unchanged; from `at` on, the simulator continued it with `seed`.
+    Forked {
+        parent: Box<Origin>,
+        at: u64,
+        seed: u64,
+    },
+}
+
+impl Origin {
+    /// Whether the record at `index` was made by the simulator (its modelled service time
+    /// is checked on replay), not measured in a recording.
+    pub fn simulated_at(&self, index: u64) -> bool {
+        match self {
+            Origin::Simulated { .. } => true,
+            Origin::Recorded { .. } => false,
+            Origin::Forked { parent, at, .. } => index >= *at || parent.simulated_at(index),
+        }
+    }
+
+    /// Whether the trace's time is virtual from its start (simulated all along).
+    pub fn virtual_time(&self) -> bool {
+        self.simulated_at(0)
+    }
+
+    /// Where the simulator took over from a recording or another run: each fork's first
+    /// record, oldest first.
+    pub fn branch_points(&self) -> Vec<u64> {
+        match self {
+            Origin::Forked { parent, at, .. } => {
+                let mut out = parent.branch_points();
+                out.push(*at);
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// One line for people: `simulated, seed 7`, `recorded: …`, `forked at record 120
+    /// with seed 9 from: …`.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Simulated { seed } => format!("simulated, seed {seed}"),
+            Origin::Recorded { description } => format!("recorded: {description}"),
+            Origin::Forked { parent, at, seed } => {
+                format!(
+                    "forked at record {at} with seed {seed} from {}",
+                    parent.describe()
+                )
+            }
+        }
+    }
 }
 
 /// One node of the traced cluster.
