@@ -133,6 +133,9 @@ enum Command {
     /// Branch from any event of a trace: the cluster as re-executed there, its messages in
     /// flight and timers pending, then the scenario's model with a new seed for the rest
     Fork(crate::fork_cli::ForkArgs),
+    /// When did the failure become inevitable? Fork many futures at moments before a
+    /// violation and chart how often the same invariant breaks; name the step where it turned
+    Inevitable(crate::inevitable_cli::InevitableArgs),
     /// Cut a window of events out of a trace, as a trace that replays from the states its
     /// nodes had at its start (for traces too large to open whole)
     Cut(crate::window_cli::CutArgs),
@@ -206,6 +209,7 @@ pub fn main_with<L: Models>(registry: Registry<L>) -> ExitCode {
         Command::Why(args) => crate::replay_cli::why(&registry, &args),
         Command::Cut(args) => crate::window_cli::cut_command(&registry, &args),
         Command::Fork(args) => crate::fork_cli::fork_command(&registry, &args),
+        Command::Inevitable(args) => crate::inevitable_cli::inevitable(&registry, &args),
         Command::Check(args) => crate::check_cli::check(&registry, &args),
         Command::Provenance(args) => crate::provenance_cli::provenance(&registry, &args),
         Command::Profile(args) => crate::replay_cli::profile(&args),

@@ -22,6 +22,7 @@ pub mod exit;
 mod export_cli;
 mod fork_cli;
 pub mod fuzz_cli;
+mod inevitable_cli;
 mod provenance_cli;
 mod record_cli;
 pub mod registry;

@@ -113,7 +113,10 @@ impl<'r, M: Model> ForkWalk<'r, M> {
             replay,
             scenario,
             cluster: replay.initial(),
-            ledger: ForkLedger::new(replay.node_names.len()),
+            ledger: ForkLedger::new(
+                replay.node_names.len(),
+                replay.trace.events.first().map_or(0, |e| e.time_ns),
+            ),
             sent: BTreeMap::new(),
         })
     }

@@ -18,6 +18,7 @@ pub mod export;
 pub mod faults;
 pub mod fork;
 pub mod index;
+pub mod inevitable;
 pub mod predicate;
 pub mod profile;
 pub mod provenance;

@@ -167,6 +167,8 @@ pub struct PendingSend {
     pub to: NodeId,
     pub sent_ns: u64,
     pub request_ids: Vec<RequestId>,
+    /// Copies still on their way: the network may have duplicated it.
+    pub copies: u32,
 }
 
 /// A timer whose value the ledger may not know: one a `Resume` brought has only its id
@@ -190,7 +192,7 @@ pub struct ForkLedger {
     pub records: u64,
     pub time_ns: u64,
     /// The first record's time.
-    pub first_ns: Option<u64>,
+    pub start_ns: u64,
     last_input: Vec<Option<u64>>,
     lives: Vec<u64>,
     down_since_ns: Vec<Option<u64>>,
@@ -207,12 +209,14 @@ pub struct ForkLedger {
 }
 
 impl ForkLedger {
-    /// The ledger of a trace of `nodes` nodes, before its first record.
-    pub fn new(nodes: usize) -> ForkLedger {
+    /// The ledger of a trace of `nodes` nodes whose first record is at `start_ns` (a
+    /// recording's times are wall-clock: a fork before its first record starts there, not
+    /// at zero), before that record.
+    pub fn new(nodes: usize, start_ns: u64) -> ForkLedger {
         ForkLedger {
             records: 0,
-            time_ns: 0,
-            first_ns: None,
+            time_ns: start_ns,
+            start_ns,
             last_input: vec![None; nodes],
             lives: vec![0; nodes],
             down_since_ns: vec![Some(0); nodes],
@@ -237,7 +241,6 @@ impl ForkLedger {
         );
         self.records = e.index + 1;
         self.time_ns = e.time_ns;
-        self.first_ns.get_or_insert(e.time_ns);
         if let Some(node) = e.record.input_node() {
             return self.input(node, e);
         }
@@ -254,12 +257,16 @@ impl ForkLedger {
                             to: *to,
                             sent_ns: e.time_ns,
                             request_ids: ids.clone(),
+                            copies: 1,
                         },
                     );
                 }
             }
-            Record::Drop { send, .. } => {
-                self.sends.remove(send);
+            Record::Drop { send, .. } => self.arrived(*send),
+            Record::Duplicate { send } => {
+                if let Some(s) = self.sends.get_mut(send) {
+                    s.copies = s.copies.saturating_add(1);
+                }
             }
             Record::TimerSet {
                 timer,
@@ -324,6 +331,16 @@ impl ForkLedger {
         }
     }
 
+    /// One copy of the send's message arrived or was lost.
+    fn arrived(&mut self, send: u64) {
+        if let Some(s) = self.sends.get_mut(&send) {
+            s.copies = s.copies.saturating_sub(1);
+            if s.copies == 0 {
+                self.sends.remove(&send);
+            }
+        }
+    }
+
     fn saw_request(&mut self, request: RequestId) {
         self.next_request = self.next_request.max(request.0.saturating_add(1));
     }
@@ -363,7 +380,7 @@ impl ForkLedger {
                 send, request_ids, ..
             } => {
                 if let Some(send) = send {
-                    self.sends.remove(send);
+                    self.arrived(*send);
                 }
                 ids = request_ids.clone();
             }
@@ -429,27 +446,26 @@ impl ForkLedger {
         let base_ns = if header.origin.virtual_time() {
             0
         } else {
-            self.first_ns.unwrap_or(0)
+            self.start_ns
         };
         let mut unknown_in_flight = 0;
-        let in_flight = self
-            .sends
-            .iter()
-            .filter_map(|(&send, s)| {
-                let msg = message(send);
-                if msg.is_none() {
-                    unknown_in_flight += 1;
-                }
-                Some(ForkMsg {
+        let mut in_flight = Vec::new();
+        for (&send, s) in &self.sends {
+            let Some(msg) = message(send) else {
+                unknown_in_flight += u64::from(s.copies);
+                continue;
+            };
+            for _ in 0..s.copies {
+                in_flight.push(ForkMsg {
                     from: s.from,
                     to: s.to,
-                    msg: msg?,
+                    msg: msg.clone(),
                     send,
                     sent_ns: s.sent_ns,
                     request_ids: s.request_ids.clone(),
-                })
-            })
-            .collect();
+                });
+            }
+        }
         let nodes = states
             .into_iter()
             .enumerate()

@@ -43,7 +43,7 @@ impl<M: Model> Simulation<M> {
                 point.nodes.len()
             )));
         }
-        let (base_ns, now_ns) = (point.base_ns, point.time_ns);
+        let (base_ns, now_ns) = (point.base_ns, point.time_ns.max(point.base_ns));
         // The scenario's times count from the trace's start: a recording's is wall-clock.
         let mut s = scenario.clone();
         s.time_limit_ns = future

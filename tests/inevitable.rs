@@ -1,0 +1,90 @@
+//! `retrace inevitable` names the cause where it is known by construction: the kill that
+//! loses kv's acknowledged writes (the bug loses nothing without it), and the duplicated
+//! vote of raft's double-vote bug (the fuzzer's only injected fault).
+
+mod common;
+
+use common::{retrace, scratch_dir, stderr, stdout, write_trace};
+use retrace_models::KvModel as Kv;
+use retrace_sim::trace::{Record, Trace};
+
+/// The reading: the lines after `reading` and before the table.
+fn reading(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| !l.starts_with("reading"))
+        .take_while(|l| !l.trim_start().starts_with("step"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn inevitable_names_the_kill_that_lost_kvs_acknowledged_write() {
+    let dir = scratch_dir("inevitable-kv");
+    let trace = write_trace::<Kv>(&dir, "kv-ack-before-replicate.toml", 7);
+    let o = retrace(&["inevitable", trace.to_str().unwrap(), "--samples", "32"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}\n{}", stderr(&o));
+    let r = reading(&text);
+    assert!(r.contains("one step made the failure inevitable"), "{text}");
+    assert!(r.contains("replica-0  crash"), "the kill is named:\n{text}");
+    assert!(text.contains("┤"), "the curve is drawn:\n{text}");
+}
+
+#[test]
+fn inevitable_names_the_duplicated_vote_of_raft_double_vote() {
+    let dir = scratch_dir("inevitable-raft");
+    let o = retrace(&[
+        "fuzz",
+        "scenarios/raft-double-vote.toml",
+        "--time",
+        "60s",
+        "--jobs",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let trace = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "trace"))
+        .expect("the fuzzer wrote the failure's trace");
+    // The planted cause: the network duplicated one RequestVote, and its voter granted
+    // the same term twice on the second copy.
+    let t = Trace::load(&trace).unwrap();
+    let duplicated: Vec<u64> = t
+        .events
+        .iter()
+        .filter_map(|e| match e.record {
+            Record::Duplicate { send } => Some(send),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !duplicated.is_empty(),
+        "the failure needs a duplicated message"
+    );
+    let o = retrace(&["inevitable", trace.to_str().unwrap()]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}\n{}", stderr(&o));
+    let r = reading(&text);
+    assert!(
+        duplicated
+            .iter()
+            .any(|s| r.contains(&format!("(send #{s}) RequestVote"))),
+        "the duplicated vote request's delivery is named:\n{text}"
+    );
+}
+
+#[test]
+fn inevitable_refuses_a_trace_where_nothing_broke() {
+    let dir = scratch_dir("inevitable-none");
+    let trace = write_trace::<retrace_models::RaftModel>(&dir, "raft.toml", 1);
+    let o = retrace(&["inevitable", trace.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no invariant breaks in this trace"),
+        "{}",
+        stderr(&o)
+    );
+}
