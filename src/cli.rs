@@ -291,6 +291,43 @@ pub(crate) fn on_scenario_file<L: Models, F: ScenarioFn>(
 
 /// A whole file as text, refusing more than `max_bytes` before reading it all (`retrace run
 /// /dev/zero` must end with an error, not fill memory).
+/// A schedule file `retrace fuzz` wrote, for model `M`: bounded, of this build's format,
+/// parsed with the place of any error.
+pub(crate) fn read_schedule_file<M: retrace_sim::Model>(
+    path: &Path,
+) -> anyhow::Result<retrace_sim::fuzz::ScheduleFile> {
+    let text = read_bounded(path, retrace_sim::limits::MAX_SCHEDULE_BYTES)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let format = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64))
+        .unwrap_or(1);
+    if format != retrace_sim::fuzz::SCHEDULE_FORMAT {
+        return Err(anyhow!(
+            "{}: a schedule file of format {format}; this retrace reads format {} (choices keyed by message and moment), so run the fuzzer again to get one",
+            path.display(),
+            retrace_sim::fuzz::SCHEDULE_FORMAT
+        ));
+    }
+    let sf: retrace_sim::fuzz::ScheduleFile = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}:{}:{}: not a schedule file: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if sf.model != M::NAME {
+        return Err(anyhow!(
+            "{}: a schedule for model `{}`, not `{}`",
+            path.display(),
+            sf.model,
+            M::NAME
+        ));
+    }
+    Ok(sf)
+}
+
 pub(crate) fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<String> {
     retrace_sim::limits::read_text_bounded(File::open(path)?, max_bytes)
 }
@@ -354,33 +391,17 @@ fn run_model<M: retrace_sim::Model>(
     // What `retrace run` wrote beside a large trace: its index with the cluster's states.
     let mut indexed = None;
     let report = if let Some(path) = &args.schedule {
-        let text = read_bounded(path, retrace_sim::limits::MAX_SCHEDULE_BYTES)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let format = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64))
-            .unwrap_or(1);
-        if format != retrace_sim::fuzz::SCHEDULE_FORMAT {
+        let sf = read_schedule_file::<M>(path)?;
+        if let Some(from) = &sf.from {
             return Err(anyhow!(
-                "{}: a schedule file of format {format}; this retrace reads format {} (choices keyed by message and moment), so run the fuzzer again to get one",
+                "{}: this schedule goes on from event {} of {}: replay it with `{} fork {} --at {} --schedule {}`",
                 path.display(),
-                retrace_sim::fuzz::SCHEDULE_FORMAT
-            ));
-        }
-        let sf: retrace_sim::fuzz::ScheduleFile = serde_json::from_str(&text).map_err(|e| {
-            anyhow!(
-                "{}:{}:{}: not a schedule file: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })?;
-        if sf.model != M::NAME {
-            return Err(anyhow!(
-                "{}: a schedule for model `{}`, not `{}`",
-                path.display(),
-                sf.model,
-                M::NAME
+                from.at,
+                from.trace,
+                program(),
+                from.trace,
+                from.at,
+                path.display()
             ));
         }
         sf.schedule

@@ -10,6 +10,7 @@ use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::fork::{boundary, ForkWalk};
 use retrace_replayer::Replay;
+use retrace_sim::fuzz::{replay_case_from, ForkStart, Start, Strategy};
 use retrace_sim::rng::{derive_seed, Purpose};
 use retrace_sim::trace::{Origin, Trace};
 use retrace_sim::{format_ns, ForkFuture, ForkPoint, Model, TraceSink};
@@ -35,6 +36,10 @@ pub struct ForkArgs {
     /// How long the future runs past the moment [default: to the scenario's time limit]
     #[arg(long = "for", value_name = "DURATION")]
     run_for: Option<String>,
+    /// Replay a schedule `retrace fuzz TRACE --from N` saved (its seed, orderings and
+    /// faults after the moment)
+    #[arg(long, value_name = "FILE", conflicts_with = "seed")]
+    schedule: Option<PathBuf>,
     /// Leave out the scenario's scripted faults (`[[faults]]`) after the moment: the
     /// future has only its random ones
     #[arg(long)]
@@ -122,11 +127,32 @@ fn fork_model<M: Model>(trace: Trace, args: &ForkArgs) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| default_fork_path(path, args.at, seed));
     let file = crate::cli::create_trace_file(&out)?;
-    let sim = walk
-        .simulation(seed, future, TraceSink::Stream(Box::new(file)))
-        .map_err(|e| at_path(&e))?;
-    let own_run = walk.is_own_run(seed, future);
-    let report = sim.run();
+    let sink = TraceSink::Stream(Box::new(file));
+    let (report, own_run, seed) = match &args.schedule {
+        None => {
+            let sim = walk
+                .simulation(seed, future, sink)
+                .map_err(|e| at_path(&e))?;
+            (sim.run(), walk.is_own_run(seed, future), seed)
+        }
+        Some(file) => {
+            let sf = crate::cli::read_schedule_file::<M>(file)?;
+            let strategy =
+                Strategy::parse(&sf.strategy).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            sf.schedule
+                .check(u64::MAX)
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let start = ForkStart::new(walk.scenario(), &point, walk.prefix(), future)
+                .map_err(|e| at_path(&e))?;
+            let report =
+                replay_case_from(&Start::Fork(start), sf.seed, strategy, &sf.schedule, sink);
+            print!(
+                "{}",
+                crate::summary::unapplied(&sf.schedule, &report.unapplied)
+            );
+            (report, false, sf.seed)
+        }
+    };
     let wall = started.elapsed();
     if let Some(e) = &report.trace_error {
         return Err(anyhow!("{}: cannot write the fork: {e}", out.display()));

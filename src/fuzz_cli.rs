@@ -4,11 +4,15 @@
 use crate::summary::{group, rate};
 use anyhow::anyhow;
 use clap::Args;
+use retrace_replayer::fork::{boundary, ForkWalk};
+use retrace_replayer::Replay;
 use retrace_sim::fuzz::{
-    case_seed, minimize, replay_case, run_case, ScheduleFile, Size, Strategy, ROTATION,
+    case_seed, minimize_from, replay_case_from, run_case_from, ForkStart, ScheduleFile,
+    ScheduleFrom, Size, Start, Strategy, ROTATION,
 };
 use retrace_sim::scenario::parse_duration_ns;
 use retrace_sim::{codec, Model, Scenario, TraceSink};
+use retrace_sim::{ForkFuture, ForkPoint};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +21,14 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct FuzzArgs {
-    /// The scenario to explore
+    /// The scenario to explore (with --from, a trace: its scenario is explored after the
+    /// moment)
     pub(crate) scenario: PathBuf,
+    /// Search the future of event N of the trace given instead of a scenario: every case
+    /// keeps the trace's records up to N's step, and decides only after it; failures are
+    /// minimised with that prefix fixed
+    #[arg(long, value_name = "N")]
+    pub(crate) from: Option<u64>,
     /// Stop after this many runs [default: 1000 unless --time is given]
     #[arg(long, conflicts_with = "time")]
     pub(crate) cases: Option<u64>,
@@ -133,13 +143,105 @@ pub fn fuzz_command<L: crate::registry::Models>(
             fuzz::<M>(file, &s, self.0)
         }
     }
+    if let Some(at) = args.from {
+        return fuzz_trace(registry, args, at);
+    }
     crate::cli::on_scenario_file(registry, &args.scenario, Fuzz(args))
+}
+
+/// `retrace fuzz TRACE --from N`: the trace's model, then [`search`] from its moment.
+fn fuzz_trace<L: crate::registry::Models>(
+    registry: &crate::registry::Registry<L>,
+    args: &FuzzArgs,
+    at: u64,
+) -> anyhow::Result<u8> {
+    let path = &args.scenario;
+    let trace = crate::replay_cli::load(path)?;
+    if at >= trace.events.len() as u64 {
+        return Err(anyhow!(
+            "{}: there is no event {at} (the trace has {} records)",
+            path.display(),
+            group(trace.events.len() as u64)
+        ));
+    }
+    let model = crate::replay_cli::known_model(registry, path, &trace.header.model)?;
+    struct FromTrace<'a> {
+        trace: retrace_sim::Trace,
+        args: &'a FuzzArgs,
+        at: u64,
+    }
+    impl crate::registry::ModelFn for FromTrace<'_> {
+        type Out = anyhow::Result<u8>;
+        fn call<M: Model>(self) -> Self::Out {
+            let path = &self.args.scenario;
+            let at_path = |e: &dyn std::fmt::Display| anyhow!("{}: {e}", path.display());
+            let replay = Replay::<M>::new(self.trace).map_err(|e| at_path(&e))?;
+            let from = From {
+                replay: &replay,
+                boundary: boundary(&replay, self.at),
+                at: self.at,
+            };
+            // Walk once here: a trace that does not re-execute is refused before the search.
+            let (walk, point) = from.walk().map_err(|e| at_path(&e))?;
+            let scenario = walk.scenario().clone();
+            ForkStart::new(&scenario, &point, walk.prefix(), ForkFuture::default())
+                .map_err(|e| at_path(&e))?;
+            let file = path.display().to_string();
+            search::<M>(&file, &scenario, Some(&from), self.args)
+        }
+    }
+    registry.call(&model, FromTrace { trace, args, at })?
+}
+
+/// A search's start at a trace's moment: each worker walks there itself (node states are
+/// not shared across threads).
+struct From<'r, M: Model> {
+    replay: &'r Replay<M>,
+    boundary: usize,
+    at: u64,
+}
+
+impl<'r, M: Model> From<'r, M> {
+    fn walk(
+        &self,
+    ) -> Result<(ForkWalk<'r, M>, ForkPoint<M>), retrace_replayer::fork::ForkWalkError> {
+        let mut walk = ForkWalk::new(self.replay)?;
+        walk.advance(self.boundary)?;
+        let point = walk.point()?;
+        Ok((walk, point))
+    }
+}
+
+/// The [`Start`] of cases from `fork` (a walk at the moment and its point), or from the
+/// scenario's beginning.
+fn start_of<'a, M: Model>(
+    scenario: &'a Scenario<M::Options>,
+    fork: Option<&'a (ForkWalk<'_, M>, ForkPoint<M>)>,
+) -> Option<Start<'a, M>> {
+    match fork {
+        None => Some(Start::Scenario(scenario)),
+        Some((walk, point)) => {
+            ForkStart::new(scenario, point, walk.prefix(), ForkFuture::default())
+                .ok()
+                .map(Start::Fork)
+        }
+    }
 }
 
 /// The generic half of `retrace fuzz`; returns the exit code.
 pub fn fuzz<M: Model>(
     file: &str,
     scenario: &Scenario<M::Options>,
+    args: &FuzzArgs,
+) -> anyhow::Result<u8> {
+    search::<M>(file, scenario, None, args)
+}
+
+/// The search, from the scenario's beginning or from a trace's moment.
+fn search<M: Model>(
+    file: &str,
+    scenario: &Scenario<M::Options>,
+    from: Option<&From<'_, M>>,
     args: &FuzzArgs,
 ) -> anyhow::Result<u8> {
     let strategies = Strategies::of_arg(args.strategy);
@@ -173,64 +275,76 @@ pub fn fuzz<M: Model>(
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..jobs {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| started.elapsed() >= d)
-                {
+            scope.spawn(|| {
+                let fork = match from.map(From::walk) {
+                    Some(Ok(fork)) => Some(fork),
+                    // The main thread walked there first: this does not happen.
+                    Some(Err(_)) => return,
+                    None => None,
+                };
+                let Some(start) = start_of(scenario, fork.as_ref()) else {
                     return;
-                }
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= cases {
-                    return;
-                }
-                let index = shard_i + k * shard_n;
-                let seed = case_seed(master, index);
-                let strategy = strategies.of(index);
-                let case = run_case::<M>(scenario, seed, strategy);
-                let done = runs.fetch_add(1, Ordering::Relaxed) + 1;
-                let coverage = covered.lock().map_or(0, |mut c| {
-                    c.extend(case.report.coverage.iter().copied());
-                    c.len()
-                });
-                if let Ok(mut d) = distinct.lock() {
-                    if d.len() < 1_000_000 {
-                        d.insert(codec::digest(
-                            &codec::encode(&case.schedule).unwrap_or_default(),
+                };
+                loop {
+                    if stop.load(Ordering::Relaxed)
+                        || deadline.is_some_and(|d| started.elapsed() >= d)
+                    {
+                        return;
+                    }
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= cases {
+                        return;
+                    }
+                    let index = shard_i + k * shard_n;
+                    let seed = case_seed(master, index);
+                    let strategy = strategies.of(index);
+                    let case = run_case_from(&start, seed, strategy);
+                    let done = runs.fetch_add(1, Ordering::Relaxed) + 1;
+                    let coverage = covered.lock().map_or(0, |mut c| {
+                        c.extend(case.report.coverage.iter().copied());
+                        c.len()
+                    });
+                    if let Ok(mut d) = distinct.lock() {
+                        if d.len() < 1_000_000 {
+                            d.insert(codec::digest(
+                                &codec::encode(&case.schedule).unwrap_or_default(),
+                            ));
+                        }
+                        bar.set_position(done);
+                        bar.set_message(format!(
+                            "({}) {} distinct schedules, {coverage} handlers covered, {} failing",
+                            rate(done, started.elapsed()),
+                            d.len(),
+                            found.lock().map_or(0, |f| f.len())
                         ));
                     }
-                    bar.set_position(done);
-                    bar.set_message(format!(
-                        "({}) {} distinct schedules, {coverage} handlers covered, {} failing",
-                        rate(done, started.elapsed()),
-                        d.len(),
-                        found.lock().map_or(0, |f| f.len())
-                    ));
-                }
-                if let Some(v) = case.report.violation {
-                    if let Ok(mut f) = found.lock() {
-                        if !f.iter().any(|x| x.invariant == v.invariant) {
-                            f.push(Found {
-                                index,
-                                seed,
-                                strategy,
-                                invariant: v.invariant.clone(),
-                                schedule: case.schedule,
-                            });
-                        } else if let Some(x) = f
-                            .iter_mut()
-                            .find(|x| x.invariant == v.invariant && x.index > index)
-                        {
-                            // Keep the earliest case per invariant, whatever the thread timing.
-                            *x = Found {
-                                index,
-                                seed,
-                                strategy,
-                                invariant: v.invariant.clone(),
-                                schedule: case.schedule,
-                            };
+                    if let Some(v) = case.report.violation {
+                        if let Ok(mut f) = found.lock() {
+                            if !f.iter().any(|x| x.invariant == v.invariant) {
+                                f.push(Found {
+                                    index,
+                                    seed,
+                                    strategy,
+                                    invariant: v.invariant.clone(),
+                                    schedule: case.schedule,
+                                });
+                            } else if let Some(x) = f
+                                .iter_mut()
+                                .find(|x| x.invariant == v.invariant && x.index > index)
+                            {
+                                // Keep the earliest case per invariant, whatever the thread timing.
+                                *x = Found {
+                                    index,
+                                    seed,
+                                    strategy,
+                                    invariant: v.invariant.clone(),
+                                    schedule: case.schedule,
+                                };
+                            }
                         }
-                    }
-                    if !args.keep_going {
-                        stop.store(true, Ordering::Relaxed);
+                        if !args.keep_going {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             });
@@ -265,21 +379,36 @@ pub fn fuzz<M: Model>(
     let stem = std::path::Path::new(file)
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    let fork = match from.map(From::walk) {
+        Some(fork) => Some(fork.map_err(|e| anyhow!("{file}: {e}"))?),
+        None => None,
+    };
+    let new_start = || {
+        start_of(scenario, fork.as_ref()).ok_or_else(|| anyhow!("{file}: the fork does not start"))
+    };
+    let start = new_start()?;
     for f in &found {
         let strategy = f.strategy;
-        let before = replay_case::<M>(scenario, f.seed, strategy, &f.schedule, TraceSink::Discard);
+        let before = replay_case_from(&start, f.seed, strategy, &f.schedule, TraceSink::Discard);
         let size_before = Size::of(&before, &f.schedule);
         let schedule = if args.no_minimize {
             f.schedule.clone()
         } else {
-            minimize::<M>(scenario, f.seed, strategy, &f.schedule, &f.invariant, 2000)
+            minimize_from(
+                new_start()?,
+                f.seed,
+                strategy,
+                &f.schedule,
+                &f.invariant,
+                2000,
+            )
         };
         let base = args.out.join(format!("{stem}-case{}", f.index));
         let trace_path = base.with_extension("trace");
         let file_out = std::fs::File::create(&trace_path)
             .map_err(|e| anyhow!("{}: {e}", trace_path.display()))?;
-        let after = replay_case::<M>(
-            scenario,
+        let after = replay_case_from(
+            &start,
             f.seed,
             strategy,
             &schedule,
@@ -298,6 +427,10 @@ pub fn fuzz<M: Model>(
             strategy: strategy.name().into(),
             invariant: f.invariant.clone(),
             schedule,
+            from: from.map(|f| ScheduleFrom {
+                trace: file.into(),
+                at: f.at,
+            }),
         };
         let json = serde_json::to_string_pretty(&sf).map_err(anyhow::Error::msg)?;
         std::fs::write(&schedule_path, json)
@@ -313,10 +446,17 @@ pub fn fuzz<M: Model>(
         println!("  after     {size_after}");
         let program = crate::cli::program();
         println!("  trace     {program} replay {}", trace_path.display());
-        println!(
-            "  schedule  {program} run {file} --schedule {}",
-            schedule_path.display()
-        );
+        match from {
+            None => println!(
+                "  schedule  {program} run {file} --schedule {}",
+                schedule_path.display()
+            ),
+            Some(from) => println!(
+                "  schedule  {program} fork {file} --at {} --schedule {}",
+                from.at,
+                schedule_path.display()
+            ),
+        }
     }
     Ok(crate::exit::VIOLATION)
 }

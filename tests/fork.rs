@@ -236,3 +236,67 @@ proptest! {
         let _ = <Kv as Model>::NAME;
     }
 }
+
+#[test]
+fn fuzz_from_a_moment_keeps_the_prefix_and_its_schedule_replays_with_fork() {
+    let dir = scratch_dir("fuzz-from");
+    let original = write_trace::<Kv>(&dir, "kv-ack-before-replicate.toml", 7);
+    let out = dir.join("found");
+    let o = retrace(&[
+        "fuzz",
+        original.to_str().unwrap(),
+        "--from",
+        "3000",
+        "--cases",
+        "1",
+        "--jobs",
+        "1",
+        "--no-minimize",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}\n{}", stderr(&o));
+    let find = |ext: &str| {
+        std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(ext))
+            .unwrap_or_else(|| panic!("the fuzzer wrote a {ext}"))
+    };
+    let (trace, schedule) = (find(".trace"), find(".schedule.json"));
+    let found = Trace::load(&trace).unwrap();
+    let Origin::Forked { at: first, .. } = found.header.origin else {
+        panic!("a failure found from a moment is a fork")
+    };
+    assert_eq!(
+        record_bytes(&trace)[..first as usize],
+        record_bytes(&original)[..first as usize],
+        "every case keeps the trace's records before the moment"
+    );
+    replays_clean(&trace);
+    let sf: serde_json::Value = serde_json::from_str(&common::read(&schedule)).unwrap();
+    assert_eq!(sf["from"]["at"], 3000);
+    // The schedule replays the failure through `fork`, and `run` points there.
+    let again = dir.join("again.trace");
+    let o = retrace(&[
+        "fork",
+        original.to_str().unwrap(),
+        "--at",
+        "3000",
+        "--schedule",
+        schedule.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(record_bytes(&again), record_bytes(&trace));
+    let o = retrace(&[
+        "run",
+        "scenarios/kv-ack-before-replicate.toml",
+        "--schedule",
+        schedule.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("fork"), "{}", stderr(&o));
+}

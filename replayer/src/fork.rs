@@ -121,6 +121,24 @@ impl<'r, M: Model> ForkWalk<'r, M> {
         })
     }
 
+    /// A walk that starts from `cluster`, a state of this trace's cluster some steps in (a
+    /// cursor's checkpoint, or a state checkpoint of the trace's index): only the steps
+    /// after it are re-executed; the records before it are read for the ledger. Messages in
+    /// flight sent before it are known by their later delivery in the trace, if any (the
+    /// others are lost to the fork and counted); and a cluster from a state checkpoint has
+    /// invariants that saw only the steps after it.
+    pub fn from_cluster(replay: &'r Replay<M>, cluster: Cluster<M>) -> Result<Self, ForkWalkError> {
+        let mut walk = ForkWalk::new(replay)?;
+        let until = replay
+            .steps
+            .steps
+            .get(cluster.applied)
+            .map_or(replay.trace.events.len(), |s| s.input);
+        walk.cluster = cluster;
+        walk.observe_to(until);
+        Ok(walk)
+    }
+
     /// The scenario the trace was made under: the model of a fork's future.
     pub fn scenario(&self) -> &Scenario<M::Options> {
         &self.scenario

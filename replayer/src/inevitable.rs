@@ -134,10 +134,10 @@ impl Point {
 /// What the curve's shape says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
-    /// Unlikely up to one moment, near-certain from a later one on: see [`Turn`].
+    /// Unlikely for the last time at one moment, near-certain at a later one: see [`Turn`].
     Turn,
-    /// It rises, but never stays near-certain, or never was unlikely: no one stretch
-    /// decided it; [`Curve::rises`] are its largest steps up.
+    /// It rises, but never from unlikely to near-certain: no one stretch decided it;
+    /// [`Curve::rises`] are its largest steps up.
     Gradual,
     /// It barely changes, and stays high: the failure was near-certain from the first
     /// moment measured.
@@ -150,7 +150,7 @@ pub enum Shape {
 }
 
 /// Where the failure went from unlikely to near-certain: the last measured moment it was
-/// unlikely and the first from which it stayed near-certain (indices into
+/// unlikely, and the first after it that it was near-certain (indices into
 /// [`Curve::points`]). When they are one step apart, that step decided it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Turn {
@@ -395,17 +395,16 @@ fn read_shape(points: &[Point]) -> (Shape, Option<Turn>, Vec<usize>) {
         };
         return (shape, None, Vec::new());
     }
-    // Near-certain from here on, and unlikely last before that.
-    let certain = (0..ps.len())
-        .find(|&i| ps[i..].iter().all(|p| *p >= CERTAIN))
-        .filter(|&i| i > 0);
-    let turn = certain.and_then(|c| {
-        let unlikely = (0..c).rev().find(|&i| ps[i] <= UNLIKELY)?;
-        Some(Turn {
-            unlikely,
-            certain: c,
-        })
-    });
+    // Unlikely for the last time, and near-certain first after that (it may dip later —
+    // a fork from the middle of a failover can go either way — but never back to
+    // unlikely).
+    let turn = (0..ps.len())
+        .rev()
+        .find(|&i| ps[i] <= UNLIKELY)
+        .and_then(|unlikely| {
+            let certain = (unlikely + 1..ps.len()).find(|&i| ps[i] >= CERTAIN)?;
+            Some(Turn { unlikely, certain })
+        });
     let (from, to) = turn.map_or((1, ps.len()), |t| (t.unlikely + 1, t.certain + 1));
     let mut rises: Vec<(f64, usize)> = (from..to)
         .map(|i| (ps[i] - ps[i - 1], i))
@@ -445,7 +444,7 @@ mod tests {
     fn shapes_are_read_as_people_would() {
         /// Probabilities, and the shape, turn and rises they read as.
         type Case<'a> = (&'a [f64], Shape, Option<(usize, usize)>, &'a [usize]);
-        let cases: [Case<'_>; 6] = [
+        let cases: [Case<'_>; 7] = [
             // One step decides it.
             (
                 &[0.0, 0.0, 0.02, 1.0, 0.97],
@@ -459,6 +458,13 @@ mod tests {
                 Shape::Turn,
                 Some((2, 7)),
                 &[3, 4, 7],
+            ),
+            // Certain at the kill, then a dip that never gets back to unlikely.
+            (
+                &[0.0, 0.0, 1.0, 0.45, 0.6, 0.98],
+                Shape::Turn,
+                Some((1, 2)),
+                &[2],
             ),
             (&[0.9, 0.95, 0.92, 1.0], Shape::FlatHigh, None, &[]),
             (&[0.0, 0.05, 0.1, 0.02], Shape::FlatLow, None, &[]),

@@ -2,6 +2,7 @@
 
 mod capture;
 mod export;
+mod fork;
 mod fuzz;
 mod large;
 mod lin;
@@ -40,6 +41,8 @@ pub enum BenchTarget {
     Capture,
     /// A trace larger than memory: indexing it, opening it, random reads, `why`
     Large,
+    /// Forks: at the end of a long trace; `inevitable` on the kv demo and raft's double vote
+    Fork,
 }
 
 #[derive(Args, Debug)]
@@ -70,7 +73,7 @@ pub struct BenchArgs {
     /// (fuzz) Master seeds per known bug
     #[arg(long, default_value_t = 10)]
     pub(crate) seeds: u64,
-    /// (replay, tui, export) Records of the trace re-executed and queried
+    /// (replay, tui, export, fork) Records of the trace re-executed and queried
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) replay_events: u64,
     /// (replay) Records of the trace to jump around in
@@ -218,6 +221,7 @@ pub fn run<L: crate::registry::Models>(
         BenchTarget::Lin => return self::lin::run(),
         BenchTarget::Capture => return self::capture::run(args),
         BenchTarget::Large => return self::large::run(args),
+        BenchTarget::Fork => return self::fork::run(args),
         BenchTarget::Sim => {}
     }
     println!(

@@ -6,7 +6,7 @@
 
 use super::ddmin::ddmin;
 use super::slice::Slice;
-use super::{replay_case, Strategy};
+use super::{replay_case_from, Start, Strategy};
 use crate::model::Model;
 use crate::scenario::Scenario;
 use crate::schedule::{Choice, Moment, Schedule, CRASH_DOWN_NS, DELAY_MIN_NS, ISOLATION_NS};
@@ -39,7 +39,7 @@ const QUICK_RESTART_MOMENTS: usize = 200;
 /// The failure being minimised: a case of a scenario, and the invariant every smaller run
 /// must still break.
 struct Target<'a, M: Model> {
-    scenario: &'a Scenario<M::Options>,
+    start: Start<'a, M>,
     seed: u64,
     strategy: Strategy,
     invariant: &'a str,
@@ -47,8 +47,8 @@ struct Target<'a, M: Model> {
 
 impl<'a, M: Model> Target<'a, M> {
     fn run(&self, schedule: &Schedule) -> RunReport {
-        replay_case::<M>(
-            self.scenario,
+        replay_case_from(
+            &self.start,
             self.seed,
             self.strategy,
             schedule,
@@ -59,8 +59,8 @@ impl<'a, M: Model> Target<'a, M> {
     /// The steps of `schedule`'s run if it breaks the invariant.
     /// `schedule`'s run with its trace kept in memory (for the causal slice).
     fn run_traced(&self, schedule: &Schedule) -> RunReport {
-        replay_case::<M>(
-            self.scenario,
+        replay_case_from(
+            &self.start,
             self.seed,
             self.strategy,
             schedule,
@@ -100,7 +100,7 @@ impl<'a, M: Model> Target<'a, M> {
         'a: 'b,
     {
         Target {
-            scenario,
+            start: self.start.with_scenario(scenario),
             seed: self.seed,
             strategy: self.strategy,
             invariant: self.invariant,
@@ -137,8 +137,28 @@ pub fn minimize<M: Model>(
     invariant: &str,
     budget: u32,
 ) -> Schedule {
+    minimize_from(
+        Start::<M>::Scenario(scenario),
+        seed,
+        strategy,
+        schedule,
+        invariant,
+        budget,
+    )
+}
+
+/// [`minimize`] from any [`Start`]: from a trace's moment, only what the cases decided
+/// after it is shrunk; the records before it stay as they are.
+pub fn minimize_from<M: Model>(
+    start: Start<'_, M>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    invariant: &str,
+    budget: u32,
+) -> Schedule {
     let target = Target::<M> {
-        scenario,
+        start,
         seed,
         strategy,
         invariant,
@@ -466,10 +486,10 @@ fn swap_for_one_outage<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     let times = run.decisions;
     let mut bare = best.clone();
     bare.choices.retain(|c| !c.is_fault());
-    let mut longer_scenario = target.scenario.clone();
+    let mut longer_scenario = target.start.scenario().clone();
     longer_scenario.time_limit_ns = longer_scenario.time_limit_ns.saturating_add(SHIFT_MAX_NS);
     let longer = target.within(&longer_scenario);
-    let nodes = target.scenario.nodes.len() as u32;
+    let nodes = target.start.scenario().nodes.len() as u32;
     // The failing run's last moments, and moments of the run without its faults up to where
     // the failing one ended (without the faults, things happen at other times: the write a
     // crash must catch unreplicated may be acknowledged much earlier).
@@ -559,7 +579,7 @@ fn add_a_quick_restart<M: Model>(target: &Target<'_, M>, best: &Schedule, budget
     };
     let mut moments = run.decisions;
     moments.dedup();
-    let nodes = target.scenario.nodes.len() as u32;
+    let nodes = target.start.scenario().nodes.len() as u32;
     let mut fastest: Option<(Schedule, u64)> = None;
     for &at in moments.iter().rev().take(QUICK_RESTART_MOMENTS) {
         for node in 0..nodes {

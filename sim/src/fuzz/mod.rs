@@ -13,14 +13,16 @@ mod minimize;
 mod property;
 mod slice;
 
-pub use minimize::{minimize, SHIFT_MAX_NS};
+pub use minimize::{minimize, minimize_from, SHIFT_MAX_NS};
 pub use property::{check_schedule, schedules};
 
+use crate::fork::{ForkError, ForkFuture, ForkPoint};
 use crate::model::Model;
 use crate::rng::{derive_seed, Purpose, SimRng};
 use crate::scenario::Scenario;
 use crate::schedule::{Decider, FaultKind, PctDecider, RandomDecider, Schedule};
 use crate::sim::{RunReport, Simulation, TraceSink};
+use crate::trace::Event;
 
 /// How cases choose their decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,17 @@ pub struct ScheduleFile {
     pub strategy: String,
     pub invariant: String,
     pub schedule: Schedule,
+    /// A search from a trace's moment (`fuzz TRACE --from N`): the trace and the event,
+    /// which `retrace fork TRACE --at N --schedule FILE` replays it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ScheduleFrom>,
+}
+
+/// Where a schedule's cases started: a trace's moment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleFrom {
+    pub trace: String,
+    pub at: u64,
 }
 
 /// One run of a search.
@@ -143,15 +156,92 @@ pub struct Case {
     pub schedule: Schedule,
 }
 
+/// Where each case of a search starts: a scenario's beginning, or a moment of a trace
+/// (`retrace fuzz TRACE --from N`), whose records before it every case keeps unchanged —
+/// so what a case decides, and what the minimiser removes, is all after it.
+pub enum Start<'a, M: Model> {
+    Scenario(&'a Scenario<M::Options>),
+    Fork(ForkStart<'a, M>),
+}
+
+/// A [`Start`] at a trace's moment; made by [`ForkStart::new`], which checks that a
+/// simulation starts there.
+pub struct ForkStart<'a, M: Model> {
+    scenario: &'a Scenario<M::Options>,
+    point: &'a ForkPoint<M>,
+    prefix: &'a [Event],
+    future: ForkFuture,
+}
+
+impl<'a, M: Model> ForkStart<'a, M> {
+    /// Cases forked at `point` (whose trace's records before it are `prefix`) and going on
+    /// under `scenario` and `future`.
+    pub fn new(
+        scenario: &'a Scenario<M::Options>,
+        point: &'a ForkPoint<M>,
+        prefix: &'a [Event],
+        future: ForkFuture,
+    ) -> Result<Self, ForkError> {
+        Simulation::<M>::fork(scenario, point, 0, future, prefix, TraceSink::Discard)?;
+        Ok(ForkStart {
+            scenario,
+            point,
+            prefix,
+            future,
+        })
+    }
+}
+
+impl<'a, M: Model> Start<'a, M> {
+    pub fn scenario(&self) -> &'a Scenario<M::Options> {
+        match self {
+            Start::Scenario(s) => s,
+            Start::Fork(f) => f.scenario,
+        }
+    }
+
+    /// The same start under `scenario` (the same one with other limits).
+    fn with_scenario<'b>(&self, scenario: &'b Scenario<M::Options>) -> Start<'b, M>
+    where
+        'a: 'b,
+    {
+        match self {
+            Start::Scenario(_) => Start::Scenario(scenario),
+            Start::Fork(f) => Start::Fork(ForkStart {
+                scenario,
+                point: f.point,
+                prefix: f.prefix,
+                future: f.future,
+            }),
+        }
+    }
+
+    /// Case `seed`'s simulation under `strategy` (swarm also switches fault kinds).
+    pub fn simulation(&self, seed: u64, strategy: Strategy, sink: TraceSink) -> Simulation<M> {
+        let mut s = self.scenario().clone();
+        if strategy == Strategy::Swarm {
+            s.swarm = true;
+        }
+        match self {
+            Start::Scenario(_) => Simulation::<M>::new(&s, seed, sink),
+            Start::Fork(f) => Simulation::<M>::fork(&s, f.point, seed, f.future, f.prefix, sink)
+                .unwrap_or_else(|e| unreachable!("ForkStart::new checked this fork: {e}")),
+        }
+    }
+}
+
 /// Runs case `seed` of `scenario` under `strategy`, keeping no trace.
 pub fn run_case<M: Model>(scenario: &Scenario<M::Options>, seed: u64, strategy: Strategy) -> Case {
-    let mut s = scenario.clone();
-    if strategy == Strategy::Swarm {
-        s.swarm = true;
-    }
+    run_case_from(&Start::<M>::Scenario(scenario), seed, strategy)
+}
+
+/// [`run_case`] from any [`Start`].
+pub fn run_case_from<M: Model>(start: &Start<'_, M>, seed: u64, strategy: Strategy) -> Case {
+    let s = start.scenario();
     let expected = s.max_events.min(10_000);
     let decider = decider_for(strategy, seed, s.nodes.len(), expected);
-    let report = Simulation::<M>::new(&s, seed, TraceSink::Discard)
+    let report = start
+        .simulation(seed, strategy, TraceSink::Discard)
         .with_decider(decider)
         .run();
     let schedule = report.schedule.clone().unwrap_or_default();
@@ -170,11 +260,25 @@ pub fn replay_case<M: Model>(
     schedule: &Schedule,
     sink: TraceSink,
 ) -> RunReport {
-    let mut s = scenario.clone();
-    if strategy == Strategy::Swarm {
-        s.swarm = true;
-    }
-    Simulation::<M>::new(&s, seed, sink)
+    replay_case_from(
+        &Start::<M>::Scenario(scenario),
+        seed,
+        strategy,
+        schedule,
+        sink,
+    )
+}
+
+/// [`replay_case`] from any [`Start`].
+pub fn replay_case_from<M: Model>(
+    start: &Start<'_, M>,
+    seed: u64,
+    strategy: Strategy,
+    schedule: &Schedule,
+    sink: TraceSink,
+) -> RunReport {
+    start
+        .simulation(seed, strategy, sink)
         .with_schedule(schedule.clone())
         .run()
 }
