@@ -136,6 +136,9 @@ pub struct App {
     pub quit: bool,
     /// Simulated traces have virtual time; recordings wall time.
     pub virtual_time: bool,
+    /// A fork's first simulated record (`retrace fork`): where the trace branched from the
+    /// run it continues. Only for a trace opened whole (a window numbers its own records).
+    pub branch_at: Option<usize>,
     /// Where the trace's faults and drops are, for lighting those a history saw.
     fault_index: FaultIndex,
     /// The key, reach and step of the history last shown (`w` again clears it).
@@ -217,6 +220,12 @@ impl App {
         let causality = Causality::new(session.steps(), &trace.events, node_names.len());
         let fault_index = FaultIndex::new(&trace.events);
         let virtual_time = trace.header.origin.virtual_time();
+        let branch_at = trace
+            .header
+            .origin
+            .branch_points()
+            .last()
+            .map(|&at| at as usize);
         let mut app = App {
             session,
             timeline,
@@ -245,6 +254,7 @@ impl App {
             profile_sel: 0,
             quit: false,
             virtual_time,
+            branch_at,
             fault_index,
             history_key: None,
             value: None,

@@ -576,3 +576,47 @@ fn a_service_is_a_lane_with_the_writes_into_it_and_the_answers_out_of_it() {
     let s = screen(&mut app, 160, 50);
     assert!(s.contains('┈'), "{s}");
 }
+
+/// A fork of the lost-write trace, at event `at`, with another seed.
+fn forked_app(at: u64) -> (App, usize) {
+    use retrace_models::kv::KvModel;
+    use retrace_replayer::fork::fork;
+    use retrace_replayer::Replay;
+    let replay = Replay::<KvModel>::new(common::trace(LOST_WRITE)).unwrap();
+    let run = fork(
+        &replay,
+        at,
+        99,
+        retrace_sim::ForkFuture::default(),
+        retrace_sim::TraceSink::Memory,
+    )
+    .unwrap()
+    .run();
+    let trace = retrace_sim::Trace::from_bytes(&run.trace.unwrap(), "fork").unwrap();
+    let retrace_sim::trace::Origin::Forked { at: first, .. } = trace.header.origin else {
+        panic!("a fork says so")
+    };
+    let replay = Replay::<KvModel>::new(trace).unwrap();
+    let app = App::with_scan_budget(
+        Box::new(retrace_tui::ModelSession::new(replay)),
+        std::time::Duration::from_secs(30),
+    );
+    (app, first as usize)
+}
+
+#[test]
+fn a_fork_shows_where_it_branched() {
+    let (mut app, first) = forked_app(60);
+    assert_eq!(app.branch_at, Some(first));
+    keys(&mut app, "g");
+    assert!(screen(&mut app, 160, 50).contains("before the fork at event"));
+    keys(&mut app, &format!("{first}G"));
+    assert_eq!(app.record_of(app.sel), first);
+    assert!(screen(&mut app, 160, 50).contains(&format!("the fork's future (from event {first})")));
+    keys(&mut app, "k");
+    let shown = screen(&mut app, 160, 50);
+    assert!(
+        shown.lines().any(|l| l.contains(&format!("» {first:>7}"))),
+        "the list marks the branch:\n{shown}"
+    );
+}

@@ -66,6 +66,10 @@ pub fn render(app: &mut App, frame: &mut Frame, area: Rect) {
                 s = style::dim();
             }
         }
+        // Where a fork's simulated future starts.
+        if gutter == ' ' && app.pager.is_none() && app.branch_at == Some(app.record_of(row)) {
+            gutter = '»';
+        }
         let text = fit(&format!("{gutter} {}", app.row_text(row)), width);
         if row == app.sel {
             s = s.patch(style::selected());

@@ -40,6 +40,13 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
     if let Some(n) = e.node {
         parts.push(app.node_name(n));
     }
+    if let (Some(at), None) = (app.branch_at, &app.pager) {
+        parts.push(if index < at {
+            format!("before the fork at event {at}")
+        } else {
+            format!("the fork's future (from event {at})")
+        });
+    }
     if !app.breakpoints.is_empty() {
         let n = app.breakpoints.len();
         parts.push(format!("{n} breakpoint{}", if n == 1 { "" } else { "s" }));
