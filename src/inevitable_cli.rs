@@ -147,7 +147,7 @@ fn report<M: Model>(
         args.horizon
     );
     out.push('\n');
-    out.push_str(&chart(c, 64, 10));
+    out.push_str(&c.chart(64, 10));
     out.push('\n');
     let events = &replay.trace.events;
     // The events of a gap between two moments: each step's input, and what the network or
@@ -272,63 +272,5 @@ fn report<M: Model>(
             pct(p)
         );
     }
-    out
-}
-
-/// The curve as text: probability up, time across; `●` a measured moment, `│` its 95%
-/// interval, `▲` under the axis where the curve turned.
-pub(crate) fn chart(c: &Curve, width: usize, height: usize) -> String {
-    let width = width.max(8);
-    let height = height.max(2);
-    let t0 = c.points.first().map_or(0, |p| p.time_ns);
-    let t1 = c.points.last().map_or(0, |p| p.time_ns).max(t0 + 1);
-    let col = |ns: u64| ((ns - t0) as f64 / (t1 - t0) as f64 * (width - 1) as f64).round() as usize;
-    let row = |p: f64| ((1.0 - p) * height as f64).round() as usize;
-    let mut grid = vec![vec![' '; width]; height + 1];
-    for p in &c.points {
-        let x = col(p.time_ns).min(width - 1);
-        let (lo, hi) = p.interval();
-        for line in grid.iter_mut().take(row(lo) + 1).skip(row(hi)) {
-            if line[x] == ' ' {
-                line[x] = '│';
-            }
-        }
-    }
-    for p in &c.points {
-        let x = col(p.time_ns).min(width - 1);
-        grid[row(p.probability()).min(height)][x] = '●';
-    }
-    let mut out = String::new();
-    for (r, line) in grid.iter().enumerate() {
-        let label = if r % (height / 2).max(1) == 0 {
-            format!("{:>4.1}", 1.0 - r as f64 / height as f64)
-        } else {
-            "    ".to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{label} ┤{}",
-            line.iter().collect::<String>().trim_end()
-        );
-    }
-    let _ = writeln!(out, "     └{}", "─".repeat(width));
-    let marks: Vec<usize> = match c.turn {
-        Some(t) if c.sharp() => vec![t.certain],
-        _ => c.rises.clone(),
-    };
-    if !marks.is_empty() {
-        let mut line = vec![' '; width];
-        for i in marks {
-            line[col(c.points[i].time_ns).min(width - 1)] = '▲';
-        }
-        let _ = writeln!(out, "      {}", line.iter().collect::<String>().trim_end());
-    }
-    let left = format_ns(t0.saturating_sub(c.base_ns));
-    let right = format_ns(t1.saturating_sub(c.base_ns));
-    let _ = writeln!(
-        out,
-        "      {left}{}{right}",
-        " ".repeat(width.saturating_sub(left.len() + right.len()))
-    );
     out
 }

@@ -15,8 +15,9 @@ use crate::engine::Replay;
 use crate::fork::{ForkWalk, ForkWalkError};
 use retrace_sim::rng::{derive_seed, Purpose};
 use retrace_sim::trace::Record;
-use retrace_sim::{ForkFuture, Model, Simulation, TraceSink};
+use retrace_sim::{format_ns, ForkFuture, Model, Simulation, TraceSink};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::mpsc;
 
 /// The violation a curve is about.
@@ -177,12 +178,87 @@ pub struct Curve {
 }
 
 impl Curve {
+    /// The step the reading names first: the one that made the failure inevitable, or the
+    /// first of the gap where it rose most (its index among the trace's steps).
+    pub fn named_step(&self) -> Option<usize> {
+        let p = |i: usize| self.points[i].probability();
+        let gap = match self.turn {
+            Some(t) if self.sharp() => Some(t.certain),
+            _ => self.rises.iter().copied().max_by(|&a, &b| {
+                (p(a) - p(a - 1))
+                    .total_cmp(&(p(b) - p(b - 1)))
+                    .then(b.cmp(&a))
+            }),
+        }?;
+        Some(self.points[gap - 1].moment)
+    }
+
     /// Whether one step decided it: the turn's two moments are neighbours.
     pub fn sharp(&self) -> bool {
         self.turn.is_some_and(|t| {
             t.certain == t.unlikely + 1
                 && self.points[t.certain].moment == self.points[t.unlikely].moment + 1
         })
+    }
+
+    /// The curve as text: probability up, time across; `●` a measured moment, `│` its 95%
+    /// interval, `▲` under the axis where the curve turned.
+    pub fn chart(&self, width: usize, height: usize) -> String {
+        let c = self;
+        let width = width.max(8);
+        let height = height.max(2);
+        let t0 = c.points.first().map_or(0, |p| p.time_ns);
+        let t1 = c.points.last().map_or(0, |p| p.time_ns).max(t0 + 1);
+        let col =
+            |ns: u64| ((ns - t0) as f64 / (t1 - t0) as f64 * (width - 1) as f64).round() as usize;
+        let row = |p: f64| ((1.0 - p) * height as f64).round() as usize;
+        let mut grid = vec![vec![' '; width]; height + 1];
+        for p in &c.points {
+            let x = col(p.time_ns).min(width - 1);
+            let (lo, hi) = p.interval();
+            for line in grid.iter_mut().take(row(lo) + 1).skip(row(hi)) {
+                if line[x] == ' ' {
+                    line[x] = '│';
+                }
+            }
+        }
+        for p in &c.points {
+            let x = col(p.time_ns).min(width - 1);
+            grid[row(p.probability()).min(height)][x] = '●';
+        }
+        let mut out = String::new();
+        for (r, line) in grid.iter().enumerate() {
+            let label = if r % (height / 2).max(1) == 0 {
+                format!("{:>4.1}", 1.0 - r as f64 / height as f64)
+            } else {
+                "    ".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{label} ┤{}",
+                line.iter().collect::<String>().trim_end()
+            );
+        }
+        let _ = writeln!(out, "     └{}", "─".repeat(width));
+        let marks: Vec<usize> = match c.turn {
+            Some(t) if c.sharp() => vec![t.certain],
+            _ => c.rises.clone(),
+        };
+        if !marks.is_empty() {
+            let mut line = vec![' '; width];
+            for i in marks {
+                line[col(c.points[i].time_ns).min(width - 1)] = '▲';
+            }
+            let _ = writeln!(out, "      {}", line.iter().collect::<String>().trim_end());
+        }
+        let left = format_ns(t0.saturating_sub(c.base_ns));
+        let right = format_ns(t1.saturating_sub(c.base_ns));
+        let _ = writeln!(
+            out,
+            "      {left}{}{right}",
+            " ".repeat(width.saturating_sub(left.len() + right.len()))
+        );
+        out
     }
 }
 

@@ -71,6 +71,8 @@ pub enum View {
     Help,
     /// `v`: pick a value, then its story across the cluster.
     Value,
+    /// `I`: when the failure became inevitable — the curve, and the step it names.
+    Inevitable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +134,8 @@ pub struct App {
     /// First row shown by the list (kept by the renderer so the selection stays in view).
     pub list_top: usize,
     pub profile: Option<RequestProfile>,
+    /// `I`: the inevitability curve, measured once per trace.
+    pub curve: Option<retrace_replayer::inevitable::Curve>,
     pub profile_sel: usize,
     pub quit: bool,
     /// Simulated traces have virtual time; recordings wall time.
@@ -251,6 +255,7 @@ impl App {
             zoom: 1,
             list_top: 0,
             profile: None,
+            curve: None,
             profile_sel: 0,
             quit: false,
             virtual_time,
@@ -953,9 +958,46 @@ impl App {
                     }
                 }
                 View::Profile => self.profile_key(key),
+                View::Inevitable => self.inevitable_key(key),
                 View::Value => self.value_key(key),
                 View::Main => self.main_key(key),
             },
+        }
+    }
+
+    /// `I`: measures the curve (once: forks of the run with the model's code, a few
+    /// seconds on a long trace) and shows it.
+    fn open_inevitable(&mut self) {
+        if self.curve.is_none() {
+            let settings = retrace_replayer::inevitable::Settings::default();
+            match self.session.inevitable(settings) {
+                Ok(curve) => self.curve = Some(curve),
+                Err(e) => {
+                    self.message = Some(e);
+                    return;
+                }
+            }
+        }
+        self.view = View::Inevitable;
+    }
+
+    fn inevitable_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Esc | KeyCode::Char('q' | 'I') => self.view = View::Main,
+            KeyCode::Enter => {
+                let step = self.curve.as_ref().and_then(|c| c.named_step());
+                let input = step.and_then(|s| self.session.steps().steps.get(s).map(|s| s.input));
+                match input {
+                    Some(input) => {
+                        let row = self.timeline.row_of(input);
+                        self.view = View::Main;
+                        self.select(row);
+                    }
+                    None => self.message = Some("the curve names no step: it is flat".into()),
+                }
+            }
+            KeyCode::Char('?') => self.view = View::Help,
+            _ => {}
         }
     }
 
@@ -1029,6 +1071,7 @@ impl App {
                 None => self.message = Some("this event belongs to no request".into()),
             },
             KeyCode::Char('p') => self.open_profile(None),
+            KeyCode::Char('I') => self.open_inevitable(),
             KeyCode::Esc => self.highlight = None,
             KeyCode::Char(':') => self.input = Input::Command(String::new()),
             KeyCode::Char('/') => self.input = Input::Search(String::new()),

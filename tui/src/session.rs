@@ -2,6 +2,7 @@
 //! [`Cursor`] through [`Session`], and sees states and messages as text.
 
 use retrace_replayer::diff::{diff_states, Change};
+use retrace_replayer::inevitable;
 use retrace_replayer::provenance::{self, Ask, Provenance};
 use retrace_replayer::{
     CheckpointPolicy, Cursor, Divergence, Predicate, Replay, ReplayViolation, Steps,
@@ -67,6 +68,9 @@ pub trait Session {
     /// Where a value came from and where it went: one re-execution of the run, apart from
     /// the cursor.
     fn provenance(&self, ask: &Ask) -> Result<Provenance, String>;
+    /// When did the trace's failure become inevitable: forks of the run at moments before
+    /// its first violation (`retrace_replayer::inevitable`), apart from the cursor.
+    fn inevitable(&self, settings: inevitable::Settings) -> Result<inevitable::Curve, String>;
 }
 
 /// [`Session`] over a model's cursor.
@@ -218,6 +222,14 @@ impl<M: Model> Session for ModelSession<M> {
 
     fn provenance(&self, ask: &Ask) -> Result<Provenance, String> {
         provenance::ask(self.cursor.replay(), ask).map_err(|e| e.to_string())
+    }
+
+    fn inevitable(&self, settings: inevitable::Settings) -> Result<inevitable::Curve, String> {
+        let replay = self.cursor.replay();
+        let target = inevitable::find_target(replay)
+            .map_err(|e| e.to_string())?
+            .ok_or("no invariant breaks in this trace: there is no failure to trace back")?;
+        inevitable::curve(replay, &target, settings, &mut |_, _| {}).map_err(|e| e.to_string())
     }
 }
 

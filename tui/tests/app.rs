@@ -620,3 +620,26 @@ fn a_fork_shows_where_it_branched() {
         "the list marks the branch:\n{shown}"
     );
 }
+
+#[test]
+fn the_inevitability_curve_names_the_kill_and_enter_goes_there() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "I");
+    assert_eq!(app.view, View::Inevitable);
+    let shown = screen(&mut app, 160, 50);
+    assert!(shown.contains("become inevitable"), "{shown}");
+    assert!(shown.contains('┤'), "the curve is drawn:\n{shown}");
+    assert!(shown.contains("one step made it inevitable"), "{shown}");
+    keys(&mut app, "<Enter>");
+    assert_eq!(app.view, View::Main);
+    assert_eq!(
+        kind(&app),
+        "crash",
+        "Enter goes to the step it names: the kill"
+    );
+    // Measured once: back and forth shows the same curve.
+    let forks = app.curve.as_ref().map(|c| c.forks);
+    keys(&mut app, "I<Esc>");
+    assert_eq!(app.view, View::Main);
+    assert_eq!(app.curve.as_ref().map(|c| c.forks), forks);
+}

@@ -29,7 +29,10 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("r", "follow the event's request across every node"),
     ("] [", "next / previous highlighted event"),
-    ("p", "profile the event's request (critical path)"),
+    (
+        "p I",
+        "profile the event's request · when its failure became inevitable (forks)",
+    ),
     ("/ n N", "search the event list; next / previous match"),
     ("z Z", "zoom the diagram out / in (events or time per row)"),
     (

@@ -4,6 +4,7 @@
 mod detail;
 mod diagram;
 mod help;
+mod inevitable;
 mod list;
 mod profile;
 mod status;
@@ -65,6 +66,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
             detail::render(app, frame, bottom);
         }
         View::Profile => profile::render(app, frame, body),
+        View::Inevitable => inevitable::render(app, frame, body),
         View::Help => help::render(app, frame, body),
         View::Value => value::render(app, frame, body),
     }

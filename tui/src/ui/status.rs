@@ -94,6 +94,7 @@ fn hint(view: View) -> &'static str {
         View::Main => "j/k event  h/l node  g/G ends  c/C break  w why  v value  r request  p profile  t time  / search  : cmd  ? help  q quit",
         View::Value => "j/k move  Enter follow / go to the event  b back to the values  Esc back  ? help",
         View::Profile => "j/k hop  Enter go to the hop's event  Esc back  ? help",
+        View::Inevitable => "Enter go to the step it names  Esc back  ? help",
         View::Help => "Esc, q or ? back",
     }
 }
