@@ -48,29 +48,20 @@ pub struct ForkArgs {
 
 impl ForkArgs {
     /// The future these flags describe, for a fork at `time_ns`.
-    pub(crate) fn future(&self, time_ns: u64) -> anyhow::Result<ForkFuture> {
-        future_of(self.run_for.as_deref(), self.no_scripted_faults, time_ns)
+    fn future(&self, time_ns: u64) -> anyhow::Result<ForkFuture> {
+        let until_ns = match self.run_for.as_deref() {
+            None => None,
+            Some(text) => {
+                let ns = retrace_sim::scenario::parse_duration_ns(text, false)
+                    .map_err(|e| anyhow!("--for {text}: {e}"))?;
+                Some(time_ns.saturating_add(ns as u64))
+            }
+        };
+        Ok(ForkFuture {
+            scripted_faults: !self.no_scripted_faults,
+            until_ns,
+        })
     }
-}
-
-/// The future `--for` and `--no-scripted-faults` describe, for a fork at `time_ns`.
-pub(crate) fn future_of(
-    run_for: Option<&str>,
-    no_scripted_faults: bool,
-    time_ns: u64,
-) -> anyhow::Result<ForkFuture> {
-    let until_ns = match run_for {
-        None => None,
-        Some(text) => {
-            let ns = retrace_sim::scenario::parse_duration_ns(text, false)
-                .map_err(|e| anyhow!("--for {text}: {e}"))?;
-            Some(time_ns.saturating_add(ns as u64))
-        }
-    };
-    Ok(ForkFuture {
-        scripted_faults: !no_scripted_faults,
-        until_ns,
-    })
 }
 
 /// The seed a fork at record `at` gets when none is given: a different one per moment,
@@ -131,7 +122,7 @@ fn fork_model<M: Model>(trace: Trace, args: &ForkArgs) -> anyhow::Result<u8> {
     let (report, own_run, seed) = match &args.schedule {
         None => {
             let sim = walk
-                .simulation(seed, future, sink)
+                .simulation_from(&point, seed, future, sink)
                 .map_err(|e| at_path(&e))?;
             (sim.run(), walk.is_own_run(seed, future), seed)
         }

@@ -181,13 +181,14 @@ fn fuzz_trace<L: crate::registry::Models>(
                 boundary: boundary(&replay, self.at),
                 at: self.at,
             };
-            // Walk once here: a trace that does not re-execute is refused before the search.
-            let (walk, point) = from.walk().map_err(|e| at_path(&e))?;
-            let scenario = walk.scenario().clone();
-            ForkStart::new(&scenario, &point, walk.prefix(), ForkFuture::default())
+            // Walk once here: a trace that does not re-execute is refused before the search,
+            // and this walk serves the minimiser after it.
+            let fork = from.walk().map_err(|e| at_path(&e))?;
+            let scenario = fork.0.scenario().clone();
+            ForkStart::new(&scenario, &fork.1, fork.0.prefix(), ForkFuture::default())
                 .map_err(|e| at_path(&e))?;
             let file = path.display().to_string();
-            search::<M>(&file, &scenario, Some(&from), self.args)
+            search::<M>(&file, &scenario, Some((&from, &fork)), self.args)
         }
     }
     registry.call(&model, FromTrace { trace, args, at })?
@@ -237,13 +238,17 @@ pub fn fuzz<M: Model>(
     search::<M>(file, scenario, None, args)
 }
 
+/// A trace's moment to search from, and the main thread's walk there.
+type FromWalked<'a, 'r, M> = (&'a From<'r, M>, &'a (ForkWalk<'r, M>, ForkPoint<M>));
+
 /// The search, from the scenario's beginning or from a trace's moment.
 fn search<M: Model>(
     file: &str,
     scenario: &Scenario<M::Options>,
-    from: Option<&From<'_, M>>,
+    from: Option<FromWalked<'_, '_, M>>,
     args: &FuzzArgs,
 ) -> anyhow::Result<u8> {
+    let (from, fork) = (from.map(|f| f.0), from.map(|f| f.1));
     let strategies = Strategies::of_arg(args.strategy);
     let (shard_i, shard_n) = shard(args.shard.as_deref())?;
     let deadline = match &args.time {
@@ -379,13 +384,8 @@ fn search<M: Model>(
     let stem = std::path::Path::new(file)
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().into_owned());
-    let fork = match from.map(From::walk) {
-        Some(fork) => Some(fork.map_err(|e| anyhow!("{file}: {e}"))?),
-        None => None,
-    };
-    let new_start = || {
-        start_of(scenario, fork.as_ref()).ok_or_else(|| anyhow!("{file}: the fork does not start"))
-    };
+    let new_start =
+        || start_of(scenario, fork).ok_or_else(|| anyhow!("{file}: the fork does not start"));
     let start = new_start()?;
     for f in &found {
         let strategy = f.strategy;

@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::{retrace, root, scratch_dir, stderr, stdout, write_trace};
+use common::{retrace, scratch_dir, stderr, stdout, write_trace};
 use proptest::prelude::*;
 use retrace_models::KvModel as Kv;
 use retrace_models::RaftModel as Raft;
 use retrace_replayer::fork::{boundary, fork, ForkWalk};
 use retrace_replayer::Replay;
 use retrace_sim::trace::{Origin, Trace};
-use retrace_sim::{ForkFuture, Model, TraceSink};
+use retrace_sim::{ForkFuture, TraceSink};
 use std::path::Path;
 
 /// The trace's records from the first, each as its frame's bytes in the file: what a fork
@@ -199,7 +199,6 @@ fn a_fork_refuses_an_event_the_trace_does_not_have_naming_the_file() {
     let o = retrace(&["fork", "tests/data/no-such.trace", "--at", "1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!out.exists());
-    let _ = root();
 }
 
 /// The library API: a proptest that starts from a trace's prefix, as from a recorded
@@ -233,7 +232,6 @@ proptest! {
         // Without the scripted kill, the future of this moment loses no write.
         let report = fork(&replay, 3_000, seed, future, TraceSink::Discard).unwrap().run();
         prop_assert!(report.violation.is_none(), "{:?}", report.violation);
-        let _ = <Kv as Model>::NAME;
     }
 }
 

@@ -239,13 +239,28 @@ impl<'r, M: Model> ForkWalk<'r, M> {
         future: ForkFuture,
         sink: TraceSink,
     ) -> Result<Simulation<M>, ForkWalkError> {
-        let at = self.records();
+        self.simulation_from(&self.point()?, seed, future, sink)
+    }
+
+    /// [`ForkWalk::simulation`] from the walk's [`ForkWalk::point`], taken already.
+    pub fn simulation_from(
+        &self,
+        point: &ForkPoint<M>,
+        seed: u64,
+        future: ForkFuture,
+        sink: TraceSink,
+    ) -> Result<Simulation<M>, ForkWalkError> {
+        debug_assert_eq!(point.records, self.records(), "the point is the walk's own");
         if self.is_own_run(seed, future) {
             self.check_own_run(seed)?;
-            return Ok(Simulation::refork(&self.scenario, seed, at, sink));
+            return Ok(Simulation::refork(
+                &self.scenario,
+                seed,
+                self.records(),
+                sink,
+            ));
         }
-        let point = self.point()?;
-        Simulation::fork(&self.scenario, &point, seed, future, self.prefix(), sink)
+        Simulation::fork(&self.scenario, point, seed, future, self.prefix(), sink)
             .map_err(ForkWalkError::Fork)
     }
 

@@ -9,7 +9,7 @@ use retrace_models::KvModel;
 use retrace_replayer::fork::{boundary, ForkWalk};
 use retrace_replayer::Replay;
 use retrace_sim::{ForkFuture, Trace, TraceSink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -102,15 +102,9 @@ fn fork_at_the_end(args: &BenchArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let point = walk.point().map_err(anyhow::Error::msg)?;
     let file = std::fs::File::create(&out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
-    let sim = retrace_sim::Simulation::fork(
-        walk.scenario(),
-        &point,
-        1_000_003,
-        future,
-        walk.prefix(),
-        TraceSink::Stream(Box::new(file)),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let sim = walk
+        .simulation_from(&point, 1_000_003, future, TraceSink::Stream(Box::new(file)))
+        .map_err(anyhow::Error::msg)?;
     let checkpointed = from_checkpoint.elapsed();
     drop(sim);
     let checkpoint_line = format!(
@@ -156,7 +150,7 @@ fn verdict(secs: f64, target: f64) -> String {
 }
 
 /// Runs `retrace inevitable` on `trace` with 64 samples, and reports its time and forks.
-fn inevitable(exe: &PathBuf, what: &str, trace: &Path) -> anyhow::Result<()> {
+fn inevitable(exe: &Path, what: &str, trace: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let o = Command::new(exe)
         .args(["inevitable", "--samples", "64", "--jobs", "2"])

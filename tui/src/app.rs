@@ -224,12 +224,7 @@ impl App {
         let causality = Causality::new(session.steps(), &trace.events, node_names.len());
         let fault_index = FaultIndex::new(&trace.events);
         let virtual_time = trace.header.origin.virtual_time();
-        let branch_at = trace
-            .header
-            .origin
-            .branch_points()
-            .last()
-            .map(|&at| at as usize);
+        let branch_at = trace.header.origin.branch_at().map(|at| at as usize);
         let mut app = App {
             session,
             timeline,

@@ -32,16 +32,12 @@ impl Origin {
         self.simulated_at(0)
     }
 
-    /// Where the simulator took over from a recording or another run: each fork's first
-    /// record, oldest first.
-    pub fn branch_points(&self) -> Vec<u64> {
+    /// Where the simulator last took over from a recording or another run: the latest
+    /// fork's first record (a fork of a fork branched after its parent did).
+    pub fn branch_at(&self) -> Option<u64> {
         match self {
-            Origin::Forked { parent, at, .. } => {
-                let mut out = parent.branch_points();
-                out.push(*at);
-                out
-            }
-            _ => Vec::new(),
+            Origin::Forked { at, .. } => Some(*at),
+            _ => None,
         }
     }
 
