@@ -108,6 +108,7 @@ pub fn demo<L: Models>(registry: &Registry<L>, args: &DemoArgs) -> anyhow::Resul
         let trace = load(&trace_path)?;
         let session = registry.session(trace)?;
         let mut app = App::new(session);
+        app.source = Some(trace_path.clone());
         if let Some(d) = app.session.divergence() {
             return Err(anyhow!("the recording does not replay: {d}"));
         }

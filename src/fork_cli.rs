@@ -11,8 +11,7 @@ use clap::Args;
 use retrace_replayer::fork::{boundary, ForkWalk};
 use retrace_replayer::Replay;
 use retrace_sim::fuzz::{replay_case_from, ForkStart, Start, Strategy};
-use retrace_sim::rng::{derive_seed, Purpose};
-use retrace_sim::trace::{Origin, Trace};
+use retrace_sim::trace::Trace;
 use retrace_sim::{format_ns, ForkFuture, ForkPoint, Model, TraceSink};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -60,18 +59,9 @@ impl ForkArgs {
         Ok(ForkFuture {
             scripted_faults: !self.no_scripted_faults,
             until_ns,
+            interventions: Vec::new(),
         })
     }
-}
-
-/// The seed a fork at record `at` gets when none is given: a different one per moment,
-/// printed, so that `--seed` gets the same fork again.
-pub(crate) fn default_seed(origin: &Origin, at: u64) -> u64 {
-    let parent = match origin {
-        Origin::Simulated { seed } | Origin::Forked { seed, .. } => *seed,
-        Origin::Recorded { .. } => 0,
-    };
-    derive_seed(parent, Purpose::Fork, at, 0)
 }
 
 pub fn fork_command<L: Models>(registry: &Registry<L>, args: &ForkArgs) -> anyhow::Result<u8> {
@@ -109,9 +99,9 @@ fn fork_model<M: Model>(trace: Trace, args: &ForkArgs) -> anyhow::Result<u8> {
     walk.advance(boundary(&replay, args.at))
         .map_err(|e| at_path(&e))?;
     let point = walk.point().map_err(|e| at_path(&e))?;
-    let seed = args
-        .seed
-        .unwrap_or_else(|| default_seed(&replay.trace.header.origin, walk.records()));
+    let seed = args.seed.unwrap_or_else(|| {
+        retrace_replayer::fork::default_seed(&replay.trace.header.origin, walk.records())
+    });
     let future = args.future(point.time_ns)?;
     let out = args
         .out
@@ -122,12 +112,28 @@ fn fork_model<M: Model>(trace: Trace, args: &ForkArgs) -> anyhow::Result<u8> {
     let (report, own_run, seed) = match &args.schedule {
         None => {
             let sim = walk
-                .simulation_from(&point, seed, future, sink)
+                .simulation_from(&point, seed, &future, sink)
                 .map_err(|e| at_path(&e))?;
-            (sim.run(), walk.is_own_run(seed, future), seed)
+            (sim.run(), walk.is_own_run(seed, &future), seed)
         }
         Some(file) => {
             let sf = crate::cli::read_schedule_file::<M>(file)?;
+            let mut future = future;
+            if let Some(from) = &sf.from {
+                if from.at != args.at {
+                    return Err(anyhow!(
+                        "{}: the schedule starts after event {} of {}, not {}: fork with --at {}",
+                        file.display(),
+                        from.at,
+                        from.trace,
+                        args.at,
+                        from.at
+                    ));
+                }
+                future.interventions = from.interventions.clone();
+                retrace_sim::what_if::check(&point, &future.interventions)
+                    .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            }
             let strategy =
                 Strategy::parse(&sf.strategy).map_err(|e| anyhow!("{}: {e}", file.display()))?;
             sf.schedule

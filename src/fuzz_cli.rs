@@ -430,6 +430,7 @@ fn search<M: Model>(
             from: from.map(|f| ScheduleFrom {
                 trace: file.into(),
                 at: f.at,
+                interventions: Vec::new(),
             }),
         };
         let json = serde_json::to_string_pretty(&sf).map_err(anyhow::Error::msg)?;

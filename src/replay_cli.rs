@@ -153,6 +153,7 @@ pub fn replay<L: Models>(registry: &Registry<L>, args: &ReplayArgs) -> anyhow::R
             .session(trace)
             .map_err(|e| anyhow!("{}: {e}", args.trace.display()))?;
         let mut app = retrace_tui::App::new(session);
+        app.source = Some(args.trace.clone());
         retrace_tui::terminal::run(&mut app).map_err(|e| anyhow!("terminal: {e}"))?;
         return Ok(exit::OK);
     }

@@ -218,9 +218,9 @@ proptest! {
         let (replay, at) = kv_incident();
         let mut walk = ForkWalk::new(&replay).unwrap();
         walk.advance(at).unwrap();
-        let future = ForkFuture { scripted_faults: false, until_ns: None };
+        let future = ForkFuture { scripted_faults: false, ..ForkFuture::default() };
         let run = |seed| {
-            walk.simulation(seed, future, TraceSink::Memory).unwrap().run().trace.unwrap()
+            walk.simulation(seed, &future, TraceSink::Memory).unwrap().run().trace.unwrap()
         };
         let (a, b) = (run(seed), run(seed));
         prop_assert_eq!(&a, &b);
@@ -230,7 +230,7 @@ proptest! {
             prop_assert!(forked.apply(&mut cluster).is_ok());
         }
         // Without the scripted kill, the future of this moment loses no write.
-        let report = fork(&replay, 3_000, seed, future, TraceSink::Discard).unwrap().run();
+        let report = fork(&replay, 3_000, seed, &future, TraceSink::Discard).unwrap().run();
         prop_assert!(report.violation.is_none(), "{:?}", report.violation);
     }
 }

@@ -236,7 +236,7 @@ impl<'r, M: Model> ForkWalk<'r, M> {
     pub fn simulation(
         &self,
         seed: u64,
-        future: ForkFuture,
+        future: &ForkFuture,
         sink: TraceSink,
     ) -> Result<Simulation<M>, ForkWalkError> {
         self.simulation_from(&self.point()?, seed, future, sink)
@@ -247,7 +247,7 @@ impl<'r, M: Model> ForkWalk<'r, M> {
         &self,
         point: &ForkPoint<M>,
         seed: u64,
-        future: ForkFuture,
+        future: &ForkFuture,
         sink: TraceSink,
     ) -> Result<Simulation<M>, ForkWalkError> {
         debug_assert_eq!(point.records, self.records(), "the point is the walk's own");
@@ -265,9 +265,9 @@ impl<'r, M: Model> ForkWalk<'r, M> {
     }
 
     /// Whether a fork with `seed` is the simulated trace's own run again.
-    pub fn is_own_run(&self, seed: u64, future: ForkFuture) -> bool {
+    pub fn is_own_run(&self, seed: u64, future: &ForkFuture) -> bool {
         matches!(self.replay.trace.header.origin, Origin::Simulated { seed: s } if s == seed)
-            && future == ForkFuture::default()
+            && *future == ForkFuture::default()
     }
 
     fn check_own_run(&self, seed: u64) -> Result<(), ForkWalkError> {
@@ -285,13 +285,23 @@ impl<'r, M: Model> ForkWalk<'r, M> {
     }
 }
 
+/// The seed a fork that keeps `records` records gets when none is given: a different one
+/// per moment, printed, so that `--seed` gets the same fork again.
+pub fn default_seed(origin: &Origin, records: u64) -> u64 {
+    let parent = match origin {
+        Origin::Simulated { seed } | Origin::Forked { seed, .. } => *seed,
+        Origin::Recorded { .. } => 0,
+    };
+    retrace_sim::rng::derive_seed(parent, retrace_sim::rng::Purpose::Fork, records, 0)
+}
+
 /// A fork of `replay` at record `at` (see [`boundary`]), with `seed`: walks there and
 /// builds the simulation.
 pub fn fork<M: Model>(
     replay: &Replay<M>,
     at: u64,
     seed: u64,
-    future: ForkFuture,
+    future: &ForkFuture,
     sink: TraceSink,
 ) -> Result<Simulation<M>, ForkWalkError> {
     let mut walk = ForkWalk::new(replay)?;

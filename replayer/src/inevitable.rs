@@ -298,6 +298,7 @@ pub fn curve<M: Model>(
     let future = ForkFuture {
         scripted_faults: false,
         until_ns: Some(until_ns),
+        interventions: Vec::new(),
     };
     let jobs = settings.jobs.clamp(1, 64);
     let samples = settings.samples.max(1);
@@ -315,6 +316,7 @@ pub fn curve<M: Model>(
             job_txs.push(tx);
             let done = done_tx.clone();
             let invariant = target.invariant.clone();
+            let future = &future;
             scope.spawn(move || {
                 // Each worker keeps its own walks (node states are not shared across
                 // threads), at every moment it measured: a later moment starts from the
@@ -424,7 +426,7 @@ fn run_job<'r, M: Model>(
     replay: &'r Replay<M>,
     walks: &mut BTreeMap<usize, ForkWalk<'r, M>>,
     job: &Job,
-    future: ForkFuture,
+    future: &ForkFuture,
     invariant: &str,
 ) -> Result<(usize, u32, u32), ForkWalkError> {
     let mut walk = match walks.range(..=job.moment).next_back() {

@@ -24,6 +24,7 @@ pub mod profile;
 pub mod provenance;
 pub mod steps;
 pub mod stream;
+pub mod what_if;
 pub mod window;
 
 pub use causality::Causality;

@@ -139,7 +139,7 @@ impl<M: Model> Clone for ForkPoint<M> {
 }
 
 /// How a fork's future is modelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForkFuture {
     /// Whether the scenario's scripted faults (`[[faults]]`) after the fork still happen.
     /// `retrace fork` keeps them (the scenario goes on); `inevitable` drops them: what it
@@ -149,6 +149,9 @@ pub struct ForkFuture {
     /// When the fork's run stops, on the trace's time axis; by default the scenario's
     /// limit (from `base_ns`).
     pub until_ns: Option<u64>,
+    /// Changes made by hand at the moment (the TUI's what-if): checked against the fork
+    /// point by [`crate::what_if::check`].
+    pub interventions: Vec<crate::Intervention>,
 }
 
 impl Default for ForkFuture {
@@ -156,6 +159,7 @@ impl Default for ForkFuture {
         ForkFuture {
             scripted_faults: true,
             until_ns: None,
+            interventions: Vec::new(),
         }
     }
 }

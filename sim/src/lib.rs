@@ -77,6 +77,7 @@ mod storage;
 pub mod tag;
 pub mod trace;
 pub mod variant;
+pub mod what_if;
 mod world;
 
 pub use determinism::{check_determinism, first_difference, TraceDifference};
@@ -93,4 +94,5 @@ pub use snapshot::NodeSnapshot;
 pub use storage::{Storage, StorageImage};
 pub use tag::Tag;
 pub use trace::{Event, Outcome, Record, Trace};
+pub use what_if::Intervention;
 pub use world::SwarmKinds;

@@ -7,8 +7,9 @@ use crate::summary::{group, rate};
 use anyhow::anyhow;
 use retrace_models::KvModel;
 use retrace_replayer::fork::{boundary, ForkWalk};
+use retrace_replayer::what_if::Moment;
 use retrace_replayer::Replay;
-use retrace_sim::{ForkFuture, Trace, TraceSink};
+use retrace_sim::{ForkFuture, Intervention, Trace, TraceSink};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -77,12 +78,9 @@ fn fork_at_the_end(args: &BenchArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let walked = started.elapsed();
     let file = std::fs::File::create(&out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
-    let future = ForkFuture {
-        scripted_faults: true,
-        until_ns: None,
-    };
+    let future = ForkFuture::default();
     let sim = walk
-        .simulation(1_000_003, future, TraceSink::Stream(Box::new(file)))
+        .simulation(1_000_003, &future, TraceSink::Stream(Box::new(file)))
         .map_err(anyhow::Error::msg)?;
     let forked = started.elapsed();
     let report = sim.run();
@@ -103,7 +101,12 @@ fn fork_at_the_end(args: &BenchArgs) -> anyhow::Result<()> {
     let point = walk.point().map_err(anyhow::Error::msg)?;
     let file = std::fs::File::create(&out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
     let sim = walk
-        .simulation_from(&point, 1_000_003, future, TraceSink::Stream(Box::new(file)))
+        .simulation_from(
+            &point,
+            1_000_003,
+            &future,
+            TraceSink::Stream(Box::new(file)),
+        )
         .map_err(anyhow::Error::msg)?;
     let checkpointed = from_checkpoint.elapsed();
     drop(sim);
@@ -138,6 +141,46 @@ fn fork_at_the_end(args: &BenchArgs) -> anyhow::Result<()> {
     );
     println!("{checkpoint_line}");
     let _ = std::fs::remove_file(&out);
+    what_if_half_way(&replay)
+}
+
+/// The TUI's what-if half-way through the long trace: `f` (walk to the moment and list
+/// what is pending), then `Enter` with one message dropped (run the branch to the
+/// scenario's end, in memory, and open it for replay).
+fn what_if_half_way(replay: &Replay<KvModel>) -> anyhow::Result<()> {
+    let at = replay.trace.events.len() as u64 / 2;
+    let started = Instant::now();
+    let moment = Moment::new(replay, at).map_err(anyhow::Error::msg)?;
+    let walked = started.elapsed();
+    let changes: Vec<Intervention> = moment
+        .point
+        .in_flight
+        .first()
+        .map(|m| Intervention::Drop { send: m.send })
+        .into_iter()
+        .collect();
+    let branch = moment
+        .branch(replay, moment.default_seed(), &changes)
+        .map_err(anyhow::Error::msg)?;
+    let ran = started.elapsed();
+    let trace = Trace::from_bytes(&branch.bytes, "the branch").map_err(anyhow::Error::msg)?;
+    let records = trace.events.len() as u64;
+    let opened = Replay::<KvModel>::new(trace).map_err(anyhow::Error::msg)?;
+    let open = started.elapsed();
+    println!(
+        "what-if half-way (record {}), as the TUI's f then Enter do it: {:.2}s to the panel \
+         (re-execute from the start), {:.2}s to run the branch with one message dropped \
+         ({} steps after the moment, {} records in all), {:.2}s to open it for replay \
+         ({} steps); {:.2}s in all",
+        group(at),
+        walked.as_secs_f64(),
+        (ran - walked).as_secs_f64(),
+        group(branch.report.stats.steps),
+        group(records),
+        (open - ran).as_secs_f64(),
+        group(opened.steps.len() as u64),
+        open.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! The app: all state the screen shows, and the update function that keys drive. Rendering
 //! (in `ui`) only reads it, so tests drive [`App::key`] and assert on the app's fields.
 
+use crate::branches::Branches;
 use crate::command::Command;
 use crate::pager::{Page, Pager, Toward};
 use crate::session::{Scan, Session, StepStates};
 use crate::timeline::Timeline;
 pub use crate::value::ValueView;
+use crate::what_if::WhatIf;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use retrace_replayer::faults::FaultIndex;
 use retrace_replayer::profile::{Profiler, RequestProfile};
@@ -13,6 +15,7 @@ use retrace_replayer::{event_detail, Causality, Predicate};
 use retrace_sim::trace::Record;
 use retrace_sim::{NodeId, RequestId};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The largest count a number prefix can reach (a motion repeated more is a jump).
@@ -73,6 +76,10 @@ pub enum View {
     Value,
     /// `I`: when the failure became inevitable — the curve, and the step it names.
     Inevitable,
+    /// `f`: what if — change what is pending at the event, then run the branch.
+    WhatIf,
+    /// `b`: the tree of branches.
+    Branches,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +161,12 @@ pub struct App {
     pub time_axis_ns: Option<u64>,
     /// For a window of a larger trace: where it sits, and the windows around it.
     pub pager: Option<Box<dyn Pager>>,
+    /// `f`: the what-if panel being filled in.
+    pub what_if: Option<WhatIf>,
+    /// The original run and the what-if branches made from it.
+    pub branches: Branches,
+    /// The trace file the original run was read from (a saved branch's schedule names it).
+    pub source: Option<PathBuf>,
 }
 
 impl App {
@@ -208,7 +221,7 @@ impl App {
     }
 
     /// The app over `session`, its record `start_at` selected.
-    fn opened(
+    pub(crate) fn opened(
         session: Box<dyn Session>,
         start_at: Option<usize>,
         recorded_violation: Option<usize>,
@@ -260,6 +273,9 @@ impl App {
             value: None,
             time_axis_ns: None,
             pager: None,
+            what_if: None,
+            branches: Branches::default(),
+            source: None,
         };
         let violation_at = recorded_violation.or(match start_at {
             Some(i) if app.session.divergence().is_none_or(|d| d.record_index != i) => Some(i),
@@ -904,8 +920,19 @@ impl App {
 
     /// What to show while `key` is handled, when handling it takes long enough to be seen:
     /// opening another window of a larger trace (half a second to a second, more far from
-    /// any state). The terminal draws it before handing the key over.
+    /// any state), or a what-if. The terminal draws it before handing the key over.
     pub fn slow_key(&self, key: &KeyEvent) -> Option<String> {
+        // What-if re-executes the run to the moment, then runs the branch to its end: a
+        // second or more on a long trace.
+        match (&self.input, self.view, key.code) {
+            (Input::Normal, View::Main, KeyCode::Char('f')) if self.pager.is_none() => {
+                return Some("what if: re-executing the run to this event…".into())
+            }
+            (Input::Normal, View::WhatIf, KeyCode::Enter) => {
+                return Some("running the branch to its violation or the scenario's end…".into())
+            }
+            _ => {}
+        }
         self.pager.as_ref()?;
         let toward = match (&self.input, key.code) {
             (Input::Normal, KeyCode::Char('(')) if self.view == View::Main => "before",
@@ -955,6 +982,8 @@ impl App {
                 View::Profile => self.profile_key(key),
                 View::Inevitable => self.inevitable_key(key),
                 View::Value => self.value_key(key),
+                View::WhatIf => self.what_if_key(key),
+                View::Branches => self.branches_key(key),
                 View::Main => self.main_key(key),
             },
         }
@@ -1067,6 +1096,9 @@ impl App {
             },
             KeyCode::Char('p') => self.open_profile(None),
             KeyCode::Char('I') => self.open_inevitable(),
+            KeyCode::Char('f') => self.open_what_if(),
+            KeyCode::Char('b') => self.open_branches(),
+            KeyCode::Char('o') => self.back_to_original(),
             KeyCode::Esc => self.highlight = None,
             KeyCode::Char(':') => self.input = Input::Command(String::new()),
             KeyCode::Char('/') => self.input = Input::Search(String::new()),
@@ -1187,6 +1219,7 @@ impl App {
             }
             Command::Profile(r) => self.open_profile(r),
             Command::Window(i) => self.page(Toward::Around(i)),
+            Command::Save(path) => self.save_branch(&path),
             Command::Help => self.view = View::Help,
             Command::Quit => self.quit = true,
         }

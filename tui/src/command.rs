@@ -29,6 +29,9 @@ pub enum Command {
     /// `window N`: for a trace opened a window at a time, the window around the trace's
     /// event N (the trace's numbering, not the window's).
     Window(u64),
+    /// `save PATH`: the what-if branch shown, as a trace at PATH and the schedule that
+    /// makes it again beside it.
+    Save(String),
     Help,
     Quit,
 }
@@ -82,6 +85,13 @@ impl Command {
                 .parse()
                 .map(Command::Window)
                 .map_err(|_| format!("`window {rest}`: expected an event of the trace, like 48000000")),
+            "save" | "w" => {
+                if rest.is_empty() {
+                    Err("`save` needs a file to write the branch's trace to".into())
+                } else {
+                    Ok(Command::Save(rest.to_string()))
+                }
+            }
             "why" => none_expected(Command::Why),
             "effects" => none_expected(Command::Effects),
             "request" | "r" => {
@@ -117,7 +127,7 @@ impl Command {
             "q" | "quit" => none_expected(Command::Quit),
             "" => Err("empty command".into()),
             other => Err(format!(
-                "unknown command `{other}`; commands: goto, break, delete, why, effects, request, value, clear, bookmark, profile, help, quit"
+                "unknown command `{other}`; commands: goto, break, delete, why, effects, request, value, clear, bookmark, profile, save, help, quit"
             )),
         }
     }
@@ -147,6 +157,11 @@ mod tests {
             Ok(Command::Request(RequestId(7)))
         );
         assert_eq!(Command::parse("profile"), Ok(Command::Profile(None)));
+        assert_eq!(
+            Command::parse("w out/branch.trace"),
+            Ok(Command::Save("out/branch.trace".into()))
+        );
+        assert!(Command::parse("save").is_err());
         assert!(Command::parse("goto").is_err());
         assert!(Command::parse("why now").is_err());
         assert!(Command::parse("frobnicate")

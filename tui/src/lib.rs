@@ -10,11 +10,14 @@
 //! - [`timeline`]: what is precomputed when a trace opens;
 //! - [`app`]: state and the key-driven update function (what tests drive);
 //! - [`value`]: `v`, following a value (picker and answer);
+//! - [`what_if`]: `f`, changing what is pending at an event and running the branch;
+//! - [`branches`]: `b`, `o`, `:save`, the tree of what-if branches;
 //! - [`pager`]: a trace too large to open whole, one window at a time (`(` `)`);
 //! - [`ui`]: rendering, a pure function of the app;
 //! - [`terminal`]: the event loop on a real terminal.
 
 pub mod app;
+pub mod branches;
 pub mod command;
 pub mod pager;
 pub mod session;
@@ -22,6 +25,7 @@ pub mod terminal;
 pub mod timeline;
 pub mod ui;
 pub mod value;
+pub mod what_if;
 
 pub use app::App;
 pub use pager::{Pager, Toward, WindowPager};

@@ -2,12 +2,12 @@
 //! [`Cursor`] through [`Session`], and sees states and messages as text.
 
 use retrace_replayer::diff::{diff_states, Change};
-use retrace_replayer::inevitable;
 use retrace_replayer::provenance::{self, Ask, Provenance};
+use retrace_replayer::{inevitable, what_if};
 use retrace_replayer::{
     CheckpointPolicy, Cursor, Divergence, Predicate, Replay, ReplayViolation, Steps,
 };
-use retrace_sim::{codec, Model, Node, Trace};
+use retrace_sim::{codec, Intervention, Model, Node, NodeId, Trace};
 use std::time::{Duration, Instant};
 
 /// A node's state before and after one step, as text, and what changed.
@@ -71,17 +71,62 @@ pub trait Session {
     /// When did the trace's failure become inevitable: forks of the run at moments before
     /// its first violation (`retrace_replayer::inevitable`), apart from the cursor.
     fn inevitable(&self, settings: inevitable::Settings) -> Result<inevitable::Curve, String>;
+    /// What-if: walks the run to the end of record `at`'s step (apart from the cursor),
+    /// keeps that moment for [`Session::what_if_branch`], and says what is pending there.
+    fn what_if_moment(&mut self, at: u64) -> Result<MomentView, String>;
+    /// The branch `changes` make at the moment last set up, its future drawn from `seed`:
+    /// run to the violation or the scenario's end, and opened as a session of its own.
+    fn what_if_branch(&mut self, seed: u64, changes: &[Intervention]) -> Result<BranchRun, String>;
+}
+
+/// A message in flight at a what-if moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// Its `Send` record: how a change names it.
+    pub send: u64,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub sent_ns: u64,
+    /// Copies on their way (a duplicated message has two).
+    pub copies: u32,
+    pub text: String,
+}
+
+/// What a what-if moment holds, as the panel shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MomentView {
+    /// The record picked; the branch keeps the records before `records`.
+    pub at: u64,
+    pub records: u64,
+    /// On the trace's time axis.
+    pub time_ns: u64,
+    pub messages: Vec<PendingMessage>,
+    /// Whether each node is up at the moment.
+    pub up: Vec<bool>,
+    /// Messages in flight whose content the trace does not hold: lost to a branch.
+    pub unknown_in_flight: u64,
+    /// The seed a branch gets unless the user picks another.
+    pub seed: u64,
+}
+
+/// A what-if branch, run: its session and how it was made.
+pub struct BranchRun {
+    pub session: Box<dyn Session>,
+    pub branch: what_if::Branch,
 }
 
 /// [`Session`] over a model's cursor.
 pub struct ModelSession<M: Model> {
     cursor: Cursor<M>,
+    /// The what-if moment last set up.
+    moment: Option<what_if::Moment<M>>,
 }
 
 impl<M: Model> ModelSession<M> {
     pub fn new(replay: Replay<M>) -> Self {
         ModelSession {
             cursor: Cursor::new(replay, CheckpointPolicy::default()),
+            moment: None,
         }
     }
 
@@ -230,6 +275,57 @@ impl<M: Model> Session for ModelSession<M> {
             .map_err(|e| e.to_string())?
             .ok_or("no invariant breaks in this trace: there is no failure to trace back")?;
         inevitable::curve(replay, &target, settings, &mut |_, _| {}).map_err(|e| e.to_string())
+    }
+
+    fn what_if_moment(&mut self, at: u64) -> Result<MomentView, String> {
+        let moment = what_if::Moment::new(self.cursor.replay(), at).map_err(|e| e.to_string())?;
+        let point = &moment.point;
+        let mut messages: Vec<PendingMessage> = Vec::new();
+        for m in &point.in_flight {
+            match messages.last_mut() {
+                Some(last) if last.send == m.send => last.copies += 1,
+                _ => messages.push(PendingMessage {
+                    send: m.send,
+                    from: m.from,
+                    to: m.to,
+                    sent_ns: m.sent_ns,
+                    copies: 1,
+                    text: format!("{:?}", m.msg),
+                }),
+            }
+        }
+        let view = MomentView {
+            at,
+            records: point.records,
+            time_ns: point.time_ns,
+            messages,
+            up: point
+                .nodes
+                .iter()
+                .map(|n| matches!(n.state, retrace_sim::snapshot::NodeState::Up(_)))
+                .collect(),
+            unknown_in_flight: point.unknown_in_flight,
+            seed: moment.default_seed(),
+        };
+        self.moment = Some(moment);
+        Ok(view)
+    }
+
+    fn what_if_branch(&mut self, seed: u64, changes: &[Intervention]) -> Result<BranchRun, String> {
+        let moment = self
+            .moment
+            .as_ref()
+            .ok_or("no what-if moment is set up (press f on an event)")?;
+        let replay = self.cursor.replay();
+        let branch = moment
+            .branch(replay, seed, changes)
+            .map_err(|e| e.to_string())?;
+        let trace = Trace::from_bytes(&branch.bytes, "the branch").map_err(|e| e.to_string())?;
+        let replay = Replay::<M>::new(trace).map_err(|e| e.to_string())?;
+        Ok(BranchRun {
+            session: Box::new(ModelSession::new(replay)),
+            branch,
+        })
     }
 }
 

@@ -587,7 +587,7 @@ fn forked_app(at: u64) -> (App, usize) {
         &replay,
         at,
         99,
-        retrace_sim::ForkFuture::default(),
+        &retrace_sim::ForkFuture::default(),
         retrace_sim::TraceSink::Memory,
     )
     .unwrap()
@@ -642,4 +642,172 @@ fn the_inevitability_curve_names_the_kill_and_enter_goes_there() {
     keys(&mut app, "I<Esc>");
     assert_eq!(app.view, View::Main);
     assert_eq!(app.curve.as_ref().map(|c| c.forks), forks);
+}
+
+/// The deliveries of message `send` in the run shown, with their times.
+fn deliveries(app: &App, send: u64) -> Vec<u64> {
+    app.session
+        .trace()
+        .events
+        .iter()
+        .filter(|e| matches!(e.record, Record::Deliver { send: Some(s), .. } if s == send))
+        .map(|e| e.time_ns)
+        .collect()
+}
+
+#[test]
+fn what_if_delivers_now_delays_and_duplicates_messages_by_key() {
+    let mut app = app(LOST_WRITE);
+    // The first event (from 60) after which three messages are in flight.
+    let at = (60..300)
+        .find(|at| {
+            keys(&mut app, &format!("g{at}Gf"));
+            let found = app
+                .what_if
+                .as_ref()
+                .is_some_and(|w| w.moment.messages.len() >= 3);
+            if !found {
+                keys(&mut app, "<Esc>");
+            }
+            found && app.record_of(app.sel) == *at
+        })
+        .expect("a moment with three messages in flight");
+    assert_eq!(app.view, View::WhatIf, "{:?}", app.message);
+    let (moment_ns, sends) = {
+        let w = app.what_if.as_ref().unwrap();
+        let sends: Vec<u64> = w.moment.messages.iter().map(|m| m.send).collect();
+        (w.moment.time_ns, sends)
+    };
+    let shown = screen(&mut app, 160, 50);
+    assert!(
+        shown.contains(&format!("what if, after event {at}")),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("#{}", sends[0])), "{shown}");
+    // n on the first, d twice on the second (10ms, then 100ms), D on the third; an undo
+    // and a redo; a node key on a message says what it is for.
+    keys(&mut app, "njddjDuDc");
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("change a node"));
+    let w = app.what_if.as_ref().unwrap();
+    assert_eq!(w.changes.len(), 3, "{:?}", w.changes);
+    assert!(screen(&mut app, 160, 50).contains("delay #"));
+    let seed = app.what_if.as_ref().unwrap().seed;
+    keys(&mut app, "s");
+    assert_eq!(app.what_if.as_ref().unwrap().seed, seed + 1);
+    keys(&mut app, "<Enter>");
+    assert_eq!(app.view, View::Main, "{:?}", app.message);
+    assert_eq!(app.branches.current, 1);
+    let fork = app.branch_at.unwrap();
+    let now = deliveries(&app, sends[0]);
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0], moment_ns, "delivered at the moment itself");
+    let first_step = app
+        .session
+        .steps()
+        .steps
+        .iter()
+        .find(|s| s.input >= fork)
+        .unwrap();
+    assert!(
+        matches!(app.session.trace().events[first_step.input].record, Record::Deliver { send: Some(s), .. } if s == sends[0]),
+        "the message delivered now is the branch's first step"
+    );
+    let delayed = deliveries(&app, sends[1]);
+    assert!(
+        delayed.iter().all(|&t| t >= moment_ns + 100_000_000),
+        "delayed by 100ms: {delayed:?} vs {moment_ns}"
+    );
+    assert_eq!(
+        deliveries(&app, sends[2]).len(),
+        2,
+        "duplicated: delivered twice"
+    );
+    assert!(app.session.trace().events[fork..]
+        .iter()
+        .any(|e| matches!(e.record, Record::Duplicate { send } if send == sends[2])));
+    let end = app.session.steps().len();
+    app.session.goto(end);
+    assert!(app.session.divergence().is_none());
+    // The status line says which branch this is; o is the original, one key.
+    assert!(screen(&mut app, 160, 50).contains("branch 1"));
+    keys(&mut app, "o");
+    assert_eq!(app.branches.current, 0);
+    assert_eq!(app.record_of(app.sel), at);
+    assert!(!screen(&mut app, 160, 50).contains("branch 1"));
+    // The original's file is not known here: saving a branch says why it cannot.
+    keys(&mut app, "bj<Enter>");
+    assert_eq!(app.branches.current, 1);
+    keys(&mut app, ":save /nonexistent/x.trace<Enter>");
+    assert!(
+        app.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("file is not known"),
+        "{:?}",
+        app.message
+    );
+}
+
+#[test]
+fn what_if_crashing_a_node_that_is_down_is_refused_and_esc_leaves_the_panel() {
+    let mut app = app(LOST_WRITE);
+    // After the kill, replica-0 (node 0) is down.
+    keys(&mut app, ":goto crash<Enter>f");
+    assert_eq!(app.view, View::WhatIf, "{:?}", app.message);
+    let row = app.what_if.as_ref().unwrap().moment.messages.len();
+    assert!(!app.what_if.as_ref().unwrap().moment.up[0]);
+    keys(&mut app, &format!("{}c", "j".repeat(row)));
+    assert!(
+        app.message.as_deref().unwrap_or("").contains("down"),
+        "{:?}",
+        app.message
+    );
+    assert!(app.what_if.as_ref().unwrap().changes.is_empty());
+    // A restart is fine, and then a crash is too.
+    keys(&mut app, "rc");
+    assert_eq!(app.what_if.as_ref().unwrap().changes.len(), 2);
+    keys(&mut app, "<Esc>");
+    assert_eq!(app.view, View::Main);
+    assert!(app.branches.list.is_empty(), "nothing ran");
+    keys(&mut app, "b");
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("no branches yet"));
+}
+
+#[test]
+fn a_branch_opens_at_the_first_breakpoint_after_the_moment_else_at_its_violation() {
+    let mut app = app(LOST_WRITE);
+    keys(&mut app, "g60Gf<Enter>");
+    assert_eq!(app.branches.current, 1, "{:?}", app.message);
+    let fork = app.branch_at.unwrap();
+    let violation = app.timeline.recorded_violation.clone().map(|(i, _)| i);
+    let message = app.message.clone().unwrap_or_default();
+    match violation {
+        Some(i) => {
+            assert_eq!(
+                app.record_of(app.sel),
+                i,
+                "opened at the violation: {message}"
+            );
+            assert!(message.contains('✗'), "{message}");
+        }
+        None => assert_eq!(app.record_of(app.sel), fork, "{message}"),
+    }
+    // With a breakpoint, the branch opens where it first holds after the moment.
+    keys(&mut app, "o:break node replica-2<Enter>g60Gf<Enter>");
+    assert_eq!(app.branches.current, 2, "{:?}", app.message);
+    let fork = app.branch_at.unwrap();
+    assert!(app.record_of(app.sel) >= fork);
+    assert!(text(&app).contains("replica-2"), "{}", text(&app));
+    assert!(app.message.as_deref().unwrap_or("").contains("breakpoint"));
+    // Both branches hang off the original.
+    assert_eq!(app.branches.depth(1), 1);
+    assert_eq!(app.branches.depth(2), 1);
 }

@@ -44,3 +44,15 @@ fn too_small() {
     let mut app = app(LOST_WRITE);
     expect_file!["snapshots/too-small.txt"].assert_eq(&screen(&mut app, 40, 8));
 }
+
+#[test]
+fn what_if_panel_and_branch_tree() {
+    let mut app = app(LOST_WRITE);
+    // After the kill: the primary down; drop the message in flight, restart the primary.
+    keys(&mut app, ":goto crash<Enter>jfx");
+    let nodes_at = app.what_if.as_ref().unwrap().moment.messages.len();
+    keys(&mut app, &format!("g{}r", "j".repeat(nodes_at)));
+    expect_file!["snapshots/what-if.txt"].assert_eq(&screen(&mut app, 120, 30));
+    keys(&mut app, "<Enter>b");
+    expect_file!["snapshots/branches.txt"].assert_eq(&screen(&mut app, 120, 16));
+}

@@ -146,6 +146,10 @@ pub struct ScheduleFile {
 pub struct ScheduleFrom {
     pub trace: String,
     pub at: u64,
+    /// Changes made by hand at the moment (a what-if branch the TUI saved), which the
+    /// fork makes before its future runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interventions: Vec<crate::Intervention>,
 }
 
 /// One run of a search.
@@ -182,7 +186,7 @@ impl<'a, M: Model> ForkStart<'a, M> {
         prefix: &'a [Event],
         future: ForkFuture,
     ) -> Result<Self, ForkError> {
-        Simulation::<M>::fork(scenario, point, 0, future, prefix, TraceSink::Discard)?;
+        Simulation::<M>::fork(scenario, point, 0, &future, prefix, TraceSink::Discard)?;
         Ok(ForkStart {
             scenario,
             point,
@@ -211,7 +215,7 @@ impl<'a, M: Model> Start<'a, M> {
                 scenario,
                 point: f.point,
                 prefix: f.prefix,
-                future: f.future,
+                future: f.future.clone(),
             }),
         }
     }
@@ -224,7 +228,7 @@ impl<'a, M: Model> Start<'a, M> {
         }
         match self {
             Start::Scenario(_) => Simulation::<M>::new(&s, seed, sink),
-            Start::Fork(f) => Simulation::<M>::fork(&s, f.point, seed, f.future, f.prefix, sink)
+            Start::Fork(f) => Simulation::<M>::fork(&s, f.point, seed, &f.future, f.prefix, sink)
                 .unwrap_or_else(|e| unreachable!("ForkStart::new checked this fork: {e}")),
         }
     }

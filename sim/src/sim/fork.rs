@@ -13,7 +13,8 @@ use crate::rng::{derive_seed, Purpose, SimRng};
 use crate::scenario::{FaultAction, Scenario};
 use crate::snapshot::NodeState;
 use crate::storage::Storage;
-use crate::trace::{Event, Origin};
+use crate::trace::{DropReason, Event, Origin};
+use crate::what_if::{self, Fate};
 use std::collections::BTreeSet;
 
 impl<M: Model> Simulation<M> {
@@ -28,11 +29,13 @@ impl<M: Model> Simulation<M> {
     /// said (a scripted crash's `restart_after`, or the random model's), or stays down.
     /// Services start afresh: a connection open at the fork is reset there, which its node
     /// hears. The nodes' random streams go on as they were (they are part of their state).
+    /// The changes `future` makes by hand ([`crate::what_if`]) come first: node changes at
+    /// the moment, then the messages' new fates.
     pub fn fork<'a>(
         scenario: &Scenario<M::Options>,
         point: &ForkPoint<M>,
         seed: u64,
-        future: ForkFuture,
+        future: &ForkFuture,
         prefix: impl IntoIterator<Item = &'a Event>,
         sink: TraceSink,
     ) -> Result<Self, ForkError> {
@@ -43,6 +46,7 @@ impl<M: Model> Simulation<M> {
                 point.nodes.len()
             )));
         }
+        crate::what_if::check(point, &future.interventions)?;
         let (base_ns, now_ns) = (point.base_ns, point.time_ns.max(point.base_ns));
         // The scenario's times count from the trace's start: a recording's is wall-clock.
         let mut s = scenario.clone();
@@ -90,6 +94,12 @@ impl<M: Model> Simulation<M> {
         let mut fork_rng = SimRng::new(derive_seed(seed, Purpose::Faults, 1, 0));
 
         let held = sim.resume_nodes(point, &s, &mut fork_rng)?;
+        for change in &future.interventions {
+            if let Some(fault) = change.fault(n) {
+                sim.schedule_fault(now_ns, fault);
+            }
+        }
+        let fates = what_if::fates(&future.interventions);
         let mut timers = point.timers.clone();
         timers.sort_by_key(|t| (t.due_ns, t.set));
         for t in timers {
@@ -113,12 +123,27 @@ impl<M: Model> Simulation<M> {
                 continue;
             }
             let link = *sim.core.net.link(m.from, m.to);
+            // Drawn for every message, changed or not: a change to one message shifts no
+            // other's latency.
             let latency_ns = sim
                 .core
                 .net_rng
                 .rng()
                 .between(link.latency.lo_ns, link.latency.hi_ns);
-            let at = m.sent_ns.saturating_add(latency_ns).max(now_ns);
+            let natural_ns = m.sent_ns.saturating_add(latency_ns).max(now_ns);
+            let (at, copies) = match fates.get(&m.send) {
+                None => (natural_ns, 1),
+                Some(Fate::Later { by_ns }) => (natural_ns.saturating_add(*by_ns), 1),
+                Some(Fate::Now) => (now_ns, 1),
+                Some(Fate::Lost) => {
+                    sim.core.drop_msg(m.send, DropReason::Loss);
+                    continue;
+                }
+                Some(Fate::Twice) => {
+                    sim.core.note_duplicate(m.send);
+                    (natural_ns, 2)
+                }
+            };
             let copy = InFlight {
                 to: m.to,
                 from: m.from,
@@ -128,7 +153,9 @@ impl<M: Model> Simulation<M> {
                 payload: InlinePayload::NONE,
                 key: NO_KEY,
             };
-            sim.core.queue.push(at, Pending::Deliver(copy));
+            for _ in 0..copies {
+                sim.core.queue.push(at, Pending::Deliver(copy.clone()));
+            }
         }
         for cut in &point.cuts {
             let (id, links, cut_ns) = (cut.id, &cut.links, cut.cut_ns);

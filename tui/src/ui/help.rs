@@ -41,8 +41,11 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("+ - < >", "wider / narrower lanes; scroll lanes"),
     ("{ } Esc", "scroll the detail; clear the highlight"),
-    (":", "command line"),
-    ("q", "quit"),
+    (
+        "f b o",
+        "what if: change what is pending here, run a branch · the branch tree · the original",
+    ),
+    (": q", "command line; quit"),
 ];
 
 const COMMANDS: &[(&str, &str)] = &[
@@ -58,7 +61,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "why | effects | clear",
         "highlight causes, effects, nothing",
     ),
-    ("request ID", "highlight one request's events"),
+    (
+        "request ID | profile [ID]",
+        "highlight one request's events; its critical path",
+    ),
     (
         "value VALUE",
         "follow a value (JSON or a bare string) across the run",
@@ -67,7 +73,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "bookmark NAME | window N",
         "name the current event; the window around trace event N",
     ),
-    ("profile [ID]", "critical path of a request"),
+    (
+        "save PATH",
+        "the branch shown as a trace, with the schedule that makes it",
+    ),
 ];
 
 const PREDICATES: &str = "node NAME · kind KIND · msg VARIANT · contains TEXT · state NAME TEXT · invariant · request ID";

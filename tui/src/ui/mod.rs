@@ -1,6 +1,7 @@
 //! Rendering: a pure function of the [`App`] (besides remembering the list's scroll
 //! position), drawn the same on a real terminal and on ratatui's test backend.
 
+mod branches;
 mod detail;
 mod diagram;
 mod help;
@@ -9,6 +10,7 @@ mod list;
 mod profile;
 mod status;
 mod value;
+mod what_if;
 
 use crate::app::{App, View};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -69,6 +71,8 @@ pub fn render(app: &mut App, frame: &mut Frame) {
         View::Inevitable => inevitable::render(app, frame, body),
         View::Help => help::render(app, frame, body),
         View::Value => value::render(app, frame, body),
+        View::WhatIf => what_if::render(app, frame, body),
+        View::Branches => branches::render(app, frame, body),
     }
     status::render(app, frame, status_area, message_area, hints_area);
 }

@@ -47,6 +47,9 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
             format!("the fork's future (from event {at})")
         });
     }
+    if app.branches.current > 0 {
+        parts.push(format!("branch {}", app.branches.current));
+    }
     if !app.breakpoints.is_empty() {
         let n = app.breakpoints.len();
         parts.push(format!("{n} breakpoint{}", if n == 1 { "" } else { "s" }));
@@ -91,10 +94,12 @@ pub fn render(app: &App, frame: &mut Frame, status: Rect, message: Rect, hints: 
 
 fn hint(view: View) -> &'static str {
     match view {
-        View::Main => "j/k event  h/l node  g/G ends  c/C break  w why  v value  r request  p profile  t time  / search  : cmd  ? help  q quit",
+        View::Main => "j/k event  h/l node  g/G ends  c/C break  w why  v value  r request  p profile  f what-if  / search  : cmd  ? help  q quit",
         View::Value => "j/k move  Enter follow / go to the event  b back to the values  Esc back  ? help",
         View::Profile => "j/k hop  Enter go to the hop's event  Esc back  ? help",
         View::Inevitable => "Enter go to the step it names  Esc back  ? help",
+        View::WhatIf => "j/k move  n now  d delay  x drop  D duplicate  c crash  r restart  i isolate  u undo  s seed  Enter run  Esc back",
+        View::Branches => "j/k move  Enter show the run  o the original  Esc back  ? help",
         View::Help => "Esc, q or ? back",
     }
 }
