@@ -278,3 +278,58 @@ fn changes_are_checked_against_the_moment() {
         .to_string();
     assert!(e.contains("change 1 (drop #3)"), "{e}");
 }
+
+#[test]
+fn a_what_if_on_a_real_recording_replays_clean_and_its_schedule_makes_it_again() {
+    let dir = scratch_dir("what-if-recorded");
+    let rec = dir.join("rec");
+    let o = retrace(&[
+        "cluster",
+        "scenarios/kv-ack-before-replicate.toml",
+        "--record",
+        rec.to_str().unwrap(),
+        "--duration",
+        "2500ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let merged = dir.join("merged.trace");
+    let o = retrace(&[
+        "merge",
+        rec.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut app = open(&merged);
+    let half = app.session.trace().events.len() / 2;
+    app.press(&format!(":goto {half}<Enter>f"));
+    assert_eq!(app.view, View::WhatIf, "{:?}", app.message);
+    let (at, dropped) = {
+        let w = app.what_if.as_ref().unwrap();
+        (w.moment.at, w.moment.messages.first().map(|m| m.send))
+    };
+    if dropped.is_some() {
+        app.press("x");
+    }
+    // Isolate replica-1: the rest of the recording's cluster goes on without it.
+    let row = node_row(&app, NodeId(1));
+    app.press(&format!("g{}i<Enter>", "j".repeat(row)));
+    assert_eq!(app.branches.current, 1, "{:?}", app.message);
+    if let Some(send) = dropped {
+        assert!(future(&app)
+            .iter()
+            .any(|r| matches!(r, Record::Drop { send: s, .. } if *s == send)));
+    }
+    replays_clean(&mut app);
+    let saved = dir.join("branch.trace");
+    app.press(&format!(":save {}<Enter>", saved.display()));
+    let again = fork_again(
+        &merged,
+        at,
+        &dir.join("branch.schedule.json"),
+        &dir.join("again.trace"),
+    );
+    assert!(again == std::fs::read(&saved).unwrap());
+    let o = retrace(&["replay", saved.to_str().unwrap(), "--headless"]);
+    assert!(stdout(&o).contains("replay    ok"), "{}", stdout(&o));
+}
