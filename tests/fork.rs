@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{retrace, scratch_dir, stderr, stdout, write_trace};
+use common::{record_and_merge_kv, retrace, scratch_dir, stderr, stdout, write_trace};
 use proptest::prelude::*;
 use retrace_models::KvModel as Kv;
 use retrace_models::RaftModel as Raft;
@@ -131,24 +131,7 @@ fn a_fork_with_a_new_seed_keeps_the_prefix_and_replays_without_divergence() {
 #[test]
 fn a_fork_of_a_recorded_merged_trace_runs_and_replays_without_divergence() {
     let dir = scratch_dir("fork-recorded");
-    let rec = dir.join("rec");
-    let o = retrace(&[
-        "cluster",
-        "scenarios/kv-ack-before-replicate.toml",
-        "--record",
-        rec.to_str().unwrap(),
-        "--duration",
-        "2500ms",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let merged = dir.join("merged.trace");
-    let o = retrace(&[
-        "merge",
-        rec.to_str().unwrap(),
-        "-o",
-        merged.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let merged = record_and_merge_kv(&dir);
     let n = Trace::load(&merged).unwrap().events.len() as u64;
     let before = record_bytes(&merged);
     for (k, at) in [n / 4, n / 2, n * 9 / 10].into_iter().enumerate() {

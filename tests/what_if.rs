@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{retrace, scratch_dir, stderr, stdout, write_trace};
+use common::{record_and_merge_kv, retrace, scratch_dir, stderr, stdout, write_trace};
 use retrace_models::KvModel as Kv;
 use retrace_replayer::Replay;
 use retrace_sim::trace::{FaultRecord, Record, Trace};
@@ -282,24 +282,7 @@ fn changes_are_checked_against_the_moment() {
 #[test]
 fn a_what_if_on_a_real_recording_replays_clean_and_its_schedule_makes_it_again() {
     let dir = scratch_dir("what-if-recorded");
-    let rec = dir.join("rec");
-    let o = retrace(&[
-        "cluster",
-        "scenarios/kv-ack-before-replicate.toml",
-        "--record",
-        rec.to_str().unwrap(),
-        "--duration",
-        "2500ms",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let merged = dir.join("merged.trace");
-    let o = retrace(&[
-        "merge",
-        rec.to_str().unwrap(),
-        "-o",
-        merged.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let merged = record_and_merge_kv(&dir);
     let mut app = open(&merged);
     let half = app.session.trace().events.len() / 2;
     app.press(&format!(":goto {half}<Enter>f"));

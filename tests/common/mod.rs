@@ -66,6 +66,30 @@ pub fn write_trace<M: retrace_sim::Model>(dir: &Path, name: &str, seed: u64) -> 
     out
 }
 
+/// Records kv with the ack-before-replicate bug as real processes (`retrace cluster`) for
+/// 2.5 s into `dir/rec`, and merges the logs into `dir/merged.trace`.
+pub fn record_and_merge_kv(dir: &Path) -> PathBuf {
+    let rec = dir.join("rec");
+    let o = retrace(&[
+        "cluster",
+        "scenarios/kv-ack-before-replicate.toml",
+        "--record",
+        rec.to_str().unwrap(),
+        "--duration",
+        "2500ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let merged = dir.join("merged.trace");
+    let o = retrace(&[
+        "merge",
+        rec.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    merged
+}
+
 /// The manifest a running `retrace cluster` writes into `dir`, once it is there.
 pub fn wait_for_manifest(dir: &Path) -> retrace_recorder::manifest::Manifest {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -314,13 +314,19 @@ impl App {
         };
         let pager = self.pager.take().expect("checked above");
         let mut next = App::in_window(page, pager);
+        self.hand_setup_to(&mut next);
+        *self = next;
+    }
+
+    /// Moves to `next` (the app over another window or run) what the user set up that does
+    /// not depend on the trace: breakpoints, the last search, the diagram's shape.
+    pub(crate) fn hand_setup_to(&mut self, next: &mut App) {
         next.breakpoints = std::mem::take(&mut self.breakpoints);
         next.last_search = self.last_search.take();
         next.lane_width = self.lane_width;
         next.lane_offset = self.lane_offset;
         next.zoom = self.zoom;
         next.time_axis_ns = self.time_axis_ns;
-        *self = next;
     }
 
     /// The bookmarks every trace opens with, whatever wrote it: `violation`, `divergence`

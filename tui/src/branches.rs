@@ -197,12 +197,7 @@ impl App {
         let violation =
             crate::timeline::recorded_violation(&session.trace().events).map(|(i, _)| i);
         let mut next = App::opened(session, start_at, violation);
-        next.breakpoints = std::mem::take(&mut self.breakpoints);
-        next.last_search = self.last_search.take();
-        next.lane_width = self.lane_width;
-        next.lane_offset = self.lane_offset;
-        next.zoom = self.zoom;
-        next.time_axis_ns = self.time_axis_ns;
+        self.hand_setup_to(&mut next);
         next.source = self.source.clone();
         next.branches = std::mem::take(&mut self.branches);
         let old = std::mem::replace(self, next);
