@@ -94,6 +94,16 @@ impl Branch {
         self.seed
     }
 
+    /// The parent's record it branched after.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// The changes made at the moment, in order.
+    pub fn changes(&self) -> &[Intervention] {
+        &self.changes
+    }
+
     /// The schedule file that makes this branch again from `parent`, the file of the trace
     /// it branched from: `retrace fork PARENT --at N --schedule FILE`.
     pub fn schedule_file(&self, parent: &str) -> ScheduleFile {

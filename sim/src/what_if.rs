@@ -65,6 +65,16 @@ impl Intervention {
         }
     }
 
+    /// Whether its node is up after it, given whether it was up before (changes to
+    /// messages and isolation leave it as it was).
+    pub fn leaves_up(&self, up: bool) -> bool {
+        match self {
+            Intervention::Crash { .. } => false,
+            Intervention::Restart { .. } => true,
+            _ => up,
+        }
+    }
+
     /// For people: `drop #412`, `crash replica-2`.
     pub fn describe(&self, node_names: &[String]) -> String {
         let name = |n: NodeId| {
@@ -150,16 +160,12 @@ pub fn check<M: Model>(point: &ForkPoint<M>, list: &[Intervention]) -> Result<()
             let Some(is_up) = up.get_mut(node.index()) else {
                 return fail(format!("the cluster has {} nodes", point.nodes.len()));
             };
-            match change {
-                Intervention::Crash { .. } if !*is_up => {
-                    return fail(
-                        "the node is down by then (at the moment, or by an earlier change)".into(),
-                    )
-                }
-                Intervention::Crash { .. } => *is_up = false,
-                Intervention::Restart { .. } => *is_up = true,
-                _ => {}
+            if matches!(change, Intervention::Crash { .. }) && !*is_up {
+                return fail(
+                    "the node is down by then (at the moment, or by an earlier change)".into(),
+                );
             }
+            *is_up = change.leaves_up(*is_up);
         }
     }
     Ok(())

@@ -550,9 +550,14 @@ impl App {
         self.select(row);
     }
 
+    /// Any of the breakpoints: what `c` continues to, and where a what-if branch opens.
+    pub(crate) fn breakpoint_predicate(&self) -> Predicate {
+        Predicate::Any(self.breakpoints.iter().map(|(_, p)| p.clone()).collect())
+    }
+
     fn continue_to_break(&mut self, direction: Direction, times: usize) {
         let forward = direction == Direction::Forward;
-        let pred = Predicate::Any(self.breakpoints.iter().map(|(_, p)| p.clone()).collect());
+        let pred = self.breakpoint_predicate();
         // Start from the selected row's state.
         let step = self.step_of_row(self.sel);
         self.session.goto(step.map_or(0, |s| s + 1));

@@ -8,24 +8,19 @@ use crate::session::{BranchRun, Session};
 use crate::what_if::describe_changes;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use retrace_replayer::what_if::Branch as BranchMade;
-use retrace_replayer::Predicate;
-use retrace_sim::Intervention;
 use std::path::{Path, PathBuf};
 
 /// One run of the tree.
 pub struct Branch {
     /// The run it branched from (None: the original).
     pub parent: Option<usize>,
-    /// The parent's record it branched after.
-    pub at: u64,
-    pub changes: Vec<Intervention>,
     /// What became of it, for the tree's line (empty for the original).
     pub outcome: String,
     /// Parked while another run is on screen.
     pub session: Option<Box<dyn Session>>,
     /// The row selected when it was left.
     pub row: usize,
-    /// How it was made (None for the original).
+    /// How it was made: where, with which changes and seed (None for the original).
     pub made: Option<BranchMade>,
     /// Where it was saved, or for the original where it was read from.
     pub file: Option<PathBuf>,
@@ -114,10 +109,10 @@ impl Branches {
 }
 
 impl App {
-    /// Puts a what-if branch made at the current run's record `at` on screen, as a child
-    /// of the current run, opened at the first breakpoint after the moment, else its
-    /// violation, else the moment.
-    pub(crate) fn open_branch(&mut self, run: BranchRun, at: u64, changes: Vec<Intervention>) {
+    /// Puts a what-if branch made at a moment of the current run on screen, as its child,
+    /// opened at the first breakpoint after the moment, else its violation, else the
+    /// moment.
+    pub(crate) fn open_branch(&mut self, run: BranchRun) {
         let BranchRun {
             mut session,
             branch,
@@ -125,8 +120,6 @@ impl App {
         if self.branches.list.is_empty() {
             self.branches.list.push(Branch {
                 parent: None,
-                at: 0,
-                changes: Vec::new(),
                 outcome: String::new(),
                 session: None,
                 row: 0,
@@ -144,7 +137,7 @@ impl App {
         let mut note = String::new();
         let mut start_at = None;
         if !self.breakpoints.is_empty() {
-            let pred = Predicate::Any(self.breakpoints.iter().map(|(_, p)| p.clone()).collect());
+            let pred = self.breakpoint_predicate();
             session.goto(first_step);
             if session.run_forward_until(&pred) {
                 let step = session.position().saturating_sub(1);
@@ -173,13 +166,11 @@ impl App {
                 None => format!("{missed}at the moment it branched"),
             };
         }
-        let label = describe_changes(&changes, &self.node_names, "no change");
+        let label = describe_changes(branch.changes(), &self.node_names, "no change");
         let seed = branch.seed();
         let k = self.branches.list.len();
         self.branches.list.push(Branch {
             parent: Some(self.branches.current),
-            at,
-            changes,
             outcome: outcome.clone(),
             session: None,
             row: 0,
@@ -291,8 +282,9 @@ impl App {
                     "saved {}; again with: retrace fork {} --at {} --schedule {}",
                     names.join(", "),
                     parent.map_or_else(String::new, |p| p.display().to_string()),
-                    b.at,
-                    Path::new(path).with_extension("schedule.json").display()
+                    b.made.as_ref().map_or(0, |m| m.at()),
+                    // The schedule is the last file saved (parents come first).
+                    names.last().map_or("", String::as_str)
                 )
             }
             Err(e) => format!("not saved: {e}"),

@@ -95,9 +95,8 @@ pub struct PendingMessage {
 /// What a what-if moment holds, as the panel shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MomentView {
-    /// The record picked; the branch keeps the records before `records`.
+    /// The record picked: a branch keeps the trace up to the end of its step.
     pub at: u64,
-    pub records: u64,
     /// On the trace's time axis.
     pub time_ns: u64,
     pub messages: Vec<PendingMessage>,
@@ -296,7 +295,6 @@ impl<M: Model> Session for ModelSession<M> {
         }
         let view = MomentView {
             at,
-            records: point.records,
             time_ns: point.time_ns,
             messages,
             up: point

@@ -75,15 +75,8 @@ impl WhatIf {
 
     /// Whether `node` is up once the changes picked so far are made.
     pub fn up_after(&self, node: NodeId) -> bool {
-        let mut up = self.moment.up.get(node.index()).copied().unwrap_or(false);
-        for c in self.changes_of_node(node) {
-            match c {
-                Intervention::Crash { .. } => up = false,
-                Intervention::Restart { .. } => up = true,
-                _ => {}
-            }
-        }
-        up
+        let up = self.moment.up.get(node.index()).copied().unwrap_or(false);
+        self.changes_of_node(node).fold(up, |up, c| c.leaves_up(up))
     }
 
     /// Sets a message's fate: replaces the one it had; the same one again removes it.
@@ -243,12 +236,11 @@ impl App {
         let Some(w) = self.what_if.as_ref() else {
             return;
         };
-        let (at, seed, changes) = (w.moment.at, w.seed, w.changes.clone());
-        match self.session.what_if_branch(seed, &changes) {
+        match self.session.what_if_branch(w.seed, &w.changes) {
             Ok(run) => {
                 self.what_if = None;
                 self.view = View::Main;
-                self.open_branch(run, at, changes);
+                self.open_branch(run);
             }
             Err(e) => self.message = Some(format!("the branch did not run: {e}")),
         }

@@ -26,14 +26,15 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                     .as_ref()
                     .map_or_else(String::new, |f| format!(" ({})", f.display()))
             ),
-            Some(_) => format!(
-                "{k}: after event {}: {}{}",
-                b.at,
-                describe_changes(&b.changes, &app.node_names, "a new seed"),
-                b.made
-                    .as_ref()
-                    .map_or_else(String::new, |m| format!(" · seed {}", m.seed()))
-            ),
+            Some(_) => match &b.made {
+                Some(m) => format!(
+                    "{k}: after event {}: {} · seed {}",
+                    m.at(),
+                    describe_changes(m.changes(), &app.node_names, "a new seed"),
+                    m.seed()
+                ),
+                None => format!("{k}"),
+            },
         };
         let text = format!(
             "{shown} {}{what}{}{}",
