@@ -31,13 +31,18 @@ fn inevitable_names_the_kill_that_lost_kvs_acknowledged_write() {
 }
 
 #[test]
-fn inevitable_names_the_duplicated_vote_of_raft_double_vote() {
+fn inevitable_names_the_duplicated_vote_of_raft_double_vote_found_by_a_fixed_search() {
     let dir = scratch_dir("inevitable-raft");
     let o = retrace(&[
         "fuzz",
         "scenarios/raft-double-vote.toml",
-        "--time",
-        "60s",
+        // A count of cases, not a time: with one job and a fixed master seed the search
+        // is the same on every machine (CI's debug build ran out of its 60 s before the
+        // failure). Master seed 3 finds it at case 241.
+        "--seed",
+        "3",
+        "--cases",
+        "2000",
         "--jobs",
         "1",
         "--out",
@@ -49,8 +54,10 @@ fn inevitable_names_the_duplicated_vote_of_raft_double_vote() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "trace"))
         .expect("the fuzzer wrote the failure's trace");
-    // The planted cause: the network duplicated one RequestVote, and its voter granted
-    // the same term twice on the second copy.
+    // The planted cause: the network duplicated a vote, and the candidate, which counts
+    // votes without asking who cast them, counted one voter twice. What was duplicated
+    // depends on the search: the Vote itself, or the RequestVote its voter then granted
+    // twice. The reading must name the duplication, or the duplicated message's delivery.
     let t = Trace::load(&trace).unwrap();
     let duplicated: Vec<u64> = t
         .events
@@ -71,8 +78,9 @@ fn inevitable_names_the_duplicated_vote_of_raft_double_vote() {
     assert!(
         duplicated
             .iter()
-            .any(|s| r.contains(&format!("(send #{s}) RequestVote"))),
-        "the duplicated vote request's delivery is named:\n{text}"
+            .any(|s| r.contains(&format!("message of send #{s} duplicated"))
+                || r.contains(&format!("(send #{s}) "))),
+        "the duplicated vote is named:\n{text}"
     );
 }
 
