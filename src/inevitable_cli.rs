@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use clap::Args;
 use retrace_replayer::inevitable::{curve, find_target, Curve, Point, Settings, Shape};
 use retrace_replayer::Replay;
-use retrace_sim::trace::{Record, Trace};
+use retrace_sim::trace::Trace;
 use retrace_sim::{format_ns, Model};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -156,8 +156,8 @@ fn report<M: Model>(
         let mut shown = 0;
         let mut more = 0;
         for e in events.get(from as usize..to as usize).unwrap_or_default() {
-            let network_fate = matches!(e.record, Record::Drop { .. } | Record::Duplicate { .. });
-            if e.record.input_node().is_none() && !e.record.ends_step() && !network_fate {
+            let r = &e.record;
+            if r.input_node().is_none() && !r.ends_step() && !r.is_network_fate() {
                 continue;
             }
             if shown == 8 {

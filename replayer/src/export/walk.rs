@@ -398,7 +398,7 @@ impl Walker<'_> {
         // Drops and duplicates decided while the step ran come after it.
         let step = std::mem::take(&mut self.step);
         for e in &step[1..] {
-            if matches!(e.record, Record::Drop { .. } | Record::Duplicate { .. }) {
+            if e.record.is_network_fate() {
                 self.world(e)?;
             }
         }
@@ -464,7 +464,7 @@ pub fn walk(
         } else if !w.step.is_empty() {
             // Outputs, and drops or duplicates of messages the step may have just sent.
             w.step.push(e);
-        } else if matches!(e.record, Record::Drop { .. } | Record::Duplicate { .. }) {
+        } else if e.record.is_network_fate() {
             w.world(&e)?;
         }
     }

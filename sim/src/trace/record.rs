@@ -327,6 +327,13 @@ impl Record {
             )
     }
 
+    /// Whether this record is what the network did to a message (dropped or duplicated it).
+    /// It is neither an input nor a node's output: it may sit among the outputs of the step
+    /// that sent the message, and no step ends at it.
+    pub fn is_network_fate(&self) -> bool {
+        matches!(self, Record::Drop { .. } | Record::Duplicate { .. })
+    }
+
     /// Whether this record ends the step before it without being an input: a world event
     /// (a fault, a tap's traffic), a violation, the end.
     pub fn ends_step(&self) -> bool {
@@ -1247,10 +1254,8 @@ impl BodyDecoder {
             return Err(BodyError::Malformed("record length (trailing bytes)"));
         }
         let is_output = !record.is_timed()
-            && !matches!(
-                record,
-                Record::Drop { .. } | Record::Duplicate { .. } | Record::Violation { .. }
-            );
+            && !record.is_network_fate()
+            && !matches!(record, Record::Violation { .. });
         if let Some(node) = record.input_node() {
             self.step_node = Some(node);
         } else if is_output && self.step_node.is_none() {
